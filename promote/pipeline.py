@@ -1,0 +1,403 @@
+"""Pipeline files: one application's promotion, declared in ``deployments/*.yaml``.
+
+The models validate everything a flow needs before anything changes, and :func:`load_pipeline` turns
+pydantic's errors into ``file:line: field.path: what is wrong (allowed: ...)`` lines.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
+
+from tasks.gitrepo import is_valid_branch_name
+from tasks.versions import SemverRange, TagScheme, VersionError
+
+# Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+_K8S_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_ENV_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+_ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_BLOCK_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+# Relative path inside the repository: no absolute paths, no "..", no option-looking parts.
+_REPO_PATH = r"^(?!/)(?!.*(^|/)\.\.(/|$))(?!-)[A-Za-z0-9_.@/+-]+$"
+_IMAGE_NAME = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$"
+_POLICY_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class _Model(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them.
+    model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
+
+
+class GitCredentials(_Model):
+    """Where the Git token comes from; the token itself never appears in a pipeline file."""
+
+    token_env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
+    secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
+    username: str = "x-access-token"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GitCredentials:
+        if (self.token_env is None) == (self.secret_block is None):
+            raise ValueError("set exactly one of token_env (an environment variable) or secret_block")
+        return self
+
+
+class GitAuthor(_Model):
+    name: str = "gitops-promote"
+    email: str = "gitops-promote@localhost"
+
+
+class Repository(_Model):
+    url: Annotated[str, Field(min_length=1, description="clone URL or local path of the GitOps repository")]
+    branch: str = "main"
+    credentials: GitCredentials | None = None
+    author: GitAuthor = GitAuthor()
+
+    @field_validator("url")
+    @classmethod
+    def _no_inline_secret(cls, url: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url):
+            raise ValueError(
+                "the URL carries a password or token; remove it and use credentials.token_env or "
+                "credentials.secret_block"
+            )
+        if url.startswith("-"):
+            raise ValueError("a repository URL may not start with '-'")
+        return url
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, branch: str) -> str:
+        if not is_valid_branch_name(branch):
+            raise ValueError(f"{branch!r} is not a valid Git branch name")
+        return branch
+
+
+class Versioning(_Model):
+    tag_prefix: str = "v"
+    rc_label: str = "rc"
+    bump: Literal["major", "minor", "patch"] = "patch"
+    initial_version: str = "0.1.0"
+
+    @model_validator(mode="after")
+    def _scheme(self) -> Versioning:
+        try:
+            scheme = self.scheme
+            scheme.parse(self.initial_version)
+        except VersionError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def scheme(self) -> TagScheme:
+        return TagScheme(prefix=self.tag_prefix, rc_label=self.rc_label)
+
+
+# --- how an environment tracks a version ------------------------------------------------------------
+
+
+class TrackTag(_Model):
+    """The environment's Argo CD Application (a file in the repository) points at a release tag."""
+
+    kind: Literal["tag"]
+    application_file: Annotated[str, Field(pattern=_REPO_PATH)]
+    source_index: Annotated[int | None, Field(ge=0, description="index in spec.sources (multi-source)")] = None
+
+
+class TrackBranch(_Model):
+    """The environment tracks a branch; promotion merges the upstream branch into it (``--no-ff``)."""
+
+    kind: Literal["branch"]
+    branch: str
+    merge_from: str | None = None
+    merge_message: str = "Promote {from_branch} to {environment}"
+
+    @field_validator("branch", "merge_from")
+    @classmethod
+    def _branch(cls, branch: str | None) -> str | None:
+        if branch is not None and not is_valid_branch_name(branch):
+            raise ValueError(f"{branch!r} is not a valid Git branch name")
+        return branch
+
+
+class TrackKustomizeImage(_Model):
+    """A Kustomize overlay's ``images[name=image]`` entry carries the version (``newTag`` or ``digest``)."""
+
+    kind: Literal["kustomize-image"]
+    file: Annotated[str, Field(pattern=_REPO_PATH)]
+    image: Annotated[str, Field(pattern=_IMAGE_NAME)]
+    field: Literal["newTag", "digest"] = "newTag"
+
+
+class ImageRegistry(_Model):
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:\d+)?/?$")]
+    repository: Annotated[str, Field(pattern=_IMAGE_NAME)]
+    credentials: GitCredentials | None = None
+
+
+class TagFilter(_Model):
+    pattern: str = ".*"
+    extract: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class ImagePolicy(_Model):
+    semver: str | None = None
+    alphabetical: Literal["asc", "desc"] | None = None
+    numerical: Literal["asc", "desc"] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImagePolicy:
+        chosen = [k for k in ("semver", "alphabetical", "numerical") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of semver (a range such as 1.x.x), alphabetical, numerical")
+        if self.semver is not None:
+            try:
+                SemverRange.parse(self.semver)
+            except VersionError as exc:
+                raise ValueError(str(exc)) from None
+        return self
+
+
+class TrackImagePolicy(_Model):
+    """Flux-style image automation: choose a registry tag by policy, write it through setter markers."""
+
+    kind: Literal["image-policy"]
+    path: Annotated[str, Field(pattern=_REPO_PATH)]
+    policy: Annotated[str, Field(pattern=_POLICY_REF, description="namespace:name used in setter markers")]
+    registry: ImageRegistry
+    filter_tags: TagFilter = TagFilter()
+    choose: ImagePolicy
+    message_template: str = "Update {{range .Updated.Images}}{{println .}}{{end}}"
+
+
+Tracking = Annotated[TrackTag | TrackBranch | TrackKustomizeImage | TrackImagePolicy, Field(discriminator="kind")]
+
+
+# --- how an environment is verified ------------------------------------------------------------------
+
+
+class KubeAccess(_Model):
+    kubeconfig: str | None = Field(default=None, description="path; default: in-cluster, then ~/.kube/config")
+    context: str | None = None
+
+
+class ArgoApplicationRef(_Model):
+    kind: Literal["argocd"]
+    name: Annotated[str, Field(pattern=_K8S_NAME)]
+    namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "argocd"
+    refresh: Literal["normal", "hard"] = "normal"
+    sync: bool = False
+
+
+class FluxKustomizationRef(_Model):
+    kind: Literal["flux"]
+    name: Annotated[str, Field(pattern=_K8S_NAME)]
+    namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "flux-system"
+
+
+class DeploymentRef(_Model):
+    name: Annotated[str, Field(pattern=_K8S_NAME)]
+    namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "default"
+    container: str | None = None
+    image: Annotated[str | None, Field(pattern=_IMAGE_NAME, description="expected image repository")] = None
+
+
+class Verification(_Model):
+    cluster: KubeAccess = KubeAccess()
+    gitops: Annotated[ArgoApplicationRef | FluxKustomizationRef, Field(discriminator="kind")] | None = None
+    deployments: list[DeploymentRef] = []
+    timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 600
+
+
+class JsonMatch(_Model):
+    path: Annotated[str, Field(min_length=1, description="dotted path such as version or build.tag")]
+    equals: str
+
+
+class HealthCheck(_Model):
+    name: str | None = None
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expect_status: Annotated[int, Field(ge=100, le=599)] = 200
+    body_contains: str | None = None
+    expect_json: JsonMatch | None = None
+    max_latency_ms: Annotated[float | None, Field(gt=0)] = None
+    consecutive_successes: Annotated[int, Field(ge=1, le=1000)] = 1
+    interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 2
+    soak_seconds: Annotated[float, Field(ge=0, le=86400)] = 0
+    timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 120
+    verify_tls: bool = True
+
+
+class Gate(_Model):
+    approval: bool = False
+    timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600
+    approvers: list[str] = []
+
+
+class Environment(_Model):
+    name: Annotated[str, Field(pattern=_ENV_NAME)]
+    tracks: Tracking
+    verify: Verification = Verification()
+    health_checks: list[HealthCheck] = []
+    gate: Gate = Gate()
+
+
+class Notifications(_Model):
+    webhook_url_env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
+
+
+class Pipeline(_Model):
+    """One application's promotion from its first environment to its last."""
+
+    name: Annotated[str, Field(pattern=_BLOCK_NAME)]
+    repository: Repository
+    versioning: Versioning = Versioning()
+    environments: Annotated[list[Environment], Field(min_length=1)]
+    notifications: Notifications = Notifications()
+
+    @model_validator(mode="after")
+    def _environments(self) -> Pipeline:
+        names = [env.name for env in self.environments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"environment names must be unique; repeated: {', '.join(duplicates)}")
+        for env in self.environments:
+            if env.tracks.kind == "branch" and env.tracks.merge_from is None and env is not self.environments[0]:
+                raise ValueError(
+                    f"environment {env.name!r} tracks a branch but says nothing to merge from: set tracks.merge_from"
+                )
+        return self
+
+    def environment(self, name: str) -> Environment:
+        for env in self.environments:
+            if env.name == name:
+                return env
+        raise KeyError(f"pipeline {self.name!r} has no environment {name!r}; it has: {', '.join(self.names)}")
+
+    @property
+    def names(self) -> list[str]:
+        return [env.name for env in self.environments]
+
+
+# --- loading with precise errors -----------------------------------------------------------------------
+
+
+class PipelineError(ValueError):
+    """A pipeline file that cannot be used; ``problems`` holds one line per error."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: invalid pipeline file\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _line_of(document: Any, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest node of ``loc`` that exists in the YAML document."""
+    node = document
+    line: int | None = None
+    for key in loc:
+        if isinstance(node, CommentedMap) and isinstance(key, str) and key in node:
+            line = node.lc.key(key)[0] + 1
+            node = node[key]
+        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
+            line = node.lc.item(key)[0] + 1
+            node = node[key]
+        else:
+            break
+    return line
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    message = str(error["msg"])
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        return f"{message.replace('Input should be', 'must be one of:')} (got {error['input']!r})"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"missing 'kind'; allowed: {ctx.get('expected_tags', 'see docs')}"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see deployments/README.md for the allowed fields)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_pattern_mismatch":
+        return f"{error['input']!r} is not allowed here (must match {ctx.get('pattern')})"
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    return f"{message} (got {error.get('input')!r})"
+
+
+_UNION_FIELDS = {"tracks": {"tag", "branch", "kustomize-image", "image-policy"}, "gitops": {"argocd", "flux"}}
+
+
+def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """pydantic puts the discriminator value into the path ("tracks.tag.file"); users wrote "tracks.file"."""
+    kept: list[int | str] = []
+    for index, part in enumerate(loc):
+        previous = loc[index - 1] if index else None
+        if isinstance(previous, str) and part in _UNION_FIELDS.get(previous, set()):
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
+    yaml = YAML(typ="rt")
+    try:
+        document = yaml.load(text)
+    except YAMLError as exc:
+        raise PipelineError(source, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(document, dict):
+        raise PipelineError(source, ["the file must be a YAML mapping with name, repository and environments"])
+    try:
+        return Pipeline.model_validate(document)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            # Drop the discriminator tags pydantic inserts ("tracks.tag.file" -> "tracks.file").
+            loc = _without_union_tags(error["loc"])
+            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top)"
+            line = _line_of(document, loc)
+            where = f"line {line}: " if line else ""
+            problems.append(f"{where}{path}: {_describe(dict(error))}")
+        raise PipelineError(source, problems) from None
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    return parse_pipeline(text, source=str(path))
+
+
+def discover_pipelines(directory: str | Path) -> list[Path]:
+    """Pipeline files in a directory (``*.yaml``/``*.yml``), sorted by name."""
+    root = Path(directory)
+    return sorted(p for p in root.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file())
