@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -331,7 +331,54 @@ def _line_of(document: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _describe(error: dict[str, Any]) -> str:
+_PATTERN_HELP = {
+    _K8S_NAME: "a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+    _K8S_NAMESPACE: "a Kubernetes namespace: lowercase letters, digits and '-'",
+    _ENV_NAME: "lowercase letters, digits and '-', starting with a letter",
+    _ENV_VAR: "an environment variable name such as GITOPS_TOKEN",
+    _BLOCK_NAME: "lowercase letters, digits and '-'",
+    _REPO_PATH: "a path relative to the repository root, without '..' or a leading '/' or '-'",
+    _IMAGE_NAME: "an image repository such as app, registry.example.org:5000/org/app (no tag)",
+    _POLICY_REF: "namespace:name of the ImagePolicy, as in the setter markers",
+}
+
+
+def _model_at(loc: tuple[int | str, ...], document: Any) -> type[BaseModel] | None:
+    """The model class that the mapping at ``loc`` is validated against (for listing its fields)."""
+    model: Any = Pipeline
+    node = document
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _concrete(field.annotation, node)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _concrete(annotation: Any, node: Any) -> Any:
+    """Unwrap list[...], X | None and discriminated unions (using the document's ``kind``)."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) is Annotated:
+        return _concrete(args[0], node)
+    if get_origin(annotation) is list:
+        return _concrete(args[0], node)
+    if args:
+        models = [_concrete(a, node) for a in args]
+        kind = node.get("kind") if isinstance(node, dict) else None
+        for candidate in models:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                field = candidate.model_fields.get("kind")
+                if field is None or kind in get_args(field.annotation):
+                    return candidate
+        return None
+    return annotation
+
+
+def _describe(error: dict[str, Any], document: Any = None) -> str:
     kind = error["type"]
     message = str(error["msg"])
     ctx = error.get("ctx") or {}
@@ -342,11 +389,14 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "union_tag_not_found":
         return f"missing 'kind'; allowed: {ctx.get('expected_tags', 'see docs')}"
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see deployments/README.md for the allowed fields)"
+        model = _model_at(_without_union_tags(error["loc"])[:-1], document)
+        allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
+        return f"unknown field{allowed} (see deployments/README.md)"
     if kind == "missing":
         return "required field is missing"
     if kind == "string_pattern_mismatch":
-        return f"{error['input']!r} is not allowed here (must match {ctx.get('pattern')})"
+        pattern = str(ctx.get("pattern"))
+        return f"{error['input']!r} is not allowed here: must be {_PATTERN_HELP.get(pattern, 'matching ' + pattern)}"
     if kind == "value_error":
         return message.removeprefix("Value error, ")
     return f"{message} (got {error.get('input')!r})"
@@ -381,10 +431,12 @@ def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
         for error in exc.errors():
             # Drop the discriminator tags pydantic inserts ("tracks.tag.file" -> "tracks.file").
             loc = _without_union_tags(error["loc"])
+            if error["type"] == "union_tag_invalid":
+                loc = (*loc, "kind")  # point at the wrong value, not at its parent
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top)"
             line = _line_of(document, loc)
             where = f"line {line}: " if line else ""
-            problems.append(f"{where}{path}: {_describe(dict(error))}")
+            problems.append(f"{where}{path}: {_describe(dict(error), document)}")
         raise PipelineError(source, problems) from None
 
 

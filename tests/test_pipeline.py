@@ -1,0 +1,129 @@
+"""Pipeline files: the examples validate, broken files give file/line/field/allowed errors, and the CLI exits
+non-zero on them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from promote.cli import main
+from promote.pipeline import PipelineError, load_pipeline, parse_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "deployments" / "examples").glob("*.yaml"))
+
+MINIMAL = """\
+name: shop
+repository:
+  url: /srv/git/gitops.git
+environments:
+  - name: staging
+    tracks:
+      kind: tag
+      application_file: apps/staging.yaml
+"""
+
+
+def test_there_is_an_example_per_strategy() -> None:
+    kinds = {env.tracks.kind for path in EXAMPLES for env in load_pipeline(path).environments}
+    assert kinds == {"tag", "branch", "kustomize-image", "image-policy"}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid(path: Path) -> None:
+    assert load_pipeline(path).environments
+
+
+def test_defaults() -> None:
+    pipeline = parse_pipeline(MINIMAL)
+    assert pipeline.repository.branch == "main"
+    assert pipeline.versioning.scheme.tag(pipeline.versioning.scheme.parse("1.2.3-rc4")) == "v1.2.3-rc4"
+    assert pipeline.environment("staging").gate.approval is False
+    with pytest.raises(KeyError, match="has no environment 'prod'; it has: staging"):
+        pipeline.environment("prod")
+
+
+def _problems(text: str) -> list[str]:
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, source="deployments/shop.yaml")
+    assert str(caught.value).startswith("deployments/shop.yaml: invalid pipeline file")
+    return caught.value.problems
+
+
+def test_unknown_kind_names_line_field_and_allowed_values() -> None:
+    problems = _problems(MINIMAL.replace("kind: tag", "kind: tags"))
+    assert problems == [
+        "line 7: environments[0].tracks.kind: unknown kind 'tags'; allowed: 'tag', 'branch', 'kustomize-image', "
+        "'image-policy'"
+    ]
+
+
+def test_misspelt_field_lists_allowed_fields() -> None:
+    problems = _problems(MINIMAL.replace("application_file", "aplication_file"))
+    assert any(
+        p.startswith(
+            "line 8: environments[0].tracks.aplication_file: unknown field; allowed: kind, "
+            "application_file, source_index"
+        )
+        for p in problems
+    ), problems
+    assert any("environments[0].tracks.application_file: required field is missing" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("url: /srv/git/gitops.git", "url: https://me:tok3n@git.example.org/x.git", "carries a password or token"),
+        ("apps/staging.yaml", "../../etc/passwd", "without '..'"),
+        ("name: staging", "name: Staging", "environments[0].name: 'Staging' is not allowed here"),
+        ("name: shop", "name: shop\nversioning:\n  bump: huge", "versioning.bump: must be one of: 'major', 'minor'"),
+        ("name: shop", "name: shop\nversioning:\n  tag_prefix: 'v '", "tag prefix 'v ' is not allowed"),
+        ("  url: /srv/git/gitops.git", "  url: /srv/git/gitops.git\n  branch: '-x'", "not a valid Git branch name"),
+    ],
+)
+def test_field_errors(old: str, new: str, expected: str) -> None:
+    problems = _problems(MINIMAL.replace(old, new))
+    assert any(expected in p for p in problems), problems
+    assert "tok3n" not in "\n".join(problems)
+
+
+def test_bad_semver_range_is_rejected_at_validation() -> None:
+    text = (ROOT / "deployments/examples/image-policy.yaml").read_text().replace("semver: 1.x.x", "semver: 1.x.3")
+    problems = _problems(text)
+    assert any("choose: semver range '1.x.3'" in p for p in problems), problems
+
+
+def test_duplicate_environments_and_missing_merge_source() -> None:
+    text = MINIMAL + "  - name: staging\n    tracks: {kind: branch, branch: production}\n"
+    problems = _problems(text)
+    assert any("repeated: staging" in p for p in problems), problems
+
+
+def test_not_yaml_and_not_a_mapping() -> None:
+    assert "not valid YAML" in _problems("name: [unclosed\n")[0]
+    assert "must be a YAML mapping" in _problems("- just\n- a list\n")[0]
+
+
+def test_cli_validate_valid_examples_exit_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "deployments/examples")]) == 0
+    out = capsys.readouterr().out
+    assert "tags.yaml: ok (pipeline shop: dev -> staging -> production)" in out
+
+
+def test_cli_validate_broken_file_exits_nonzero_naming_the_field(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(MINIMAL.replace("kind: tag", "kind: tagz"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "promote.cli", "validate", str(broken)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 1
+    assert f"{broken}: invalid pipeline file" in proc.stderr
+    assert "line 7: environments[0].tracks.kind: unknown kind 'tagz'" in proc.stderr
+
+
+def test_cli_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "nope.yaml")]) == 1
+    assert "cannot read the file: No such file or directory" in capsys.readouterr().err
