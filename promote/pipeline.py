@@ -222,7 +222,13 @@ class DeploymentRef(_Model):
     name: Annotated[str, Field(pattern=_K8S_NAME)]
     namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "default"
     container: str | None = None
-    image: Annotated[str | None, Field(pattern=_IMAGE_NAME, description="expected image repository")] = None
+    expect_image: Annotated[
+        str | None,
+        Field(
+            description="image the container must run once rolled out: a full reference or just a tag, with "
+            "{version}/{tag} filled in; default for overlay and image-policy environments: the promoted tag"
+        ),
+    ] = None
 
 
 class Verification(_Model):
@@ -230,6 +236,9 @@ class Verification(_Model):
     gitops: Annotated[ArgoApplicationRef | FluxKustomizationRef, Field(discriminator="kind")] | None = None
     deployments: list[DeploymentRef] = []
     timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 600
+    health_grace_seconds: Annotated[
+        float, Field(ge=0, le=600, description="do not trust Argo CD health this soon after a sync finished")
+    ] = 10
 
 
 class JsonMatch(_Model):

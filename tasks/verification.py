@@ -1,0 +1,171 @@
+"""Verify that an environment runs exactly revision X: ask Argo CD / Flux to look now, wait for their status to
+say so at X, then wait for each Deployment's rollout of the promoted image."""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from promote.pipeline import ArgoApplicationRef, DeploymentRef, Environment, FluxKustomizationRef
+from tasks.health import render
+from tasks.kube import (
+    APPLICATION,
+    DEPLOYMENT,
+    GIT_REPOSITORY,
+    KUSTOMIZATION,
+    KubeClient,
+    ObjectRef,
+    RequestStats,
+    VerificationError,
+)
+from tasks.readiness import judge_application, judge_deployment, judge_kustomization
+
+ARGO_REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
+FLUX_RECONCILE_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
+
+
+@dataclass
+class StepResult:
+    what: str
+    message: str
+    seconds: float
+
+
+@dataclass
+class VerificationResult:
+    environment: str
+    revision: str
+    steps: list[StepResult] = field(default_factory=list)
+    stats: RequestStats = field(default_factory=RequestStats)
+
+    def summary(self) -> str:
+        return "; ".join(f"{s.what}: {s.message} ({s.seconds:.1f}s)" for s in self.steps)
+
+
+def request_argocd_refresh(kube: KubeClient, ref: ObjectRef, mode: str = "normal") -> None:
+    """Argo CD compares the app with Git right away instead of at its next poll (3 min by default)."""
+    kube.annotate(ref, {ARGO_REFRESH_ANNOTATION: mode})
+
+
+def request_argocd_sync(kube: KubeClient, ref: ObjectRef, revision: str) -> None:
+    """Start a sync operation at ``revision`` (for Applications without auto-sync)."""
+    body = {"operation": {"initiatedBy": {"username": "gitops-promote"}, "sync": {"revision": revision}}}
+    kube.patch(ref, body)
+
+
+def request_flux_reconcile(kube: KubeClient, ks_ref: ObjectRef, *, with_source: bool = True) -> str:
+    """Annotate the Kustomization (and its GitRepository) with a fresh token; Flux echoes the token in
+    ``status.lastHandledReconcileAt`` once it has handled the request."""
+    token = datetime.now(UTC).isoformat(timespec="microseconds")
+    if with_source:
+        ks = kube.get(ks_ref)
+        source = (ks.get("spec") or {}).get("sourceRef") or {}
+        if source.get("kind") == "GitRepository" and source.get("name"):
+            src_ref = ObjectRef(GIT_REPOSITORY, source.get("namespace") or ks_ref.namespace, source["name"])
+            kube.annotate(src_ref, {FLUX_RECONCILE_ANNOTATION: token})
+    kube.annotate(ks_ref, {FLUX_RECONCILE_ANNOTATION: token})
+    return token
+
+
+def _wait_argocd(
+    kube: KubeClient, gitops: ArgoApplicationRef, revision: str, env: Environment, stats: RequestStats, timeout: float
+) -> str:
+    ref = ObjectRef(APPLICATION, gitops.namespace, gitops.name)
+    source_index = getattr(env.tracks, "source_index", None)
+    request_argocd_refresh(kube, ref, gitops.refresh)
+    stats.patches += 1
+    if gitops.sync:
+        request_argocd_sync(kube, ref, revision)
+        stats.patches += 1
+    seen_progressing = False
+
+    def judge(app: dict[str, Any]) -> Any:
+        nonlocal seen_progressing
+        verdict = judge_application(
+            app,
+            revision,
+            source_index=source_index,
+            health_grace_seconds=env.verify.health_grace_seconds,
+            seen_progressing=seen_progressing,
+        )
+        sync = (app.get("status") or {}).get("sync") or {}
+        synced = sync.get("revisions", [None] * 99)[source_index] if source_index is not None else sync.get("revision")
+        if synced == revision and ((app.get("status") or {}).get("health") or {}).get("status") == "Progressing":
+            seen_progressing = True
+        return verdict
+
+    _, verdict = kube.wait_for(ref, judge, timeout=timeout, what=f"[{env.name}] {ref}", stats=stats)
+    return verdict.message
+
+
+def _wait_flux(
+    kube: KubeClient, gitops: FluxKustomizationRef, revision: str, env: Environment, stats: RequestStats, timeout: float
+) -> str:
+    ref = ObjectRef(KUSTOMIZATION, gitops.namespace, gitops.name)
+    token = request_flux_reconcile(kube, ref)
+    stats.patches += 2
+    _, verdict = kube.wait_for(
+        ref,
+        lambda ks: judge_kustomization(ks, revision, requested_at=token),
+        timeout=timeout,
+        what=f"[{env.name}] {ref}",
+        stats=stats,
+    )
+    return verdict.message
+
+
+def expected_image_for(deployment: DeploymentRef, env: Environment, values: dict[str, str]) -> str | None:
+    if deployment.expect_image is not None:
+        return render(deployment.expect_image, values)
+    if env.tracks.kind in ("kustomize-image", "image-policy"):
+        return values.get("image_ref") or values.get("tag")
+    return None
+
+
+def verify_environment(
+    kube: KubeClient,
+    env: Environment,
+    revision: str,
+    values: dict[str, str],
+) -> VerificationResult:
+    """Raise :class:`VerificationError` unless ``env`` runs ``revision`` within its timeout.
+
+    ``values`` fills the templates: ``version`` (1.2.3), ``tag`` (v1.2.3 or the image tag) and ``image_ref``
+    (the tag or digest an overlay was set to).
+    """
+    result = VerificationResult(environment=env.name, revision=revision)
+    deadline = time.monotonic() + env.verify.timeout_seconds
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise VerificationError(f"[{env.name}] verification timed out after {env.verify.timeout_seconds:.0f}s")
+        return left
+
+    gitops = env.verify.gitops
+    if gitops is not None:
+        started = time.monotonic()
+        if isinstance(gitops, ArgoApplicationRef):
+            message = _wait_argocd(kube, gitops, revision, env, result.stats, remaining())
+        else:
+            message = _wait_flux(kube, gitops, revision, env, result.stats, remaining())
+        result.steps.append(
+            StepResult(f"{gitops.kind} {gitops.namespace}/{gitops.name}", message, time.monotonic() - started)
+        )
+    for deployment in env.verify.deployments:
+        started = time.monotonic()
+        ref = ObjectRef(DEPLOYMENT, deployment.namespace, deployment.name)
+        expected = expected_image_for(deployment, env, values)
+        judge = functools.partial(judge_deployment, expected_image=expected, container=deployment.container)
+        _, verdict = kube.wait_for(
+            ref,
+            judge,
+            timeout=remaining(),
+            what=f"[{env.name}] {ref}",
+            stats=result.stats,
+        )
+        result.steps.append(StepResult(str(ref), verdict.message, time.monotonic() - started))
+    return result
