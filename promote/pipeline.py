@@ -202,6 +202,9 @@ Tracking = Annotated[TrackTag | TrackBranch | TrackKustomizeImage | TrackImagePo
 class KubeAccess(_Model):
     kubeconfig: str | None = Field(default=None, description="path; default: in-cluster, then ~/.kube/config")
     context: str | None = None
+    lock_namespace: Annotated[
+        str, Field(pattern=_K8S_NAMESPACE, description="namespace of the per-environment promotion Lease")
+    ] = "default"
 
 
 class ArgoApplicationRef(_Model):

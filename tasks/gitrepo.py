@@ -63,6 +63,13 @@ class Author:
 
 
 @dataclass(frozen=True)
+class LogEntry:
+    sha: str
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True)
 class TagResult:
     tag: str
     commit: str
@@ -253,11 +260,16 @@ class GitRepository:
         commit = self.resolve(ref)
         return self._git("show", f"{commit}:{path}")
 
-    def log(self, since: str | None, until: str) -> list[tuple[str, str]]:
-        """Commits (sha, subject) reachable from ``until`` but not from ``since``, newest first."""
+    def log(self, since: str | None, until: str) -> list[LogEntry]:
+        """Commits reachable from ``until`` but not from ``since``, newest first."""
         spec = self.resolve(until) if since is None else f"{self.resolve(since)}..{self.resolve(until)}"
-        out = self._git("log", "--format=%H%x09%s", spec)
-        return [tuple(line.split("\t", 1)) for line in out.splitlines() if line]  # type: ignore[misc]
+        out = self._git("log", "--format=%H%x1f%s%x1f%B%x1e", spec)
+        entries = []
+        for record in out.split("\x1e"):
+            fields = record.strip("\n").split("\x1f")
+            if len(fields) == 3:
+                entries.append(LogEntry(sha=fields[0], subject=fields[1], message=fields[2]))
+        return entries
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         try:
@@ -337,14 +349,15 @@ class GitRepository:
         self,
         branch: str,
         edit: Callable[[Path], Sequence[str]],
-        message: str,
+        message: str | Callable[[], str],
     ) -> CommitResult:
         """Apply ``edit`` to a fresh checkout of ``branch``, commit what changed and push it.
 
         ``edit`` receives the work tree and returns the repository-relative paths it wrote. If the remote
         moved meanwhile the push is rejected; the edit is then applied again on the new tip (our change is
         a value, so re-applying it is the rebase) up to ``push_attempts`` times, with jittered backoff.
-        Nothing is committed when the files already hold the values (a re-run).
+        Nothing is committed when the files already hold the values (a re-run). ``message`` may be a
+        callable, evaluated after the edit (so it can name what the edit found).
         """
         for attempt in range(1, self.push_attempts + 1):
             self.fetch()
@@ -353,7 +366,8 @@ class GitRepository:
             if not paths or not self._git("status", "--porcelain", "--", *paths):
                 return CommitResult(commit=self.resolve(branch), changed=False, attempts=attempt)
             self._git("add", "--", *paths)
-            self._git("commit", "--no-verify", f"--message={message}")
+            text = message() if callable(message) else message
+            self._git("commit", "--no-verify", f"--message={text}")
             head = self._git("rev-parse", "HEAD")
             try:
                 self._git("push", "origin", f"HEAD:refs/heads/{branch}")
@@ -386,7 +400,7 @@ class GitRepository:
                 return CommitResult(commit=target_tip, changed=False, attempts=attempt)
             if not allow_diverged and not self.is_ancestor(target_tip, source_tip):
                 only_target = self.log(source_tip, target_tip)
-                listing = ", ".join(f"{sha[:12]} {subject}" for sha, subject in only_target[:5])
+                listing = ", ".join(f"{entry.sha[:12]} {entry.subject}" for entry in only_target[:5])
                 raise GitError(
                     f"{target} has diverged from {source} in {display_url(self.url)}: it has "
                     f"{len(only_target)} commit(s) that {source} does not ({listing}); bring them into {source} "

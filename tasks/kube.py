@@ -146,7 +146,7 @@ class KubeClient:
     heartbeat_seconds: float = 30.0
 
     @property
-    def _custom(self) -> client.CustomObjectsApi:
+    def custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
     def _retrying(self, verb: str, ref: ObjectRef, call: Callable[[], Any], stats: RequestStats | None) -> Any:
@@ -175,7 +175,7 @@ class KubeClient:
         obj = self._retrying(
             "get",
             ref,
-            lambda: self._custom.get_namespaced_custom_object(
+            lambda: self.custom.get_namespaced_custom_object(
                 res.group, res.version, ref.namespace, res.plural, ref.name
             ),
             stats,
@@ -188,7 +188,7 @@ class KubeClient:
         obj = self._retrying(
             "patch",
             ref,
-            lambda: self._custom.patch_namespaced_custom_object(
+            lambda: self.custom.patch_namespaced_custom_object(
                 res.group, res.version, ref.namespace, res.plural, ref.name, body
             ),
             None,
@@ -201,7 +201,7 @@ class KubeClient:
 
     def _watch_lines(self, ref: ObjectRef, resource_version: str, timeout: int) -> Iterator[dict[str, Any]]:
         res = ref.resource
-        response = self._custom.list_namespaced_custom_object(  # type: ignore[call-arg]  # stubs lack _preload_content
+        response = self.custom.list_namespaced_custom_object(  # type: ignore[call-arg]  # stubs lack _preload_content
             res.group,
             res.version,
             ref.namespace,

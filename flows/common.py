@@ -1,0 +1,95 @@
+"""Orchestration helpers shared by the flows: the per-environment lock, the audit record, crash points."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID, uuid4
+
+from prefect import get_client
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from promote.pipeline import Environment, Pipeline
+from tasks.connections import Connections
+from tasks.locks import EnvironmentLock, lease_name
+
+_TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the crash-and-rerun tests: ``PROMOTE_CRASH_AT=<name>`` kills the process here,
+    as a power cut would (no exception handlers, no cleanup). Inert unless that variable is set."""
+    if os.environ.get("PROMOTE_CRASH_AT") == name:
+        os._exit(86)
+
+
+def release_values(pipeline: Pipeline, tag: str, commit: str) -> dict[str, str]:
+    """Template values for checks and expected images: version (1.2.3-rc1), tag (v1.2.3-rc1), commit."""
+    version = pipeline.versioning.scheme.parse(tag)
+    return {"version": version.format(rc_label=pipeline.versioning.rc_label), "tag": tag, "commit": commit}
+
+
+def _run_alive(holder: str) -> bool:
+    """Whether the flow run holding a lock can still finish its promotion (paused/suspended counts)."""
+    try:
+        run_id = UUID(holder)
+    except ValueError:
+        return True  # not a flow run id: only the lease's expiry frees it
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(run_id)
+        except Exception:  # an unknown run (other server, deleted) holds nothing we can honour
+            return False
+    return run.state is None or run.state.type.value not in _TERMINAL
+
+
+@contextlib.contextmanager
+def environment_lock(conn: Connections, env: Environment, *, hold_seconds: float) -> Iterator[EnvironmentLock]:
+    """Hold the environment's Lease for the block; the holder is this flow run, so a suspended run that
+    re-runs from the top after approval finds its own lock and carries on."""
+    holder = str(flow_run.get_id() or uuid4())
+    lock = EnvironmentLock(
+        kube=conn.kube(env),
+        namespace=env.verify.cluster.lock_namespace,
+        name=lease_name(conn.pipeline.name, env.name),
+        holder=holder,
+        duration_seconds=int(hold_seconds),
+        holder_alive=_run_alive,
+        log=conn.log,
+    )
+    lock.acquire(timeout=env.gate.timeout_seconds + env.verify.timeout_seconds + 3600)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
+def _started_by() -> str:
+    run_id = flow_run.get_id()
+    if not run_id:
+        return "local call"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    if run.created_by is not None:
+        return f"{(run.created_by.type or '').lower()} {run.created_by.display_value}".strip()
+    deployment = flow_run.get_deployment_id()
+    return f"deployment {flow_run.get_flow_name()}/{deployment}" if deployment else "local run"
+
+
+def audit(key: str, summary: dict[str, Any], started: float) -> None:
+    """The run's markdown record: who, what, which versions and commits, decisions, results, timings."""
+    summary = {**summary, "started_by": _started_by(), "duration_s": round(time.monotonic() - started, 1)}
+    lines = [f"# {key}", "", "| field | value |", "|---|---|"]
+    for name, value in summary.items():
+        if name == "diff" or value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            value = "<br>".join(str(v) for v in value)
+        lines.append(f"| {name} | {str(value).replace('|', '/')} |")
+    if summary.get("diff"):
+        lines += ["", "```diff", str(summary["diff"]).rstrip(), "```"]
+    create_markdown_artifact(key=key, markdown="\n".join(lines), description="promotion audit record")

@@ -1,0 +1,137 @@
+"""The approval gate: the form a person fills in, the plan it shows, and resuming a waiting run via the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from prefect.input import RunInput
+from pydantic import ConfigDict, Field, model_validator
+
+
+class ApprovalDecision(RunInput):
+    """Shown as a form in the Prefect UI when a promotion waits for approval."""
+
+    # The server validates input against this schema, so "reason required on reject" is in it too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"approve": {"const": False}}},
+            "then": {"properties": {"reason": {"minLength": 1}}},
+        }
+    )
+
+    approve: bool = Field(description="Approve this promotion? Leave unticked to reject.")
+    approver: str = Field(min_length=1, max_length=200, description="Your name")
+    reason: str = Field(default="", max_length=2000, description="Why (required when rejecting)")
+
+    @model_validator(mode="after")
+    def _reason_on_reject(self) -> ApprovalDecision:
+        if not self.approve and not self.reason.strip():
+            raise ValueError("a reason is required to reject")
+        return self
+
+
+@dataclass(frozen=True)
+class ApprovalPlan:
+    pipeline: str
+    environment: str
+    from_version: str | None
+    to_version: str
+    rc_tag: str
+    commit: str
+    commits: list[tuple[str, str]]
+    evidence: str
+    file_diff: str
+
+    def markdown(self) -> str:
+        lines = [
+            f"## Approve promotion of **{self.pipeline}** to **{self.environment}**",
+            "",
+            f"- version: `{self.from_version or '(none)'}` -> `{self.to_version}`",
+            f"- release candidate: `{self.rc_tag}` at commit `{self.commit[:12]}`",
+            f"- staging evidence: {self.evidence}",
+            "",
+            f"### Commits ({len(self.commits)})",
+        ]
+        lines += [f"- `{sha[:12]}` {subject}" for sha, subject in self.commits[:30]] or ["- (none)"]
+        if len(self.commits) > 30:
+            lines.append(f"- ... and {len(self.commits) - 30} more")
+        if self.file_diff:
+            lines += ["", "### Change", "```diff", self.file_diff.rstrip(), "```"]
+        lines += ["", "Tick **approve** and give your name to proceed; to reject, leave it unticked and say why."]
+        return "\n".join(lines)
+
+
+class ResumeError(RuntimeError):
+    """The run could not be resumed (not paused, unknown, input rejected)."""
+
+
+def resume_run(
+    api_url: str,
+    flow_run_id: str,
+    decision: dict[str, Any],
+    *,
+    api_key: str | None = None,
+    client: httpx.Client | None = None,
+) -> str:
+    """POST /flow_runs/{id}/resume with the decision; returns the run's new state name.
+
+    The server answers 200 even when it refuses (e.g. the run is not paused): the body's ``status`` says
+    ``ABORT`` or ``REJECT`` with a reason, so the body decides, not the status code.
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    http = client or httpx.Client(timeout=30)
+    try:
+        response = http.post(
+            f"{api_url.rstrip('/')}/flow_runs/{flow_run_id}/resume",
+            json={"run_input": decision},
+            headers=headers,
+        )
+    except httpx.HTTPError as exc:
+        raise ResumeError(f"cannot reach the Prefect API at {api_url}: {type(exc).__name__}") from None
+    finally:
+        if client is None:
+            http.close()
+    if response.status_code == 404:
+        raise ResumeError(f"flow run {flow_run_id} does not exist")
+    if response.status_code in (401, 403):
+        raise ResumeError(f"the Prefect API refused the request ({response.status_code}); check PREFECT_API_KEY")
+    if response.status_code >= 400:
+        raise ResumeError(f"resume failed with HTTP {response.status_code}: {response.text[:300]}")
+    body = response.json()
+    status = body.get("status")
+    if status != "ACCEPT":
+        reason = (body.get("details") or {}).get("reason") or "no reason given"
+        raise ResumeError(f"flow run {flow_run_id} was not resumed ({status}): {reason}")
+    return str((body.get("state") or {}).get("name") or "Running")
+
+
+class ApprovalTimeoutError(RuntimeError):
+    """Nobody answered in time; production was not touched."""
+
+
+def wait_for_approval(
+    plan: ApprovalPlan, timeout_seconds: float, *, key: str, poll_seconds: int = 5
+) -> ApprovalDecision:
+    """Pause (local run: the process waits) or suspend (deployment run: the worker is freed and the flow
+    re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+    from prefect.runtime import flow_run
+
+    form = ApprovalDecision.with_initial_data(description=plan.markdown(), approve=False, approver="", reason="")
+    timeout = max(1, int(timeout_seconds))
+    try:
+        if flow_run.get_deployment_id():
+            decision = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
+        else:
+            decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_seconds, key=key)
+    except FlowPauseTimeout:
+        raise ApprovalTimeoutError(
+            f"approval timed out after {timeout}s: nobody approved {plan.to_version} for {plan.environment}; "
+            "production was not changed"
+        ) from None
+    if decision is None:
+        raise ApprovalTimeoutError(f"approval for {plan.environment} ended without a decision")
+    return decision

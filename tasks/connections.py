@@ -1,0 +1,49 @@
+"""Open what a pipeline talks to: its Git repository (cached clone) and each environment's cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from promote.pipeline import Environment, Pipeline, load_pipeline
+from tasks.credentials import git_auth
+from tasks.gitrepo import Author, GitRepository
+from tasks.kube import KubeClient, load_api_client
+
+
+def cache_dir() -> Path:
+    """Where cached clones live; PROMOTE_CACHE_DIR overrides (tests and the sandbox use their own)."""
+    configured = os.environ.get("PROMOTE_CACHE_DIR")
+    base = Path(configured) if configured else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "gitops-promote"
+    return base.expanduser() / "git"
+
+
+def open_repository(pipeline: Pipeline) -> GitRepository:
+    repo_cfg = pipeline.repository
+    return GitRepository(
+        repo_cfg.url,
+        cache_dir(),
+        auth=git_auth(repo_cfg.credentials),
+        author=Author(repo_cfg.author.name, repo_cfg.author.email),
+    )
+
+
+@dataclass
+class Connections:
+    pipeline: Pipeline
+    repo: GitRepository
+    log: Callable[[str], None]
+    _kube: dict[str, KubeClient] = field(default_factory=dict)
+
+    def kube(self, env: Environment) -> KubeClient:
+        if env.name not in self._kube:
+            cluster = env.verify.cluster
+            self._kube[env.name] = KubeClient(load_api_client(cluster.kubeconfig, cluster.context), log=self.log)
+        return self._kube[env.name]
+
+
+def connect(pipeline_file: str, log: Callable[[str], None]) -> Connections:
+    pipeline = load_pipeline(pipeline_file)
+    return Connections(pipeline=pipeline, repo=open_repository(pipeline), log=log)

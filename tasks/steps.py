@@ -1,0 +1,147 @@
+"""Prefect tasks: thin wrappers that give each promotion step a name, retries and artifacts in the UI.
+
+The work itself is in the plain modules next to this one; these wrappers only add orchestration concerns:
+retry on transient failures (and only those), logging through the run logger, and artifacts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.tasks import Task, exponential_backoff
+
+from promote.pipeline import Environment, Pipeline
+from tasks import evidence, release, targets
+from tasks.connections import Connections
+from tasks.gitrepo import CommitResult, GitError, TagResult
+from tasks.health import CheckResult, results_table, run_check
+from tasks.kube import TransientKubeError
+from tasks.verification import VerificationResult, verify_environment
+
+_NETWORK_HINTS = (
+    "Could not resolve host",
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+    "early EOF",
+    "The requested URL returned error: 5",
+    "RPC failed",
+    "unable to access",
+)
+
+
+def is_transient_failure(exc: BaseException) -> bool:
+    if isinstance(exc, TransientKubeError | httpx.TransportError):
+        return True
+    return isinstance(exc, GitError) and any(hint in str(exc) for hint in _NETWORK_HINTS)
+
+
+def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect retry condition: retry network trouble, never a refusal or a bad input."""
+    try:
+        state.result(raise_on_failure=True)
+    except Exception as exc:  # the state's own exception, classified below
+        return is_transient_failure(exc)
+    return False
+
+
+_RETRYING: dict[str, Any] = {
+    "cache_policy": NO_CACHE,
+    "retries": 3,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_if_transient,
+}
+
+
+def _log() -> Callable[[str], None]:
+    return get_run_logger().info
+
+
+@task(name="fetch-repository", **_RETRYING)
+def fetch_repository(conn: Connections) -> str:
+    conn.repo.fetch()
+    head = conn.repo.resolve(conn.pipeline.repository.branch)
+    _log()(f"{conn.repo!r}: {conn.pipeline.repository.branch} is at {head[:12]}")
+    return head
+
+
+@task(name="decide-release-candidate", cache_policy=NO_CACHE)
+def decide_release_candidate(conn: Connections, bump: str | None) -> release.RcDecision:
+    decision = release.decide_rc(conn.repo, conn.pipeline, bump)  # type: ignore[arg-type]
+    _log()(f"release candidate: {decision.action} {decision.tag or ''} at {decision.commit[:12]} ({decision.reason})")
+    return decision
+
+
+@task(name="tag-release", **_RETRYING)
+def tag_release(conn: Connections, tag: str, commit: str, message: str) -> TagResult:
+    result = conn.repo.create_tag(tag, commit, message)
+    _log()(f"tag {tag} {'created and pushed' if result.created else 'already at'} {commit[:12]}")
+    return result
+
+
+@task(name="point-environment", **_RETRYING)
+def point_environment(conn: Connections, env: Environment, value: str) -> CommitResult:
+    result = targets.point_environment(conn.repo, conn.pipeline.repository.branch, conn.pipeline.name, env, value)
+    verb = f"committed {result.commit[:12]}" if result.changed else "already pointed there, nothing to commit"
+    _log()(f"[{env.name}] {targets.tracked_file(env)} -> {value}: {verb}")
+    return result
+
+
+@task(name="verify-environment", **_RETRYING)
+def verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
+    kube = conn.kube(env)
+    kube.log = _log()
+    result = verify_environment(kube, env, revision, values)
+    create_markdown_artifact(
+        key=f"verification-{conn.pipeline.name}-{env.name}",
+        markdown="\n".join(
+            [f"## {env.name} runs `{revision[:12]}`", ""]
+            + [f"- **{s.what}**: {s.message} ({s.seconds:.1f}s)" for s in result.steps]
+            + ["", f"API requests: {result.stats.requests} (watch events: {result.stats.events})"]
+        ),
+        description=f"{env.name} verification",
+    )
+    return result
+
+
+class HealthCheckError(RuntimeError):
+    pass
+
+
+@task(name="health-checks", cache_policy=NO_CACHE)
+def health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str]) -> list[CheckResult]:
+    log = _log()
+    results = [run_check(check, values, log=log) for check in env.health_checks]
+    if results:
+        create_table_artifact(
+            key=f"health-{pipeline.name}-{env.name}",
+            table=results_table(results),
+            description=f"{env.name} health checks",
+        )
+    for result in results:
+        log(result.summary())
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise HealthCheckError(f"[{env.name}] health checks failed: " + "; ".join(r.summary() for r in failed))
+    return results
+
+
+@task(name="record-evidence", **_RETRYING)
+def record_evidence(conn: Connections, rec: evidence.Record) -> None:
+    release.record(conn.repo, rec)
+    _log()(f"recorded '{rec.kind}' for {rec.tag} ({rec.environment}) in refs/notes/{evidence.NOTES_REF}")
+
+
+def run_url(flow_run_id: str | None) -> str | None:
+    ui = os.environ.get("PREFECT_UI_URL")
+    if not ui or not flow_run_id:
+        return None
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
