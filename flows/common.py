@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 
 from prefect import get_client
 from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
 from promote.pipeline import Environment, Pipeline
@@ -64,8 +65,13 @@ def environment_lock(conn: Connections, env: Environment, *, hold_seconds: float
     lock.acquire(timeout=env.gate.timeout_seconds + env.verify.timeout_seconds + 3600)
     try:
         yield lock
-    finally:
+    except Pause:
+        # Suspended for approval: the run is not over, so the environment stays locked for it.
+        raise
+    except BaseException:
         lock.release()
+        raise
+    lock.release()
 
 
 def _started_by() -> str:

@@ -45,57 +45,54 @@ def promote_rc(
     pipeline = conn.pipeline
     env = release.rc_environment(pipeline)
     summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
-    with conn.repo.locked():
-        fetch_repository(conn)
-        decision = decide_release_candidate(conn, bump)
-        summary |= {"action": decision.action, "rc": decision.tag, "commit": decision.commit}
-        if decision.action == "skip" or decision.tag is None:
-            log.info(f"nothing to do: {decision.reason}")
-            audit(f"promote-rc-{pipeline.name}", summary, started)
-            return summary
-        tag = decision.tag
-        values = release_values(pipeline, tag, decision.commit)
-        if dry_run:
-            text = conn.repo.read_file(pipeline.repository.branch, targets.tracked_file(env) or "")
-            change = targets.plan_change(env, text, tag)
-            summary |= {"dry_run": True, "from": change.old, "diff": change.diff}
-            log.info(f"dry run: would tag {tag} at {decision.commit[:12]} and change {change.file}:\n{change.diff}")
-            audit(f"promote-rc-{pipeline.name}", summary, started)
-            return summary
+    fetch_repository(conn)
+    decision = decide_release_candidate(conn, bump)
+    summary |= {"action": decision.action, "rc": decision.tag, "commit": decision.commit}
+    if decision.action == "skip" or decision.tag is None:
+        log.info(f"nothing to do: {decision.reason}")
+        audit(f"promote-rc-{pipeline.name}", summary, started)
+        return summary
+    tag = decision.tag
+    values = release_values(pipeline, tag, decision.commit)
+    if dry_run:
+        text = conn.repo.read_file(pipeline.repository.branch, targets.tracked_file(env) or "")
+        change = targets.plan_change(env, text, tag)
+        summary |= {"dry_run": True, "from": change.old, "diff": change.diff}
+        log.info(f"dry run: would tag {tag} at {decision.commit[:12]} and change {change.file}:\n{change.diff}")
+        audit(f"promote-rc-{pipeline.name}", summary, started)
+        return summary
 
-        already = evidence.find(
-            release.records_for(conn.repo, decision.commit), "verified", pipeline.name, env.name, tag
+    already = evidence.find(release.records_for(conn.repo, decision.commit), "verified", pipeline.name, env.name, tag)
+    if already is not None:
+        log.info(f"{tag} was already verified in {env.name} at {already.at}; nothing to repeat")
+        summary["already_verified"] = True
+        audit(f"promote-rc-{pipeline.name}", summary, started)
+        return summary
+
+    with environment_lock(conn, env, hold_seconds=env.verify.timeout_seconds * 2 + 600):
+        tag_release(conn, tag, decision.commit, f"{pipeline.name} release candidate {tag}")
+        crash_point("after-tag-push")
+        write = point_environment(conn, env, tag)
+        crash_point("after-write-back")
+        verification = verify(conn, env, decision.commit, values)
+        checks = health_checks(pipeline, env, values)
+        record_evidence(
+            conn,
+            evidence.Record(
+                kind="verified",
+                pipeline=pipeline.name,
+                environment=env.name,
+                tag=tag,
+                commit=decision.commit,
+                run=str(flow_run.get_id() or ""),
+                by=requested_by,
+                details={
+                    "verification": verification.summary(),
+                    "checks": [c.summary() for c in checks],
+                    "write_back": write.commit,
+                },
+            ),
         )
-        if already is not None:
-            log.info(f"{tag} was already verified in {env.name} at {already.at}; nothing to repeat")
-            summary["already_verified"] = True
-            audit(f"promote-rc-{pipeline.name}", summary, started)
-            return summary
-
-        with environment_lock(conn, env, hold_seconds=env.verify.timeout_seconds * 2 + 600):
-            tag_release(conn, tag, decision.commit, f"{pipeline.name} release candidate {tag}")
-            crash_point("after-tag-push")
-            write = point_environment(conn, env, tag)
-            crash_point("after-write-back")
-            verification = verify(conn, env, decision.commit, values)
-            checks = health_checks(pipeline, env, values)
-            record_evidence(
-                conn,
-                evidence.Record(
-                    kind="verified",
-                    pipeline=pipeline.name,
-                    environment=env.name,
-                    tag=tag,
-                    commit=decision.commit,
-                    run=str(flow_run.get_id() or ""),
-                    by=requested_by,
-                    details={
-                        "verification": verification.summary(),
-                        "checks": [c.summary() for c in checks],
-                        "write_back": write.commit,
-                    },
-                ),
-            )
     summary |= {
         "write_back": write.commit,
         "verification": verification.summary(),

@@ -27,7 +27,7 @@ def serve_app(state: AppState) -> Iterator[str]:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             with state.lock:
                 state.requests += 1
                 failing = state.fail_next > 0
