@@ -12,7 +12,7 @@ from uuid import UUID, uuid4
 from prefect import get_client
 from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import Pause
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
 from promote.pipeline import Environment, Pipeline
 from tasks.connections import Connections
@@ -52,7 +52,7 @@ def _run_alive(holder: str) -> bool:
 def environment_lock(conn: Connections, env: Environment, *, hold_seconds: float) -> Iterator[EnvironmentLock]:
     """Hold the environment's Lease for the block; the holder is this flow run, so a suspended run that
     re-runs from the top after approval finds its own lock and carries on."""
-    holder = str(flow_run.get_id() or uuid4())
+    holder = str(flow_run.id or uuid4())
     lock = EnvironmentLock(
         kube=conn.kube(env),
         namespace=env.verify.cluster.lock_namespace,
@@ -75,15 +75,15 @@ def environment_lock(conn: Connections, env: Environment, *, hold_seconds: float
 
 
 def _started_by() -> str:
-    run_id = flow_run.get_id()
+    run_id = flow_run.id
     if not run_id:
         return "local call"
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
     if run.created_by is not None:
         return f"{(run.created_by.type or '').lower()} {run.created_by.display_value}".strip()
-    deployment = flow_run.get_deployment_id()
-    return f"deployment {flow_run.get_flow_name()}/{deployment}" if deployment else "local run"
+    deployment_id = deployment.id
+    return f"deployment {flow_run.flow_name}/{deployment_id}" if deployment_id else "local run"
 
 
 def audit(key: str, summary: dict[str, Any], started: float) -> None:

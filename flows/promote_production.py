@@ -39,7 +39,7 @@ def _record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, co
             environment=env,
             tag=tag,
             commit=commit,
-            run=str(flow_run.get_id() or ""),
+            run=str(flow_run.id or ""),
             **extra,
         ),
     )
@@ -66,7 +66,7 @@ def promote_production(
     pipeline = conn.pipeline
     env = release.production_environment(pipeline)
     upstream = release.upstream_of(pipeline, env)
-    link = run_url(flow_run.get_id())
+    link = run_url(flow_run.id)
     summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
     try:
         fetch_repository(conn)

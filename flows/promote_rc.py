@@ -84,7 +84,7 @@ def promote_rc(
                 environment=env.name,
                 tag=tag,
                 commit=decision.commit,
-                run=str(flow_run.get_id() or ""),
+                run=str(flow_run.id or ""),
                 by=requested_by,
                 details={
                     "verification": verification.summary(),

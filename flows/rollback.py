@@ -77,7 +77,7 @@ def rollback(
                 environment=env.name,
                 tag=current,
                 commit=conn.repo.resolve(current),
-                run=str(flow_run.get_id() or ""),
+                run=str(flow_run.id or ""),
                 by=requested_by,
                 details={"to": target},
             ),

@@ -118,12 +118,12 @@ def wait_for_approval(
     re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
-    from prefect.runtime import flow_run
+    from prefect.runtime import deployment, flow_run
 
     form = ApprovalDecision.with_initial_data(description=plan.markdown(), approve=False, approver="", reason="")
     timeout = max(1, int(timeout_seconds))
     try:
-        if flow_run.get_deployment_id():
+        if deployment.id:
             decision = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
         else:
             decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_seconds, key=key)

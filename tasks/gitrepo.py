@@ -14,12 +14,17 @@ import os
 import random
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Concatenate, ParamSpec, TypeVar
 
 import git
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _TAG_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])(?<!\.lock)$")
@@ -119,6 +124,17 @@ def display_url(url: str) -> str:
     return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url)
 
 
+def _exclusive(method: Callable[Concatenate[GitRepository, P], R]) -> Callable[Concatenate[GitRepository, P], R]:
+    """Run a method that touches the work tree or refs under the cache's lock."""
+
+    def wrapper(self: GitRepository, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.locked():
+            return method(self, *args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 class GitRepository:
     """A local clone of ``url`` kept in ``cache_dir`` and reused (fetched, not re-cloned) across runs.
 
@@ -144,6 +160,9 @@ class GitRepository:
         key = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.path = Path(cache_dir).expanduser() / f"repo-{key}"
         self._repo: git.Repo | None = None
+        self._thread_lock = threading.RLock()
+        self._lock_depth = 0
+        self._lock_handle: IO[str] | None = None
 
     def __repr__(self) -> str:
         return f"GitRepository({display_url(self.url)!r})"
@@ -203,15 +222,23 @@ class GitRepository:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[GitRepository]:
-        """Hold the cache's lock (one work tree per machine and repository)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with (self.path.parent / f"{self.path.name}.lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        """Hold the cache's lock: one writer per machine and repository. Re-entrant within this object."""
+        with self._thread_lock:
+            if self._lock_depth == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock_handle = (self.path.parent / f"{self.path.name}.lock").open("w")
+                fcntl.flock(self._lock_handle, fcntl.LOCK_EX)
+            self._lock_depth += 1
             try:
                 yield self
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                self._lock_depth -= 1
+                if self._lock_depth == 0 and self._lock_handle is not None:
+                    fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+                    self._lock_handle.close()
+                    self._lock_handle = None
 
+    @_exclusive
     def fetch(self) -> None:
         """Bring the cache up to date with the remote (branches, tags, promotion notes)."""
         self._open()
@@ -280,6 +307,7 @@ class GitRepository:
 
     # --- tags -------------------------------------------------------------------------------------
 
+    @_exclusive
     def create_tag(self, tag: str, commit: str, message: str) -> TagResult:
         """Create and push an annotated tag at ``commit``; a no-op if the remote already has it there.
 
@@ -320,6 +348,7 @@ class GitRepository:
         except GitError:
             return None
 
+    @_exclusive
     def update_note(self, commit: str, notes_ref: str, update: Callable[[str | None], str]) -> str:
         """Rewrite the note on ``commit`` with ``update(old)`` and push it, retrying if the notes moved."""
         for attempt in range(1, self.push_attempts + 1):
@@ -345,6 +374,7 @@ class GitRepository:
         self._git("checkout", "--force", "-B", branch, f"refs/remotes/origin/{branch}")
         self._git("clean", "-fdx")
 
+    @_exclusive
     def commit_and_push(
         self,
         branch: str,
@@ -383,6 +413,7 @@ class GitRepository:
                 _backoff(attempt)
         raise AssertionError("unreachable")
 
+    @_exclusive
     def merge_no_ff(self, source: str, target: str, message: str, *, allow_diverged: bool = False) -> CommitResult:
         """``git merge <source> --no-ff -m <message>`` into ``target``, then push ``target``.
 
