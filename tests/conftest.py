@@ -1,0 +1,121 @@
+"""Shared fixtures: a real kube-apiserver + etcd for the whole session, a fresh namespace per test.
+
+Prefect is pointed at a throwaway home before anything can import it (none of the imports below does):
+tests never read or write ~/.prefect, never send analytics, and never talk to a Prefect server or
+Prefect Cloud configured in the environment of whoever runs them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.config import new_client_from_config
+
+from sandbox.apiserver import (
+    KubeBinaries,
+    KubeBinariesUnavailableError,
+    LocalKubeAPI,
+    TokenUser,
+    delete_namespace,
+    install_crds,
+)
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="promote-tests-prefect-home-")
+atexit.register(shutil.rmtree, _PREFECT_HOME, True)
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+for _inherited in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
+    os.environ.pop(_inherited, None)
+
+VERIFIER_USER = "verifier"  # a token user with no groups and no bindings: tests grant it what they test
+_BINARIES = pytest.StashKey[KubeBinaries | KubeBinariesUnavailableError]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Find (or build, minutes, once per machine) kube-apiserver and etcd before the first test runs.
+
+    Here rather than in the fixture: a first build outlasts the per-test timeout, and its progress should
+    reach the terminal. A failure is kept and reported by ``kube_api`` as a failure of each kube test.
+    """
+    if session.config.option.collectonly or not any(
+        "kube_api" in getattr(item, "fixturenames", ()) for item in session.items
+    ):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        try:
+            session.config.stash[_BINARIES] = LocalKubeAPI.ensure_binaries()
+        except KubeBinariesUnavailableError as exc:
+            session.config.stash[_BINARIES] = exc
+
+
+def _close(api_client: k8s.ApiClient) -> None:
+    closer: Any = api_client  # ApiClient.close() exists; the typed stubs do not list it
+    closer.close()
+
+
+@pytest.fixture(scope="session")
+def kube_api(pytestconfig: pytest.Config) -> Iterator[LocalKubeAPI]:
+    """etcd + kube-apiserver for the session, with the Argo CD and Flux CRDs installed (no controllers run).
+
+    Never skips: without the binaries (and without Go to build them) every test using it fails, saying so.
+    """
+    try:
+        found = pytestconfig.stash.get(_BINARIES, None) or LocalKubeAPI.ensure_binaries()
+    except KubeBinariesUnavailableError as exc:
+        found = exc
+    if isinstance(found, KubeBinariesUnavailableError):
+        pytest.fail(f"the kube tests need kube-apiserver and etcd: {found}", pytrace=False)
+    binaries = found
+    with LocalKubeAPI(users=[TokenUser.generate(VERIFIER_USER)], binaries=binaries) as api:
+        admin = new_client_from_config(config_file=str(api.kubeconfig))
+        try:
+            install_crds(admin)
+        finally:
+            _close(admin)
+        yield api
+
+
+@pytest.fixture
+def kube_client(kube_api: LocalKubeAPI) -> Iterator[k8s.ApiClient]:
+    """An admin (``system:masters``) ``ApiClient`` built from the sandbox's kubeconfig file."""
+    api_client = new_client_from_config(config_file=str(kube_api.kubeconfig))
+    yield api_client
+    _close(api_client)
+
+
+@pytest.fixture(scope="session")
+def verifier_user() -> str:
+    """The name of the token user behind ``verifier_client`` (for RoleBinding subjects)."""
+    return VERIFIER_USER
+
+
+@pytest.fixture
+def verifier_client(kube_api: LocalKubeAPI) -> Iterator[k8s.ApiClient]:
+    """An ``ApiClient`` for the ``verifier`` token user, who has no groups and no bindings of its own."""
+    api_client = new_client_from_config(config_file=str(kube_api.kubeconfig_for(VERIFIER_USER)))
+    yield api_client
+    _close(api_client)
+
+
+@pytest.fixture
+def namespace(request: pytest.FixtureRequest, kube_client: k8s.ApiClient) -> Iterator[str]:
+    """A namespace of its own for each test, deleted afterwards with everything in it."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:48].strip("-")
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    k8s.CoreV1Api(kube_client).create_namespace(
+        k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"gitops-promote.test/pytest": "true"}))
+    )
+    yield name
+    delete_namespace(kube_client, name)
