@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 
 from flows.common import audit, crash_point, environment_lock, release_values
 from tasks import evidence, release, targets
-from tasks.approval import ApprovalPlan, wait_for_approval
+from tasks.approval import ApprovalPlan, approval_key, wait_for_approval
 from tasks.connections import Connections, connect
 from tasks.notify import notify
 from tasks.steps import (
@@ -106,7 +106,7 @@ def promote_production(
                     log.info,
                     link=link,
                 )
-                decision = wait_for_approval(plan, env.gate.timeout_seconds, key=f"approve-{env.name}-{rc_tag}")
+                decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, rc_tag))
                 if env.gate.approvers and decision.approver not in env.gate.approvers:
                     raise PromotionError(
                         f"{decision.approver!r} may not approve {env.name}; approvers: {', '.join(env.gate.approvers)}"

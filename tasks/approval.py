@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,11 @@ def resume_run(
         reason = (body.get("details") or {}).get("reason") or "no reason given"
         raise ResumeError(f"flow run {flow_run_id} was not resumed ({status}): {reason}")
     return str((body.get("state") or {}).get("name") or "Running")
+
+
+def approval_key(environment: str, rc_tag: str) -> str:
+    """The pause key: stable across re-runs of a suspended flow; Prefect allows only [a-z0-9-]."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"approve-{environment}-{rc_tag}".lower()).strip("-")[:100]
 
 
 class ApprovalTimeoutError(RuntimeError):

@@ -1,0 +1,176 @@
+"""The README's first command: a whole nightly promotion on a local sandbox, then a summary, then cleanup.
+
+It starts a real kube-apiserver + etcd, a real Prefect server, a sandbox Git origin per app, the simulated
+Argo CD (sandbox/agent.py) and a health endpoint; pushes a developer commit; runs the ``nightly`` flow,
+which cuts an rc, verifies staging, pauses for approval, and promotes production. The demo approves on
+your behalf (and says so) through the same API call as ``promote approve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+BANNER = "=" * 78
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _approve_paused_runs(api_url: str, stop: threading.Event, approved: list[str]) -> None:
+    """Stand in for the person at the approval gate: approve every run that waits, printing that we did."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    from tasks.approval import resume_run
+
+    while not stop.wait(0.5):
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+        for run in runs:
+            if str(run.id) in approved:
+                continue
+            say(f"\n{BANNER}\nAPPROVAL: run {run.name} waits for a person's approval to go to production.")
+            say("The sandbox demo approves ON YOUR BEHALF (approver 'sandbox-demo'), as `promote approve` would:")
+            say(f"  promote approve {run.id} --approver sandbox-demo --reason 'sandbox demo'\n{BANNER}")
+            try:
+                resume_run(
+                    api_url,
+                    str(run.id),
+                    {
+                        "approve": True,
+                        "approver": "sandbox-demo",
+                        "reason": "approved by the sandbox demo on your behalf",
+                    },
+                )
+                approved.append(str(run.id))
+            except Exception as exc:  # the run may have been resumed meanwhile; try again next round
+                say(f"(approval attempt failed: {exc}; retrying)")
+
+
+def _drain_prefect_logs() -> None:
+    """Flush logs and events to the server before it stops (else they fail loudly at exit)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
+
+
+def run_demo(apps: int, keep: bool, delay: float) -> int:
+    root = Path(tempfile.mkdtemp(prefix="promote-sandbox-"))
+    started = time.monotonic()
+    from sandbox.prefect_server import PrefectServer, prefect_env
+
+    say(f"{BANNER}\ngitops-promote sandbox: a full promotion dev -> staging -> production, locally\n{BANNER}")
+    say(f"workspace: {root}")
+    server = PrefectServer(home=root / "prefect")
+    os.environ.update(prefect_env(server.home, server.api_url))
+    os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
+    os.environ["PREFECT_UI_URL"] = server.url
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+
+    from kubernetes.config import new_client_from_config
+
+    from sandbox.apiserver import LocalKubeAPI, install_crds
+    from sandbox.world import SandboxWorld
+
+    say("\n[1/5] starting kube-apiserver + etcd (built once into ~/.cache/gitops-promote) ...")
+    with LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()) as api:
+        say(f"      ready in {api.ready_seconds:.1f}s at {api.url}")
+        admin = new_client_from_config(config_file=str(api.kubeconfig))
+        install_crds(admin)
+        say("[2/5] starting a Prefect server (first start migrates its database: ~20 s) ...")
+        with server:
+            say(f"      ready in {server.ready_seconds:.1f}s; UI at {server.url}")
+            world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig)
+            (root / "world").mkdir()
+            with world.running():
+                say("[3/5] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
+                names = ["shop"] if apps == 1 else [f"shop-{i}" for i in range(apps)]
+                made = [world.create_app(name, delay_seconds=delay) for name in names]
+                pipelines = root / "pipelines"
+                pipelines.mkdir()
+                for app in made:
+                    shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
+                time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
+                for app in made:
+                    sha = app.commit_change("feature: faster checkout")
+                    say(f"      {app.name}: a developer pushed {sha[:12]} to main (staging and production run v1.0.0)")
+                say(f"[4/5] running the nightly flow over {pipelines} ...\n")
+                from flows.nightly import nightly
+
+                stop = threading.Event()
+                approved: list[str] = []
+                approver = threading.Thread(
+                    target=_approve_paused_runs, args=(server.api_url, stop, approved), daemon=True
+                )
+                approver.start()
+                try:
+                    state = nightly(pipelines_dir=str(pipelines), return_state=True)
+                finally:
+                    stop.set()
+                    approver.join(timeout=5)
+                ok = state.is_completed()
+                _drain_prefect_logs()
+                say(f"\n[5/5] summary\n{BANNER}")
+                for app in made:
+                    from sandbox.world import git
+
+                    tags = git(app.origin, "tag", "--list", "--sort=creatordate")
+                    staging = world.agent.desired_revision(app.env("staging")) if world.agent else None
+                    production = world.agent.desired_revision(app.env("production")) if world.agent else None
+                    say(f"{app.name}:")
+                    say(f"  tags in origin:      {' '.join(tags.split())}")
+                    say(f"  staging runs:        {staging[1] if staging else '?'}")
+                    say(f"  production runs:     {production[1] if production else '?'}")
+                    note = git(app.origin, "notes", "--ref=promote", "list")
+                    say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
+                say(f"nightly run: {state.name} ({state.message or 'ok'})")
+                say(f"approvals given on your behalf: {len(approved)}")
+                say(f"artifacts (audit records, verification, health tables): {server.url}/artifacts")
+                say(f"total time: {time.monotonic() - started:.1f}s")
+                if keep:
+                    say(f"\n--keep: the Prefect UI stays up at {server.url} and files in {root}; Ctrl-C to stop")
+                    try:
+                        while True:
+                            time.sleep(1)
+                    except KeyboardInterrupt:
+                        pass
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
+        say(f"cleaned up {root}")
+    say(BANNER)
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="hack/sandbox",
+        description="Run a full nightly promotion on a local sandbox (kube-apiserver, Prefect server, Git, "
+        "simulated Argo CD, health endpoint) and clean up afterwards.",
+    )
+    parser.add_argument("--apps", type=int, default=1, help="how many applications (pipelines) to promote")
+    parser.add_argument("--delay", type=float, default=0.3, help="simulated controller delay per step (seconds)")
+    parser.add_argument("--keep", action="store_true", help="keep the Prefect UI and files until Ctrl-C")
+    args = parser.parse_args(argv)
+    if args.apps < 1:
+        parser.error("--apps must be at least 1")
+    return run_demo(args.apps, args.keep, args.delay)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
