@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from promote.pipeline import PipelineError, load_pipeline
+from promote.trigger import TriggerError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -35,6 +37,81 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from tasks.connections import open_repository
+    from tasks.plan import plan_pipeline
+
+    pipeline = load_pipeline(args.file)
+    print(f"plan for pipeline {pipeline.name} ({args.file}); nothing is changed\n")
+    for plan in plan_pipeline(open_repository(pipeline), pipeline):
+        print(plan.render())
+        print()
+    return EXIT_OK
+
+
+def _decide(args: argparse.Namespace, approve: bool) -> int:
+    from promote.trigger import ApiConfig
+    from tasks.approval import ResumeError, resume_run
+
+    if not approve and not args.reason.strip():
+        print("promote reject: --reason is required", file=sys.stderr)
+        return EXIT_USAGE
+    api = ApiConfig.from_env()
+    decision = {"approve": approve, "approver": args.approver, "reason": args.reason}
+    try:
+        state = resume_run(api.url, args.run_id, decision, api_key=api.key)
+    except ResumeError as exc:
+        print(f"promote {'approve' if approve else 'reject'}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"{'approved' if approve else 'rejected'} run {args.run_id} as {args.approver}; it is now {state}")
+    return EXIT_OK
+
+
+def _cmd_trigger(args: argparse.Namespace) -> int:
+    from promote.trigger import ApiConfig, create_run, default_idempotency_key, follow, parse_params
+
+    api = ApiConfig.from_env()
+    params = parse_params(args.param)
+    key = args.idempotency_key or default_idempotency_key()
+    run = create_run(api, args.deployment, params, key)
+    ui = api.url.removesuffix("/api")
+    print(f"flow run {run['name']} ({run['id']}) of {args.deployment}: {ui}/runs/flow-run/{run['id']}")
+    if not args.wait:
+        return EXIT_OK
+    final = follow(api, str(run["id"]), print, timeout=args.timeout)
+    return EXIT_OK if final == "COMPLETED" else EXIT_FAILED
+
+
+def _cmd_flow(args: argparse.Namespace) -> int:
+    """Run a flow in this process (Prefect's ephemeral server, or PREFECT_API_URL if set)."""
+    if args.command == "rc":
+        from flows.promote_rc import promote_rc
+
+        state = promote_rc(pipeline_file=args.file, bump=args.bump, dry_run=args.dry_run, return_state=True)
+    elif args.command == "production":
+        from flows.promote_production import promote_production
+
+        state = promote_production(pipeline_file=args.file, rc=args.rc, dry_run=args.dry_run, return_state=True)
+    elif args.command == "rollback":
+        from flows.rollback import rollback
+
+        state = rollback(
+            pipeline_file=args.file,
+            environment=args.environment,
+            to_version=args.to,
+            dry_run=args.dry_run,
+            return_state=True,
+        )
+    else:
+        from flows.nightly import nightly
+
+        state = nightly(
+            pipelines_dir=args.directory, production=not args.no_production, dry_run=args.dry_run, return_state=True
+        )
+    print(f"{args.command}: {state.name}{': ' + state.message if state.message else ''}")
+    return EXIT_OK if state.is_completed() else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="promote",
@@ -52,6 +129,64 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="pipeline file or directory")
     validate.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     validate.set_defaults(handler=_cmd_validate)
+
+    plan = sub.add_parser("plan", help="show what a promotion would change in every environment (changes nothing)")
+    plan.add_argument("file", metavar="FILE", help="pipeline file")
+    plan.set_defaults(handler=_cmd_plan)
+
+    for name, approve in (("approve", True), ("reject", False)):
+        gate = sub.add_parser(
+            name,
+            help=f"{name} a promotion that waits for approval (through PREFECT_API_URL)",
+            description=f"{name.capitalize()} a paused or suspended promotion run. Uses PREFECT_API_URL and, "
+            "for Prefect Cloud, PREFECT_API_KEY.",
+        )
+        gate.add_argument("run_id", metavar="RUN_ID", help="the flow run id (shown in the UI and the notification)")
+        gate.add_argument(
+            "--reason", required=not approve, default="", help="why" + (" (required)" if not approve else "")
+        )
+        gate.add_argument("--approver", default=os.environ.get("USER", "cli"), help="your name (default: $USER)")
+        gate.set_defaults(handler=lambda a, approve=approve: _decide(a, approve))
+
+    trigger = sub.add_parser(
+        "trigger",
+        help="start a deployment's run through the Prefect REST API (for CI) and optionally wait for it",
+        description="Create a flow run of DEPLOYMENT (FLOW/NAME, e.g. promote-production/shop) through the REST "
+        "API at PREFECT_API_URL (PREFECT_API_KEY if set). Unknown or invalid parameters are refused before a run "
+        "exists. With --wait, prints each state and exits 0 only if the run ends Completed.",
+    )
+    trigger.add_argument("deployment", metavar="DEPLOYMENT", help="FLOW/DEPLOYMENT")
+    trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter (repeatable)")
+    trigger.add_argument("--wait", action="store_true", help="follow the run and exit with its outcome")
+    trigger.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    trigger.add_argument(
+        "--idempotency-key",
+        default=None,
+        help="repeat-safe key (default: from GITHUB_RUN_ID/GITHUB_RUN_ATTEMPT or CI_PIPELINE_ID)",
+    )
+    trigger.set_defaults(handler=_cmd_trigger)
+
+    for name, text in (
+        ("rc", "run promote-rc here: tag the next rc, point staging at it, verify, record"),
+        ("production", "run promote-production here: approval, stable tag, production, verify, roll back on failure"),
+        ("rollback", "run rollback here: point an environment at an earlier release and verify"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("file", metavar="FILE", help="pipeline file")
+        cmd.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
+        if name == "rc":
+            cmd.add_argument("--bump", choices=["major", "minor", "patch"], default=None)
+        if name == "production":
+            cmd.add_argument("--rc", default=None, help="the rc tag (default: newest verified upstream)")
+        if name == "rollback":
+            cmd.add_argument("--environment", default="production")
+            cmd.add_argument("--to", default=None, help="tag to go back to (default: the previous stable release)")
+        cmd.set_defaults(handler=_cmd_flow)
+    night = sub.add_parser("nightly", help="run the nightly flow here over a directory of pipeline files")
+    night.add_argument("directory", nargs="?", default="deployments", metavar="DIR")
+    night.add_argument("--no-production", action="store_true", help="stop after the release candidates")
+    night.add_argument("--dry-run", action="store_true")
+    night.set_defaults(handler=_cmd_flow)
     return parser
 
 
@@ -60,6 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
+    except (PipelineError, TriggerError) as exc:
+        print(f"promote {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -124,7 +124,7 @@ def wait_for_approval(
     re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
-    from prefect.runtime import deployment, flow_run
+    from prefect.runtime import deployment
 
     form = ApprovalDecision.with_initial_data(description=plan.markdown(), approve=False, approver="", reason="")
     timeout = max(1, int(timeout_seconds))
