@@ -78,7 +78,11 @@ def kube_api(pytestconfig: pytest.Config) -> Iterator[LocalKubeAPI]:
     if isinstance(found, KubeBinariesUnavailableError):
         pytest.fail(f"the kube tests need kube-apiserver and etcd: {found}", pytrace=False)
     binaries = found
-    with LocalKubeAPI(users=[TokenUser.generate(VERIFIER_USER)], binaries=binaries) as api:
+    # No watch cache: watches are served from etcd, so compacting etcd makes an old resourceVersion
+    # answer 410 Gone on demand (test_verify's watch-expiry test); the cache would hide it for minutes.
+    with LocalKubeAPI(
+        users=[TokenUser.generate(VERIFIER_USER)], binaries=binaries, extra_apiserver_args=["--watch-cache=false"]
+    ) as api:
         admin = new_client_from_config(config_file=str(api.kubeconfig))
         try:
             install_crds(admin)

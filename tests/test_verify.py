@@ -1,0 +1,465 @@
+"""Verification against a real kube-apiserver: the waits watch real objects whose status a test (playing the
+controller) writes through the API, as envtest does."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as k8s
+
+from promote.pipeline import Environment
+from sandbox.apiserver import RBAC_DIR, LocalKubeAPI, apply_manifests
+from tasks.kube import (
+    APPLICATION,
+    KUSTOMIZATION,
+    KubeClient,
+    KubeError,
+    ObjectRef,
+    RequestStats,
+    VerificationError,
+    load_api_client,
+)
+from tasks.readiness import judge_application
+from tasks.verification import ARGO_REFRESH_ANNOTATION, FLUX_RECONCILE_ANNOTATION, verify_environment
+
+pytestmark = pytest.mark.kube
+
+X = "1" * 40
+OLD = "0" * 40
+ARGO = ("argoproj.io", "v1alpha1")
+FLUX = ("kustomize.toolkit.fluxcd.io", "v1")
+
+
+def ts(seconds_ago: float = 0) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def argo_status(revision: str, health: str = "Healthy", *, finished_ago: float = 60, **extra: Any) -> dict[str, Any]:
+    return {
+        "sync": {"status": "Synced", "revision": revision},
+        "health": {"status": health},
+        "operationState": {"phase": "Succeeded", "finishedAt": ts(finished_ago), "syncResult": {"revision": revision}},
+        "reconciledAt": ts(0),
+        **extra,
+    }
+
+
+def make_app(
+    api: k8s.ApiClient, namespace: str, name: str, status: dict[str, Any] | None, sources: int | None = None
+) -> None:
+    source = {"repoURL": "https://git.example/app.git", "path": "deploy", "targetRevision": "v1.0.0"}
+    spec: dict[str, Any] = {"project": "default", "destination": {"namespace": namespace}}
+    if sources:
+        spec["sources"] = [dict(source) for _ in range(sources)]
+    else:
+        spec["source"] = source
+    body: dict[str, Any] = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    if status is not None:
+        body["status"] = status
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(*ARGO, namespace, "applications", body)
+
+
+def set_app_status(api: k8s.ApiClient, namespace: str, name: str, status: dict[str, Any]) -> None:
+    # Argo CD's CRD has no status subresource: status is written through the main endpoint.
+    k8s.CustomObjectsApi(api).patch_namespaced_custom_object(*ARGO, namespace, "applications", name, {"status": status})
+
+
+def env_for(
+    kind: str,
+    name: str,
+    namespace: str,
+    *,
+    deployments: list[dict[str, Any]] | None = None,
+    timeout: float = 20,
+    source_index: int | None = None,
+) -> Environment:
+    tracks: dict[str, Any] = {"kind": "tag", "application_file": "apps/x.yaml"}
+    if source_index is not None:
+        tracks["source_index"] = source_index
+    return Environment.model_validate(
+        {
+            "name": "staging",
+            "tracks": tracks,
+            "verify": {
+                "gitops": {"kind": kind, "name": name, "namespace": namespace},
+                "deployments": deployments or [],
+                "timeout_seconds": timeout,
+                "health_grace_seconds": 0,
+            },
+        }
+    )
+
+
+class Background:
+    """Run a blocking wait in a thread and collect its outcome."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.result = fn()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def join(self, timeout: float = 30) -> Any:
+        assert self.done.wait(timeout), "the wait did not return"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@pytest.fixture
+def kube(kube_client: k8s.ApiClient) -> Iterator[KubeClient]:
+    logs: list[str] = []
+    yield KubeClient(kube_client, log=logs.append)
+
+
+def test_stale_synced_at_previous_revision_is_not_a_pass(
+    kube: KubeClient, kube_client: k8s.ApiClient, namespace: str
+) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(OLD))
+    env = env_for("argocd", "shop", namespace)
+    waiting = Background(lambda: verify_environment(kube, env, X, {}))
+    time.sleep(1.0)
+    assert not waiting.done.is_set(), "verification passed on a status synced to the previous commit"
+    app = k8s.CustomObjectsApi(kube_client).get_namespaced_custom_object(*ARGO, namespace, "applications", "shop")
+    assert app["metadata"]["annotations"][ARGO_REFRESH_ANNOTATION] == "normal"  # it asked Argo CD to look now
+    set_app_status(kube_client, namespace, "shop", argo_status(X))
+    result = waiting.join()
+    assert result.steps[0].message == f"Synced and Healthy at {X[:12]}"
+    # One GET and a handful of watches: waiting costs a constant number of requests, not one per second.
+    assert result.stats.gets == 1 and result.stats.watches <= 4
+
+
+def test_degraded_fails_fast_with_its_message(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(OLD))
+    env = env_for("argocd", "shop", namespace, timeout=60)
+    started = time.monotonic()
+    waiting = Background(lambda: verify_environment(kube, env, X, {}))
+    time.sleep(0.3)
+    status = argo_status(X, "Degraded")
+    status["health"]["message"] = "Back-off restarting failed container app"
+    set_app_status(kube_client, namespace, "shop", status)
+    with pytest.raises(VerificationError, match="Degraded at 111111111111: Back-off restarting failed container"):
+        waiting.join()
+    assert time.monotonic() - started < 10  # failed on the event, long before the 60 s timeout
+
+
+def test_comparison_error_fails_fast(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    status = argo_status(OLD, conditions=[{"type": "ComparisonError", "message": "path deploy does not exist"}])
+    make_app(kube_client, namespace, "shop", status)
+    with pytest.raises(VerificationError, match="ComparisonError: path deploy does not exist"):
+        verify_environment(kube, env_for("argocd", "shop", namespace), X, {})
+
+
+def test_multi_source_application(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    status = argo_status(X)
+    status["sync"] = {"status": "Synced", "revisions": [OLD, X]}
+    status["operationState"]["syncResult"] = {"revisions": [OLD, X]}
+    make_app(kube_client, namespace, "multi", status, sources=2)
+    result = verify_environment(kube, env_for("argocd", "multi", namespace, source_index=1), X, {})
+    assert result.steps[0].message.startswith("Synced and Healthy")
+    with pytest.raises(VerificationError, match=r"timed out .* last observed status: want 111111111111"):
+        verify_environment(kube, env_for("argocd", "multi", namespace, source_index=0, timeout=1.5), X, {})
+
+
+def test_missing_application_is_a_clear_error(kube: KubeClient, namespace: str) -> None:
+    with pytest.raises(KubeError, match=rf"Application {namespace}/nope not found \(patch\): check the name"):
+        verify_environment(kube, env_for("argocd", "nope", namespace), X, {})
+
+
+def test_timeout_reports_last_observed_status(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(OLD))
+    started = time.monotonic()
+    with pytest.raises(VerificationError) as caught:
+        verify_environment(kube, env_for("argocd", "shop", namespace, timeout=1.5), X, {})
+    assert re.search(
+        r"timed out after 2s; last observed status: want 111111111111; sync Synced at 000000000000", str(caught.value)
+    )
+    assert "still the previous revision" in str(caught.value)
+    assert time.monotonic() - started < 6
+
+
+def _etcd(kube_api: LocalKubeAPI, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    response = httpx.post(f"{kube_api.etcd_url}{path}", json=body, timeout=10)
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def test_watch_expiry_410_mid_wait_relists_and_continues(
+    kube_api: LocalKubeAPI, kube_client: k8s.ApiClient, namespace: str
+) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(OLD))
+    make_app(kube_client, namespace, "noise", argo_status(OLD))
+    # Short watch windows: the waiter re-opens its watch from its last resourceVersion every second.
+    kube = KubeClient(kube_client, heartbeat_seconds=0.5)
+    stats = RequestStats()
+    ref = ObjectRef(APPLICATION, namespace, "shop")
+    waiting = Background(
+        lambda: kube.wait_for(
+            ref, lambda app: judge_application(app, X, health_grace_seconds=0), timeout=30, what="shop", stats=stats
+        )
+    )
+    time.sleep(0.5)
+    for i in range(5):  # move etcd's revision past the waiter's resourceVersion...
+        set_app_status(kube_client, namespace, "noise", argo_status(OLD, reconciledAt=ts(i)))
+    revision = int(_etcd(kube_api, "/v3/kv/range", {"key": "Lw=="})["header"]["revision"])
+    _etcd(kube_api, "/v3/kv/compaction", {"revision": str(revision), "physical": True})  # ...and expire it
+    deadline = time.monotonic() + 10
+    while stats.relists == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stats.relists >= 1, "the waiter never saw 410 Gone"
+    assert not waiting.done.is_set()
+    set_app_status(kube_client, namespace, "shop", argo_status(X))
+    _, verdict = waiting.join()
+    assert verdict.state == "ready"
+
+
+def kustomization(api: k8s.ApiClient, namespace: str, name: str) -> None:
+    custom = k8s.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(
+        *FLUX,
+        namespace,
+        "kustomizations",
+        {
+            "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
+            "kind": "Kustomization",
+            "metadata": {"name": name},
+            "spec": {
+                "interval": "5m",
+                "path": "./",
+                "prune": True,
+                "sourceRef": {"kind": "GitRepository", "name": name},
+            },
+        },
+    )
+    custom.create_namespaced_custom_object(
+        "source.toolkit.fluxcd.io",
+        "v1",
+        namespace,
+        "gitrepositories",
+        {
+            "apiVersion": "source.toolkit.fluxcd.io/v1",
+            "kind": "GitRepository",
+            "metadata": {"name": name},
+            "spec": {"interval": "1m", "url": "https://git.example/app.git", "ref": {"branch": "main"}},
+        },
+    )
+
+
+def flux_status(api: k8s.ApiClient, namespace: str, name: str, **status: Any) -> None:
+    k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        *FLUX, namespace, "kustomizations", name, {"status": status}
+    )
+
+
+def test_flux_ready_with_observed_generation_behind_is_not_a_pass(
+    kube: KubeClient, kube_client: k8s.ApiClient, namespace: str
+) -> None:
+    kustomization(kube_client, namespace, "apps")
+    custom = k8s.CustomObjectsApi(kube_client)
+    ready = [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "ReconciliationSucceeded",
+            "message": "ok",
+            "lastTransitionTime": ts(),
+        }
+    ]
+    env = env_for("flux", "apps", namespace)
+    waiting = Background(lambda: verify_environment(kube, env, X, {}))
+    time.sleep(0.5)
+    ks = custom.get_namespaced_custom_object(*FLUX, namespace, "kustomizations", "apps")
+    token = ks["metadata"]["annotations"][FLUX_RECONCILE_ANNOTATION]
+    generation = ks["metadata"]["generation"]
+    # Ready=True at our revision, reconcile handled, but the spec generation has not been observed.
+    flux_status(
+        kube_client,
+        namespace,
+        "apps",
+        observedGeneration=generation - 1,
+        lastHandledReconcileAt=token,
+        lastAppliedRevision=f"main@sha1:{X}",
+        lastAttemptedRevision=f"main@sha1:{X}",
+        conditions=ready,
+    )
+    time.sleep(1.0)
+    assert not waiting.done.is_set(), "verification passed with observedGeneration behind generation"
+    flux_status(kube_client, namespace, "apps", observedGeneration=generation)
+    result = waiting.join()
+    assert result.steps[0].message == f"Ready and applied at {X[:12]}"
+    repo = custom.get_namespaced_custom_object("source.toolkit.fluxcd.io", "v1", namespace, "gitrepositories", "apps")
+    assert repo["metadata"]["annotations"][FLUX_RECONCILE_ANNOTATION] == token  # --with-source
+
+
+def test_flux_stalled_fails_fast(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    kustomization(kube_client, namespace, "apps")
+    flux_status(
+        kube_client,
+        namespace,
+        "apps",
+        conditions=[
+            {
+                "type": "Stalled",
+                "status": "True",
+                "reason": "BuildFailed",
+                "message": "kustomize build failed",
+                "lastTransitionTime": ts(),
+            }
+        ],
+    )
+    with pytest.raises(VerificationError, match=r"Stalled \(BuildFailed\): kustomize build failed"):
+        verify_environment(kube, env_for("flux", "apps", namespace), X, {})
+
+
+def make_deployment(api: k8s.ApiClient, namespace: str, image: str, replicas: int = 2) -> None:
+    labels = {"app": "web"}
+    k8s.CustomObjectsApi(api).create_namespaced_custom_object(
+        "apps",
+        "v1",
+        namespace,
+        "deployments",
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "web", "image": image}]}},
+            },
+        },
+    )
+
+
+def rollout(api: k8s.ApiClient, namespace: str, image: str, **status: Any) -> None:
+    apps = k8s.AppsV1Api(api)
+    apps.patch_namespaced_deployment(
+        "web", namespace, {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}}
+    )
+    generation = apps.read_namespaced_deployment("web", namespace).metadata.generation  # type: ignore[union-attr]
+    body = {
+        "observedGeneration": generation,
+        "replicas": 2,
+        "updatedReplicas": 2,
+        "readyReplicas": 2,
+        "availableReplicas": 2,
+        **status,
+    }
+    apps.patch_namespaced_deployment_status("web", namespace, {"status": body})
+
+
+def test_deployment_must_run_the_promoted_image(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(X))
+    make_deployment(kube_client, namespace, "registry.local/web:1.0.0")
+    rollout(kube_client, namespace, "registry.local/web:1.0.0")
+    env = env_for(
+        "argocd",
+        "shop",
+        namespace,
+        deployments=[
+            {"name": "web", "namespace": namespace, "container": "web", "expect_image": "registry.local/web:{version}"}
+        ],
+    )
+    waiting = Background(lambda: verify_environment(kube, env, X, {"version": "1.1.0"}))
+    time.sleep(1.0)
+    assert not waiting.done.is_set(), "passed while the old image runs"
+    rollout(kube_client, namespace, "registry.local/web:1.1.0", updatedReplicas=1, availableReplicas=2)
+    time.sleep(0.5)
+    assert not waiting.done.is_set(), "passed with 1 of 2 replicas updated"
+    rollout(kube_client, namespace, "registry.local/web:1.1.0")
+    result = waiting.join()
+    assert result.steps[-1].message == "Deployment web rolled out (2/2 available)"
+
+
+def test_progress_deadline_exceeded_fails_fast(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(X))
+    make_deployment(kube_client, namespace, "registry.local/web:1.0.0")
+    rollout(
+        kube_client,
+        namespace,
+        "registry.local/web:1.0.0",
+        updatedReplicas=1,
+        availableReplicas=1,
+        readyReplicas=1,
+        conditions=[
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "ProgressDeadlineExceeded",
+                "message": 'ReplicaSet "web-2" has timed out progressing.',
+            }
+        ],
+    )
+    env = env_for("argocd", "shop", namespace, deployments=[{"name": "web", "namespace": namespace}])
+    with pytest.raises(VerificationError, match='exceeded its progress deadline: ReplicaSet "web-2" has timed out'):
+        verify_environment(kube, env, X, {})
+
+
+def bind_verifier_role(kube_client: k8s.ApiClient, namespace: str, user: str) -> None:
+    apply_manifests(kube_client, RBAC_DIR / "verifier-role.yaml")
+    k8s.RbacAuthorizationV1Api(kube_client).create_namespaced_role_binding(
+        namespace,
+        k8s.V1RoleBinding(
+            metadata=k8s.V1ObjectMeta(name="verifier"),
+            role_ref=k8s.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="gitops-promote-verifier"
+            ),
+            subjects=[k8s.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")],
+        ),
+    )
+
+
+def test_verification_as_least_privilege_user(
+    kube_api: LocalKubeAPI, kube_client: k8s.ApiClient, namespace: str, verifier_user: str
+) -> None:
+    make_app(kube_client, namespace, "shop", argo_status(X))
+    make_deployment(kube_client, namespace, "registry.local/web:1.1.0")
+    rollout(kube_client, namespace, "registry.local/web:1.1.0")
+    env = env_for("argocd", "shop", namespace, deployments=[{"name": "web", "namespace": namespace}])
+    config = kube_api.kubeconfig_for(verifier_user)
+    verifier = KubeClient(load_api_client(str(config)))
+    with pytest.raises(KubeError) as caught:
+        verify_environment(verifier, env, X, {})
+    message = str(caught.value)
+    assert f"patch Application {namespace}/shop: forbidden (403)" in message
+    assert 'Missing RBAC rule: apiGroups: ["argoproj.io"], resources: ["applications"], verbs: ["patch"]' in message
+    bind_verifier_role(kube_client, namespace, verifier_user)
+    deadline = time.monotonic() + 10
+    while True:  # RBAC changes reach the authorizer's cache within moments
+        try:
+            result = verify_environment(verifier, env, X, {})
+            break
+        except KubeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert [s.message for s in result.steps] == [
+        f"Synced and Healthy at {X[:12]}",
+        "Deployment web rolled out (2/2 available)",
+    ]
+
+
+def test_kubeconfig_errors_name_the_file(tmp_path: Any) -> None:
+    with pytest.raises(KubeError, match=r"cannot load Kubernetes credentials from .*nope.yaml"):
+        load_api_client(str(tmp_path / "nope.yaml"))
