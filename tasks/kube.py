@@ -262,7 +262,7 @@ class KubeClient:
             remaining = deadline - now
             if remaining <= 0:
                 raise VerificationError(
-                    f"{what}: timed out after {timeout:.0f}s; last observed status: {verdict.message}"
+                    f"{what}: timed out after {timeout:.1f}s; last observed status: {verdict.message}"
                 )
             window = min(remaining, self.watch_timeout_seconds, self.heartbeat_seconds)
             if verdict.recheck_in is not None:
