@@ -70,7 +70,8 @@ class Repository(_Model):
     @field_validator("url")
     @classmethod
     def _no_inline_secret(cls, url: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url):
+        # Any user info in an http(s) URL is a credential (token@host or user:token@host); ssh://git@host is not.
+        if re.match(r"^https?://[^/@]*@", url, re.IGNORECASE) or re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url):
             raise ValueError(
                 "the URL carries a password or token; remove it and use credentials.token_env or "
                 "credentials.secret_block"
@@ -399,7 +400,9 @@ def _describe(error: dict[str, Any], document: Any = None) -> str:
     if kind == "union_tag_invalid":
         return f"unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
-        return f"missing 'kind'; allowed: {ctx.get('expected_tags', 'see docs')}"
+        field = next((p for p in reversed(error["loc"]) if isinstance(p, str)), "")
+        allowed = ", ".join(repr(k) for k in sorted(_UNION_FIELDS.get(str(field), set())))
+        return f"missing 'kind'; allowed: {allowed or 'see deployments/README.md'}"
     if kind == "extra_forbidden":
         model = _model_at(_without_union_tags(error["loc"])[:-1], document)
         allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
