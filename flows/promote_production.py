@@ -82,8 +82,7 @@ def promote_production(
             summary["dry_run"] = True
             return summary
 
-        hold = env.gate.timeout_seconds + 2 * env.verify.timeout_seconds + 3600
-        with environment_lock(conn, env, hold_seconds=hold):
+        with environment_lock(conn, env) as lock:
             records = release.records_for(conn.repo, commit)
             approval = evidence.find(records, "approved", pipeline.name, env.name, rc_tag)
             if env.gate.approval and approval is None:
@@ -106,7 +105,9 @@ def promote_production(
                     log.info,
                     link=link,
                 )
+                lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
                 decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, rc_tag))
+                lock.hold_for(0)  # answered: back to renew-or-lapse, so a crash from here frees it after the TTL
                 if env.gate.approvers and decision.approver not in env.gate.approvers:
                     raise PromotionError(
                         f"{decision.approver!r} may not approve {env.name}; approvers: {', '.join(env.gate.approvers)}"

@@ -69,7 +69,7 @@ def promote_rc(
         audit(f"promote-rc-{pipeline.name}", summary, started)
         return summary
 
-    with environment_lock(conn, env, hold_seconds=env.verify.timeout_seconds * 2 + 600):
+    with environment_lock(conn, env):
         tag_release(conn, tag, decision.commit, f"{pipeline.name} release candidate {tag}")
         crash_point("after-tag-push")
         write = point_environment(conn, env, tag)

@@ -66,7 +66,7 @@ def rollback(
         audit(f"rollback-{pipeline.name}", summary, started)
         return summary
     commit = conn.repo.resolve(target)
-    with environment_lock(conn, env, hold_seconds=env.verify.timeout_seconds * 2 + 600):
+    with environment_lock(conn, env):
         write = point_environment(conn, env, target)
         result = verify(conn, env, commit, release_values(pipeline, target, commit))
         record_evidence(

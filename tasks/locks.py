@@ -42,9 +42,17 @@ class EnvironmentLock:
     namespace: str
     name: str
     holder: str
-    duration_seconds: int
+    ttl_seconds: int = 60
     holder_alive: Callable[[str], bool] = lambda _holder: True
     log: Callable[[str], None] = lambda _msg: None
+    # While the process lives it renews the lease every ttl/3; before a suspension (no process left)
+    # hold_for() stretches it over the whole approval window.
+    _hold_until: float | None = None
+
+    def _duration(self) -> int:
+        if self._hold_until is None:
+            return self.ttl_seconds
+        return max(self.ttl_seconds, int(self._hold_until - time.time()) + 1)
 
     @property
     def ref(self) -> ObjectRef:
@@ -60,7 +68,7 @@ class EnvironmentLock:
             "metadata": meta,
             "spec": {
                 "holderIdentity": self.holder,
-                "leaseDurationSeconds": self.duration_seconds,
+                "leaseDurationSeconds": self._duration(),
                 "acquireTime": _micro(now),
                 "renewTime": _micro(now),
             },
@@ -118,6 +126,32 @@ class EnvironmentLock:
                 raise describe_api_error(exc, "update", self.ref) from None
             self.log(f"lock {self.namespace}/{self.name} acquired ({verdict.message})")
             return
+
+    def renew(self) -> None:
+        """Push the expiry forward; raises if another run took the lease (it had expired)."""
+        custom = self.kube.custom
+        for _ in range(5):
+            lease = self.kube.get(self.ref)
+            if (lease.get("spec") or {}).get("holderIdentity") != self.holder:
+                raise KubeError(f"lock {self.namespace}/{self.name} was lost: it expired and another run took it")
+            spec = dict(lease["spec"])
+            spec["renewTime"] = _micro(datetime.now(UTC))
+            spec["leaseDurationSeconds"] = self._duration()
+            lease["spec"] = spec
+            try:
+                custom.replace_namespaced_custom_object(
+                    LEASE.group, LEASE.version, self.namespace, LEASE.plural, self.name, lease
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise describe_api_error(exc, "update", self.ref) from None
+        raise KubeError(f"lock {self.namespace}/{self.name}: could not renew (kept conflicting)")
+
+    def hold_for(self, seconds: float) -> None:
+        """Keep the lock for ``seconds`` even with no process renewing it (a suspended approval)."""
+        self._hold_until = time.time() + seconds
+        self.renew()
 
     def release(self) -> None:
         """Delete the lease if this run still holds it (never someone else's)."""

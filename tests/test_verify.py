@@ -192,7 +192,8 @@ def test_timeout_reports_last_observed_status(kube: KubeClient, kube_client: k8s
     with pytest.raises(VerificationError) as caught:
         verify_environment(kube, env_for("argocd", "shop", namespace, timeout=1.5), X, {})
     assert re.search(
-        r"timed out after 1\.\ds; last observed status: want 111111111111; sync Synced at 000000000000", str(caught.value)
+        r"timed out after 1\.\ds; last observed status: want 111111111111; sync Synced at 000000000000",
+        str(caught.value),
     )
     assert "still the previous revision" in str(caught.value)
     assert time.monotonic() - started < 6
