@@ -62,6 +62,7 @@ class SimEnvironment:
     deployments: list[SimDeployment] = field(default_factory=list)
     delay_seconds: float = 0.2
     failure: Failure | None = None
+    failure_ref: str | None = None  # fail only when rolling out this ref (e.g. "v1.0.1"); None: every rollout
     applied: str | None = None  # the commit last rolled out
     origin: Path | None = None  # this environment's Git origin (default: the agent's)
 
@@ -150,10 +151,11 @@ class GitOpsAgent:
             return
         commit, ref = desired
         env.applied = commit
+        failing = env.failure if env.failure_ref in (None, ref) else None
         if env.kind == "argocd":
-            self._argocd_rollout(env, commit, ref)
+            self._argocd_rollout(env, commit, ref, failing)
         else:
-            self._flux_rollout(env, commit, ref)
+            self._flux_rollout(env, commit, ref, failing)
 
     def _custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
@@ -174,7 +176,7 @@ class GitOpsAgent:
                     raise
         raise ValueError(f"could not update Application {env.name}: conflicts")
 
-    def _argocd_rollout(self, env: SimEnvironment, commit: str, ref: str) -> None:
+    def _argocd_rollout(self, env: SimEnvironment, commit: str, ref: str, failing: Failure | None) -> None:
         def sync_field(status: dict[str, Any], revision: str, state: str) -> None:
             previous = status.get("sync") or {}
             if env.source_index is not None:
@@ -195,7 +197,7 @@ class GitOpsAgent:
             status["reconciledAt"] = _now()
 
         self._argo_update(env, out_of_sync)
-        if self._pause(env):
+        if self._pause(env, failing):
             return
         for deployment in env.deployments:
             self._set_image(deployment, self.image_for(env, deployment, commit, ref))
@@ -218,8 +220,8 @@ class GitOpsAgent:
             status["reconciledAt"] = _now()
 
         self._argo_update(env, synced)
-        self._roll_deployments(env)
-        if env.failure == "degraded":
+        self._roll_deployments(env, failing)
+        if failing == "degraded":
             time.sleep(env.delay_seconds)
             self._argo_update(
                 env,
@@ -257,7 +259,7 @@ class GitOpsAgent:
                 ),
             )
 
-    def _flux_rollout(self, env: SimEnvironment, commit: str, ref: str) -> None:
+    def _flux_rollout(self, env: SimEnvironment, commit: str, ref: str, failing: Failure | None) -> None:
         revision = f"{ref}@sha1:{commit}"
 
         def progressing(ks: dict[str, Any]) -> None:
@@ -281,9 +283,9 @@ class GitOpsAgent:
             ]
 
         self._flux_status(env, progressing)
-        if self._pause(env):
+        if self._pause(env, failing):
             return
-        if env.failure == "stalled":
+        if failing == "stalled":
 
             def stalled(ks: dict[str, Any]) -> None:
                 ks["status"]["observedGeneration"] = ks["metadata"].get("generation")
@@ -308,7 +310,7 @@ class GitOpsAgent:
             return
         for deployment in env.deployments:
             self._set_image(deployment, self.image_for(env, deployment, commit, ref))
-        self._roll_deployments(env)
+        self._roll_deployments(env, failing)
 
         def ready(ks: dict[str, Any]) -> None:
             status = ks["status"]
@@ -326,10 +328,10 @@ class GitOpsAgent:
 
         self._flux_status(env, ready)
 
-    def _pause(self, env: SimEnvironment) -> bool:
+    def _pause(self, env: SimEnvironment, failing: Failure | None) -> bool:
         """Wait the configured delay; True if the environment is told to hang here."""
         time.sleep(env.delay_seconds)
-        return env.failure == "stuck"
+        return failing == "stuck"
 
     # --- Deployments -----------------------------------------------------------------------------------
 
@@ -338,7 +340,7 @@ class GitOpsAgent:
         patch = {"spec": {"template": {"spec": {"containers": [{"name": deployment.container, "image": image}]}}}}
         apps.patch_namespaced_deployment(deployment.name, deployment.namespace, patch)
 
-    def _roll_deployments(self, env: SimEnvironment) -> None:
+    def _roll_deployments(self, env: SimEnvironment, failing: Failure | None) -> None:
         apps = client.AppsV1Api(self.api)
         for deployment in env.deployments:
             current = self._custom().get_namespaced_custom_object(
@@ -346,7 +348,7 @@ class GitOpsAgent:
             )
             generation = current["metadata"]["generation"]
             replicas = current["spec"].get("replicas", 1)
-            if env.failure == "progress-deadline":
+            if failing == "progress-deadline":
                 body = {
                     "status": {
                         "observedGeneration": generation,

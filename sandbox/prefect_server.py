@@ -39,9 +39,9 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
 
 
 class PrefectServer:
-    def __init__(self, home: Path | None = None, startup_timeout: float = 120.0) -> None:
+    def __init__(self, home: Path | None = None, startup_timeout: float = 120.0, port: int | None = None) -> None:
         self.home = home or Path(tempfile.mkdtemp(prefix="promote-prefect-"))
-        self.port = free_port()
+        self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

@@ -234,6 +234,7 @@ class KubeClient:
         timeout: float,
         what: str,
         stats: RequestStats | None = None,
+        deleted_is_ready: bool = False,
     ) -> tuple[dict[str, Any], Judgement]:
         """Watch ``ref`` until ``judge`` says ready (returned) or failed (raised), or ``timeout`` passes.
 
@@ -283,6 +284,8 @@ class KubeClient:
                         continue
                     stats.events += 1
                     if kind == "DELETED":
+                        if deleted_is_ready:  # e.g. a released lock: gone is what we waited for
+                            return body, Judgement.ready(f"{ref} was deleted")
                         raise VerificationError(f"{what}: {ref} was deleted while waiting")
                     obj = body
                     verdict = judge(obj)

@@ -85,9 +85,8 @@ class EnvironmentLock:
             return Judgement.ready(f"lease of run {holder} expired at {expires.isoformat()}")
         if not self.holder_alive(holder):
             return Judgement.ready(f"run {holder} ended without releasing the lock")
-        return Judgement.waiting(
-            f"held by run {holder} until it ends (at most until {expires.isoformat()})", recheck_in=5
-        )
+        # No timestamps in the message: the wait logs it again only when it changes.
+        return Judgement.waiting(f"held by run {holder} until that run ends", recheck_in=5)
 
     def acquire(self, timeout: float) -> None:
         custom = self.kube.custom
@@ -103,7 +102,12 @@ class EnvironmentLock:
             except ApiException as exc:
                 if exc.status != 409:
                     raise describe_api_error(exc, "create", self.ref) from None
-            lease = self.kube.get(self.ref)
+            try:
+                lease = self.kube.get(self.ref)
+            except KubeError as exc:
+                if "not found" in str(exc):
+                    continue  # released between our create and our get
+                raise
             verdict = self._judge_free(lease)
             if verdict.state != "ready":
                 left = deadline - time.monotonic()
@@ -112,7 +116,13 @@ class EnvironmentLock:
                         f"lock {self.namespace}/{self.name}: gave up after {timeout:.0f}s: {verdict.message}"
                     )
                 self.log(f"another promotion of this environment is in progress; waiting: {verdict.message}")
-                self.kube.wait_for(self.ref, self._judge_free, timeout=left, what=f"lock {self.name}")
+                try:
+                    self.kube.wait_for(
+                        self.ref, self._judge_free, timeout=left, what=f"lock {self.name}", deleted_is_ready=True
+                    )
+                except KubeError as exc:
+                    if "not found" not in str(exc):  # released between our create and our get: try again
+                        raise
                 continue
             version = (lease.get("metadata") or {}).get("resourceVersion")
             try:

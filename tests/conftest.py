@@ -15,6 +15,7 @@ import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,8 @@ from sandbox.apiserver import (
     delete_namespace,
     install_crds,
 )
+from sandbox.prefect_server import PrefectServer, free_port
+from sandbox.world import SandboxWorld
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="promote-tests-prefect-home-")
 atexit.register(shutil.rmtree, _PREFECT_HOME, True)
@@ -37,6 +40,11 @@ os.environ["DO_NOT_TRACK"] = "1"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 for _inherited in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
     os.environ.pop(_inherited, None)
+# Prefect reads its settings once, at import, and threads do not see temporary_settings(): the session's
+# server gets its port now, so every thread of every test talks to it (never to an ephemeral server).
+_PREFECT_PORT = free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
+os.environ["PREFECT_UI_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}"
 
 VERIFIER_USER = "verifier"  # a token user with no groups and no bindings: tests grant it what they test
 _BINARIES = pytest.StashKey[KubeBinaries | KubeBinariesUnavailableError]()
@@ -123,3 +131,31 @@ def namespace(request: pytest.FixtureRequest, kube_client: k8s.ApiClient) -> Ite
     )
     yield name
     delete_namespace(kube_client, name)
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """A real ``prefect server start`` for the session on the port PREFECT_API_URL already names."""
+    with PrefectServer(home=Path(_PREFECT_HOME) / "server", port=_PREFECT_PORT) as server:
+        assert os.environ["PREFECT_API_URL"] == server.api_url
+        yield server.api_url
+
+
+@pytest.fixture
+def world(
+    kube_api: LocalKubeAPI, kube_client: k8s.ApiClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SandboxWorld]:
+    """A running sandbox (simulated Argo CD + health endpoint) on the session's API server; apps made with
+    ``world.create_app(unique_name)`` get their own Git origin, namespaces and pipeline file."""
+    monkeypatch.setenv("PROMOTE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROMOTE_LOCK_TTL_SECONDS", "3")
+    (tmp_path / "world").mkdir()
+    sandbox = SandboxWorld(root=tmp_path / "world", api=kube_client, kubeconfig=kube_api.kubeconfig)
+    with sandbox.running():
+        agent = sandbox.agent
+        yield sandbox
+    assert agent is not None and not agent.errors, f"the simulated controller hit errors: {agent and agent.errors}"
+
+
+def unique(name: str) -> str:
+    return f"{name}-{secrets.token_hex(3)}"

@@ -296,9 +296,6 @@ def test_verifier_role_bound_in_a_namespace_reads_watches_and_annotates_but_chan
         "patch kustomization status": lambda: custom.patch_namespaced_custom_object_status(
             *KUSTOMIZATION[:2], namespace, KUSTOMIZATION[2], "shop", {"status": {"observedGeneration": 1}}
         ),
-        "patch gitrepository": lambda: custom.patch_namespaced_custom_object(
-            *GITREPO[:2], namespace, GITREPO[2], "shop", refresh
-        ),
         "create deployment": lambda: apps_api.create_namespaced_deployment(namespace, deployment("other")),
         "patch deployment": lambda: apps_api.patch_namespaced_deployment("shop", namespace, refresh),
         "delete deployment": lambda: apps_api.delete_namespaced_deployment("shop", namespace),

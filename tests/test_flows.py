@@ -1,0 +1,336 @@
+"""The promotion flows against real parts: a real Prefect server, real Git origins, the real kube-apiserver
+(with the simulated Argo CD writing status through it) and a real health endpoint."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import FlowRun, State
+
+from flows.nightly import nightly
+from flows.promote_production import promote_production
+from flows.promote_rc import promote_rc
+from flows.rollback import rollback
+from sandbox.world import SandboxApp, SandboxWorld, git
+from tasks import evidence
+from tasks.approval import ResumeError, resume_run
+from tests.conftest import unique
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tags(app: SandboxApp) -> list[str]:
+    return git(app.origin, "tag", "--list").split()
+
+
+def file_at_main(app: SandboxApp, rel: str) -> str:
+    return git(app.origin, "show", f"main:{rel}")
+
+
+def subjects(app: SandboxApp) -> list[str]:
+    return git(app.origin, "log", "--format=%s", "main").splitlines()
+
+
+def notes(app: SandboxApp, ref: str) -> list[evidence.Record]:
+    commit = git(app.origin, "rev-parse", f"{ref}^{{commit}}")
+    try:
+        text = git(app.origin, "notes", "--ref=promote", "show", commit)
+    except subprocess.CalledProcessError:
+        return []
+    return evidence.parse_records(text)
+
+
+def read_run(run_id: UUID) -> FlowRun:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def wait_for_state(name_filter: Callable[[FlowRun], bool], state: str, timeout: float = 60) -> FlowRun:
+    """The first flow run matching ``name_filter`` that reaches ``state`` (e.g. PAUSED)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            for run in client.read_flow_runs(limit=200):
+                if run.state and run.state.type.value == state and name_filter(run):
+                    return run
+        time.sleep(0.3)
+    raise AssertionError(f"no flow run reached {state} within {timeout}s")
+
+
+def by_pipeline(app: SandboxApp, flow_prefix: str = "") -> Callable[[FlowRun], bool]:
+    return lambda run: (run.parameters or {}).get("pipeline_file") == str(app.pipeline_file)
+
+
+def artifacts_of(run_id: UUID) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return {a.key or "": str(a.data) for a in found}
+
+
+class InThread:
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.state: State[Any] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.state = fn()
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float = 120) -> State[Any]:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the flow did not finish"
+        if self.error:
+            raise self.error
+        assert self.state is not None
+        return self.state
+
+
+def api_url() -> str:
+    return os.environ["PREFECT_API_URL"]
+
+
+def ready_app(world: SandboxWorld, name: str, **kwargs: Any) -> SandboxApp:
+    app = world.create_app(unique(name), **kwargs)
+    deadline = time.monotonic() + 20  # the simulated Argo CD first rolls out v1.0.0 everywhere
+    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    app.commit_change("feature: faster checkout")
+    return app
+
+
+def test_rc_then_production_without_gate(world: SandboxWorld) -> None:
+    app = ready_app(world, "plain", approval=False)
+    rc = promote_rc(pipeline_file=str(app.pipeline_file), requested_by="ci-bot", return_state=True)
+    assert rc.is_completed(), rc.message
+    assert sorted(tags(app)) == ["v1.0.0", "v1.0.1-rc1"]
+    assert "targetRevision: v1.0.1-rc1   # the release this environment runs" in file_at_main(
+        app, f"apps/staging/{app.name}.yaml"
+    )
+    verified = evidence.find(notes(app, "v1.0.1-rc1"), "verified", app.name, "staging", "v1.0.1-rc1")
+    assert verified is not None and verified.by == "ci-bot"
+    assert "Synced and Healthy" in verified.details["verification"]
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_completed(), prod.message
+    assert git(app.origin, "rev-parse", "v1.0.1^{commit}") == git(app.origin, "rev-parse", "v1.0.1-rc1^{commit}")
+    assert "targetRevision: v1.0.1   #" in file_at_main(app, f"apps/production/{app.name}.yaml")
+    run_id = prod.state_details.flow_run_id
+    assert run_id is not None
+    found = artifacts_of(run_id)
+    audit = found[f"promote-production-{app.name}"]
+    assert "| version | v1.0.1 |" in audit and "| from | v1.0.0 |" in audit
+    assert f"health-{app.name}-production" in found and f"verification-{app.name}-production" in found
+    # A second run has nothing new to do and changes nothing.
+    before = git(app.origin, "for-each-ref")
+    again = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert again.is_completed() and again.result()["action"] == "skip"  # type: ignore[index]
+    assert git(app.origin, "for-each-ref") == before
+
+
+def test_production_refuses_an_rc_without_staging_evidence(world: SandboxWorld) -> None:
+    app = ready_app(world, "noevid", approval=False)
+    head = git(app.origin, "rev-parse", "main")
+    git(app.origin, "tag", "-a", "v1.0.1-rc1", "-m", "hand-made rc", head)
+    before = git(app.origin, "for-each-ref")
+    state = promote_production(pipeline_file=str(app.pipeline_file), rc="v1.0.1-rc1", return_state=True)
+    assert state.is_failed()
+    assert "v1.0.1-rc1 has no record of a passed verification in staging" in (state.message or "")
+    assert git(app.origin, "for-each-ref") == before  # nothing tagged, nothing written
+
+
+def _rc_verified(app: SandboxApp) -> UUID | None:
+    state = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_completed(), state.message
+    return state.state_details.flow_run_id
+
+
+def test_approve_through_the_api(world: SandboxWorld) -> None:
+    app = ready_app(world, "approve")
+    _rc_verified(app)
+    running = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    paused = wait_for_state(by_pipeline(app), "PAUSED")
+    assert "v1.0.1" not in tags(app)  # nothing happens to production before the decision
+    new_state = resume_run(api_url(), str(paused.id), {"approve": True, "approver": "alice", "reason": "looks good"})
+    assert new_state == "Running"
+    state = running.join()
+    assert state.is_completed(), state.message
+    approved = evidence.find(notes(app, "v1.0.1-rc1"), "approved", app.name, "production", "v1.0.1-rc1")
+    assert approved is not None and approved.by == "alice" and approved.reason == "looks good"
+    audit = artifacts_of(paused.id)[f"promote-production-{app.name}"]
+    assert "| approver | alice |" in audit and "| reason | looks good |" in audit
+    with pytest.raises(ResumeError, match=r"was not resumed \(ABORT\)"):
+        resume_run(api_url(), str(paused.id), {"approve": True, "approver": "late", "reason": ""})
+
+
+def test_reject_ends_failed_and_leaves_production_alone(world: SandboxWorld) -> None:
+    app = ready_app(world, "reject")
+    _rc_verified(app)
+    prod_file = file_at_main(app, f"apps/production/{app.name}.yaml")
+    running = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    paused = wait_for_state(by_pipeline(app), "PAUSED")
+    with pytest.raises(ResumeError):  # the server enforces "reason required on reject" (schema)
+        resume_run(api_url(), str(paused.id), {"approve": False, "approver": "bob", "reason": ""})
+    resume_run(api_url(), str(paused.id), {"approve": False, "approver": "bob", "reason": "error rate up"})
+    state = running.join()
+    assert state.is_failed()
+    assert "rejected by bob: error rate up" in (state.message or "")
+    assert "v1.0.1" not in tags(app)
+    assert file_at_main(app, f"apps/production/{app.name}.yaml") == prod_file
+
+
+def test_approval_timeout_ends_the_run_cleanly(world: SandboxWorld) -> None:
+    app = ready_app(world, "timeout", approval_timeout=2)
+    _rc_verified(app)
+    started = time.monotonic()
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_failed()
+    # Prefect's own pause expiry may also end the run ("never resumed"); our exception says why.
+    assert "approval timed out after 2s" in str(state.result(raise_on_failure=False))
+    audit = artifacts_of(state.state_details.flow_run_id)[f"promote-production-{app.name}"]  # type: ignore[arg-type]
+    assert "approval timed out after 2s" in audit
+    assert time.monotonic() - started < 30
+    assert "v1.0.1" not in tags(app)
+    assert "targetRevision: v1.0.0" in file_at_main(app, f"apps/production/{app.name}.yaml")
+
+
+def test_production_failure_rolls_back(world: SandboxWorld) -> None:
+    app = ready_app(world, "rollback", approval=False)
+    _rc_verified(app)
+    production = app.env("production")
+    production.failure, production.failure_ref = "degraded", "v1.0.1"
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_failed()
+    assert "did not come up at v1.0.1" in (state.message or "") and "ROLLED BACK to v1.0.0" in (state.message or "")
+    assert "targetRevision: v1.0.0" in file_at_main(app, f"apps/production/{app.name}.yaml")
+    assert world.agent is not None
+    assert world.agent.desired_revision(production) is not None
+    assert world.agent.desired_revision(production)[1] == "v1.0.0"  # type: ignore[index]
+    rolled = evidence.find(notes(app, "v1.0.1"), "rolled-back", app.name, "production", "v1.0.1")
+    assert rolled is not None and rolled.details == {"to": "v1.0.0"}
+
+
+def test_rollback_flow_and_dry_run(world: SandboxWorld) -> None:
+    app = ready_app(world, "rbflow", approval=False)
+    _rc_verified(app)
+    assert promote_production(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    before = git(app.origin, "for-each-ref")
+    plan = rollback(pipeline_file=str(app.pipeline_file), dry_run=True)
+    assert plan["to"] == "v1.0.0" and "-    targetRevision: v1.0.1" in plan["diff"]
+    assert git(app.origin, "for-each-ref") == before  # the dry run changed nothing
+    done = rollback(pipeline_file=str(app.pipeline_file))
+    assert done["from"] == "v1.0.1" and "Synced and Healthy" in done["verification"]
+    assert "targetRevision: v1.0.0" in file_at_main(app, f"apps/production/{app.name}.yaml")
+
+
+def test_two_production_promotions_at_once_the_second_waits(world: SandboxWorld) -> None:
+    app = ready_app(world, "twice")
+    rc_run = _rc_verified(app)
+    first = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    paused = wait_for_state(by_pipeline(app), "PAUSED")
+    second = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    time.sleep(8)  # longer than the lock TTL (3 s): the paused run keeps renewing, so the lock holds
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs(limit=200) if by_pipeline(app)(r) and r.id != rc_run]
+    states = sorted(r.state.type.value for r in runs if r.state)
+    assert states == ["PAUSED", "RUNNING"], states  # the second is waiting for the lock, not at the gate
+    assert second.thread.is_alive()
+    resume_run(api_url(), str(paused.id), {"approve": True, "approver": "alice", "reason": "ok"})
+    assert first.join().is_completed()
+    second_state = second.join()
+    # The second found the approval and the tag already there: it completes without a second gate or tag.
+    assert second_state.is_completed(), second_state.message
+    assert subjects(app).count(f"promote({app.name}): production v1.0.0 -> v1.0.1") == 1
+
+
+CRASH_SCRIPT = """
+import sys
+from flows.{module} import {flow}
+state = {flow}(pipeline_file=sys.argv[1], return_state=True)
+print("unexpectedly finished:", state)
+"""
+
+
+def run_until_crash(app: SandboxApp, module: str, flow: str, point: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PROMOTE_CRASH_AT": point, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", CRASH_SCRIPT.format(module=module, flow=flow), str(app.pipeline_file)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("point", ["after-tag-push", "after-write-back"])
+def test_rc_crash_and_rerun_repeats_nothing(world: SandboxWorld, point: str) -> None:
+    app = ready_app(world, "crashrc", approval=False)
+    proc = run_until_crash(app, "promote_rc", "promote_rc", point)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 86, out  # killed at the crash point, like a power cut
+    assert "v1.0.1-rc1" in tags(app)
+    state = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_completed(), state.message
+    assert sorted(tags(app)) == ["v1.0.0", "v1.0.1-rc1"]  # no -rc2
+    assert subjects(app).count(f"promote({app.name}): staging v1.0.0 -> v1.0.1-rc1") == 1
+    assert evidence.find(notes(app, "v1.0.1-rc1"), "verified", app.name, "staging", "v1.0.1-rc1") is not None
+
+
+@pytest.mark.parametrize("point", ["after-approval", "after-tag-push", "after-write-back"])
+def test_production_crash_and_rerun_repeats_nothing(world: SandboxWorld, point: str) -> None:
+    app = ready_app(world, "crashprod")
+    _rc_verified(app)
+    proc = run_until_crash(app, "promote_production", "promote_production", point)
+    paused = wait_for_state(by_pipeline(app), "PAUSED")
+    resume_run(api_url(), str(paused.id), {"approve": True, "approver": "alice", "reason": "go"})
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 86, out
+    # The re-run must not ask again: the approval is recorded in Git. (A pause would hang this call.)
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_completed(), state.message
+    assert sorted(tags(app)) == ["v1.0.0", "v1.0.1", "v1.0.1-rc1"]
+    assert subjects(app).count(f"promote({app.name}): production v1.0.0 -> v1.0.1") == 1
+    records = notes(app, "v1.0.1-rc1")
+    assert [r.kind for r in records].count("approved") == 1
+
+
+def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_path: Path) -> None:
+    good = ready_app(world, "nightok", approval=False)
+    bad = ready_app(world, "nightbad", approval=False)
+    bad.env("staging").failure = "degraded"
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    for app in (good, bad):
+        (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+    state = nightly(pipelines_dir=str(pipelines), return_state=True)
+    assert state.is_failed()
+    assert f"1 of 2 pipelines failed: {pipelines / bad.pipeline_file.name}" in (state.message or "")
+    assert "v1.0.1" in tags(good)  # the good one went all the way to production
+    assert "v1.0.1" not in tags(bad)
+
+
+def test_rc_dry_run_changes_nothing(world: SandboxWorld) -> None:
+    app = ready_app(world, "dry", approval=False)
+    before = git(app.origin, "for-each-ref")
+    result = promote_rc(pipeline_file=str(app.pipeline_file), dry_run=True)
+    assert result["dry_run"] is True and result["rc"] == "v1.0.1-rc1"
+    assert "+    targetRevision: v1.0.1-rc1" in result["diff"]
+    assert git(app.origin, "for-each-ref") == before
