@@ -1,0 +1,154 @@
+"""End to end as people use it: `prefect deploy --all` against a real server, a process worker, runs created
+through the REST API as CI does (`promote trigger`), the approval form in the Prefect UI (headless Chromium),
+approval through the API (`promote approve`), and a Completed run with its artifacts."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sandbox.world import SandboxWorld, git
+from tests.support.webdriver import browser
+from tests.test_flows import ROOT, artifacts_of, read_run, ready_app, wait_for_state
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def worker(world: SandboxWorld, tmp_path: Path) -> Iterator[dict[str, str]]:
+    env = {
+        **os.environ,
+        "PROMOTE_PROJECT_DIR": str(ROOT),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+    prefect = [sys.executable, "-m", "prefect"]
+    created = run(*prefect, "work-pool", "create", "promote", "--type", "process", "--overwrite", env=env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = run(*prefect, "--no-prompt", "deploy", "--all", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    for flow in ("promote-rc", "promote-production", "nightly", "rollback"):
+        assert f"{flow}/default" in deployed.stdout, deployed.stdout
+    log = (tmp_path / "worker.log").open("w")
+    proc = subprocess.Popen(
+        [*prefect, "worker", "start", "--pool", "promote"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, str]) -> None:
+    app = ready_app(world, "e2e")
+    promote = [sys.executable, "-m", "promote.cli"]
+    env = {**worker, "GITHUB_RUN_ID": f"e2e-{app.name}", "GITHUB_RUN_ATTEMPT": "1"}
+
+    refused = run(
+        *promote,
+        "trigger",
+        "promote-rc/default",
+        "--param",
+        f"pipeline_file={app.pipeline_file}",
+        "--param",
+        "bumpp=minor",
+        env=env,
+    )
+    assert refused.returncode == 1 and "promote-rc/default has no parameter bumpp" in refused.stderr
+    rc = run(
+        *promote,
+        "trigger",
+        "promote-rc/default",
+        "--param",
+        f"pipeline_file={app.pipeline_file}",
+        "--param",
+        "requested_by=ci",
+        "--wait",
+        "--timeout",
+        "240",
+        env=env,
+    )
+    assert rc.returncode == 0, rc.stdout + rc.stderr
+    assert "Completed" in rc.stdout
+    # The same CI run id again: the API returns the run it already created, nothing new happens.
+    again = run(
+        *promote,
+        "trigger",
+        "promote-rc/default",
+        "--param",
+        f"pipeline_file={app.pipeline_file}",
+        "--param",
+        "requested_by=ci",
+        env=env,
+    )
+    first_id = re.search(r"\(([0-9a-f-]{36})\)", rc.stdout)
+    assert first_id and first_id.group(1) in again.stdout
+
+    prod = run(
+        *promote,
+        "trigger",
+        "promote-production/default",
+        "--param",
+        f"pipeline_file={app.pipeline_file}",
+        env={**env, "GITHUB_RUN_ID": f"e2e-prod-{app.name}"},
+    )
+    assert prod.returncode == 0, prod.stdout + prod.stderr
+    run_id = re.search(r"\(([0-9a-f-]{36})\)", prod.stdout)
+    assert run_id
+    paused = wait_for_state(lambda r: str(r.id) == run_id.group(1), "PAUSED", timeout=240)
+    assert paused.state is not None and paused.state.name == "Suspended"  # the worker was freed
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with browser() as page:
+            page.open(f"{os.environ['PREFECT_UI_URL']}/runs/flow-run/{paused.id}")
+            page.click(page.find("//button[contains(., 'Resume')]"))
+            time.sleep(3)
+            page.screenshot(ARTIFACTS / "approval-form.png")
+            dom = page.source()
+            (ARTIFACTS / "approval-form.html").write_text(dom)
+            page.find("//*[contains(., 'Approve promotion of')]")  # the plan, in the form's description
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert "v1.0.0" in dom and "v1.0.1" in dom
+    assert "Approver" in dom and "Reason" in dom and "Submit" in dom  # the form fields
+
+    approved = run(
+        *promote, "approve", str(paused.id), "--approver", "alice", "--reason", "dashboards green", env=worker
+    )
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = read_run(paused.id).state
+        if state is not None and state.is_final():
+            break
+        time.sleep(1)
+    assert state is not None and state.is_completed(), state
+    assert "v1.0.1" in git(app.origin, "tag", "--list").split()
+    audit = artifacts_of(paused.id)[f"promote-production-{app.name}"]
+    assert "| approver | alice |" in audit and "| version | v1.0.1 |" in audit
+    again = run(*promote, "approve", str(paused.id), "--reason", "late", env=worker)
+    assert again.returncode == 1 and "was not resumed (ABORT)" in again.stderr
