@@ -82,6 +82,7 @@ class GitOpsAgent:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tokens: dict[str, str] = {}
+        self._stamps: dict[str, tuple[int, ...]] = {}
         self.errors: list[str] = []
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -143,9 +144,24 @@ class GitOpsAgent:
 
     # --- the controller loop -----------------------------------------------------------------------
 
+    def _refs_stamp(self, env: SimEnvironment) -> tuple[int, ...]:
+        """Changes when the origin's branch or packed refs change: Git is read only after a push."""
+        origin = env.origin or self.origin
+        stamps = []
+        for path in (origin / "refs" / "heads" / env.branch, origin / "packed-refs"):
+            try:
+                stamps.append(path.stat().st_mtime_ns)
+            except FileNotFoundError:
+                stamps.append(0)
+        return tuple(stamps)
+
     def step(self, env: SimEnvironment) -> None:
         if env.kind == "flux":
             self._echo_flux_reconcile(env)
+        stamp = self._refs_stamp(env)
+        if env.applied is not None and self._stamps.get(env.name) == stamp:
+            return
+        self._stamps[env.name] = stamp
         desired = self.desired_revision(env)
         if desired is None or desired[0] == env.applied:
             return

@@ -37,7 +37,15 @@ def rc_environment(pipeline: Pipeline) -> Environment:
 
 
 def production_environment(pipeline: Pipeline) -> Environment:
-    return pipeline.environments[-1]
+    env = pipeline.environments[-1]
+    if env.tracks.kind != "tag":
+        # Branch, overlay and image-policy promotion are validated in pipeline files but not yet run by
+        # the flows; refusing here keeps a stable tag from being written where an image tag belongs.
+        raise ReleaseError(
+            f"environment {env.name!r} tracks {env.tracks.kind!r}: the flows promote tag-tracking environments "
+            "only so far (branch, kustomize-image and image-policy promotion are not implemented yet)"
+        )
+    return env
 
 
 def upstream_of(pipeline: Pipeline, env: Environment) -> Environment:
