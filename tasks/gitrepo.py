@@ -398,20 +398,26 @@ class GitRepository:
             self._git("add", "--", *paths)
             text = message() if callable(message) else message
             self._git("commit", "--no-verify", f"--message={text}")
-            head = self._git("rev-parse", "HEAD")
-            try:
-                self._git("push", "origin", f"HEAD:refs/heads/{branch}")
-                return CommitResult(commit=head, changed=True, attempts=attempt)
-            except GitError as exc:
-                if not _is_rejection(exc):
-                    raise
-                if attempt == self.push_attempts:
-                    raise PushRejectedError(
-                        f"gave up pushing to {branch} of {display_url(self.url)} after {attempt} attempts: "
-                        "the branch kept moving"
-                    ) from None
-                _backoff(attempt)
+            if (pushed := self._push_head(branch, attempt)) is not None:
+                return pushed
         raise AssertionError("unreachable")
+
+    def _push_head(self, branch: str, attempt: int) -> CommitResult | None:
+        """Push HEAD to ``branch``: the result, or None when the remote moved and another attempt is left."""
+        head = self._git("rev-parse", "HEAD")
+        try:
+            self._git("push", "origin", f"HEAD:refs/heads/{branch}")
+            return CommitResult(commit=head, changed=True, attempts=attempt)
+        except GitError as exc:
+            if not _is_rejection(exc):
+                raise
+            if attempt == self.push_attempts:
+                raise PushRejectedError(
+                    f"gave up pushing to {branch} of {display_url(self.url)} after {attempt} attempts: "
+                    "the branch kept moving"
+                ) from None
+        _backoff(attempt)
+        return None
 
     @_exclusive
     def merge_no_ff(self, source: str, target: str, message: str, *, allow_diverged: bool = False) -> CommitResult:
@@ -447,18 +453,8 @@ class GitRepository:
                     f"merging {source} into {target} in {display_url(self.url)} conflicts in: "
                     f"{', '.join(conflicted.split()) or 'unknown files'}; resolve it in Git, nothing was pushed"
                 ) from None
-            head = self._git("rev-parse", "HEAD")
-            try:
-                self._git("push", "origin", f"HEAD:refs/heads/{target}")
-                return CommitResult(commit=head, changed=True, attempts=attempt)
-            except GitError as exc:
-                if not _is_rejection(exc):
-                    raise
-                if attempt == self.push_attempts:
-                    raise PushRejectedError(
-                        f"gave up pushing {target} of {display_url(self.url)} after {attempt} attempts"
-                    ) from None
-                _backoff(attempt)
+            if (pushed := self._push_head(target, attempt)) is not None:
+                return pushed
         raise AssertionError("unreachable")
 
 

@@ -92,7 +92,11 @@ def _wait_argocd(
             seen_progressing=seen_progressing,
         )
         sync = (app.get("status") or {}).get("sync") or {}
-        synced = sync.get("revisions", [None] * 99)[source_index] if source_index is not None else sync.get("revision")
+        revisions = sync.get("revisions") or []
+        if source_index is None:
+            synced = sync.get("revision")
+        else:
+            synced = revisions[source_index] if source_index < len(revisions) else None
         if synced == revision and ((app.get("status") or {}).get("health") or {}).get("status") == "Progressing":
             seen_progressing = True
         return verdict
