@@ -1,0 +1,270 @@
+"""Choosing a tag as Flux's ImagePolicy does, and writing it through setter markers under a path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from promote.pipeline import ImagePolicy, TagFilter
+from tasks.imagepolicy import (
+    Change,
+    ImagePolicyError,
+    ObjectRef,
+    apply_to_files,
+    expand_extract,
+    select_tag,
+)
+from tasks.manifests import ManifestError
+
+ANY = TagFilter()
+
+
+def semver(range_text: str) -> ImagePolicy:
+    return ImagePolicy(semver=range_text)
+
+
+# --- select_tag ---------------------------------------------------------------------------------------
+
+
+def test_semver_range_returns_the_original_tag() -> None:
+    tags = ["1.0.0", "1.2.0", "v1.3.0", "1.4.0-rc.1", "2.0.0", "latest", "sha-abc"]
+    assert select_tag(tags, ANY, semver("1.x.x")) == "v1.3.0"
+    assert select_tag(tags, ANY, semver(">=1.0.0")) == "2.0.0"
+    assert select_tag(tags, ANY, semver("~1.2")) == "1.2.0"
+
+
+def test_semver_prereleases_only_when_the_range_names_one() -> None:
+    tags = ["1.3.0", "1.4.0-rc.1", "1.4.0-rc.2", "2.0.0"]
+    assert select_tag(tags, ANY, semver("1.x.x")) == "1.3.0"
+    assert select_tag(tags, ANY, semver(">=1.4.0-rc.0 <2.0.0")) == "1.4.0-rc.2"
+
+
+def test_semver_nothing_in_range_is_none() -> None:
+    assert select_tag(["1.0.0", "latest"], ANY, semver("3.x")) is None
+    assert select_tag([], ANY, semver("1.x")) is None
+
+
+def test_semver_on_extracted_values() -> None:
+    tag_filter = TagFilter(pattern=r"^release-(?P<version>.+)$", extract="$version")
+    tags = ["release-1.2.3", "release-1.10.0", "other-9.9.9", "release-banana"]
+    assert select_tag(tags, tag_filter, semver("1.x")) == "release-1.10.0"
+
+
+def test_alphabetical_asc_selects_the_last_desc_the_first() -> None:
+    tags = ["2026-02-20", "2026-03-05", "2026-01-15"]
+    assert select_tag(tags, ANY, ImagePolicy(alphabetical="asc")) == "2026-03-05"
+    assert select_tag(tags, ANY, ImagePolicy(alphabetical="desc")) == "2026-01-15"
+    # Flux's API reference: "Given the letters of the alphabet as tags, ascending order would select Z".
+    assert select_tag(list("AZMB"), ANY, ImagePolicy(alphabetical="asc")) == "Z"
+
+
+def test_numerical_asc_selects_the_highest_desc_the_lowest() -> None:
+    tags = ["9", "10", "100", "0"]
+    assert select_tag(tags, ANY, ImagePolicy(numerical="asc")) == "100"
+    assert select_tag(tags, ANY, ImagePolicy(numerical="desc")) == "0"
+    assert select_tag(tags, ANY, ImagePolicy(alphabetical="asc")) == "9"  # text order differs
+    assert select_tag(["1.5", "1.10", "-3"], ANY, ImagePolicy(numerical="asc")) == "1.5"
+    assert select_tag(["1.5", "1.10", "-3"], ANY, ImagePolicy(numerical="desc")) == "-3"
+
+
+def test_numerical_with_extract_timestamps() -> None:
+    """Flux's documented example: main-<sha>-<unix time>, ordered by the time, returning the whole tag."""
+    tag_filter = TagFilter(pattern=r"^main-[a-f0-9]+-(?P<ts>[0-9]+)", extract="$ts")
+    tags = ["main-abc1234-1700000100", "main-def5678-1700000050", "main-0000000-99", "feature-x-1800000000", "latest"]
+    assert select_tag(tags, tag_filter, ImagePolicy(numerical="asc")) == "main-abc1234-1700000100"
+    assert select_tag(tags, tag_filter, ImagePolicy(numerical="desc")) == "main-0000000-99"
+
+
+def test_numerical_refuses_non_numeric_values_as_flux_does() -> None:
+    with pytest.raises(ImagePolicyError, match=r"tag 'latest' is not a number; set filter_tags.pattern"):
+        select_tag(["1", "2", "latest"], ANY, ImagePolicy(numerical="asc"))
+    tag_filter = TagFilter(pattern=r"^build-(\w+)$", extract="$1")
+    with pytest.raises(ImagePolicyError, match=r"tag 'build-x1' \(extracted 'x1'\) is not a number"):
+        select_tag(["build-1", "build-x1"], tag_filter, ImagePolicy(numerical="asc"))
+
+
+def test_filter_pattern_is_searched_not_anchored() -> None:
+    tags = ["1.0.0", "1.1.0-rc1", "rc-2.0.0", "2.0.0"]
+    assert select_tag(tags, TagFilter(pattern="rc"), ImagePolicy(alphabetical="asc")) == "rc-2.0.0"
+    assert select_tag(tags, TagFilter(pattern="^nothing$"), ImagePolicy(alphabetical="asc")) is None
+
+
+def test_same_extracted_value_the_later_tag_wins() -> None:
+    tag_filter = TagFilter(pattern=r"^(?:a|b)-(?P<n>\d+)$", extract="$n")
+    assert select_tag(["a-7", "b-7", "a-3"], tag_filter, ImagePolicy(numerical="asc")) == "b-7"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("$ts", "1700"),
+        ("${ts}", "1700"),
+        ("$1", "main"),
+        ("${1}.$2", "main.1700"),
+        ("$1x", ""),  # the group named "1x": Go reads the longest name
+        ("${1}x", "mainx"),
+        ("$$ts", "$ts"),
+        ("$9", ""),  # no such group
+        ("$nope", ""),
+        ("$-", "$-"),  # not a reference: stays as it is
+        ("${ts", "${ts"),
+        ("v$ts-$1", "v1700-main"),
+        ("$01", ""),  # a leading zero makes it a name, which does not exist
+    ],
+)
+def test_extract_expands_like_go(template: str, expected: str) -> None:
+    match = re.search(r"(?P<branch>\w+)-(?P<ts>\d+)", "main-1700")
+    assert match is not None
+    assert expand_extract(template, match) == expected
+
+
+def test_extract_of_an_optional_group_that_did_not_match_is_empty() -> None:
+    match = re.search(r"^(a)?(b)$", "b")
+    assert match is not None
+    assert expand_extract("[$1][$2]", match) == "[][b]"
+
+
+# --- apply_to_files ---------------------------------------------------------------------------------------
+
+DEPLOYMENT = """\
+# The app's Deployment; the image line is updated by the promotion.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: frontend
+  namespace: shop   # keep this comment
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: registry.example/shop/frontend:1.0.0  # {"$imagepolicy": "flux-system:frontend"}
+        - name: sidecar
+          image: registry.example/sidecar:3.1.0 # {"$imagepolicy": "flux-system:sidecar"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: untouched
+data:
+  image: registry.example/shop/frontend:1.0.0
+"""
+
+HELM_VALUES = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: frontend
+  namespace: shop
+spec:
+  values:
+    image:
+      repository: registry.example/shop/frontend # {"$imagepolicy": "flux-system:frontend:name"}
+      tag: "1.0.0" # {"$imagepolicy": "flux-system:frontend:tag"}
+"""
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    (root / "apps/frontend").mkdir(parents=True)
+    (root / "apps/frontend/deployment.yaml").write_text(DEPLOYMENT)
+    (root / "apps/frontend/release.yml").write_text(HELM_VALUES)
+    (root / "apps/frontend/notes.txt").write_text('image: x:1 # {"$imagepolicy": "flux-system:frontend"}\n')
+    (root / "apps/.hidden").mkdir()
+    (root / "apps/.hidden/copy.yaml").write_text(DEPLOYMENT)
+    (root / "other").mkdir()
+    (root / "other/outside-path.yaml").write_text(DEPLOYMENT)
+    return root
+
+
+def test_apply_updates_only_marked_values_and_keeps_comments(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    result = apply_to_files(root, "apps", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+
+    assert (root / "apps/frontend/deployment.yaml").read_text() == DEPLOYMENT.replace(
+        "frontend:1.0.0  #", "frontend:1.2.3  #"
+    )
+    assert (root / "apps/frontend/release.yml").read_text() == HELM_VALUES.replace('"1.0.0"', '"1.2.3"')
+    for untouched in ("apps/.hidden/copy.yaml", "other/outside-path.yaml"):
+        assert (root / untouched).read_text() == DEPLOYMENT
+    assert "x:1 #" in (root / "apps/frontend/notes.txt").read_text()
+
+    deployment = ObjectRef("apps/v1", "Deployment", "frontend", "shop")
+    release = ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", "frontend", "shop")
+    assert result.path == "apps"
+    assert result.files == ("apps/frontend/deployment.yaml", "apps/frontend/release.yml")
+    assert result.objects == (deployment, release)
+    assert result.images == ("registry.example/shop/frontend:1.2.3",)
+    assert result.changes == (
+        Change(
+            "apps/frontend/deployment.yaml",
+            deployment,
+            "registry.example/shop/frontend:1.0.0",
+            "registry.example/shop/frontend:1.2.3",
+            "flux-system:frontend",
+            12,
+        ),
+        Change("apps/frontend/release.yml", release, "1.0.0", "1.2.3", "flux-system:frontend:tag", 10),
+    )
+
+
+def test_apply_again_changes_nothing(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    apply_to_files(root, "apps", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+    before = (root / "apps/frontend/deployment.yaml").stat().st_mtime_ns
+    again = apply_to_files(root, "apps", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+    assert not again.changed
+    assert again.files == () and again.images == ()
+    assert (root / "apps/frontend/deployment.yaml").stat().st_mtime_ns == before
+
+
+def test_apply_keeps_crlf_line_endings_and_file_mode(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    original = HELM_VALUES.replace("\n", "\r\n").encode()
+    path = root / "values.yaml"
+    path.write_bytes(original)
+    path.chmod(0o640)
+    apply_to_files(root, ".", "flux-system:frontend", "registry.example/shop/frontend", "2.0.0")
+    assert path.read_bytes() == original.replace(b'"1.0.0"', b'"2.0.0"')
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def test_apply_writes_nothing_when_any_file_fails(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    broken = root / "apps/frontend/zz-broken.yaml"
+    broken.write_text('image: a:1 # {"$imagepolicy": "flux-system:frontend"}\n  bad: [indent\n')
+    with pytest.raises(ManifestError, match=r"apps/frontend/zz-broken.yaml: not valid YAML"):
+        apply_to_files(root, "apps", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+    assert (root / "apps/frontend/deployment.yaml").read_text() == DEPLOYMENT
+    assert (root / "apps/frontend/release.yml").read_text() == HELM_VALUES
+
+
+def test_apply_digest_only_markers_are_an_error(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "a.yaml").write_text(HELM_VALUES)
+    (root / "b.yaml").write_text('digest: sha256:00 # {"$imagepolicy": "flux-system:frontend:digest"}\n')
+    with pytest.raises(ManifestError, match=r"b.yaml: the markers of policy 'flux-system:frontend' set digest"):
+        apply_to_files(root, "", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+    assert (root / "a.yaml").read_text() == HELM_VALUES
+
+
+def test_apply_without_any_marker_names_the_path_and_the_syntax(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    with pytest.raises(ManifestError) as error:
+        apply_to_files(root, "apps", "flux-system:backend", "registry.example/shop/backend", "1.2.3")
+    message = str(error.value)
+    assert message.startswith('apps/: no {"$imagepolicy": "flux-system:backend"} setter marker')
+    assert '# {"$imagepolicy": "flux-system:backend"}' in message
+
+
+def test_apply_refuses_paths_outside_the_root(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    for bad in ("../", "apps/../../repo2", str(tmp_path)):
+        with pytest.raises(ManifestError, match=r"relative to the repository root|outside the repository"):
+            apply_to_files(root, bad, "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+    with pytest.raises(ManifestError, match="not a directory"):
+        apply_to_files(root, "nope", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
