@@ -11,15 +11,20 @@ from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
 from flows.common import audit, crash_point, environment_lock, release_values
-from tasks import evidence, release, targets
+from promote.pipeline import Environment
+from tasks import evidence, release
 from tasks.approval import ApprovalPlan, approval_key, wait_for_approval
+from tasks.candidates import Applied, Candidate, NothingToPromoteError, verification_values
 from tasks.connections import Connections, connect
+from tasks.locks import EnvironmentLock
 from tasks.notify import notify
 from tasks.steps import (
+    apply_promotion,
+    choose_candidate,
     fetch_repository,
     health_checks,
-    point_environment,
     record_evidence,
+    roll_back_promotion,
     run_url,
     tag_release,
     verify,
@@ -52,11 +57,13 @@ def promote_production(
     dry_run: bool = False,
     requested_by: str = "",
 ) -> dict[str, Any]:
-    """Promote a release candidate that passed staging to production.
+    """Promote what passed the environment before production to production.
 
     Args:
         pipeline_file: path of the pipeline file (deployments/*.yaml) on the worker
-        rc: the release candidate tag (e.g. v1.2.3-rc2); default: the newest rc verified upstream
+        rc: what to promote: an rc tag (e.g. v1.2.3-rc2) for tag pipelines, an image tag or digest for
+            overlay and image-policy pipelines, a source commit for branch pipelines; default: the newest
+            one verified upstream (or the registry's choice by policy)
         dry_run: show what would change and change nothing
         requested_by: who asked for this run (CI passes its actor), for the audit record
     """
@@ -65,91 +72,77 @@ def promote_production(
     conn = connect(pipeline_file, log.info)
     pipeline = conn.pipeline
     env = release.production_environment(pipeline)
-    upstream = release.upstream_of(pipeline, env)
     link = run_url(flow_run.id)
-    summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
+    summary: dict[str, Any] = {
+        "pipeline": pipeline.name,
+        "environment": env.name,
+        "strategy": env.tracks.kind,
+        "requested_by": requested_by,
+    }
     try:
         fetch_repository(conn)
-        rc_tag, commit = release.verified_rc(conn.repo, pipeline, upstream, rc)
-        stable = release.stable_tag_for(pipeline.versioning.scheme, rc_tag)
-        values = release_values(pipeline, stable, commit)
-        file = targets.tracked_file(env) or ""
-        change = targets.plan_change(env, conn.repo.read_file(pipeline.repository.branch, file), stable)
-        previous = change.old
-        summary |= {"rc": rc_tag, "version": stable, "commit": commit, "from": previous, "diff": change.diff}
+        try:
+            cand = choose_candidate(conn, env, rc)
+        except NothingToPromoteError as nothing:
+            log.info(str(nothing))
+            summary["nothing_to_do"] = str(nothing)
+            return summary
+        is_tag = env.tracks.kind == "tag"
+        summary |= {"rc": cand.record_tag, "version": cand.value, "from": cand.previous, "diff": cand.diff}
+        if cand.release_commit:
+            summary["commit"] = cand.release_commit
         if dry_run:
-            log.info(f"dry run: would tag {stable} at {commit[:12]} and change {file}:\n{change.diff}")
+            action = f"tag {cand.value} at {cand.anchor[:12]} and " if is_tag else ""
+            log.info(f"dry run: would {action}promote {env.name} from {cand.previous} to {cand.label}:\n{cand.diff}")
             summary["dry_run"] = True
             return summary
 
         with environment_lock(conn, env) as lock:
-            records = release.records_for(conn.repo, commit)
-            approval = evidence.find(records, "approved", pipeline.name, env.name, rc_tag)
+            approval = release.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
             if env.gate.approval and approval is None:
-                since = conn.repo.resolve(previous) if previous and previous in conn.repo.tags() else None
-                verified = evidence.find(records, "verified", pipeline.name, upstream.name, rc_tag)
-                plan = ApprovalPlan(
-                    pipeline=pipeline.name,
-                    environment=env.name,
-                    from_version=previous,
-                    to_version=stable,
-                    rc_tag=rc_tag,
-                    commit=commit,
-                    commits=[(e.sha, e.subject) for e in release.changes_since(conn.repo, since, commit)],
-                    evidence=f"verified in {upstream.name} at {verified.at}" if verified else "(missing)",
-                    file_diff=change.diff,
-                )
-                notify(
-                    pipeline.notifications,
-                    f"{pipeline.name}: {stable} waits for approval to {env.name}",
-                    log.info,
-                    link=link,
-                )
-                lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
-                decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, rc_tag))
-                lock.hold_for(0)  # answered: back to renew-or-lapse, so a crash from here frees it after the TTL
-                if env.gate.approvers and decision.approver not in env.gate.approvers:
-                    raise PromotionError(
-                        f"{decision.approver!r} may not approve {env.name}; approvers: {', '.join(env.gate.approvers)}"
-                    )
-                summary |= {"approver": decision.approver, "reason": decision.reason, "approved": decision.approve}
-                if not decision.approve:
-                    raise PromotionError(f"rejected by {decision.approver}: {decision.reason}")
-                _record(conn, "approved", env.name, rc_tag, commit, by=decision.approver, reason=decision.reason)
-                crash_point("after-approval")
+                _approve(conn, env, cand, lock, summary, link)
             elif approval is not None:
                 summary |= {"approver": approval.by, "reason": approval.reason, "approved": True}
                 log.info(f"approval already recorded: {approval.by} at {approval.at}")
 
-            tag_release(conn, stable, commit, f"{pipeline.name} {stable} (from {rc_tag})")
-            crash_point("after-tag-push")
-            write = point_environment(conn, env, stable)
+            if is_tag:
+                assert cand.release_commit is not None
+                tag_release(
+                    conn, cand.value, cand.release_commit, f"{pipeline.name} {cand.value} (from {cand.record_tag})"
+                )
+                crash_point("after-tag-push")
+            applied = apply_promotion(conn, env, cand)
             crash_point("after-write-back")
-            summary["write_back"] = write.commit
+            summary["write_back"] = applied.commit
+            values = (
+                release_values(pipeline, cand.value, applied.revision)
+                if is_tag
+                else verification_values(cand.value, applied.revision)
+            )
             try:
-                verification = verify(conn, env, commit, values)
+                verification = verify(conn, env, applied.revision, values)
                 checks = health_checks(pipeline, env, values)
             except Exception as failure:
                 summary["failure"] = str(failure)
-                if previous is None or previous == stable:
+                if cand.previous is None or not cand.changes_anything:
                     raise
-                log.error(f"{env.name} failed at {stable}: {failure}. ROLLING BACK to {previous}")
-                _roll_back(conn, previous, stable, summary)
+                log.error(f"{env.name} failed at {cand.label}: {failure}. ROLLING BACK to {cand.previous}")
+                _roll_back(conn, env, cand, applied, summary)
                 raise PromotionError(
-                    f"{env.name} did not come up at {stable} ({failure}); ROLLED BACK to {previous}"
+                    f"{env.name} did not come up at {cand.label} ({failure}); ROLLED BACK to {cand.previous}"
                 ) from None
             _record(
                 conn,
                 "promoted",
                 env.name,
-                stable,
-                commit,
+                cand.value,
+                cand.anchor,
                 by=requested_by,
-                details={"rc": rc_tag, "verification": verification.summary()},
+                details={"rc": cand.record_tag, "revision": applied.revision, "verification": verification.summary()},
             )
         summary |= {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
-        notify(pipeline.notifications, f"{pipeline.name}: {stable} is live in {env.name}", log.info, link=link)
-        log.info(f"{stable} is live in {env.name}")
+        notify(pipeline.notifications, f"{pipeline.name}: {cand.label} is live in {env.name}", log.info, link=link)
+        log.info(f"{cand.label} is live in {env.name}")
         return summary
     except Pause:
         summary["suspended"] = "waiting for approval"  # the run re-runs from the top once resumed
@@ -163,13 +156,51 @@ def promote_production(
             audit(f"promote-production-{pipeline.name}", summary, started)
 
 
-def _roll_back(conn: Connections, previous: str, failed: str, summary: dict[str, Any]) -> None:
+def _approve(
+    conn: Connections,
+    env: Environment,
+    cand: Candidate,
+    lock: EnvironmentLock,
+    summary: dict[str, Any],
+    link: str | None,
+) -> None:
+    """Wait for a person; raise unless they approve. Records the approval so a re-run does not ask twice."""
     pipeline = conn.pipeline
-    env = release.production_environment(pipeline)
-    point_environment(conn, env, previous)
-    commit = conn.repo.resolve(previous)
-    values = release_values(pipeline, previous, commit)
-    rollback_verification = verify(conn, env, commit, values)
-    summary["rolled_back_to"] = previous
+    upstream = release.upstream_of(pipeline, env) if len(pipeline.environments) > 1 else None
+    verified = (
+        release.find_record(conn.repo, "verified", pipeline.name, upstream.name, cand.record_tag) if upstream else None
+    )
+    plan = ApprovalPlan(
+        pipeline=pipeline.name,
+        environment=env.name,
+        from_version=cand.previous,
+        to_version=cand.label,
+        rc_tag=cand.record_tag,
+        commit=cand.anchor,
+        commits=list(cand.commits),
+        evidence=f"verified in {upstream.name} at {verified.at}" if upstream and verified else "(none upstream)",
+        file_diff=cand.diff,
+    )
+    notify(
+        pipeline.notifications, f"{pipeline.name}: {cand.label} waits for approval to {env.name}", conn.log, link=link
+    )
+    lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
+    decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))
+    lock.hold_for(0)  # answered: back to renew-or-lapse, so a crash from here frees it after the TTL
+    if env.gate.approvers and decision.approver not in env.gate.approvers:
+        raise PromotionError(
+            f"{decision.approver!r} may not approve {env.name}; approvers: {', '.join(env.gate.approvers)}"
+        )
+    summary |= {"approver": decision.approver, "reason": decision.reason, "approved": decision.approve}
+    if not decision.approve:
+        raise PromotionError(f"rejected by {decision.approver}: {decision.reason}")
+    _record(conn, "approved", env.name, cand.record_tag, cand.anchor, by=decision.approver, reason=decision.reason)
+    crash_point("after-approval")
+
+
+def _roll_back(conn: Connections, env: Environment, cand: Candidate, applied: Applied, summary: dict[str, Any]) -> None:
+    back, values = roll_back_promotion(conn, env, cand, applied)
+    rollback_verification = verify(conn, env, back.revision, values)
+    summary["rolled_back_to"] = cand.previous
     summary["rollback_verification"] = rollback_verification.summary()
-    _record(conn, "rolled-back", env.name, failed, conn.repo.resolve(failed), details={"to": previous})
+    _record(conn, "rolled-back", env.name, cand.value, cand.anchor, details={"to": cand.previous})

@@ -9,9 +9,12 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.common import audit, crash_point, environment_lock, release_values
-from tasks import evidence, release, targets
-from tasks.connections import connect
+from promote.pipeline import Environment, TrackBranch
+from tasks import candidates, evidence, release, targets
+from tasks.connections import Connections, connect
 from tasks.steps import (
+    apply_promotion,
+    choose_candidate,
     decide_release_candidate,
     fetch_repository,
     health_checks,
@@ -46,6 +49,8 @@ def promote_rc(
     env = release.rc_environment(pipeline)
     summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
     fetch_repository(conn)
+    if env.tracks.kind != "tag":
+        return _enter_untagged(conn, env, summary, started, dry_run=dry_run, requested_by=requested_by)
     decision = decide_release_candidate(conn, bump)
     summary |= {"action": decision.action, "rc": decision.tag, "commit": decision.commit}
     if decision.action == "skip" or decision.tag is None:
@@ -101,3 +106,87 @@ def promote_rc(
     audit(f"promote-rc-{pipeline.name}", summary, started)
     log.info(f"{tag} verified in {env.name}: ready for production")
     return summary
+
+
+def _enter_untagged(
+    conn: Connections, env: Environment, summary: dict[str, Any], started: float, *, dry_run: bool, requested_by: str
+) -> dict[str, Any]:
+    """The first environment of a pipeline without release tags: verify what its branch head or overlay runs
+    (an image policy first takes the registry's choice), and record it as verified for the next environment.
+    """
+    log = get_run_logger()
+    pipeline = conn.pipeline
+    key = f"promote-rc-{pipeline.name}"
+    summary["strategy"] = env.tracks.kind
+    if env is release.production_environment(pipeline):
+        summary["action"] = "not-applicable"
+        log.info(f"{env.name} is the pipeline's only environment: promote-production promotes it (with its gate)")
+        return summary
+    if env.tracks.kind == "image-policy":
+        try:
+            cand = choose_candidate(conn, env, None)
+        except candidates.NothingToPromoteError as nothing:
+            log.info(str(nothing))
+            summary |= {"action": "skip", "nothing_to_do": str(nothing)}
+            audit(key, summary, started)
+            return summary
+        value, diff = cand.value, cand.diff
+    else:
+        value = candidates.current_value(conn.repo, pipeline, env) or ""
+        diff = ""
+    summary |= {"rc": value, "diff": diff}
+    downstream = release.production_environment(pipeline)
+    already = release.find_record(conn.repo, "verified", pipeline.name, env.name, value)
+    if already is not None:
+        released = _downstream_has(conn, downstream, value)
+        summary["action"] = "skip" if released else "reuse"
+        log.info(
+            f"{value} was already verified in {env.name} at {already.at}"
+            + (", and is live in " + downstream.name if released else "")
+        )
+        audit(key, summary, started)
+        return summary
+    summary["action"] = "create"
+    if dry_run:
+        summary["dry_run"] = True
+        log.info(f"dry run: would verify {env.name} at {value}" + (f" after this change:\n{diff}" if diff else ""))
+        audit(key, summary, started)
+        return summary
+    with environment_lock(conn, env):
+        if env.tracks.kind == "image-policy":
+            applied = apply_promotion(conn, env, cand)
+            revision = applied.revision
+            summary["write_back"] = applied.commit
+        elif env.tracks.kind == "branch":
+            revision = value
+        else:
+            revision = conn.repo.resolve(pipeline.repository.branch)
+        values = candidates.verification_values(value, revision)
+        verification = verify(conn, env, revision, values)
+        checks = health_checks(pipeline, env, values)
+        record_evidence(
+            conn,
+            evidence.Record(
+                kind="verified",
+                pipeline=pipeline.name,
+                environment=env.name,
+                tag=value,
+                commit=revision,
+                run=str(flow_run.id or ""),
+                by=requested_by,
+                details={"verification": verification.summary(), "checks": [c.summary() for c in checks]},
+            ),
+        )
+    summary |= {"commit": revision, "verification": verification.summary(), "checks": [c.summary() for c in checks]}
+    audit(key, summary, started)
+    log.info(f"{value} verified in {env.name}: ready for {downstream.name}")
+    return summary
+
+
+def _downstream_has(conn: Connections, downstream: Environment, value: str) -> bool:
+    """Whether the next environment already runs ``value`` (then a nightly has nothing to promote)."""
+    if isinstance(downstream.tracks, TrackBranch):
+        return conn.repo.is_ancestor(value, conn.repo.resolve(downstream.tracks.branch))
+    if downstream.tracks.kind == "tag":
+        return False
+    return candidates.current_value(conn.repo, conn.pipeline, downstream) == value

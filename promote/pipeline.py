@@ -127,6 +127,18 @@ class TrackBranch(_Model):
     merge_from: str | None = None
     merge_message: str = "Promote {from_branch} to {environment}"
 
+    @field_validator("merge_message")
+    @classmethod
+    def _message(cls, message: str) -> str:
+        try:
+            message.format(from_branch="staging", environment="production", pipeline="app")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"cannot fill in {message!r} ({type(exc).__name__}: {exc}); the placeholders are {{from_branch}}, "
+                "{environment} and {pipeline} (write {{ and }} for literal braces)"
+            ) from None
+        return message
+
     @field_validator("branch", "merge_from")
     @classmethod
     def _branch(cls, branch: str | None) -> str | None:
@@ -148,6 +160,18 @@ class ImageRegistry(_Model):
     url: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:\d+)?/?$")]
     repository: Annotated[str, Field(pattern=_IMAGE_NAME)]
     credentials: GitCredentials | None = None
+    image: Annotated[
+        str | None,
+        Field(
+            pattern=_IMAGE_NAME,
+            description="the image name as the manifests write it; default: <registry host>/<repository>",
+        ),
+    ] = None
+
+    @property
+    def image_name(self) -> str:
+        host = self.url.split("://", 1)[1].rstrip("/")
+        return self.image or f"{host}/{self.repository}"
 
 
 class TagFilter(_Model):

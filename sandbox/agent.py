@@ -47,6 +47,7 @@ class SimDeployment:
     # version of the tag the environment tracks (v1.2.3 -> registry.local/app:1.2.3).
     overlay_file: str | None = None
     overlay_image: str = "app"
+    manifest_file: str | None = None  # or a plain Deployment manifest (image-policy setters write its image)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class SimEnvironment:
     deployments: list[SimDeployment] = field(default_factory=list)
     delay_seconds: float = 0.2
     failure: Failure | None = None
-    failure_ref: str | None = None  # fail only when rolling out this ref (e.g. "v1.0.1"); None: every rollout
+    failure_ref: str | None = None  # fail only when rolling out this ref or image tag ("v1.0.1"); None: always
     applied: str | None = None  # the commit last rolled out
     origin: Path | None = None  # this environment's Git origin (default: the agent's)
 
@@ -132,6 +133,11 @@ class GitOpsAgent:
             return None
 
     def image_for(self, env: SimEnvironment, deployment: SimDeployment, commit: str, ref: str) -> str:
+        if deployment.manifest_file is not None:
+            doc = YAML(typ="safe").load(_git(env.origin or self.origin, "show", f"{commit}:{deployment.manifest_file}"))
+            containers = doc["spec"]["template"]["spec"]["containers"]
+            chosen = [c for c in containers if c.get("name") == deployment.container] or containers
+            return str(chosen[0]["image"])
         if deployment.overlay_file is not None:
             doc = YAML(typ="safe").load(_git(env.origin or self.origin, "show", f"{commit}:{deployment.overlay_file}"))
             for image in doc.get("images") or []:
@@ -167,11 +173,17 @@ class GitOpsAgent:
             return
         commit, ref = desired
         env.applied = commit
-        failing = env.failure if env.failure_ref in (None, ref) else None
+        failing = env.failure if self._fails_at(env, commit, ref) else None
         if env.kind == "argocd":
             self._argocd_rollout(env, commit, ref, failing)
         else:
             self._flux_rollout(env, commit, ref, failing)
+
+    def _fails_at(self, env: SimEnvironment, commit: str, ref: str) -> bool:
+        if env.failure is None or env.failure_ref in (None, ref):
+            return env.failure is not None
+        images = [self.image_for(env, d, commit, ref) for d in env.deployments]
+        return any(image.endswith(f":{env.failure_ref}") for image in images)
 
     def _custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)

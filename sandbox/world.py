@@ -14,11 +14,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from kubernetes import client
 
 from sandbox.agent import GitOpsAgent, SimDeployment, SimEnvironment, create_objects
 from sandbox.healthapp import serve_health
+
+Strategy = Literal["tag", "branch", "overlay", "image-policy"]
+STRATEGIES: tuple[Strategy, ...] = ("tag", "branch", "overlay", "image-policy")
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Sandbox Developer",
@@ -101,8 +105,44 @@ patches:
   target:
     kind: Deployment
 """,
-        "src/CHANGELOG.md": f"# {app}\n\n- 1.0.0: first release\n",
+        "src/CHANGELOG.md": _changelog(app),
     }
+
+
+def _changelog(app: str) -> str:
+    return f"# {app}\n\n- 1.0.0: first release\n"
+
+
+def _branch_overlay(app: str) -> str:
+    return f"""\
+# {app}: each environment's branch carries this overlay; staging is merged into main to promote.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- ../base
+images:
+- name: {app}
+  newName: registry.sandbox.local/{app}
+  newTag: 1.0.0
+"""
+
+
+def _policy_deployment(app: str, env: str) -> str:
+    return f"""\
+# {app} in {env}: the image below is written by gitops-promote's image policy (Flux setter marker).
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {app}
+  namespace: {app}-{env}
+spec:
+  replicas: {2 if env == "staging" else 5}
+  template:
+    spec:
+      containers:
+        - name: {app}
+          image: registry.sandbox.local/{app}:1.0.0 # {{"$imagepolicy": "flux-system:{app}-{env}"}}
+"""
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -117,14 +157,33 @@ class SandboxApp:
     workdir: Path
     pipeline_file: Path
     envs: list[SimEnvironment] = field(default_factory=list)
+    strategy: Strategy = "tag"
 
-    def commit_change(self, line: str) -> str:
-        """A developer pushes a change to main (what the next rc will carry)."""
-        git(self.workdir, "pull", "--quiet", "--rebase", "origin", "main")
+    def commit_change(self, line: str, *, branch: str | None = None) -> str:
+        """A developer pushes a change (what the next promotion carries): to main, or for a branch pipeline
+        to the staging branch."""
+        branch = branch or ("staging" if self.strategy == "branch" else "main")
+        git(self.workdir, "fetch", "--quiet", "origin")
+        git(self.workdir, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
         changelog = self.workdir / "src" / "CHANGELOG.md"
         changelog.write_text(changelog.read_text() + f"- {line}\n")
         git(self.workdir, "commit", "--quiet", "-am", line)
-        git(self.workdir, "push", "--quiet", "origin", "HEAD:main")
+        git(self.workdir, "push", "--quiet", "origin", f"HEAD:{branch}")
+        return git(self.workdir, "rev-parse", "HEAD")
+
+    def release_image(self, tag: str, *, branch: str | None = None) -> str:
+        """CI built ``tag`` and set it where the first environment takes it from: the staging overlay (overlay
+        pipelines) or the staging branch's overlay (branch pipelines)."""
+        branch = branch or ("staging" if self.strategy == "branch" else "main")
+        git(self.workdir, "fetch", "--quiet", "origin")
+        git(self.workdir, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
+        overlay = "deploy" if self.strategy == "branch" else "overlays/staging"
+        path = self.workdir / overlay / "kustomization.yaml"
+        text = path.read_text()
+        old = next(line for line in text.splitlines() if "newTag:" in line)
+        path.write_text(text.replace(old, f"{old.split('newTag:')[0]}newTag: {tag}   # set by CI"))
+        git(self.workdir, "commit", "--quiet", "-am", f"ci: {self.name} image {tag}")
+        git(self.workdir, "push", "--quiet", "origin", f"HEAD:{branch}")
         return git(self.workdir, "rev-parse", "HEAD")
 
     def env(self, name: str) -> SimEnvironment:
@@ -138,6 +197,7 @@ class SandboxWorld:
     kubeconfig: Path
     apps: list[SandboxApp] = field(default_factory=list)
     agent: GitOpsAgent | None = None
+    registry_url: str = ""  # for image-policy apps: a registry holding sandbox/<app> tags
     health_url: str = ""
     _deployments: dict[str, tuple[str, str]] = field(default_factory=dict)
 
@@ -145,12 +205,17 @@ class SandboxWorld:
         self,
         name: str,
         *,
+        strategy: Strategy = "tag",
         approval: bool = True,
         approval_timeout: float = 600,
         delay_seconds: float = 0.2,
         verify_timeout: float = 120,
         health_checks: bool = True,
     ) -> SandboxApp:
+        """An application promoted by ``strategy``: release tags (Argo CD), a staging -> main branch merge
+        (Flux), Kustomize overlays on main (Argo CD), or an image policy over ``registry_url`` (Flux)."""
+        if strategy == "image-policy" and not self.registry_url:
+            raise ValueError("an image-policy app needs the world's registry_url (a registry with its tags)")
         base = self.root / name
         base.mkdir(parents=True)
         origin = base / "origin.git"
@@ -158,7 +223,18 @@ class SandboxWorld:
         work = base / "work"
         git(base, "clone", "--quiet", str(origin), str(work))
         git(work, "checkout", "--quiet", "-B", "main")
-        for rel, text in _files(name).items():
+        files = _files(name) if strategy in ("tag", "overlay") else {}
+        if strategy == "branch":
+            files = {
+                "base/deployment.yaml": _files(name)["base/deployment.yaml"],
+                "deploy/kustomization.yaml": _branch_overlay(name),
+                "src/CHANGELOG.md": _changelog(name),
+            }
+        if strategy == "image-policy":
+            files = {
+                f"apps/{env}/deployment.yaml": _policy_deployment(name, env) for env in ("staging", "production")
+            } | {"src/CHANGELOG.md": _changelog(name)}
+        for rel, text in files.items():
             path = work / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
@@ -166,31 +242,16 @@ class SandboxWorld:
         git(work, "commit", "--quiet", "-m", "Initial GitOps layout")
         git(work, "tag", "-a", "v1.0.0", "-m", "first release")
         git(work, "push", "--quiet", "origin", "main", "v1.0.0")
+        if strategy == "branch":
+            git(work, "push", "--quiet", "origin", "main:staging")
 
-        envs = [
-            SimEnvironment(
-                kind="argocd",
-                name=f"{name}-{env}",
-                namespace="argocd",
-                application_file=f"apps/{env}/{name}.yaml",
-                deployments=[
-                    SimDeployment(
-                        namespace=f"{name}-{env}",
-                        name=name,
-                        container=name,
-                        image_repository=f"registry.sandbox.local/{name}",
-                        replicas=2 if env == "staging" else 5,
-                    )
-                ],
-                delay_seconds=delay_seconds,
-                origin=origin,
-            )
-            for env in ("staging", "production")
-        ]
+        envs = [self._sim_env(name, env, strategy, origin, delay_seconds) for env in ("staging", "production")]
         create_objects(self.api, envs, initial_image=f"registry.sandbox.local/{name}:1.0.0")
         pipeline = base / f"{name}.yaml"
-        pipeline.write_text(self._pipeline(name, origin, approval, approval_timeout, verify_timeout, health_checks))
-        app = SandboxApp(name=name, origin=origin, workdir=work, pipeline_file=pipeline, envs=envs)
+        pipeline.write_text(
+            self._pipeline(name, origin, strategy, approval, approval_timeout, verify_timeout, health_checks)
+        )
+        app = SandboxApp(name=name, origin=origin, workdir=work, pipeline_file=pipeline, envs=envs, strategy=strategy)
         self.apps.append(app)
         for env in ("staging", "production"):
             self._deployments[f"{name}/{env}"] = (f"{name}-{env}", name)
@@ -198,16 +259,77 @@ class SandboxWorld:
             self.agent.envs.extend(envs)
         return app
 
+    @staticmethod
+    def _sim_env(name: str, env: str, strategy: Strategy, origin: Path, delay_seconds: float) -> SimEnvironment:
+        deployment = SimDeployment(
+            namespace=f"{name}-{env}",
+            name=name,
+            container=name,
+            image_repository=f"registry.sandbox.local/{name}",
+            replicas=2 if env == "staging" else 5,
+            overlay_file={"overlay": f"overlays/{env}/kustomization.yaml", "branch": "deploy/kustomization.yaml"}.get(
+                strategy
+            ),
+            overlay_image=name,
+            manifest_file=f"apps/{env}/deployment.yaml" if strategy == "image-policy" else None,
+        )
+        return SimEnvironment(
+            kind="flux" if strategy in ("branch", "image-policy") else "argocd",
+            name=f"{name}-{env}",
+            namespace="flux-system" if strategy in ("branch", "image-policy") else "argocd",
+            branch="staging" if strategy == "branch" and env == "staging" else "main",
+            application_file=f"apps/{env}/{name}.yaml" if strategy == "tag" else None,
+            deployments=[deployment],
+            delay_seconds=delay_seconds,
+            origin=origin,
+        )
+
     def _pipeline(
-        self, name: str, origin: Path, approval: bool, approval_timeout: float, verify_timeout: float, checks: bool
+        self,
+        name: str,
+        origin: Path,
+        strategy: Strategy,
+        approval: bool,
+        approval_timeout: float,
+        verify_timeout: float,
+        checks: bool,
     ) -> str:
+        def tracks(env: str) -> str:
+            if strategy == "tag":
+                return f"""
+      kind: tag
+      application_file: apps/{env}/{name}.yaml"""
+            if strategy == "overlay":
+                return f"""
+      kind: kustomize-image
+      file: overlays/{env}/kustomization.yaml
+      image: {name}"""
+            if strategy == "branch":
+                merge = "\n      merge_from: staging" if env == "production" else ""
+                return f"""
+      kind: branch
+      branch: {"staging" if env == "staging" else "main"}{merge}"""
+            choose = "semver: 1.x.x" if env == "production" else "semver: '>=1.0.0-0'"
+            return f"""
+      kind: image-policy
+      path: apps/{env}
+      policy: flux-system:{name}-{env}
+      registry:
+        url: {self.registry_url}
+        repository: sandbox/{name}
+        image: registry.sandbox.local/{name}
+      choose:
+        {choose}"""
+
         def env_block(env: str) -> str:
+            # Tags: the health endpoint serves the image tag, 1.2.3 for release v1.2.3; images: the tag itself.
+            expected = {"tag": "{version}", "branch": None}.get(strategy, "{tag}")
+            match = f'\n        expect_json: {{path: version, equals: "{expected}"}}' if expected else ""
             health = (
                 f"""
     health_checks:
       - name: {env} serves the promoted version
-        url: {self.health_url}/{name}/{env}/version
-        expect_json: {{path: version, equals: "{{version}}"}}
+        url: {self.health_url}/{name}/{env}/version{match}
         consecutive_successes: 2
         interval_seconds: 0.2
         timeout_seconds: 30"""
@@ -222,28 +344,34 @@ class SandboxWorld:
                 if approval and env == "production"
                 else ""
             )
+            if strategy in ("branch", "image-policy"):
+                gitops = f"""
+        kind: flux
+        name: {name}-{env}
+        namespace: flux-system"""
+            else:
+                gitops = f"""
+        kind: argocd
+        name: {name}-{env}
+        namespace: argocd"""
+            image = "registry.sandbox.local/" + name + ":{version}" if strategy == "tag" else None
+            expect = f'\n          expect_image: "{image}"' if image else ""
             return f"""
   - name: {env}
-    tracks:
-      kind: tag
-      application_file: apps/{env}/{name}.yaml
+    tracks:{tracks(env)}
     verify:
       cluster:
         kubeconfig: {self.kubeconfig}
-      gitops:
-        kind: argocd
-        name: {name}-{env}
-        namespace: argocd
+      gitops:{gitops}
       deployments:
         - name: {name}
           namespace: {name}-{env}
-          container: {name}
-          expect_image: "registry.sandbox.local/{name}:{{version}}"
+          container: {name}{expect}
       timeout_seconds: {verify_timeout}
       health_grace_seconds: 0.5{health}{gate}"""
 
         return f"""\
-# Sandbox pipeline (generated): {name} promoted by release tags, verified against the local API server.
+# Sandbox pipeline (generated): {name} promoted by {strategy}, verified against the local API server.
 name: {name}
 repository:
   url: {origin}

@@ -6,11 +6,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from promote.pipeline import Environment, Pipeline, load_pipeline
-from tasks.credentials import git_auth
+from promote.pipeline import Environment, ImageRegistry, Pipeline, load_pipeline
+from tasks.credentials import git_auth, resolve_token
 from tasks.gitrepo import Author, GitRepository
 from tasks.kube import KubeClient, load_api_client
+
+if TYPE_CHECKING:
+    from tasks.registry import RegistryClient
 
 
 def cache_dir() -> Path:
@@ -47,3 +51,13 @@ class Connections:
 def connect(pipeline_file: str, log: Callable[[str], None]) -> Connections:
     pipeline = load_pipeline(pipeline_file)
     return Connections(pipeline=pipeline, repo=open_repository(pipeline), log=log)
+
+
+def registry_client(registry: ImageRegistry, log: Callable[[str], None] | None = None) -> RegistryClient:
+    """A Distribution API client for the registry, authenticated with the pipeline's referenced secret."""
+    from tasks.registry import RegistryClient  # late: only image-policy pipelines talk to a registry
+
+    credentials = registry.credentials
+    if credentials is None:
+        return RegistryClient(registry.url, log=log)
+    return RegistryClient(registry.url, username=credentials.username, password=resolve_token(credentials), log=log)

@@ -287,6 +287,12 @@ class GitRepository:
         commit = self.resolve(ref)
         return self._git("show", f"{commit}:{path}")
 
+    def list_files(self, ref: str, path: str) -> list[str]:
+        """Repository-relative paths of the files under ``path`` at ``ref``."""
+        commit = self.resolve(ref)
+        out = self._git("ls-tree", "-r", "--name-only", "--full-tree", commit, "--", path)
+        return [line for line in out.splitlines() if line]
+
     def log(self, since: str | None, until: str) -> list[LogEntry]:
         """Commits reachable from ``until`` but not from ``since``, newest first."""
         spec = self.resolve(until) if since is None else f"{self.resolve(since)}..{self.resolve(until)}"
@@ -348,6 +354,18 @@ class GitRepository:
         except GitError:
             return None
 
+    def all_notes(self, notes_ref: str) -> dict[str, str]:
+        """Every note under ``refs/notes/<notes_ref>``: annotated object -> note text (one ``git`` batch)."""
+        try:
+            listing = self._git("notes", f"--ref={notes_ref}", "list")
+        except GitError:
+            return {}
+        pairs = [line.split() for line in listing.splitlines() if line.strip()]
+        notes: dict[str, str] = {}
+        for blob, annotated in pairs:
+            notes[annotated] = self._git("cat-file", "blob", blob)
+        return notes
+
     @_exclusive
     def update_note(self, commit: str, notes_ref: str, update: Callable[[str | None], str]) -> str:
         """Rewrite the note on ``commit`` with ``update(old)`` and push it, retrying if the notes moved."""
@@ -402,6 +420,29 @@ class GitRepository:
                 return pushed
         raise AssertionError("unreachable")
 
+    @_exclusive
+    def revert_merge(self, branch: str, merge_commit: str, message: str) -> CommitResult:
+        """Undo a merge on ``branch`` with a new commit (``git revert -m 1``) and push it: history is kept,
+        and the branch's tree returns to what it was before the merge. A no-op if already reverted."""
+        for attempt in range(1, self.push_attempts + 1):
+            self.fetch()
+            self._checkout_remote_branch(branch)
+            try:
+                self._git("revert", "--no-edit", "-m", "1", "--no-commit", merge_commit)
+            except GitError:
+                with contextlib.suppress(GitError):
+                    self._git("revert", "--abort")
+                raise MergeConflictError(
+                    f"reverting {merge_commit[:12]} on {branch} of {display_url(self.url)} conflicts: later commits "
+                    "changed the same lines; revert it in Git, nothing was pushed"
+                ) from None
+            if not self._git("diff", "--cached", "--name-only"):  # reverted already (a re-run)
+                return CommitResult(commit=self._git("rev-parse", "HEAD"), changed=False, attempts=attempt)
+            self._git("commit", "--no-verify", f"--message={message}")
+            if (pushed := self._push_head(branch, attempt)) is not None:
+                return pushed
+        raise AssertionError("unreachable")
+
     def _push_head(self, branch: str, attempt: int) -> CommitResult | None:
         """Push HEAD to ``branch``: the result, or None when the remote moved and another attempt is left."""
         head = self._git("rev-parse", "HEAD")
@@ -420,8 +461,12 @@ class GitRepository:
         return None
 
     @_exclusive
-    def merge_no_ff(self, source: str, target: str, message: str, *, allow_diverged: bool = False) -> CommitResult:
+    def merge_no_ff(
+        self, source: str, target: str, message: str, *, commit: str | None = None, allow_diverged: bool = False
+    ) -> CommitResult:
         """``git merge <source> --no-ff -m <message>`` into ``target``, then push ``target``.
+
+        ``commit`` merges that commit of ``source`` (the one verified upstream) instead of its current tip.
 
         Already merged (the source tip is in the target): a no-op. A target with commits the source does not
         have has diverged (someone changed production directly): refused unless ``allow_diverged``. A
@@ -431,6 +476,10 @@ class GitRepository:
         for attempt in range(1, self.push_attempts + 1):
             self.fetch()
             source_tip = self.resolve(source)
+            if commit is not None:
+                if not self.is_ancestor(commit, source_tip):
+                    raise GitError(f"{commit[:12]} is not on {source} of {display_url(self.url)}")
+                source_tip = self.resolve(commit)
             self._checkout_remote_branch(target)
             target_tip = self._git("rev-parse", "HEAD")
             if self.is_ancestor(source_tip, target_tip):

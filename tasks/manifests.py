@@ -124,6 +124,14 @@ class _Check:
 # Kustomize images
 
 
+def parse_reference(image: str, *, source: str = _DEFAULT_SOURCE) -> KustomizeImage:
+    """An image reference ``name[:tag][@digest]`` split into its parts (``new_tag``/``digest``)."""
+    match = _REFERENCE_RE.fullmatch(image)
+    if match is None:
+        raise ManifestError(source, f"invalid image reference {image!r}: expected name[:tag][@digest]")
+    return KustomizeImage(name=match["name"], new_tag=match["tag"], digest=match["digest"])
+
+
 def get_kustomize_image(text: str, image: str, *, source: str = _DEFAULT_SOURCE) -> KustomizeImage:
     """Read the ``images:`` entry named ``image`` of a kustomization."""
     docs = _compose(text, source)

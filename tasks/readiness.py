@@ -155,7 +155,9 @@ def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str 
         f"generation {observed}/{generation}"
     )
 
-    if stalled.get("status") == "True":
+    # Stalled means Flux will not retry the revision it attempted; a newer revision (a rollback's) is a change
+    # it does act on, so a Kustomization stalled at an older revision is still waiting for ours.
+    if stalled.get("status") == "True" and (attempted is None or flux_revision_matches(attempted, revision)):
         return Judgement.failed(f"Kustomization is Stalled ({stalled.get('reason')}): {stalled.get('message', '')}")
     if requested_at is not None and status.get("lastHandledReconcileAt") != requested_at:
         return Judgement.waiting(f"reconcile request {requested_at} not handled yet ({where})")

@@ -29,23 +29,16 @@ class RcDecision:
 
 
 def rc_environment(pipeline: Pipeline) -> Environment:
-    """The environment release candidates go to: the first that tracks tags."""
+    """The environment new versions enter by: the first that tracks tags (release candidates) or, in a
+    pipeline without tags, the first environment (its branch head, overlay value or policy choice)."""
     for env in pipeline.environments:
         if env.tracks.kind == "tag":
             return env
-    raise ReleaseError(f"pipeline {pipeline.name!r} has no environment that tracks tags (tracks.kind: tag)")
+    return pipeline.environments[0]
 
 
 def production_environment(pipeline: Pipeline) -> Environment:
-    env = pipeline.environments[-1]
-    if env.tracks.kind != "tag":
-        # Branch, overlay and image-policy promotion are validated in pipeline files but not yet run by
-        # the flows; refusing here keeps a stable tag from being written where an image tag belongs.
-        raise ReleaseError(
-            f"environment {env.name!r} tracks {env.tracks.kind!r}: the flows promote tag-tracking environments "
-            "only so far (branch, kustomize-image and image-policy promotion are not implemented yet)"
-        )
-    return env
+    return pipeline.environments[-1]
 
 
 def upstream_of(pipeline: Pipeline, env: Environment) -> Environment:
@@ -92,6 +85,23 @@ def record(repo: GitRepository, rec: evidence.Record) -> None:
 
 def records_for(repo: GitRepository, commit: str) -> list[evidence.Record]:
     return evidence.parse_records(repo.read_note(commit, evidence.NOTES_REF))
+
+
+def all_records(repo: GitRepository) -> list[evidence.Record]:
+    return [record for note in repo.all_notes(evidence.NOTES_REF).values() for record in evidence.parse_records(note)]
+
+
+def find_record(
+    repo: GitRepository, kind: evidence.RecordKind, pipeline: str, environment: str, tag: str
+) -> evidence.Record | None:
+    """A record on any commit: image values are verified at write-back commits nobody knows in advance.
+    Newest first when the same fact was recorded more than once."""
+    found: list[evidence.Record] = []
+    for note in repo.all_notes(evidence.NOTES_REF).values():
+        record = evidence.find(evidence.parse_records(note), kind, pipeline, environment, tag)
+        if record is not None:
+            found.append(record)
+    return max(found, key=lambda r: r.at) if found else None
 
 
 def verified_rc(repo: GitRepository, pipeline: Pipeline, upstream: Environment, rc_tag: str | None) -> tuple[str, str]:

@@ -17,8 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
-from promote.pipeline import Environment, Pipeline
-from tasks import evidence, release, targets
+from promote.pipeline import Environment, Pipeline, TrackImagePolicy
+from tasks import candidates, evidence, release, targets
+from tasks.candidates import Applied, Candidate
 from tasks.connections import Connections
 from tasks.gitrepo import CommitResult, GitError, TagResult
 from tasks.health import CheckResult, results_table, run_check
@@ -93,6 +94,49 @@ def point_environment(conn: Connections, env: Environment, value: str) -> Commit
     verb = f"committed {result.commit[:12]}" if result.changed else "already pointed there, nothing to commit"
     _log()(f"[{env.name}] {targets.tracked_file(env)} -> {value}: {verb}")
     return result
+
+
+def _policy_choice(conn: Connections, env: Environment) -> Callable[[], str | None] | None:
+    tracks = env.tracks
+    if not isinstance(tracks, TrackImagePolicy):
+        return None
+    from tasks.connections import registry_client  # late: only image-policy pipelines need the registry
+    from tasks.imagepolicy import select_tag
+
+    def choose() -> str | None:
+        tags = registry_client(tracks.registry, log=_log()).list_tags(tracks.registry.repository)
+        chosen = select_tag(tags, tracks.filter_tags, tracks.choose)
+        _log()(f"[{env.name}] {len(tags)} tags in {tracks.registry.repository}; the policy chooses {chosen}")
+        return chosen
+
+    return choose
+
+
+@task(name="choose-candidate", **_RETRYING)
+def choose_candidate(conn: Connections, env: Environment, requested: str | None) -> Candidate:
+    """What ``env`` would be promoted to; refuses anything not verified upstream."""
+    candidate = candidates.candidate_for(
+        conn.repo, conn.pipeline, env, requested, policy_choice=_policy_choice(conn, env)
+    )
+    _log()(f"[{env.name}] {candidate.previous} -> {candidate.label} ({env.tracks.kind})")
+    return candidate
+
+
+@task(name="promote-environment", **_RETRYING)
+def apply_promotion(conn: Connections, env: Environment, candidate: Candidate) -> Applied:
+    applied = candidates.apply_candidate(conn.repo, conn.pipeline, env, candidate)
+    verb = f"committed {applied.commit[:12]}" if applied.changed else "already there, nothing to commit"
+    _log()(f"[{env.name}] -> {candidate.label}: {verb}; expecting revision {applied.revision[:12]}")
+    return applied
+
+
+@task(name="roll-back-environment", **_RETRYING)
+def roll_back_promotion(
+    conn: Connections, env: Environment, candidate: Candidate, applied: Applied
+) -> tuple[Applied, dict[str, str]]:
+    back, values = candidates.roll_back_candidate(conn.repo, conn.pipeline, env, candidate, applied)
+    _log()(f"[{env.name}] rolled back to {candidate.previous}: {back.commit[:12]}")
+    return back, values
 
 
 @task(name="verify-environment", **_RETRYING)

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-from promote.pipeline import Environment, TrackBranch, TrackKustomizeImage, TrackTag
+from promote.pipeline import Environment, TrackBranch, TrackImagePolicy, TrackKustomizeImage, TrackTag
 from tasks import manifests
 from tasks.gitrepo import CommitResult, GitRepository
 
@@ -111,9 +111,35 @@ def point_environment(repo: GitRepository, branch: str, pipeline: str, env: Envi
     return repo.commit_and_push(branch, edit, lambda: commit_message(pipeline, env, seen.get("old"), value))
 
 
-def merge_branches(repo: GitRepository, env: Environment, pipeline: str) -> CommitResult:
+def merge_branches(repo: GitRepository, env: Environment, pipeline: str, *, commit: str | None = None) -> CommitResult:
+    """Merge the upstream branch (at ``commit``, the one verified there) into ``env``'s branch, ``--no-ff``."""
     tracks = env.tracks
     if not isinstance(tracks, TrackBranch) or tracks.merge_from is None:
         raise TargetError(f"environment {env.name!r} is not promoted by a branch merge")
     message = tracks.merge_message.format(from_branch=tracks.merge_from, environment=env.name, pipeline=pipeline)
-    return repo.merge_no_ff(tracks.merge_from, tracks.branch, f"{message}\n\n{PROMOTE_TRAILER}\n")
+    return repo.merge_no_ff(tracks.merge_from, tracks.branch, f"{message}\n\n{PROMOTE_TRAILER}\n", commit=commit)
+
+
+def _is_manifest(path: str) -> bool:
+    return path.endswith((".yaml", ".yml")) and not any(part.startswith(".") for part in path.split("/"))
+
+
+def read_policy_tag(repo: GitRepository, branch: str, env: Environment) -> str | None:
+    """The tag an image-policy environment's setter markers hold now (None when no marker holds one)."""
+    tracks = env.tracks
+    if not isinstance(tracks, TrackImagePolicy):
+        raise TargetError(f"environment {env.name!r} does not track an image policy")
+    for file in repo.list_files(branch, tracks.path):
+        if not _is_manifest(file):
+            continue
+        text = repo.read_file(branch, file)
+        for marker in manifests.find_setter_markers(text, source=file):
+            if marker.policy != tracks.policy:
+                continue
+            if marker.field == "tag":
+                return marker.value
+            if marker.field == "image":
+                reference = manifests.parse_reference(marker.value, source=file)
+                if reference.new_tag is not None:
+                    return reference.new_tag
+    return None

@@ -146,6 +146,14 @@ def test_flux_stalled_and_terminal_reasons_fail() -> None:
     )
 
 
+def test_flux_stalled_at_an_older_revision_waits_for_ours() -> None:
+    """A rollback's revision is a change Flux acts on even while the failed revision left it Stalled."""
+    stalled = ks(applied=f"main@sha1:{OLD}", ready="False", reason="BuildFailed")
+    stalled["status"]["conditions"].append({"type": "Stalled", "status": "True", "reason": "BuildFailed"})
+    verdict = judge_kustomization(stalled, X)
+    assert verdict.state == "waiting" and "want" in verdict.message
+
+
 def deployment(image: str = "app:v1.2.3", spec_replicas: int = 3, **status: Any) -> dict[str, Any]:
     base = {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
     base.update(status)

@@ -1,0 +1,168 @@
+"""The other strategies through the same flows, against real parts: Kustomize overlay promotion (Argo CD) and
+branch merges (Flux), with a real Prefect server, real Git origins and the real kube-apiserver, where the
+simulated controllers roll out what Git says."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from flows.promote_production import promote_production
+from flows.promote_rc import promote_rc
+from sandbox.world import SandboxApp, SandboxWorld, git
+from tasks import evidence
+from tests.conftest import unique
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
+
+
+def ready(world: SandboxWorld, name: str, strategy: Any, **kwargs: Any) -> SandboxApp:
+    app = world.create_app(unique(name), strategy=strategy, **kwargs)
+    deadline = time.monotonic() + 20  # the simulated controllers first roll out 1.0.0 everywhere
+    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return app
+
+
+def running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
+    deployment = client.AppsV1Api(world.api).read_namespaced_deployment(app.name, f"{app.name}-{env}")
+    return str(deployment.spec.template.spec.containers[0].image)
+
+
+def all_records(app: SandboxApp) -> list[evidence.Record]:
+    listing = git(app.origin, "notes", "--ref=promote", "list").splitlines()
+    records: list[evidence.Record] = []
+    for line in listing:
+        blob = line.split()[0]
+        records += evidence.parse_records(git(app.origin, "cat-file", "blob", blob))
+    return records
+
+
+def head(app: SandboxApp, branch: str = "main") -> str:
+    return git(app.origin, "rev-parse", branch)
+
+
+# --- Kustomize overlays --------------------------------------------------------------------------------
+
+
+def test_overlay_promotion_copies_the_verified_image_and_keeps_the_rest(world: SandboxWorld) -> None:
+    app = ready(world, "ovl", "overlay", approval=False)
+    production_file = "overlays/production/kustomization.yaml"
+    before = git(app.origin, "show", f"main:{production_file}")
+    app.release_image("1.0.1")
+
+    rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert rc.is_completed(), rc.message
+    result = rc.result()
+    assert (result["action"], result["rc"]) == ("create", "1.0.1")
+    verified = [r for r in all_records(app) if r.kind == "verified"]
+    assert [(r.environment, r.tag) for r in verified] == [("staging", "1.0.1")]
+    assert verified[0].commit == head(app)  # verified at the commit staging's Application synced
+
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_completed(), prod.message
+    after = git(app.origin, "show", f"main:{production_file}")
+    # Only the tag changed: the comment, the replicas patch and the layout are the same text.
+    assert after == before.replace(
+        "newTag: 1.0.0  # Promote by updating tag", "newTag: 1.0.1  # Promote by updating tag"
+    )
+    message = git(app.origin, "log", "-1", "--format=%B", "main")
+    assert message.startswith(f"promote({app.name}): production 1.0.0 -> 1.0.1")
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.1"
+    assert prod.result()["version"] == "1.0.1"
+
+    # Re-running repeats nothing: no new commit, the same image.
+    tip = head(app)
+    again = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert again.is_completed(), again.message
+    assert head(app) == tip
+
+
+def test_overlay_refuses_an_image_staging_did_not_verify(world: SandboxWorld) -> None:
+    app = ready(world, "ovl-refuse", "overlay", approval=False)
+    app.release_image("1.0.2")  # CI set it; promote-rc never verified it
+    tip = head(app)
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_failed()
+    assert "1.0.2 has no record of a passed verification in staging" in str(prod.message)
+    assert head(app) == tip  # nothing written
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.0"
+
+
+def test_overlay_production_failure_rolls_back_to_the_previous_image(world: SandboxWorld) -> None:
+    app = ready(world, "ovl-rb", "overlay", approval=False)
+    production = app.env("production")
+    production.failure, production.failure_ref = "degraded", "1.0.3"
+    app.release_image("1.0.3")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_failed()
+    assert "ROLLED BACK to 1.0.0" in str(prod.message)
+    text = git(app.origin, "show", "main:overlays/production/kustomization.yaml")
+    assert "newTag: 1.0.0  # Promote by updating tag" in text
+    subjects = git(app.origin, "log", "-2", "--format=%s", "main").splitlines()
+    assert subjects == [
+        f"promote({app.name}): production 1.0.3 -> 1.0.0",
+        f"promote({app.name}): production 1.0.0 -> 1.0.3",
+    ]
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.0"
+    kinds = sorted(r.kind for r in all_records(app))
+    assert kinds == ["rolled-back", "verified"]
+
+
+# --- branch merges -----------------------------------------------------------------------------------
+
+
+def test_branch_promotion_merges_the_verified_commit_no_ff(world: SandboxWorld) -> None:
+    app = ready(world, "br", "branch", approval=False)
+    staged = app.release_image("1.0.1")  # on the staging branch
+    main_before = head(app, "main")
+
+    rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert rc.is_completed(), rc.message
+    assert rc.result()["rc"] == staged
+    app.commit_change("feature: not verified yet")  # staging moves on after the verification
+
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_completed(), prod.message
+    merge = head(app, "main")
+    parents = git(app.origin, "rev-list", "--parents", "-n1", merge).split()[1:]
+    assert parents == [main_before, staged]  # --no-ff, and the verified commit rather than staging's new tip
+    assert git(app.origin, "log", "-1", "--format=%s", merge) == "Promote staging to production"
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.1"
+    promoted = [r for r in all_records(app) if r.kind == "promoted"]
+    assert [(r.environment, r.tag, r.details["revision"]) for r in promoted] == [("production", staged, merge)]
+
+    again = promote_production(pipeline_file=str(app.pipeline_file), rc=staged, return_state=True)
+    assert again.is_completed(), again.message
+    assert head(app, "main") == merge  # already merged: nothing pushed
+
+
+def test_branch_promotion_refuses_a_diverged_target(world: SandboxWorld) -> None:
+    app = ready(world, "br-div", "branch", approval=False)
+    app.release_image("1.0.1")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    hotfix = app.commit_change("hotfix straight on main", branch="main")
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_failed()
+    assert "main has diverged from staging" in str(prod.message)
+    assert head(app, "main") == hotfix  # nothing pushed
+
+
+def test_branch_production_failure_reverts_the_merge(world: SandboxWorld) -> None:
+    app = ready(world, "br-rb", "branch", approval=False)
+    production = app.env("production")
+    production.failure, production.failure_ref = "stalled", "1.0.4"  # Flux: Ready=False, Stalled
+    app.release_image("1.0.4")
+    main_before = head(app, "main")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert prod.is_failed()
+    assert "ROLLED BACK" in str(prod.message)
+    reverted = head(app, "main")
+    assert git(app.origin, "diff", main_before, reverted) == ""  # the tree is what production ran before
+    assert git(app.origin, "log", "-1", "--format=%s", reverted).startswith("Roll back production: revert promotion")
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.0"
