@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,6 +17,7 @@ from prefect.exceptions import Pause
 from prefect.runtime import deployment, flow_run
 
 from promote.pipeline import Environment, Pipeline
+from tasks.approval import expire_if_due
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
 
@@ -46,6 +48,8 @@ def _run_alive(holder: str) -> bool:
             run = client.read_flow_run(run_id)
         except Exception:  # an unknown run (other server, deleted) holds nothing we can honour
             return False
+        if expire_if_due(client, run, datetime.now(UTC)):
+            return False  # its approval window closed: it is Failed now and its lock is free
     return run.state is None or run.state.type.value not in _TERMINAL
 
 

@@ -13,7 +13,7 @@ from prefect.runtime import flow_run
 from flows.common import audit, crash_point, environment_lock, release_values
 from promote.pipeline import Environment
 from tasks import evidence, release
-from tasks.approval import ApprovalPlan, approval_key, wait_for_approval
+from tasks.approval import ApprovalPlan, approval_key, fail_expired_approvals, wait_for_approval
 from tasks.candidates import Applied, Candidate, NothingToPromoteError, verification_values
 from tasks.connections import Connections, connect
 from tasks.locks import EnvironmentLock
@@ -80,6 +80,8 @@ def promote_production(
         "requested_by": requested_by,
     }
     try:
+        for expired in fail_expired_approvals():
+            log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
         fetch_repository(conn)
         try:
             cand = choose_candidate(conn, env, rc)

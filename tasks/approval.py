@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -115,6 +116,59 @@ def approval_key(environment: str, rc_tag: str) -> str:
 
 class ApprovalTimeoutError(RuntimeError):
     """Nobody answered in time; production was not touched."""
+
+
+def fail_expired_approvals(flow_name: str = "promote-production", *, now: datetime | None = None) -> list[str]:
+    """End as Failed ("approval timed out") every suspended run of ``flow_name`` whose approval window closed.
+
+    A suspended run has no process left to notice its own timeout: Prefect only refuses a late resume, and
+    the run would show "Suspended" forever while its environment lock lapses. Each new promotion (and the
+    lock, when it meets such a holder) sweeps them. Returns the ids of the runs it ended.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    moment = now or datetime.now(UTC)
+    ended: list[str] = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+            ),
+            limit=200,
+        )
+        for run in runs:
+            if expire_if_due(client, run, moment):
+                ended.append(str(run.id))
+    return ended
+
+
+def expire_if_due(client: Any, run: Any, now: datetime) -> bool:
+    """Fail ``run`` if it waits for approval past its window; whether it did."""
+    from prefect.states import Failed
+
+    state = run.state
+    deadline = state.state_details.pause_timeout if state is not None else None
+    # Only suspended runs: a paused (local) run's own process fails it when its timeout passes.
+    if state is None or state.type.value != "PAUSED" or state.name != "Suspended" or deadline is None:
+        return False
+    if deadline > now:
+        return False
+    waited = f" (the window closed at {deadline.isoformat(timespec='seconds')})"
+    client.set_flow_run_state(
+        run.id,
+        Failed(message=f"approval timed out: nobody approved in time{waited}; production was not changed"),
+        force=True,
+    )
+    return True
 
 
 def wait_for_approval(

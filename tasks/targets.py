@@ -143,3 +143,32 @@ def read_policy_tag(repo: GitRepository, branch: str, env: Environment) -> str |
                 if reference.new_tag is not None:
                     return reference.new_tag
     return None
+
+
+def point_image_policy(repo: GitRepository, branch: str, pipeline: str, env: Environment, tag: str) -> CommitResult:
+    """Write ``<image>:<tag>`` through the environment's setter markers under its path and push, with the
+    pipeline's message template (Flux's ``messageTemplate``) as the commit message. A no-op when every
+    marker already holds it."""
+    from tasks.imagepolicy import UpdateResult, apply_to_files  # late: only image-policy pipelines need it
+
+    tracks = env.tracks
+    if not isinstance(tracks, TrackImagePolicy):
+        raise TargetError(f"environment {env.name!r} does not track an image policy")
+    result: dict[str, UpdateResult] = {}
+
+    def edit(workdir: Path) -> list[str]:
+        update = apply_to_files(workdir, tracks.path, tracks.policy, tracks.registry.image_name, tag)
+        result["update"] = update
+        return list(update.files)
+
+    def message() -> str:
+        return f"{policy_commit_message(tracks, result['update'], pipeline).rstrip()}\n\n{PROMOTE_TRAILER}\n"
+
+    return repo.commit_and_push(branch, edit, message)
+
+
+def policy_commit_message(tracks: TrackImagePolicy, update: object, pipeline: str) -> str:
+    """The commit message from the environment's template (rendered as Flux renders it)."""
+    from tasks import fluxtemplate
+
+    return fluxtemplate.render_update(tracks.message_template, update, automation=pipeline)

@@ -211,6 +211,33 @@ def test_approval_timeout_ends_the_run_cleanly(world: SandboxWorld) -> None:
     assert "targetRevision: v1.0.0" in file_at_main(app, f"apps/production/{app.name}.yaml")
 
 
+def test_suspended_run_past_its_approval_window_ends_failed() -> None:
+    """A suspended (deployment) run has no process to notice its timeout; the next promotion's sweep ends it
+    as Failed on the real server, and leaves a run whose window is still open alone."""
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.states import Suspended
+
+    from tasks.approval import fail_expired_approvals
+
+    with get_client(sync_client=True) as client:
+        expired = client.create_flow_run(promote_production, parameters={"pipeline_file": "x.yaml"})
+        waiting = client.create_flow_run(promote_production, parameters={"pipeline_file": "y.yaml"})
+        past, future = datetime.now(UTC) - timedelta(seconds=5), datetime.now(UTC) + timedelta(hours=1)
+        client.set_flow_run_state(expired.id, Suspended(pause_expiration_time=past), force=True)
+        client.set_flow_run_state(waiting.id, Suspended(pause_expiration_time=future), force=True)
+    ended = fail_expired_approvals()
+    assert str(expired.id) in ended and str(waiting.id) not in ended
+    run = read_run(expired.id)
+    assert run.state is not None and run.state.type.value == "FAILED"
+    assert "approval timed out" in (run.state.message or "") and "production was not changed" in (
+        run.state.message or ""
+    )
+    still = read_run(waiting.id)
+    assert still.state is not None and still.state.name == "Suspended"
+    assert fail_expired_approvals() == []  # nothing left to end
+
+
 def test_production_failure_rolls_back(world: SandboxWorld) -> None:
     app = ready_app(world, "rollback", approval=False)
     _rc_verified(app)
