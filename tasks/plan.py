@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from promote.pipeline import Environment, Pipeline
-from tasks import release, targets
+from promote.pipeline import Environment, Pipeline, TrackImagePolicy
+from tasks import candidates, release, targets
 from tasks.gitrepo import GitRepository
 
 
@@ -31,33 +32,33 @@ class EnvironmentPlan:
         return "\n".join(lines)
 
 
-def _current(repo: GitRepository, pipeline: Pipeline, env: Environment) -> tuple[str | None, str]:
-    file = targets.tracked_file(env)
-    if file is None:
-        return None, ""
-    return targets.read_current(env, text := repo.read_file(pipeline.repository.branch, file)), text
+def _policy_choice(env: Environment) -> Callable[[], str | None] | None:
+    tracks = env.tracks
+    if not isinstance(tracks, TrackImagePolicy):
+        return None
+
+    def choose() -> str | None:
+        from tasks.connections import registry_client
+        from tasks.imagepolicy import select_tag
+
+        tags = registry_client(tracks.registry).list_tags(tracks.registry.repository)
+        return select_tag(tags, tracks.filter_tags, tracks.choose)
+
+    return choose
 
 
 def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPlan]:
+    """Each environment's next version as the flows would decide it, with file diffs and new tags."""
     repo.fetch()
     plans: list[EnvironmentPlan] = []
-    rc_env = next((e for e in pipeline.environments if e.tracks.kind == "tag"), None)
-    for index, env in enumerate(pipeline.environments):
+    entry = release.rc_environment(pipeline)
+    last = release.production_environment(pipeline)
+    for env in pipeline.environments:
         plan = EnvironmentPlan(environment=env.name, tracks=env.tracks.kind)
         plans.append(plan)
-        if env.tracks.kind == "branch":
-            source = getattr(env.tracks, "merge_from", None)
-            plan.current = env.tracks.branch
-            if source:
-                pending = release.changes_since(repo, env.tracks.branch, source)
-                plan.note = f"merge {source} into {plan.current}: {len(pending)} commit(s) to promote"
-            continue
-        if env.tracks.kind not in ("tag", "kustomize-image"):
-            plan.note = "planned when the flow runs (chooses from the registry)"
-            continue
-        plan.current, text = _current(repo, pipeline, env)
         try:
-            if env is rc_env:
+            plan.current = candidates.current_value(repo, pipeline, env)
+            if env is entry and env.tracks.kind == "tag":
                 decision = release.decide_rc(repo, pipeline)
                 if decision.tag is None:
                     plan.note = decision.reason
@@ -65,19 +66,25 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPl
                 plan.proposed = decision.tag
                 plan.tags = [decision.tag] if decision.action == "create" else []
                 plan.note = f"release candidate at {decision.commit[:12]} ({decision.reason})"
-            elif env.tracks.kind == "tag":
-                upstream = pipeline.environments[index - 1]
-                rc_tag, commit = release.verified_rc(repo, pipeline, upstream, None)
-                plan.proposed = release.stable_tag_for(pipeline.versioning.scheme, rc_tag)
-                plan.tags = [] if plan.proposed in repo.tags() else [plan.proposed]
-                plan.note = f"from {rc_tag} (verified in {upstream.name}) at {commit[:12]}"
+                file = targets.tracked_file(env) or ""
+                plan.diff = targets.plan_change(
+                    env, repo.read_file(pipeline.repository.branch, file), decision.tag
+                ).diff
+            elif env is entry and (env is not last or env.tracks.kind != "image-policy"):
+                if env.tracks.kind == "image-policy":
+                    choice = _policy_choice(env)
+                    plan.proposed = choice() if choice else None
+                    plan.note = "the registry's choice by policy; promote-rc writes and verifies it"
+                else:
+                    plan.proposed = plan.current
+                    plan.note = "promote-rc verifies what it runs now"
+            elif env is entry or env.tracks.kind != "tag" or env is last:
+                cand = candidates.candidate_for(repo, pipeline, env, None, policy_choice=_policy_choice(env))
+                plan.current, plan.proposed, plan.diff = cand.previous, cand.value, cand.diff
+                plan.tags = [cand.value] if env.tracks.kind == "tag" and cand.value not in repo.tags() else []
+                plan.note = f"{cand.label}" + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")
             else:
-                upstream = pipeline.environments[index - 1]
-                plan.proposed, _ = _current(repo, pipeline, upstream)
-                plan.note = f"copies what {upstream.name} runs"
-        except release.ReleaseError as exc:
+                plan.note = "promoted by the flows only as the rc or the last environment"
+        except (release.ReleaseError, candidates.NothingToPromoteError) as exc:
             plan.note = str(exc)
-            continue
-        if plan.proposed and plan.proposed != plan.current:
-            plan.diff = targets.plan_change(env, text, plan.proposed).diff
     return plans

@@ -166,3 +166,27 @@ def test_branch_production_failure_reverts_the_merge(world: SandboxWorld) -> Non
     assert git(app.origin, "diff", main_before, reverted) == ""  # the tree is what production ran before
     assert git(app.origin, "log", "-1", "--format=%s", reverted).startswith("Roll back production: revert promotion")
     assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.0"
+
+
+def test_plan_shows_every_environment_and_changes_nothing(world: SandboxWorld) -> None:
+    from promote.pipeline import load_pipeline
+    from tasks.connections import open_repository
+    from tasks.plan import plan_pipeline
+
+    app = ready(world, "ovl-plan", "overlay", approval=False)
+    app.release_image("1.0.5")
+    pipeline = load_pipeline(app.pipeline_file)
+    refs = git(app.origin, "for-each-ref")
+    before = {p.environment: p for p in plan_pipeline(open_repository(pipeline), pipeline)}
+    assert before["staging"].current == "1.0.5" and "promote-rc verifies" in before["staging"].note
+    assert "1.0.5 has no record of a passed verification in staging" in before["production"].note
+    assert git(app.origin, "for-each-ref") == refs
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    refs = git(app.origin, "for-each-ref")
+    after = {p.environment: p for p in plan_pipeline(open_repository(pipeline), pipeline)}
+    production = after["production"]
+    assert (production.current, production.proposed) == ("1.0.0", "1.0.5")
+    assert "-  newTag: 1.0.0  # Promote by updating tag" in production.diff
+    assert "+  newTag: 1.0.5  # Promote by updating tag" in production.diff
+    assert "production (kustomize-image): 1.0.0 -> 1.0.5" in production.render()
+    assert git(app.origin, "for-each-ref") == refs  # planning wrote nothing
