@@ -140,7 +140,12 @@ def promote_production(
                 cand.value,
                 cand.anchor,
                 by=requested_by,
-                details={"rc": cand.record_tag, "revision": applied.revision, "verification": verification.summary()},
+                details={
+                    "rc": cand.record_tag,
+                    "from": cand.previous,
+                    "revision": applied.revision,
+                    "verification": verification.summary(),
+                },
             )
         summary |= {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
         notify(pipeline.notifications, f"{pipeline.name}: {cand.label} is live in {env.name}", log.info, link=link)

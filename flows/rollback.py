@@ -9,9 +9,10 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.common import audit, environment_lock, release_values
-from tasks import evidence, release, targets
-from tasks.connections import connect
-from tasks.steps import fetch_repository, point_environment, record_evidence, verify
+from promote.pipeline import Environment
+from tasks import candidates, evidence, release, targets
+from tasks.connections import Connections, connect
+from tasks.steps import fetch_repository, point_environment, record_evidence, roll_back_promotion, verify
 from tasks.versions import ReleaseVersion
 
 
@@ -39,6 +40,8 @@ def rollback(
     env = pipeline.environment(environment)
     scheme = pipeline.versioning.scheme
     fetch_repository(conn)
+    if env.tracks.kind != "tag":
+        return _roll_back_untagged(conn, env, to_version, started, dry_run=dry_run, requested_by=requested_by)
     file = targets.tracked_file(env) or ""
     current = targets.read_current(env, conn.repo.read_file(pipeline.repository.branch, file))
     if to_version is None:
@@ -83,6 +86,90 @@ def rollback(
             ),
         )
     summary |= {"write_back": write.commit, "verification": result.summary()}
+    log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
+    audit(f"rollback-{pipeline.name}", summary, started)
+    return summary
+
+
+def _roll_back_untagged(
+    conn: Connections, env: Environment, to_version: str | None, started: float, *, dry_run: bool, requested_by: str
+) -> dict[str, Any]:
+    """Overlays and image policies: write an earlier image value back. Branches: revert the last promotion's
+    merge. The default target is what the environment ran before its last recorded promotion."""
+    log = get_run_logger()
+    pipeline = conn.pipeline
+    current = candidates.current_value(conn.repo, pipeline, env) or ""
+    promoted = sorted(
+        (
+            r
+            for r in release.all_records(conn.repo)
+            if (r.kind, r.pipeline, r.environment) == ("promoted", pipeline.name, env.name)
+        ),
+        key=lambda r: r.at,
+        reverse=True,
+    )
+    merge = ""
+    if env.tracks.kind == "branch":
+        if to_version is not None:
+            raise release.ReleaseError(
+                f"{env.name} tracks a branch: rollback reverts its last promotion (omit to_version)"
+            )
+        if not promoted:
+            raise release.ReleaseError(f"no promotion of {env.name} is recorded: nothing to revert")
+        merge = str(promoted[0].details.get("revision") or "")
+        target = f"{env.tracks.kind} before {merge[:12]}"
+        previous_value = str(promoted[0].details.get("from") or "")
+    else:
+        if to_version is None:
+            earlier = [r.details.get("from") or "" for r in promoted if r.tag == current]
+            target = next((v for v in earlier if v), "")
+            if not target:
+                raise release.ReleaseError(
+                    f"{env.name} runs {current}; no recorded promotion says what it ran before: give to_version"
+                )
+        else:
+            target = to_version
+        previous_value = target
+    summary: dict[str, Any] = {
+        "pipeline": pipeline.name,
+        "environment": env.name,
+        "strategy": env.tracks.kind,
+        "from": current,
+        "to": target,
+        "requested_by": requested_by,
+    }
+    if dry_run:
+        log.info(f"dry run: would roll {env.name} back from {current} to {target}")
+        summary["dry_run"] = True
+        audit(f"rollback-{pipeline.name}", summary, started)
+        return summary
+    cand = candidates.Candidate(
+        environment=env.name,
+        kind=env.tracks.kind,
+        value=current,
+        previous=previous_value,
+        record_tag=current,
+        anchor=conn.repo.resolve(pipeline.repository.branch),
+        release_commit=None,
+        label=current,
+    )
+    with environment_lock(conn, env):
+        back, values = roll_back_promotion(conn, env, cand, candidates.Applied(merge, True, merge))
+        result = verify(conn, env, back.revision, values)
+        record_evidence(
+            conn,
+            evidence.Record(
+                kind="rolled-back",
+                pipeline=pipeline.name,
+                environment=env.name,
+                tag=current,
+                commit=back.commit,
+                run=str(flow_run.id or ""),
+                by=requested_by,
+                details={"to": target},
+            ),
+        )
+    summary |= {"write_back": back.commit, "verification": result.summary()}
     log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
     audit(f"rollback-{pipeline.name}", summary, started)
     return summary

@@ -190,3 +190,29 @@ def test_plan_shows_every_environment_and_changes_nothing(world: SandboxWorld) -
     assert "+  newTag: 1.0.5  # Promote by updating tag" in production.diff
     assert "production (kustomize-image): 1.0.0 -> 1.0.5" in production.render()
     assert git(app.origin, "for-each-ref") == refs  # planning wrote nothing
+
+
+def test_rollback_flow_for_overlays_and_branches(world: SandboxWorld) -> None:
+    from flows.rollback import rollback
+
+    overlay = ready(world, "ovl-back", "overlay", approval=False)
+    overlay.release_image("1.0.6")
+    assert promote_rc(pipeline_file=str(overlay.pipeline_file), return_state=True).is_completed()
+    assert promote_production(pipeline_file=str(overlay.pipeline_file), return_state=True).is_completed()
+    back = rollback(pipeline_file=str(overlay.pipeline_file), return_state=True)
+    assert back.is_completed(), back.message
+    assert (back.result()["from"], back.result()["to"]) == ("1.0.6", "1.0.0")  # from the promotion record
+    assert "newTag: 1.0.0  # Promote by updating tag" in git(
+        overlay.origin, "show", "main:overlays/production/kustomization.yaml"
+    )
+    assert running_image(world, overlay, "production") == f"registry.sandbox.local/{overlay.name}:1.0.0"
+
+    branch = ready(world, "br-back", "branch", approval=False)
+    branch.release_image("1.0.7")
+    main_before = head(branch, "main")
+    assert promote_rc(pipeline_file=str(branch.pipeline_file), return_state=True).is_completed()
+    assert promote_production(pipeline_file=str(branch.pipeline_file), return_state=True).is_completed()
+    reverted = rollback(pipeline_file=str(branch.pipeline_file), return_state=True)
+    assert reverted.is_completed(), reverted.message
+    assert git(branch.origin, "diff", main_before, "main") == ""
+    assert running_image(world, branch, "production") == f"registry.sandbox.local/{branch.name}:1.0.0"
