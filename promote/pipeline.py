@@ -215,7 +215,20 @@ class TrackImagePolicy(_Model):
     registry: ImageRegistry
     filter_tags: TagFilter = TagFilter()
     choose: ImagePolicy
-    message_template: str = "Update {{range .Updated.Images}}{{println .}}{{end}}"
+    message_template: Annotated[
+        str, Field(description="commit message, as Flux's ImageUpdateAutomation messageTemplate (Go template)")
+    ] = "Update {{range .Updated.Images}}{{println .}}{{end}}"
+
+    @field_validator("message_template")
+    @classmethod
+    def _template(cls, template: str) -> str:
+        from tasks.fluxtemplate import TemplateError, check  # late: that module imports these models
+
+        try:
+            check(template)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+        return template
 
 
 Tracking = Annotated[TrackTag | TrackBranch | TrackKustomizeImage | TrackImagePolicy, Field(discriminator="kind")]

@@ -309,7 +309,7 @@ class SandboxWorld:
                 return f"""
       kind: branch
       branch: {"staging" if env == "staging" else "main"}{merge}"""
-            choose = "semver: 1.x.x" if env == "production" else "semver: '>=1.0.0-0'"
+            choose = "semver: 1.x.x" if env == "production" else "semver: '>=1.0.0-0 <2.0.0'  # release candidates too"
             return f"""
       kind: image-policy
       path: apps/{env}

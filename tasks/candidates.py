@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from promote.pipeline import Environment, Pipeline, TrackBranch, TrackImagePolicy, TrackKustomizeImage
 from tasks import targets
 from tasks.gitrepo import GitRepository
+from tasks.imagepolicy import select_tag
 from tasks.release import (
     ReleaseError,
     all_records,
@@ -79,12 +80,13 @@ def candidate_for(
     env: Environment,
     requested: str | None = None,
     *,
-    policy_choice: Callable[[], str | None] | None = None,
+    registry_tags: Callable[[], list[str]] | None = None,
 ) -> Candidate:
     """The version ``env`` would be promoted to, refusing one without upstream evidence.
 
-    ``requested`` pins it (an rc tag, an image value, a source commit); ``policy_choice`` asks the registry
-    for image-policy environments. Raises :class:`NothingToPromoteError` for a clear no-op and
+    ``requested`` pins it (an rc tag, an image value, a source commit); ``registry_tags`` lists the registry
+    for image-policy environments, whose policy then chooses among the tags verified upstream (if any).
+    Raises :class:`NothingToPromoteError` for a clear no-op and
     :class:`ReleaseError` for a promotion that must not happen.
     """
     tracks = env.tracks
@@ -148,12 +150,25 @@ def candidate_for(
         if requested is not None:
             value = requested
         else:
-            if policy_choice is None:
+            if registry_tags is None:
                 raise ReleaseError(f"{env.name}: no registry access to choose a tag with")
-            chosen = policy_choice()
+            tags = registry_tags()
+            where = ""
+            if above is not None:
+                # Choose among what passed upstream: production's policy must never pick a tag staging did
+                # not run (e.g. a stable 1.4.0 while staging verified 1.4.0-rc.1 and 1.3.9).
+                verified = {
+                    r.tag
+                    for r in all_records(repo)
+                    if (r.kind, r.pipeline, r.environment) == ("verified", name, above.name)
+                }
+                tags = [t for t in tags if t in verified]
+                where = f" among the {len(tags)} verified in {above.name}"
+            chosen = select_tag(tags, tracks.filter_tags, tracks.choose)
             if chosen is None:
                 raise NothingToPromoteError(
-                    f"no tag of {tracks.registry.repository} matches the policy of {env.name}; nothing to promote"
+                    f"no tag of {tracks.registry.repository} matches the policy of {env.name}{where}; "
+                    "nothing to promote"
                 )
             value = chosen
     anchor = repo.resolve(branch)

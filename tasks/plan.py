@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from promote.pipeline import Environment, Pipeline, TrackImagePolicy
 from tasks import candidates, release, targets
 from tasks.gitrepo import GitRepository
+from tasks.imagepolicy import select_tag
 
 
 @dataclass
@@ -32,19 +33,17 @@ class EnvironmentPlan:
         return "\n".join(lines)
 
 
-def _policy_choice(env: Environment) -> Callable[[], str | None] | None:
+def _registry_tags(env: Environment) -> Callable[[], list[str]] | None:
     tracks = env.tracks
     if not isinstance(tracks, TrackImagePolicy):
         return None
 
-    def choose() -> str | None:
+    def list_tags() -> list[str]:
         from tasks.connections import registry_client
-        from tasks.imagepolicy import select_tag
 
-        tags = registry_client(tracks.registry).list_tags(tracks.registry.repository)
-        return select_tag(tags, tracks.filter_tags, tracks.choose)
+        return registry_client(tracks.registry).list_tags(tracks.registry.repository)
 
-    return choose
+    return list_tags
 
 
 def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPlan]:
@@ -72,14 +71,17 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPl
                 ).diff
             elif env is entry and (env is not last or env.tracks.kind != "image-policy"):
                 if env.tracks.kind == "image-policy":
-                    choice = _policy_choice(env)
-                    plan.proposed = choice() if choice else None
+                    tracks = env.tracks
+                    assert isinstance(tracks, TrackImagePolicy)
+                    list_tags = _registry_tags(env)
+                    assert list_tags is not None
+                    plan.proposed = select_tag(list_tags(), tracks.filter_tags, tracks.choose)
                     plan.note = "the registry's choice by policy; promote-rc writes and verifies it"
                 else:
                     plan.proposed = plan.current
                     plan.note = "promote-rc verifies what it runs now"
             elif env is entry or env.tracks.kind != "tag" or env is last:
-                cand = candidates.candidate_for(repo, pipeline, env, None, policy_choice=_policy_choice(env))
+                cand = candidates.candidate_for(repo, pipeline, env, None, registry_tags=_registry_tags(env))
                 plan.current, plan.proposed, plan.diff = cand.previous, cand.value, cand.diff
                 plan.tags = [cand.value] if env.tracks.kind == "tag" and cand.value not in repo.tags() else []
                 plan.note = f"{cand.label}" + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")

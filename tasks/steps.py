@@ -96,28 +96,24 @@ def point_environment(conn: Connections, env: Environment, value: str) -> Commit
     return result
 
 
-def _policy_choice(conn: Connections, env: Environment) -> Callable[[], str | None] | None:
+def _registry_tags(env: Environment) -> Callable[[], list[str]] | None:
     tracks = env.tracks
     if not isinstance(tracks, TrackImagePolicy):
         return None
     from tasks.connections import registry_client  # late: only image-policy pipelines need the registry
-    from tasks.imagepolicy import select_tag
 
-    def choose() -> str | None:
+    def list_tags() -> list[str]:
         tags = registry_client(tracks.registry, log=_log()).list_tags(tracks.registry.repository)
-        chosen = select_tag(tags, tracks.filter_tags, tracks.choose)
-        _log()(f"[{env.name}] {len(tags)} tags in {tracks.registry.repository}; the policy chooses {chosen}")
-        return chosen
+        _log()(f"[{env.name}] {len(tags)} tags in {tracks.registry.repository}")
+        return tags
 
-    return choose
+    return list_tags
 
 
 @task(name="choose-candidate", **_RETRYING)
 def choose_candidate(conn: Connections, env: Environment, requested: str | None) -> Candidate:
     """What ``env`` would be promoted to; refuses anything not verified upstream."""
-    candidate = candidates.candidate_for(
-        conn.repo, conn.pipeline, env, requested, policy_choice=_policy_choice(conn, env)
-    )
+    candidate = candidates.candidate_for(conn.repo, conn.pipeline, env, requested, registry_tags=_registry_tags(env))
     _log()(f"[{env.name}] {candidate.previous} -> {candidate.label} ({env.tracks.kind})")
     return candidate
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from promote.pipeline import Environment, TrackBranch, TrackImagePolicy, TrackKustomizeImage, TrackTag
 from tasks import manifests
 from tasks.gitrepo import CommitResult, GitRepository
+
+if TYPE_CHECKING:
+    from tasks.imagepolicy import UpdateResult
 
 PROMOTE_TRAILER = "Promoted-By: gitops-promote"
 
@@ -149,7 +153,7 @@ def point_image_policy(repo: GitRepository, branch: str, pipeline: str, env: Env
     """Write ``<image>:<tag>`` through the environment's setter markers under its path and push, with the
     pipeline's message template (Flux's ``messageTemplate``) as the commit message. A no-op when every
     marker already holds it."""
-    from tasks.imagepolicy import UpdateResult, apply_to_files  # late: only image-policy pipelines need it
+    from tasks.imagepolicy import apply_to_files  # late: only image-policy pipelines need it
 
     tracks = env.tracks
     if not isinstance(tracks, TrackImagePolicy):
@@ -167,8 +171,10 @@ def point_image_policy(repo: GitRepository, branch: str, pipeline: str, env: Env
     return repo.commit_and_push(branch, edit, message)
 
 
-def policy_commit_message(tracks: TrackImagePolicy, update: object, pipeline: str) -> str:
-    """The commit message from the environment's template (rendered as Flux renders it)."""
-    from tasks import fluxtemplate
+def policy_commit_message(tracks: TrackImagePolicy, update: UpdateResult, pipeline: str) -> str:
+    """The commit message from the environment's template, rendered as Flux renders it; the automation
+    object is ``<policy namespace>/<pipeline>``."""
+    from tasks.fluxtemplate import TemplateData, render
 
-    return fluxtemplate.render_update(tracks.message_template, update, automation=pipeline)
+    namespace = tracks.policy.split(":", 1)[0]
+    return render(tracks.message_template, TemplateData(namespace, pipeline, [update]))

@@ -216,3 +216,46 @@ def test_rollback_flow_for_overlays_and_branches(world: SandboxWorld) -> None:
     assert reverted.is_completed(), reverted.message
     assert git(branch.origin, "diff", main_before, "main") == ""
     assert running_image(world, branch, "production") == f"registry.sandbox.local/{branch.name}:1.0.0"
+
+
+# --- image policy (a real docker-registry) -------------------------------------------------------------
+
+
+def test_image_policy_promotes_registry_tags_through_setter_markers(world: SandboxWorld, tmp_path: Any) -> None:
+    from tests.support.registry import push_image, run_registry
+
+    with run_registry(tmp_path / "registry") as registry:
+        world.registry_url = registry.url
+        app = ready(world, "pol", "image-policy", approval=False)
+        repository, image = f"sandbox/{app.name}", f"registry.sandbox.local/{app.name}"
+        push_image(registry.url, repository, ["1.0.0", "1.0.1", "1.1.0-rc.1", "latest", "2.0.0"])
+        staging_file = "apps/staging/deployment.yaml"
+
+        rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+        assert rc.is_completed(), rc.message
+        assert rc.result()["rc"] == "1.1.0-rc.1"  # staging's range takes release candidates, stops before 2
+        text = git(app.origin, "show", f"main:{staging_file}")
+        assert f'image: {image}:1.1.0-rc.1 # {{"$imagepolicy": "flux-system:{app.name}-staging"}}' in text
+        assert text.startswith(f"# {app.name} in staging: the image below is written by")  # comments kept
+        # The seed's Flux template, rendered as Flux does: one updated image per line.
+        message = git(app.origin, "log", "-1", "--format=%B", "main")
+        assert message.startswith(f"Update {image}:1.1.0-rc.1\n\n")
+        assert running_image(world, app, "staging") == f"{image}:1.1.0-rc.1"
+
+        # Production (1.x.x) chooses among what staging verified: only an rc so far, so a clear no-op.
+        tip = head(app)
+        nothing = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+        assert nothing.is_completed(), nothing.message
+        assert "among the 1 verified in staging" in nothing.result()["nothing_to_do"]
+        assert head(app) == tip
+
+        push_image(registry.url, repository, ["1.1.0"])
+        assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).result()["rc"] == "1.1.0"
+        prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+        assert prod.is_completed(), prod.message
+        assert (prod.result()["from"], prod.result()["version"]) == ("1.0.0", "1.1.0")
+        assert git(app.origin, "log", "-1", "--format=%s", "main") == f"Update {image}:1.1.0"
+        assert running_image(world, app, "production") == f"{image}:1.1.0"
+
+        again = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+        assert again.result()["action"] == "skip"  # verified in staging and live in production
