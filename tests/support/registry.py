@@ -20,9 +20,6 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,24 +37,22 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-REGISTRY_BINARY = "docker-registry"
+from sandbox import registry as sandbox_registry
+from sandbox.prefect_server import free_port
+from sandbox.registry import OCI_MANIFEST, LocalRegistry, RegistryUnavailableError, push_image
+
+__all__ = ["OCI_MANIFEST", "LocalRegistry", "free_port", "push_image", "registry_binary", "run_registry"]
+
 SERVICE = "promote-test-registry"
 ISSUER = "promote-test-token-service"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def registry_binary() -> str:
     """The docker-registry binary; a missing one fails the test (CI installs it: .ci/run)."""
-    binary = shutil.which(REGISTRY_BINARY)
-    if binary is None:
-        pytest.fail("install docker-registry (apt-get install docker-registry)", pytrace=False)
-    return binary
+    try:
+        return sandbox_registry.registry_binary()
+    except RegistryUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 def bcrypt_hash(password: str) -> str:
@@ -200,96 +194,16 @@ def token_service(users: dict[str, str], public: set[str] | None = None) -> Iter
         yield service
 
 
-# --- the registry -----------------------------------------------------------------------------------
-
-
-@dataclass
-class LocalRegistry:
-    url: str
-    log_path: Path
-    start_seconds: float
+# --- the registry (sandbox/registry.py; a missing binary fails the test with what to install) ---------
 
 
 @contextmanager
 def run_registry(workdir: Path, *, auth: dict[str, Any] | None = None) -> Iterator[LocalRegistry]:
-    """docker-registry with filesystem storage under ``workdir``; ``auth`` is the config's ``auth:`` map."""
-    binary = registry_binary()
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = {
-        "version": 0.1,
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
-        **({"auth": auth} if auth else {}),
-    }
-    config_path = workdir / "config.yml"
-    config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
-    log_path = workdir / "registry.log"
-    url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_ready(url, process, log_path)
-        yield LocalRegistry(url=url, log_path=log_path, start_seconds=time.monotonic() - started)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"docker-registry exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/v2/", timeout=1).status_code in (200, 401):
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.02)
-    pytest.fail(f"docker-registry did not answer on {url} within 15 s:\n{log_path.read_text()[-2000:]}")
-
-
-def push_image(url: str, repository: str, tags: list[str], *, headers: dict[str, str] | None = None) -> str:
-    """Push one tiny OCI image and tag it ``tags``; returns the manifest digest."""
-    auth = headers or {}
-    with httpx.Client(base_url=url, headers=auth, timeout=10) as client:
-        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}})
-        config_desc = _upload_blob(client, repository, config.encode(), "application/vnd.oci.image.config.v1+json")
-        layer = secrets.token_bytes(64)  # the registry stores layers; it does not unpack them
-        layer_desc = _upload_blob(client, repository, layer, "application/vnd.oci.image.layer.v1.tar+gzip")
-        manifest = json.dumps(
-            {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config_desc, "layers": [layer_desc]}
-        ).encode()
-        for tag in tags:
-            response = client.put(
-                f"/v2/{repository}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
-            )
-            assert response.status_code == 201, (
-                f"PUT manifest {repository}:{tag}: {response.status_code} {response.text}"
-            )
-        return f"sha256:{hashlib.sha256(manifest).hexdigest()}"
-
-
-def _upload_blob(client: httpx.Client, repository: str, data: bytes, media_type: str) -> dict[str, Any]:
-    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-    started = client.post(f"/v2/{repository}/blobs/uploads/")
-    assert started.status_code == 202, f"start upload to {repository}: {started.status_code} {started.text}"
-    location = started.headers["Location"]
-    separator = "&" if "?" in location else "?"
-    done = client.put(
-        f"{location}{separator}digest={digest}",
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    assert done.status_code == 201, f"finish upload to {repository}: {done.status_code} {done.text}"
-    return {"mediaType": media_type, "digest": digest, "size": len(data)}
+        with sandbox_registry.run_registry(workdir, auth=auth) as registry:
+            yield registry
+    except RegistryUnavailableError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # --- a paging registry of our own -------------------------------------------------------------------
