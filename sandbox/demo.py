@@ -9,6 +9,7 @@ your behalf (and says so) through the same API call as ``promote approve``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -17,6 +18,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sandbox.world import STRATEGIES, Strategy
+
+if TYPE_CHECKING:
+    from sandbox.world import SandboxApp, SandboxWorld
 
 BANNER = "=" * 78
 
@@ -70,13 +77,66 @@ def _drain_prefect_logs() -> None:
     EventsWorker.drain_all(timeout=10)
 
 
-def run_demo(apps: int, keep: bool, delay: float) -> int:
+_WHAT = {
+    "tag": "release tags: rc -> staging, stable tag -> production (Argo CD)",
+    "overlay": "Kustomize overlays: CI sets staging's image, promotion copies it to production (Argo CD)",
+    "branch": "branches: staging is merged into main with --no-ff (Flux)",
+    "image-policy": "image policy: registry tags chosen by semver range, written through setter markers (Flux)",
+}
+
+
+def _developer_change(app: SandboxApp, registry_url: str) -> str:
+    """What starts a promotion in each strategy: a commit, a CI image bump, or a pushed image."""
+    if app.strategy == "tag":
+        sha = app.commit_change("feature: faster checkout")
+        return f"a developer pushed {sha[:12]} to main (staging and production run v1.0.0)"
+    if app.strategy == "image-policy":
+        from sandbox.registry import push_image
+
+        push_image(registry_url, f"sandbox/{app.name}", ["1.0.1"])
+        return f"CI pushed image sandbox/{app.name}:1.0.1 to the registry at {registry_url}"
+    sha = app.release_image("1.0.1")
+    where = "the staging branch" if app.strategy == "branch" else "overlays/staging on main"
+    return f"CI set image 1.0.1 in {where} ({sha[:12]}); production runs 1.0.0"
+
+
+def _running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
+    from kubernetes import client
+
+    deployment = client.AppsV1Api(world.api).read_namespaced_deployment(app.name, f"{app.name}-{env}")
+    pod = deployment.spec.template.spec if deployment.spec else None
+    return str(pod.containers[0].image) if pod else "?"
+
+
+def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag") -> int:
+    with contextlib.ExitStack() as stack:
+        registry_url = ""
+        if strategy == "image-policy":
+            from sandbox.registry import push_image, run_registry
+
+            registry_root = Path(tempfile.mkdtemp(prefix="promote-sandbox-registry-"))
+            stack.callback(shutil.rmtree, registry_root, True)
+            registry = stack.enter_context(run_registry(registry_root))
+            registry_url = registry.url
+            for index in range(apps):
+                push_image(registry.url, f"sandbox/{_names(apps)[index]}", ["1.0.0", "latest", "2.0.0"])
+        return _run(apps, keep, delay, strategy, registry_url)
+
+
+def _names(apps: int) -> list[str]:
+    return ["shop"] if apps == 1 else [f"shop-{i}" for i in range(apps)]
+
+
+def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: str) -> int:
     root = Path(tempfile.mkdtemp(prefix="promote-sandbox-"))
     started = time.monotonic()
     from sandbox.prefect_server import PrefectServer, prefect_env
 
     say(f"{BANNER}\ngitops-promote sandbox: a full promotion dev -> staging -> production, locally\n{BANNER}")
+    say(f"strategy:  {_WHAT[strategy]}")
     say(f"workspace: {root}")
+    if registry_url:
+        say(f"registry:  docker-registry at {registry_url}")
     server = PrefectServer(home=root / "prefect")
     os.environ.update(prefect_env(server.home, server.api_url))
     os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
@@ -96,20 +156,18 @@ def run_demo(apps: int, keep: bool, delay: float) -> int:
         say("[2/5] starting a Prefect server (first start migrates its database: ~20 s) ...")
         with server:
             say(f"      ready in {server.ready_seconds:.1f}s; UI at {server.url}")
-            world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig)
+            world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url)
             (root / "world").mkdir()
             with world.running():
                 say("[3/5] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
-                names = ["shop"] if apps == 1 else [f"shop-{i}" for i in range(apps)]
-                made = [world.create_app(name, delay_seconds=delay) for name in names]
+                made = [world.create_app(name, strategy=strategy, delay_seconds=delay) for name in _names(apps)]
                 pipelines = root / "pipelines"
                 pipelines.mkdir()
                 for app in made:
                     shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
                 time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
                 for app in made:
-                    sha = app.commit_change("feature: faster checkout")
-                    say(f"      {app.name}: a developer pushed {sha[:12]} to main (staging and production run v1.0.0)")
+                    say(f"      {app.name}: {_developer_change(app, registry_url)}")
                 say(f"[4/5] running the nightly flow over {pipelines} ...\n")
                 from flows.nightly import nightly
 
@@ -131,12 +189,12 @@ def run_demo(apps: int, keep: bool, delay: float) -> int:
                     from sandbox.world import git
 
                     tags = git(app.origin, "tag", "--list", "--sort=creatordate")
-                    staging = world.agent.desired_revision(app.env("staging")) if world.agent else None
-                    production = world.agent.desired_revision(app.env("production")) if world.agent else None
                     say(f"{app.name}:")
                     say(f"  tags in origin:      {' '.join(tags.split())}")
-                    say(f"  staging runs:        {staging[1] if staging else '?'}")
-                    say(f"  production runs:     {production[1] if production else '?'}")
+                    say(f"  staging runs:        {_running_image(world, app, 'staging')}")
+                    say(f"  production runs:     {_running_image(world, app, 'production')}")
+                    last = git(app.origin, "log", "-1", "--format=%s", "main")
+                    say(f"  last commit on main: {last}")
                     note = git(app.origin, "notes", "--ref=promote", "list")
                     say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
                 say(f"nightly run: {state.name} ({state.message or 'ok'})")
@@ -166,10 +224,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--apps", type=int, default=1, help="how many applications (pipelines) to promote")
     parser.add_argument("--delay", type=float, default=0.3, help="simulated controller delay per step (seconds)")
     parser.add_argument("--keep", action="store_true", help="keep the Prefect UI and files until Ctrl-C")
+    parser.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="tag",
+        help="how versions move: " + "; ".join(f"{name}: {what}" for name, what in _WHAT.items()),
+    )
     args = parser.parse_args(argv)
     if args.apps < 1:
         parser.error("--apps must be at least 1")
-    return run_demo(args.apps, args.keep, args.delay)
+    return run_demo(args.apps, args.keep, args.delay, args.strategy)
 
 
 if __name__ == "__main__":

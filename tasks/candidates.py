@@ -148,6 +148,11 @@ def candidate_for(
     else:
         assert isinstance(tracks, TrackImagePolicy)
         if requested is not None:
+            if select_tag([requested], tracks.filter_tags, tracks.choose) != requested:
+                raise ReleaseError(
+                    f"{requested} is outside the image policy of {env.name} ({_policy_text(tracks)}); "
+                    "promote a tag the policy allows, or change the policy"
+                )
             value = requested
         else:
             if registry_tags is None:
@@ -204,6 +209,13 @@ def _newest_verified_commit(repo: GitRepository, pipeline: str, upstream: Enviro
         f"no commit of {branch} has passed verification in {upstream.name} yet; run promote-rc (it verifies "
         f"{upstream.name} at its branch head) first"
     )
+
+
+def _policy_text(tracks: TrackImagePolicy) -> str:
+    choose = tracks.choose
+    rule = f"semver {choose.semver}" if choose.semver else f"alphabetical {choose.alphabetical}"
+    rule = rule if choose.semver or choose.alphabetical else f"numerical {choose.numerical}"
+    return rule if tracks.filter_tags.pattern == ".*" else f"{rule}, tags matching {tracks.filter_tags.pattern}"
 
 
 def image_name(env: Environment) -> str:

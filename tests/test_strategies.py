@@ -259,3 +259,18 @@ def test_image_policy_promotes_registry_tags_through_setter_markers(world: Sandb
 
         again = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
         assert again.result()["action"] == "skip"  # verified in staging and live in production
+
+
+def test_image_policy_refuses_a_requested_tag_outside_its_policy(world: SandboxWorld, tmp_path: Any) -> None:
+    from tests.support.registry import push_image, run_registry
+
+    with run_registry(tmp_path / "registry") as registry:
+        world.registry_url = registry.url
+        app = ready(world, "pol-out", "image-policy", approval=False)
+        push_image(registry.url, f"sandbox/{app.name}", ["1.0.0", "1.2.0-rc.1"])
+        assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).result()["rc"] == "1.2.0-rc.1"
+        tip = head(app)
+        prod = promote_production(pipeline_file=str(app.pipeline_file), rc="1.2.0-rc.1", return_state=True)
+        assert prod.is_failed()
+        assert "1.2.0-rc.1 is outside the image policy of production (semver 1.x.x)" in str(prod.message)
+        assert head(app) == tip
