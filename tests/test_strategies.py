@@ -274,3 +274,45 @@ def test_image_policy_refuses_a_requested_tag_outside_its_policy(world: SandboxW
         assert prod.is_failed()
         assert "1.2.0-rc.1 is outside the image policy of production (semver 1.x.x)" in str(prod.message)
         assert head(app) == tip
+
+
+def test_single_environment_image_policy_with_registry_credentials_and_a_gate(
+    world: SandboxWorld, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image-policy example's shape: one environment, promote-production alone, against a registry that
+    wants basic auth (the password comes from the environment variable the pipeline names)."""
+    import base64
+
+    from ruamel.yaml import YAML
+
+    from tests.support.registry import bcrypt_hash, push_image, run_registry
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"ci:{bcrypt_hash('s3cret-registry-pass')}\n")
+    auth = {"htpasswd": {"realm": "promote-test", "path": str(htpasswd)}}
+    with run_registry(tmp_path / "registry", auth=auth) as registry:
+        world.registry_url = registry.url
+        app = ready(world, "pol-one", "image-policy", approval=False)
+        basic = "Basic " + base64.b64encode(b"ci:s3cret-registry-pass").decode()
+        push_image(
+            registry.url, f"sandbox/{app.name}", ["1.0.0", "1.3.0", "1.4.0-rc.1"], headers={"Authorization": basic}
+        )
+        yaml = YAML()
+        doc = yaml.load(app.pipeline_file.read_text())
+        doc["environments"] = doc["environments"][1:]  # production only
+        doc["environments"][0]["tracks"]["registry"]["credentials"] = {"username": "ci", "token_env": "REG_PASS"}
+        single = tmp_path / "single.yaml"
+        with single.open("w") as out:
+            yaml.dump(doc, out)
+
+        assert promote_rc(pipeline_file=str(single), return_state=True).result()["action"] == "not-applicable"
+        monkeypatch.delenv("REG_PASS", raising=False)
+        missing = promote_production(pipeline_file=str(single), return_state=True)
+        assert missing.is_failed() and "environment variable REG_PASS is not set" in str(missing.message)
+
+        monkeypatch.setenv("REG_PASS", "s3cret-registry-pass")
+        prod = promote_production(pipeline_file=str(single), return_state=True)
+        assert prod.is_completed(), prod.message
+        assert prod.result()["version"] == "1.3.0"  # 1.x.x: the rc is not a candidate
+        assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.3.0"
+        assert "s3cret-registry-pass" not in str(prod.result())
