@@ -190,6 +190,36 @@ def test_merge_no_ff_promotes_branch(origin: tuple[Path, Path], tmp_path: Path) 
     assert not again.changed and again.commit == result.commit
 
 
+def test_merge_of_a_given_commit_and_its_revert(origin: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, seed = origin
+    production_before = run_git(bare, "rev-parse", "production")
+    verified = commit_file(seed, "apps/app.yaml", "replicas: 2\n", "verified in staging", branch="staging")
+    commit_file(seed, "apps/app.yaml", "replicas: 3\n", "not verified yet", branch="staging")
+    repo = repo_for(bare, tmp_path / "cache")
+    with pytest.raises(GitError, match=r"is not on staging"):
+        repo.merge_no_ff("staging", "production", "Promote", commit=production_before[:7] + "0" * 33)
+    merged = repo.merge_no_ff("staging", "production", "Promote", commit=verified)
+    assert run_git(bare, "rev-list", "--parents", "-n", "1", "production").split()[2] == verified
+    assert run_git(bare, "show", "production:apps/app.yaml") == "replicas: 2"
+    reverted = repo.revert_merge("production", merged.commit, "Roll back")
+    assert reverted.changed
+    assert run_git(bare, "diff", production_before, "production") == ""
+    again = repo.revert_merge("production", merged.commit, "Roll back")  # a re-run: nothing to revert
+    assert not again.changed and again.commit == reverted.commit
+
+
+def test_all_notes_and_list_files(origin: tuple[Path, Path], tmp_path: Path) -> None:
+    bare, seed = origin
+    commit_file(seed, "apps/a.yaml", "a: 1\n", "a")
+    repo = repo_for(bare, tmp_path / "cache")
+    repo.fetch()
+    head = repo.resolve("main")
+    assert repo.all_notes("promote") == {}
+    repo.update_note(head, "promote", lambda old: "first")
+    assert repo.all_notes("promote") == {head: "first"}
+    assert "apps/a.yaml" in repo.list_files("main", "apps")
+
+
 def test_merge_conflict_fails_clearly_and_pushes_nothing(origin: tuple[Path, Path], tmp_path: Path) -> None:
     bare, seed = origin
     commit_file(seed, "apps/app.yaml", "replicas: 2\n", "staging", branch="staging")
