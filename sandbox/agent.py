@@ -172,12 +172,16 @@ class GitOpsAgent:
         if desired is None or desired[0] == env.applied:
             return
         commit, ref = desired
-        env.applied = commit
+        previous, env.applied = env.applied, commit
         failing = env.failure if self._fails_at(env, commit, ref) else None
-        if env.kind == "argocd":
-            self._argocd_rollout(env, commit, ref, failing)
-        else:
-            self._flux_rollout(env, commit, ref, failing)
+        try:
+            if env.kind == "argocd":
+                self._argocd_rollout(env, commit, ref, failing)
+            else:
+                self._flux_rollout(env, commit, ref, failing)
+        except BaseException:
+            env.applied, self._stamps[env.name] = previous, ()  # roll it out again on the next round
+            raise
 
     def _fails_at(self, env: SimEnvironment, commit: str, ref: str) -> bool:
         if env.failure is None or env.failure_ref in (None, ref):
@@ -263,14 +267,22 @@ class GitOpsAgent:
         self._argo_update(env, lambda app: app["status"].update(health={"status": "Healthy"}, reconciledAt=_now()))
 
     def _flux_status(self, env: SimEnvironment, mutate: Any) -> None:
+        # Read-modify-write of /status; a reconcile request annotating the object meanwhile is a 409: retry.
         api = self._custom()
-        ks = api.get_namespaced_custom_object(
-            "kustomize.toolkit.fluxcd.io", "v1", env.namespace, "kustomizations", env.name
-        )
-        mutate(ks)
-        api.replace_namespaced_custom_object_status(
-            "kustomize.toolkit.fluxcd.io", "v1", env.namespace, "kustomizations", env.name, ks
-        )
+        for _ in range(20):
+            ks = api.get_namespaced_custom_object(
+                "kustomize.toolkit.fluxcd.io", "v1", env.namespace, "kustomizations", env.name
+            )
+            mutate(ks)
+            try:
+                api.replace_namespaced_custom_object_status(
+                    "kustomize.toolkit.fluxcd.io", "v1", env.namespace, "kustomizations", env.name, ks
+                )
+                return
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise ValueError(f"could not update Kustomization {env.name}: conflicts")
 
     def _echo_flux_reconcile(self, env: SimEnvironment) -> None:
         ks = self._custom().get_namespaced_custom_object(

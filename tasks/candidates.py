@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from promote.pipeline import Environment, Pipeline, TrackBranch, TrackImagePolicy, TrackKustomizeImage
 from tasks import targets
-from tasks.gitrepo import GitRepository
+from tasks.gitrepo import GitError, GitRepository
 from tasks.imagepolicy import select_tag
 from tasks.release import (
     ReleaseError,
@@ -45,6 +45,7 @@ class Candidate:
     label: str  # for people: "v1.2.3 (rc v1.2.3-rc2)", "staging@0a1b2c3d4e5f", "app:1.2.3"
     diff: str = ""  # the planned file change ("" for a merge)
     commits: tuple[tuple[str, str], ...] = ()  # (sha, subject) that the promotion brings, when Git knows
+    undo: tuple[str, ...] = ()  # branch: rollback commits whose changes this merge brings back
 
     @property
     def changes_anything(self) -> bool:
@@ -65,6 +66,30 @@ def current_value(repo: GitRepository, pipeline: Pipeline, env: Environment) -> 
     file = targets.tracked_file(env)
     assert file is not None
     return targets.read_current(env, repo.read_file(pipeline.repository.branch, file))
+
+
+def value_before_write(
+    repo: GitRepository, pipeline: Pipeline, env: Environment, value: str, running: str | None
+) -> str | None:
+    """What ``env`` ran before this tool wrote ``value`` there: ``running`` itself unless it already is
+    ``value`` (a re-run after a crash after the write-back), then the value at the parent of that write, so
+    the re-run can still roll back and records the true "from"."""
+    if running != value:
+        return running
+    tracks = env.tracks
+    path = tracks.path if isinstance(tracks, TrackImagePolicy) else targets.tracked_file(env)
+    if path is None:
+        return running
+    touched = repo.log(None, pipeline.repository.branch, limit=1, paths=[path])
+    if not touched or targets.PROMOTE_TRAILER not in touched[0].message:
+        return running
+    try:
+        parent = repo.parent(touched[0].sha)
+        if isinstance(tracks, TrackImagePolicy):
+            return targets.read_policy_tag(repo, parent, env)
+        return targets.read_current(env, repo.read_file(parent, path))
+    except (GitError, targets.TargetError, ValueError):
+        return running  # the file did not exist before: nothing better to go back to
 
 
 def _planned_diff(repo: GitRepository, pipeline: Pipeline, env: Environment, value: str) -> str:
@@ -102,7 +127,7 @@ def candidate_for(
             environment=env.name,
             kind=tracks.kind,
             value=stable,
-            previous=change.old,
+            previous=value_before_write(repo, pipeline, env, stable, change.old),
             record_tag=rc_tag,
             anchor=commit,
             release_commit=commit,
@@ -125,19 +150,27 @@ def candidate_for(
         else:
             commit = _newest_verified_commit(repo, name, upstream, source)
         target_head = repo.resolve(tracks.branch)
+        undo = _rollbacks_to_undo(repo, tracks.branch, commit)
+        previous = target_head
+        if repo.is_ancestor(commit, target_head) and not undo:
+            if find_record(repo, "promoted", name, env.name, commit) is not None:
+                raise NothingToPromoteError(f"{source}@{commit[:12]} is already promoted to {env.name}")
+            merge = repo.merge_of(tracks.branch, commit)  # merged by a run that crashed before recording it
+            previous = repo.parent(merge) if merge else target_head
         return Candidate(
             environment=env.name,
             kind=tracks.kind,
             value=commit,
-            previous=target_head,
+            previous=previous,
             record_tag=commit,
             anchor=commit,
             release_commit=commit,
             label=f"{source}@{commit[:12]}",
             commits=tuple((e.sha, e.subject) for e in changes_since(repo, target_head, commit)),
+            undo=undo,
         )
 
-    previous = current_value(repo, pipeline, env)
+    running = current_value(repo, pipeline, env)
     above = upstream_of(pipeline, env) if env is not pipeline.environments[0] else None
     if isinstance(tracks, TrackKustomizeImage):
         if above is None:
@@ -188,7 +221,7 @@ def candidate_for(
         environment=env.name,
         kind=tracks.kind,
         value=value,
-        previous=previous,
+        previous=value_before_write(repo, pipeline, env, value, running),
         record_tag=value,
         anchor=anchor,
         release_commit=None,
@@ -197,12 +230,39 @@ def candidate_for(
     )
 
 
+ROLLED_BACK_SOURCE = "Rolled-Back-Source: "
+
+
+def _rollbacks_to_undo(repo: GitRepository, branch: str, commit: str) -> tuple[str, ...]:
+    """This tool's rollbacks on ``branch`` of promotions that ``commit`` contains, not re-applied since: merging
+    ``commit`` must bring their changes back, which a plain merge would not (git sees them merged already)."""
+    entries = repo.log(None, branch, merges=False, limit=500)
+    reapplied = {
+        line.split()[-1].rstrip(".")
+        for e in entries
+        for line in e.message.splitlines()
+        if line.startswith("This reverts commit ")
+    }
+    undo: list[str] = []
+    for entry in entries:
+        if targets.PROMOTE_TRAILER not in entry.message or entry.sha in reapplied:
+            continue
+        sources = [
+            line.removeprefix(ROLLED_BACK_SOURCE).strip()
+            for line in entry.message.splitlines()
+            if line.startswith(ROLLED_BACK_SOURCE)
+        ]
+        if any(repo.is_ancestor(source, commit) for source in sources):
+            undo.append(entry.sha)
+    return tuple(undo)
+
+
 def _newest_verified_commit(repo: GitRepository, pipeline: str, upstream: Environment, branch: str) -> str:
     """The newest commit of ``branch`` verified in ``upstream``: the branch may have moved on since."""
     verified = {
         r.tag for r in all_records(repo) if (r.kind, r.pipeline, r.environment) == ("verified", pipeline, upstream.name)
     }
-    for entry in repo.log(None, branch)[:500]:
+    for entry in repo.log(None, branch, limit=500):
         if entry.sha in verified:
             return entry.sha
     raise ReleaseError(
@@ -248,7 +308,7 @@ def apply_candidate(repo: GitRepository, pipeline: Pipeline, env: Environment, c
     tracks = env.tracks
     branch = pipeline.repository.branch
     if isinstance(tracks, TrackBranch):
-        merged = targets.merge_branches(repo, env, pipeline.name, commit=candidate.value)
+        merged = targets.merge_branches(repo, env, pipeline.name, commit=candidate.value, undo=candidate.undo)
         return Applied(commit=merged.commit, changed=merged.changed, revision=merged.commit)
     if isinstance(tracks, TrackImagePolicy):
         written = targets.point_image_policy(repo, branch, pipeline.name, env, candidate.value)
@@ -269,10 +329,15 @@ def roll_back_candidate(
         raise ReleaseError(f"{env.name} tracked nothing before {candidate.label}: nothing to roll back to")
     branch = pipeline.repository.branch
     if isinstance(tracks, TrackBranch):
-        message = f"Roll back {env.name}: revert promotion of {candidate.label}\n\n{targets.PROMOTE_TRAILER}\n"
-        reverted = repo.revert_merge(tracks.branch, applied.commit, message)
-        return Applied(reverted.commit, reverted.changed, reverted.commit), verification_values(
-            previous, reverted.commit
+        # Back to the tree production ran before, in one commit; it names the promoted source commit so a
+        # later promotion that contains it re-applies these changes (see _rollbacks_to_undo).
+        message = (
+            f"Roll back {env.name}: revert promotion of {candidate.label}\n\n"
+            f"{ROLLED_BACK_SOURCE}{candidate.value}\n{targets.PROMOTE_TRAILER}\n"
+        )
+        restored = repo.restore_tree(tracks.branch, previous, message)
+        return Applied(restored.commit, restored.changed, restored.commit), verification_values(
+            previous, restored.commit
         )
     if isinstance(tracks, TrackImagePolicy):
         written = targets.point_image_policy(repo, branch, pipeline.name, env, previous)

@@ -161,6 +161,7 @@ class GitRepository:
         self.path = Path(cache_dir).expanduser() / f"repo-{key}"
         self._repo: git.Repo | None = None
         self._thread_lock = threading.RLock()
+        self._notes_cache: dict[str, tuple[str, dict[str, str]]] = {}
         self._lock_depth = 0
         self._lock_handle: IO[str] | None = None
 
@@ -293,10 +294,20 @@ class GitRepository:
         out = self._git("ls-tree", "-r", "--name-only", "--full-tree", commit, "--", path)
         return [line for line in out.splitlines() if line]
 
-    def log(self, since: str | None, until: str) -> list[LogEntry]:
-        """Commits reachable from ``until`` but not from ``since``, newest first."""
+    def log(
+        self,
+        since: str | None,
+        until: str,
+        *,
+        merges: bool = True,
+        limit: int | None = None,
+        paths: Sequence[str] = (),
+    ) -> list[LogEntry]:
+        """Commits reachable from ``until`` but not from ``since``, newest first (only those touching
+        ``paths``, if given)."""
         spec = self.resolve(until) if since is None else f"{self.resolve(since)}..{self.resolve(until)}"
-        out = self._git("log", "--format=%H%x1f%s%x1f%B%x1e", spec)
+        options = ([] if merges else ["--no-merges"]) + ([f"--max-count={limit}"] if limit else [])
+        out = self._git("log", *options, "--format=%H%x1f%s%x1f%B%x1e", spec, "--", *paths)
         entries = []
         for record in out.split("\x1e"):
             fields = record.strip("\n").split("\x1f")
@@ -354,17 +365,38 @@ class GitRepository:
         except GitError:
             return None
 
+    @_exclusive
     def all_notes(self, notes_ref: str) -> dict[str, str]:
-        """Every note under ``refs/notes/<notes_ref>``: annotated object -> note text (one ``git`` batch)."""
+        """Every note under ``refs/notes/<notes_ref>``: annotated object -> note text. Read through one
+        persistent ``cat-file --batch`` and cached until the notes ref moves."""
         try:
-            listing = self._git("notes", f"--ref={notes_ref}", "list")
+            tip = self._git("rev-parse", "--verify", "--quiet", f"refs/notes/{notes_ref}")
         except GitError:
             return {}
-        pairs = [line.split() for line in listing.splitlines() if line.strip()]
+        cached = self._notes_cache.get(notes_ref)
+        if cached is not None and cached[0] == tip:
+            return dict(cached[1])
+        repo = self._open()
         notes: dict[str, str] = {}
-        for blob, annotated in pairs:
-            notes[annotated] = self._git("cat-file", "blob", blob)
-        return notes
+        for line in self._git("notes", f"--ref={notes_ref}", "list").splitlines():
+            blob, _, annotated = line.partition(" ")
+            if blob and annotated:
+                notes[annotated] = repo.git.get_object_data(blob)[3].decode("utf-8").removesuffix("\n")
+        self._notes_cache[notes_ref] = (tip, notes)
+        return dict(notes)
+
+    def parent(self, commit: str) -> str:
+        """The first parent of ``commit``."""
+        return self._git("rev-parse", "--verify", "--end-of-options", f"{self.resolve(commit)}^1")
+
+    def merge_of(self, branch: str, commit: str) -> str | None:
+        """The newest merge commit on ``branch`` whose merged-in (second) parent is ``commit``."""
+        out = self._git("log", "--merges", "--first-parent", "--format=%H %P", self.resolve(branch))
+        for line in out.splitlines():
+            sha, *parents = line.split()
+            if len(parents) >= 2 and parents[1] == commit:
+                return sha
+        return None
 
     @_exclusive
     def update_note(self, commit: str, notes_ref: str, update: Callable[[str | None], str]) -> str:
@@ -421,22 +453,15 @@ class GitRepository:
         raise AssertionError("unreachable")
 
     @_exclusive
-    def revert_merge(self, branch: str, merge_commit: str, message: str) -> CommitResult:
-        """Undo a merge on ``branch`` with a new commit (``git revert -m 1``) and push it: history is kept,
-        and the branch's tree returns to what it was before the merge. A no-op if already reverted."""
+    def restore_tree(self, branch: str, commit: str, message: str) -> CommitResult:
+        """Commit, on top of ``branch``, the tree ``commit`` had, and push: a rollback that keeps history and
+        works whatever came in between (merges, re-applied reverts). A no-op when the tree is already that."""
+        target = self.resolve(commit)
         for attempt in range(1, self.push_attempts + 1):
             self.fetch()
             self._checkout_remote_branch(branch)
-            try:
-                self._git("revert", "--no-edit", "-m", "1", "--no-commit", merge_commit)
-            except GitError:
-                with contextlib.suppress(GitError):
-                    self._git("revert", "--abort")
-                raise MergeConflictError(
-                    f"reverting {merge_commit[:12]} on {branch} of {display_url(self.url)} conflicts: later commits "
-                    "changed the same lines; revert it in Git, nothing was pushed"
-                ) from None
-            if not self._git("diff", "--cached", "--name-only"):  # reverted already (a re-run)
+            self._git("read-tree", "-u", "--reset", target)
+            if not self._git("diff", "--cached", "--name-only"):
                 return CommitResult(commit=self._git("rev-parse", "HEAD"), changed=False, attempts=attempt)
             self._git("commit", "--no-verify", f"--message={message}")
             if (pushed := self._push_head(branch, attempt)) is not None:
@@ -462,11 +487,22 @@ class GitRepository:
 
     @_exclusive
     def merge_no_ff(
-        self, source: str, target: str, message: str, *, commit: str | None = None, allow_diverged: bool = False
+        self,
+        source: str,
+        target: str,
+        message: str,
+        *,
+        commit: str | None = None,
+        own_marker: str | None = None,
+        undo: Sequence[str] = (),
+        allow_diverged: bool = False,
     ) -> CommitResult:
         """``git merge <source> --no-ff -m <message>`` into ``target``, then push ``target``.
 
         ``commit`` merges that commit of ``source`` (the one verified upstream) instead of its current tip.
+        Commits on ``target`` that are merges, or carry ``own_marker`` (this tool's reverts), are not
+        divergence. ``undo`` lists commits of ``target`` to revert first, in the same push: the reverts of
+        earlier promotions whose changes this merge brings back (git would otherwise leave them out).
 
         Already merged (the source tip is in the target): a no-op. A target with commits the source does not
         have has diverged (someone changed production directly): refused unless ``allow_diverged``. A
@@ -482,16 +518,36 @@ class GitRepository:
                 source_tip = self.resolve(commit)
             self._checkout_remote_branch(target)
             target_tip = self._git("rev-parse", "HEAD")
-            if self.is_ancestor(source_tip, target_tip):
+            if self.is_ancestor(source_tip, target_tip) and not undo:
                 return CommitResult(commit=target_tip, changed=False, attempts=attempt)
-            if not allow_diverged and not self.is_ancestor(target_tip, source_tip):
-                only_target = self.log(source_tip, target_tip)
+            only_target = [
+                entry
+                for entry in self.log(source_tip, target_tip, merges=False)
+                if own_marker is None or own_marker not in entry.message
+            ]
+            if not allow_diverged and only_target:
                 listing = ", ".join(f"{entry.sha[:12]} {entry.subject}" for entry in only_target[:5])
                 raise GitError(
                     f"{target} has diverged from {source} in {display_url(self.url)}: it has "
                     f"{len(only_target)} commit(s) that {source} does not ({listing}); bring them into {source} "
                     "first, or allow diverged merges for this environment"
                 )
+            for revert in undo:
+                note = f"\n\n{own_marker}\n" if own_marker else "\n"
+                try:
+                    self._git("revert", "--no-edit", "--no-commit", revert)
+                    self._git(
+                        "commit",
+                        "--no-verify",
+                        f"--message=Re-apply what {revert[:12]} rolled back\n\nThis reverts commit {revert}.{note}",
+                    )
+                except GitError:
+                    with contextlib.suppress(GitError):
+                        self._git("revert", "--abort")
+                    raise MergeConflictError(
+                        f"re-applying the changes that {revert[:12]} rolled back on {target} of "
+                        f"{display_url(self.url)} conflicts; resolve it in Git, nothing was pushed"
+                    ) from None
             try:
                 self._git("merge", "--no-ff", f"--message={message}", source_tip)
             except GitError:

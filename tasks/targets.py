@@ -8,6 +8,7 @@ the same locators, so a plan, a rollback and a re-run all agree on "current".
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,28 +116,39 @@ def point_environment(repo: GitRepository, branch: str, pipeline: str, env: Envi
     return repo.commit_and_push(branch, edit, lambda: commit_message(pipeline, env, seen.get("old"), value))
 
 
-def merge_branches(repo: GitRepository, env: Environment, pipeline: str, *, commit: str | None = None) -> CommitResult:
-    """Merge the upstream branch (at ``commit``, the one verified there) into ``env``'s branch, ``--no-ff``."""
+def merge_branches(
+    repo: GitRepository, env: Environment, pipeline: str, *, commit: str | None = None, undo: Sequence[str] = ()
+) -> CommitResult:
+    """Merge the upstream branch (at ``commit``, the one verified there) into ``env``'s branch, ``--no-ff``,
+    after re-applying the rollbacks in ``undo``. This tool's own commits on the target are not divergence."""
     tracks = env.tracks
     if not isinstance(tracks, TrackBranch) or tracks.merge_from is None:
         raise TargetError(f"environment {env.name!r} is not promoted by a branch merge")
     message = tracks.merge_message.format(from_branch=tracks.merge_from, environment=env.name, pipeline=pipeline)
-    return repo.merge_no_ff(tracks.merge_from, tracks.branch, f"{message}\n\n{PROMOTE_TRAILER}\n", commit=commit)
+    return repo.merge_no_ff(
+        tracks.merge_from,
+        tracks.branch,
+        f"{message}\n\n{PROMOTE_TRAILER}\n",
+        commit=commit,
+        own_marker=PROMOTE_TRAILER,
+        undo=undo,
+    )
 
 
 def _is_manifest(path: str) -> bool:
     return path.endswith((".yaml", ".yml")) and not any(part.startswith(".") for part in path.split("/"))
 
 
-def read_policy_tag(repo: GitRepository, branch: str, env: Environment) -> str | None:
-    """The tag an image-policy environment's setter markers hold now (None when no marker holds one)."""
+def read_policy_tag(repo: GitRepository, ref: str, env: Environment) -> str | None:
+    """The tag an image-policy environment's setter markers hold at ``ref`` (None when no marker holds one)."""
     tracks = env.tracks
     if not isinstance(tracks, TrackImagePolicy):
         raise TargetError(f"environment {env.name!r} does not track an image policy")
-    for file in repo.list_files(branch, tracks.path):
+    commit = repo.resolve(ref)
+    for file in repo.list_files(commit, tracks.path):
         if not _is_manifest(file):
             continue
-        text = repo.read_file(branch, file)
+        text = repo.read_file(commit, file)
         for marker in manifests.find_setter_markers(text, source=file):
             if marker.policy != tracks.policy:
                 continue

@@ -190,7 +190,7 @@ def test_merge_no_ff_promotes_branch(origin: tuple[Path, Path], tmp_path: Path) 
     assert not again.changed and again.commit == result.commit
 
 
-def test_merge_of_a_given_commit_and_its_revert(origin: tuple[Path, Path], tmp_path: Path) -> None:
+def test_merge_of_a_given_commit_rollback_and_reapply(origin: tuple[Path, Path], tmp_path: Path) -> None:
     bare, seed = origin
     production_before = run_git(bare, "rev-parse", "production")
     verified = commit_file(seed, "apps/app.yaml", "replicas: 2\n", "verified in staging", branch="staging")
@@ -198,14 +198,21 @@ def test_merge_of_a_given_commit_and_its_revert(origin: tuple[Path, Path], tmp_p
     repo = repo_for(bare, tmp_path / "cache")
     with pytest.raises(GitError, match=r"is not on staging"):
         repo.merge_no_ff("staging", "production", "Promote", commit=production_before[:7] + "0" * 33)
-    merged = repo.merge_no_ff("staging", "production", "Promote", commit=verified)
+    merged = repo.merge_no_ff("staging", "production", "Promote\n\nMARK", commit=verified, own_marker="MARK")
     assert run_git(bare, "rev-list", "--parents", "-n", "1", "production").split()[2] == verified
     assert run_git(bare, "show", "production:apps/app.yaml") == "replicas: 2"
-    reverted = repo.revert_merge("production", merged.commit, "Roll back")
-    assert reverted.changed
-    assert run_git(bare, "diff", production_before, "production") == ""
-    again = repo.revert_merge("production", merged.commit, "Roll back")  # a re-run: nothing to revert
-    assert not again.changed and again.commit == reverted.commit
+    assert repo.merge_of("production", verified) == merged.commit
+    restored = repo.restore_tree("production", production_before, "Roll back\n\nMARK")
+    assert restored.changed and run_git(bare, "diff", production_before, "production") == ""
+    again = repo.restore_tree("production", production_before, "Roll back\n\nMARK")  # a re-run: no-op
+    assert not again.changed and again.commit == restored.commit
+    # Promoting the same commit again: the rollback is re-applied first (a plain merge would bring nothing),
+    # and this tool's own merge and rollback on production are not divergence.
+    back = repo.merge_no_ff(
+        "staging", "production", "Promote\n\nMARK", commit=verified, own_marker="MARK", undo=[restored.commit]
+    )
+    assert back.changed and run_git(bare, "show", "production:apps/app.yaml") == "replicas: 2"
+    assert "This reverts commit " + restored.commit in run_git(bare, "log", "-1", "--format=%B", "production")
 
 
 def test_all_notes_and_list_files(origin: tuple[Path, Path], tmp_path: Path) -> None:

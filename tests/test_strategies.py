@@ -316,3 +316,58 @@ def test_single_environment_image_policy_with_registry_credentials_and_a_gate(
         assert prod.result()["version"] == "1.3.0"  # 1.x.x: the rc is not a candidate
         assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.3.0"
         assert "s3cret-registry-pass" not in str(prod.result())
+
+
+def test_branch_promotes_again_after_a_promotion_and_after_a_rollback(world: SandboxWorld) -> None:
+    """This tool's own merges and rollbacks on main are not divergence; and promoting a fix after a rolled
+    back promotion brings back the rolled-back changes too (a plain merge would leave them out)."""
+    app = ready(world, "br-again", "branch", approval=False)
+    pipeline = str(app.pipeline_file)
+    app.release_image("1.0.1")
+    assert promote_rc(pipeline_file=pipeline, return_state=True).is_completed()
+    assert promote_production(pipeline_file=pipeline, return_state=True).is_completed()
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.1"
+
+    production = app.env("production")
+    production.failure, production.failure_ref = "stalled", "1.0.2"
+    app.release_image("1.0.2")
+    app.commit_change("feature: wishlist")  # ships with 1.0.2, and is rolled back with it
+    assert promote_rc(pipeline_file=pipeline, return_state=True).is_completed()
+    failed = promote_production(pipeline_file=pipeline, return_state=True)
+    assert failed.is_failed() and "ROLLED BACK" in str(failed.message)
+    assert "wishlist" not in git(app.origin, "show", "main:src/CHANGELOG.md")
+
+    production.failure = None
+    app.release_image("1.0.3")  # the fix, on top of the rolled-back release
+    assert promote_rc(pipeline_file=pipeline, return_state=True).is_completed()
+    fixed = promote_production(pipeline_file=pipeline, return_state=True)
+    assert fixed.is_completed(), fixed.message
+    assert "wishlist" in git(app.origin, "show", "main:src/CHANGELOG.md")  # the rolled-back change is back
+    assert running_image(world, app, "production") == f"registry.sandbox.local/{app.name}:1.0.3"
+    assert git(app.origin, "diff", "staging", "main") == ""
+
+
+def test_overlay_crash_after_write_back_then_a_failing_rerun_still_rolls_back(world: SandboxWorld) -> None:
+    """The re-run finds the new value already written; it must still know what ran before it."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_flows import CRASH_SCRIPT, ROOT
+
+    app = ready(world, "ovl-crash", "overlay", approval=False)
+    app.release_image("1.0.8")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    production = app.env("production")
+    production.failure, production.failure_ref = "degraded", "1.0.8"  # 1.0.8 will not come up in production
+    env = {**os.environ, "PROMOTE_CRASH_AT": "after-write-back", "PYTHONPATH": str(ROOT)}
+    script = CRASH_SCRIPT.format(module="promote_production", flow="promote_production")
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(app.pipeline_file)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 86, proc.stdout + proc.stderr
+    assert "newTag: 1.0.8" in git(app.origin, "show", "main:overlays/production/kustomization.yaml")
+    rerun = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert rerun.is_failed()
+    assert "ROLLED BACK to 1.0.0" in str(rerun.message)
+    assert "newTag: 1.0.0" in git(app.origin, "show", "main:overlays/production/kustomization.yaml")
