@@ -13,7 +13,14 @@ from prefect.runtime import flow_run
 from flows.common import audit, crash_point, environment_lock, release_values
 from promote.pipeline import Environment
 from tasks import evidence, release
-from tasks.approval import ApprovalPlan, approval_key, fail_expired_approvals, wait_for_approval
+from tasks.approval import (
+    ApprovalPlan,
+    approval_key,
+    fail_expired_approvals,
+    pin_candidate,
+    pinned_candidate,
+    wait_for_approval,
+)
 from tasks.candidates import Applied, Candidate, NothingToPromoteError, verification_values
 from tasks.connections import Connections, connect
 from tasks.locks import EnvironmentLock
@@ -83,8 +90,11 @@ def promote_production(
         for expired in fail_expired_approvals():
             log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
         fetch_repository(conn)
+        pinned = pinned_candidate(env.name)  # set when this run was suspended at the gate: promote exactly that
+        if pinned is not None:
+            log.info(f"resumed after the approval gate: promoting {pinned}, the version that was up for approval")
         try:
-            cand = choose_candidate(conn, env, rc)
+            cand = choose_candidate(conn, env, pinned or rc)
         except NothingToPromoteError as nothing:
             log.info(str(nothing))
             summary["nothing_to_do"] = str(nothing)
@@ -192,6 +202,7 @@ def _approve(
         pipeline.notifications, f"{pipeline.name}: {cand.label} waits for approval to {env.name}", conn.log, link=link
     )
     lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
+    pin_candidate(env.name, cand.record_tag)
     decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))
     lock.hold_for(0)  # answered: back to renew-or-lapse, so a crash from here frees it after the TTL
     if env.gate.approvers and decision.approver not in env.gate.approvers:

@@ -114,6 +114,31 @@ def approval_key(environment: str, rc_tag: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"approve-{environment}-{rc_tag}".lower()).strip("-")[:100]
 
 
+def _pin_key(environment: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", f"promote-candidate-{environment}".lower()).strip("-")[:100]
+
+
+def pin_candidate(environment: str, value: str) -> None:
+    """Remember, in the flow run, what is waiting for approval: a suspended run re-runs from the top, and
+    must promote what was approved even if something newer was verified or pushed meanwhile."""
+    from prefect.input import create_flow_run_input, read_flow_run_input
+
+    key = _pin_key(environment)
+    if read_flow_run_input(key) is None:
+        create_flow_run_input(key, value)
+
+
+def pinned_candidate(environment: str) -> str | None:
+    """What this flow run pinned before it was suspended for approval, if anything."""
+    from prefect.input import read_flow_run_input
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:
+        return None
+    value = read_flow_run_input(_pin_key(environment))
+    return str(value) if value is not None else None
+
+
 class ApprovalTimeoutError(RuntimeError):
     """Nobody answered in time; production was not touched."""
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from promote.pipeline import Environment, Pipeline, TrackBranch, TrackImagePolicy, TrackKustomizeImage
 from tasks import targets
+from tasks.evidence import Record
 from tasks.gitrepo import GitError, GitRepository
 from tasks.imagepolicy import select_tag
 from tasks.release import (
@@ -186,6 +187,8 @@ def candidate_for(
                     f"{requested} is outside the image policy of {env.name} ({_policy_text(tracks)}); "
                     "promote a tag the policy allows, or change the policy"
                 )
+            if registry_tags is not None and requested not in registry_tags():
+                raise ReleaseError(f"{tracks.registry.repository} has no tag {requested} in {tracks.registry.url}")
             value = requested
         else:
             if registry_tags is None:
@@ -195,11 +198,7 @@ def candidate_for(
             if above is not None:
                 # Choose among what passed upstream: production's policy must never pick a tag staging did
                 # not run (e.g. a stable 1.4.0 while staging verified 1.4.0-rc.1 and 1.3.9).
-                verified = {
-                    r.tag
-                    for r in all_records(repo)
-                    if (r.kind, r.pipeline, r.environment) == ("verified", name, above.name)
-                }
+                verified = standing_verifications(repo, name, above.name)
                 tags = [t for t in tags if t in verified]
                 where = f" among the {len(tags)} verified in {above.name}"
             chosen = select_tag(tags, tracks.filter_tags, tracks.choose)
@@ -212,7 +211,7 @@ def candidate_for(
     anchor = repo.resolve(branch)
     if above is not None:
         found = find_record(repo, "verified", name, above.name, value)
-        if found is None:
+        if found is None or value not in standing_verifications(repo, name, above.name):
             raise ReleaseError(
                 f"{value} has no record of a passed verification in {above.name}; promote it there first (promote-rc)"
             )
@@ -257,11 +256,22 @@ def _rollbacks_to_undo(repo: GitRepository, branch: str, commit: str) -> tuple[s
     return tuple(undo)
 
 
+def standing_verifications(repo: GitRepository, pipeline: str, environment: str) -> set[str]:
+    """Values verified in ``environment`` and not rolled back there since (the newest record decides)."""
+    latest: dict[str, Record] = {}
+    for record in all_records(repo):
+        if (record.pipeline, record.environment) != (pipeline, environment):
+            continue
+        if record.kind not in ("verified", "rolled-back"):
+            continue
+        if record.tag not in latest or record.at >= latest[record.tag].at:
+            latest[record.tag] = record
+    return {tag for tag, record in latest.items() if record.kind == "verified"}
+
+
 def _newest_verified_commit(repo: GitRepository, pipeline: str, upstream: Environment, branch: str) -> str:
     """The newest commit of ``branch`` verified in ``upstream``: the branch may have moved on since."""
-    verified = {
-        r.tag for r in all_records(repo) if (r.kind, r.pipeline, r.environment) == ("verified", pipeline, upstream.name)
-    }
+    verified = standing_verifications(repo, pipeline, upstream.name)
     for entry in repo.log(None, branch, limit=500):
         if entry.sha in verified:
             return entry.sha

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.promote_rc import promote_rc
 from sandbox.world import SandboxWorld, git
 from tests.support.webdriver import browser
 from tests.test_flows import ROOT, artifacts_of, read_run, ready_app, wait_for_state
@@ -136,6 +137,12 @@ def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, 
     assert "v1.0.0" in dom and "v1.0.1" in dom
     assert "Approver" in dom and "Reason" in dom and "Submit" in dom  # the form fields
 
+    # While it waits, a newer rc passes staging. The suspended run re-runs from the top once approved, and
+    # must promote what was approved (v1.0.1-rc1), not the newest verified rc.
+    app.commit_change("feature: newer than the approval")
+    newer = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert newer.is_completed() and newer.result()["rc"] == "v1.0.1-rc2"
+
     approved = run(
         *promote, "approve", str(paused.id), "--approver", "alice", "--reason", "dashboards green", env=worker
     )
@@ -148,6 +155,8 @@ def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, 
         time.sleep(1)
     assert state is not None and state.is_completed(), state
     assert "v1.0.1" in git(app.origin, "tag", "--list").split()
+    assert git(app.origin, "rev-parse", "v1.0.1^{commit}") == git(app.origin, "rev-parse", "v1.0.1-rc1^{commit}")
+    assert "targetRevision: v1.0.1 " in git(app.origin, "show", f"main:apps/production/{app.name}.yaml")
     audit = artifacts_of(paused.id)[f"promote-production-{app.name}"]
     assert "| approver | alice |" in audit and "| version | v1.0.1 |" in audit
     again = run(*promote, "approve", str(paused.id), "--reason", "late", env=worker)
