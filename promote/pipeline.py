@@ -340,7 +340,47 @@ class Pipeline(_Model):
                 raise ValueError(
                     f"environment {env.name!r} tracks a branch but says nothing to merge from: set tracks.merge_from"
                 )
+        self._promotable_shape()
         return self
+
+    def _promotable_shape(self) -> None:
+        """Refuse shapes the flows cannot promote, instead of failing at run time with misleading advice."""
+        envs = self.environments
+        if len(envs) < 2:
+            return
+        last, upstream = envs[-1], envs[-2]
+        kinds = {env.tracks.kind for env in envs}
+        if "tag" not in kinds and len(envs) > 2:
+            raise ValueError(
+                f"without tag environments a pipeline has at most two environments (promote-rc verifies the first, "
+                f"promote-production promotes the last); got {', '.join(self.names)}: split it into pipelines"
+            )
+        compatible = {
+            "tag": {"tag"},
+            "branch": {"branch"},
+            "kustomize-image": {"kustomize-image", "image-policy"},
+            "image-policy": {"kustomize-image", "image-policy"},
+        }[last.tracks.kind]
+        if upstream.tracks.kind not in compatible:
+            raise ValueError(
+                f"environment {last.name!r} ({last.tracks.kind}) cannot be promoted from {upstream.name!r} "
+                f"({upstream.tracks.kind}): its upstream must track {' or '.join(sorted(compatible))}"
+            )
+        if (
+            isinstance(last.tracks, TrackBranch)
+            and isinstance(upstream.tracks, TrackBranch)
+            and last.tracks.merge_from != upstream.tracks.branch
+        ):
+            raise ValueError(
+                f"environment {last.name!r} merges from {last.tracks.merge_from!r}, but the environment before it "
+                f"({upstream.name!r}) tracks branch {upstream.tracks.branch!r}: set tracks.merge_from to "
+                f"{upstream.tracks.branch!r}"
+            )
+        if last.tracks.kind == "tag" and upstream is not next(e for e in envs if e.tracks.kind == "tag"):
+            raise ValueError(
+                f"environment {upstream.name!r} is between the release candidates' environment and "
+                f"{last.name!r}, but no flow promotes it: make it the first tag environment or remove it"
+            )
 
     def environment(self, name: str) -> Environment:
         for env in self.environments:

@@ -127,3 +127,80 @@ def test_cli_validate_broken_file_exits_nonzero_naming_the_field(tmp_path: Path)
 def test_cli_validate_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 1
     assert "cannot read the file: No such file or directory" in capsys.readouterr().err
+
+
+def _env(name: str, tracks: str) -> str:
+    return f"""
+  - name: {name}
+    tracks:
+{tracks}"""
+
+
+OVERLAY = "      kind: kustomize-image\n      file: overlays/{0}/kustomization.yaml\n      image: app"
+BRANCH = "      kind: branch\n      branch: {0}"
+TAG = "      kind: tag\n      application_file: apps/{0}.yaml"
+
+
+def _pipeline(*envs: str) -> str:
+    head = MINIMAL.split("environments:")[0]
+    return head + "environments:" + "".join(envs) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("envs", "problem"),
+    [
+        (
+            [
+                _env("dev", OVERLAY.format("dev")),
+                _env("staging", OVERLAY.format("staging")),
+                _env("prod", OVERLAY.format("prod")),
+            ],
+            "without tag environments a pipeline has at most two environments",
+        ),
+        (
+            [_env("staging", TAG.format("staging")), _env("prod", OVERLAY.format("prod"))],
+            "environment 'prod' (kustomize-image) cannot be promoted from 'staging' (tag): its upstream must track "
+            "image-policy or kustomize-image",
+        ),
+        (
+            [
+                _env("staging", BRANCH.format("staging")),
+                _env("prod", BRANCH.format("main") + "\n      merge_from: stage"),
+            ],
+            "environment 'prod' merges from 'stage', but the environment before it ('staging') tracks branch "
+            "'staging': set tracks.merge_from to 'staging'",
+        ),
+        (
+            [_env("staging", TAG.format("staging")), _env("qa", TAG.format("qa")), _env("prod", TAG.format("prod"))],
+            "environment 'qa' is between the release candidates' environment and 'prod', but no flow promotes it",
+        ),
+        (
+            [
+                _env("staging", "      kind: branch\n      branch: staging"),
+                _env(
+                    "prod",
+                    BRANCH.format("main") + "\n      merge_from: staging\n      merge_message: 'Promote {branch}'",
+                ),
+            ],
+            "cannot fill in 'Promote {branch}' (KeyError: 'branch'); the placeholders are {from_branch}, {environment} "
+            "and {pipeline}",
+        ),
+    ],
+    ids=["three-without-tags", "overlay-after-tag", "merge-from-mismatch", "unpromoted-middle", "merge-message"],
+)
+def test_shapes_the_flows_cannot_promote_are_refused(envs: list[str], problem: str) -> None:
+    problems = _problems(_pipeline(*envs))
+    assert any(problem in p for p in problems), problems
+
+
+def test_supported_shapes_validate() -> None:
+    parse_pipeline(
+        _pipeline(_env("dev", BRANCH.format("main")), _env("staging", TAG.format("s")), _env("prod", TAG.format("p")))
+    )
+    parse_pipeline(
+        _pipeline(
+            _env("staging", BRANCH.format("staging")),
+            _env("prod", BRANCH.format("main") + "\n      merge_from: staging"),
+        )
+    )
+    parse_pipeline(_pipeline(_env("staging", OVERLAY.format("staging")), _env("prod", OVERLAY.format("prod"))))
