@@ -117,18 +117,27 @@ def _roll_back_untagged(
         if not promoted:
             raise release.ReleaseError(f"no promotion of {env.name} is recorded: nothing to revert")
         merge = str(promoted[0].details.get("revision") or "")
-        target = f"{env.tracks.kind} before {merge[:12]}"
+        target = f"the tree before {merge[:12]}"
         previous_value = str(promoted[0].details.get("from") or "")
+        current = promoted[0].tag  # the promoted source commit: its rollback names it, so a later merge re-applies
     else:
+        ran = {str(v) for r in promoted for v in (r.tag, r.details.get("from")) if v}
         if to_version is None:
-            earlier = [r.details.get("from") or "" for r in promoted if r.tag == current]
-            target = next((v for v in earlier if v), "")
+            earlier = [str(r.details.get("from") or "") for r in promoted if r.tag == current]
+            target = next((v for v in earlier if v and v != current), "")
             if not target:
                 raise release.ReleaseError(
                     f"{env.name} runs {current}; no recorded promotion says what it ran before: give to_version"
                 )
         else:
             target = to_version
+            upstream = release.upstream_of(pipeline, env) if env is not pipeline.environments[0] else None
+            verified = candidates.standing_verifications(conn.repo, pipeline.name, upstream.name) if upstream else set()
+            if target not in ran | verified:
+                known = ", ".join(sorted(ran)) or "none recorded"
+                raise release.ReleaseError(
+                    f"{target} never ran in {env.name} and was not verified upstream; values it ran: {known}"
+                )
         previous_value = target
     summary: dict[str, Any] = {
         "pipeline": pipeline.name,

@@ -199,6 +199,8 @@ def test_rollback_flow_for_overlays_and_branches(world: SandboxWorld) -> None:
     overlay.release_image("1.0.6")
     assert promote_rc(pipeline_file=str(overlay.pipeline_file), return_state=True).is_completed()
     assert promote_production(pipeline_file=str(overlay.pipeline_file), return_state=True).is_completed()
+    unknown = rollback(pipeline_file=str(overlay.pipeline_file), to_version="9.9.9", return_state=True)
+    assert unknown.is_failed() and "9.9.9 never ran in production and was not verified upstream" in str(unknown.message)
     back = rollback(pipeline_file=str(overlay.pipeline_file), return_state=True)
     assert back.is_completed(), back.message
     assert (back.result()["from"], back.result()["to"]) == ("1.0.6", "1.0.0")  # from the promotion record
