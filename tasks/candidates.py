@@ -94,6 +94,8 @@ def value_before_write(
 
 
 def _planned_diff(repo: GitRepository, pipeline: Pipeline, env: Environment, value: str) -> str:
+    if isinstance(env.tracks, TrackImagePolicy):
+        return targets.plan_image_policy(repo, pipeline.repository.branch, env, value)
     file = targets.tracked_file(env)
     if file is None:
         return ""

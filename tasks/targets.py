@@ -190,3 +190,36 @@ def policy_commit_message(tracks: TrackImagePolicy, update: UpdateResult, pipeli
 
     namespace = tracks.policy.split(":", 1)[0]
     return render(tracks.message_template, TemplateData(namespace, pipeline, [update]))
+
+
+def plan_image_policy(repo: GitRepository, ref: str, env: Environment, tag: str) -> str:
+    """The unified diff that writing ``tag`` through ``env``'s setter markers would make, computed on a
+    scratch copy of the files under its path (nothing in the repository is touched)."""
+    import tempfile
+
+    from tasks.imagepolicy import apply_to_files
+
+    tracks = env.tracks
+    if not isinstance(tracks, TrackImagePolicy):
+        raise TargetError(f"environment {env.name!r} does not track an image policy")
+    commit = repo.resolve(ref)
+    with tempfile.TemporaryDirectory(prefix="promote-plan-") as scratch:
+        root = Path(scratch)
+        before: dict[str, str] = {}
+        for file in repo.list_files(commit, tracks.path):
+            if _is_manifest(file):
+                before[file] = repo.read_file(commit, file)
+                (root / file).parent.mkdir(parents=True, exist_ok=True)
+                (root / file).write_text(before[file], encoding="utf-8")
+        update = apply_to_files(root, tracks.path, tracks.policy, tracks.registry.image_name, tag)
+        return "".join(
+            "".join(
+                difflib.unified_diff(
+                    before[file].splitlines(keepends=True),
+                    (root / file).read_text(encoding="utf-8").splitlines(keepends=True),
+                    f"a/{file}",
+                    f"b/{file}",
+                )
+            )
+            for file in update.files
+        )

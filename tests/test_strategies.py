@@ -256,6 +256,7 @@ def test_image_policy_promotes_registry_tags_through_setter_markers(world: Sandb
         prod = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
         assert prod.is_completed(), prod.message
         assert (prod.result()["from"], prod.result()["version"]) == ("1.0.0", "1.1.0")
+        assert f"+          image: {image}:1.1.0 # " in prod.result()["diff"]  # shown at the gate and in the audit
         assert git(app.origin, "log", "-1", "--format=%s", "main") == f"Update {image}:1.1.0"
         assert running_image(world, app, "production") == f"{image}:1.1.0"
 
