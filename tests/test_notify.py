@@ -1,0 +1,207 @@
+"""Webhook notifications against a real HTTP server on 127.0.0.1 (a Slack-compatible incoming webhook)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from promote.pipeline import Notifications, parse_pipeline
+from tasks.notify import notify
+
+ENV = "PROMOTE_TEST_WEBHOOK_URL"
+TOKEN = "T0SECRET/B0SECRET/xoxb-webhook-token-4711"  # what a Slack webhook path carries: the secret
+RUN = "http://prefect.example/runs/flow-run/1234"
+
+
+@dataclass
+class Webhook:
+    status: int = 200
+    delay_s: float = 0.0
+    received: list[tuple[str, str, dict[str, object]]] = field(default_factory=list)  # path, content type, body
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@contextmanager
+def serve_webhook(hook: Webhook) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
+            with hook.lock:
+                hook.received.append((self.path, self.headers.get("Content-Type", ""), body))
+            if hook.delay_s:
+                time.sleep(hook.delay_s)
+            payload = b"ok" if hook.status == 200 else b"invalid_token"
+            self.send_response(hook.status)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[Webhook, str]]:
+    state = Webhook()
+    with serve_webhook(state) as base:
+        yield state, f"{base}/services/{TOKEN}"
+
+
+@pytest.fixture
+def lines() -> list[str]:
+    return []
+
+
+@pytest.fixture(autouse=True)
+def all_logging(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Every logger at DEBUG, as with PREFECT_LOGGING_ROOT_LEVEL=DEBUG: a secret must not reach any of them."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def config(env: str | None = ENV) -> Notifications:
+    return Notifications(webhook_url_env=env)
+
+
+def assert_no_secret(lines: list[str], caplog: pytest.LogCaptureFixture, url: str) -> None:
+    for text in [*lines, caplog.text]:
+        assert TOKEN not in text and url not in text and "xoxb" not in text
+
+
+def test_posts_the_message_with_a_link_to_the_run(
+    hook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch, lines: list[str]
+) -> None:
+    state, url = hook
+    monkeypatch.setenv(ENV, url)
+    assert notify(config(), "shop: v1.2.3 waits for approval to production", lines.append, link=RUN) is True
+    assert state.received == [
+        (
+            f"/services/{TOKEN}",
+            "application/json",
+            {"text": f"shop: v1.2.3 waits for approval to production\n<{RUN}|Open the run>"},
+        )
+    ]
+    assert lines == []
+
+
+def test_without_a_run_link_posts_the_text_alone(
+    hook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch, lines: list[str]
+) -> None:
+    state, url = hook
+    monkeypatch.setenv(ENV, url)
+    assert notify(config(), "shop: v1.2.3 is live in production", lines.append) is True
+    assert [body for _, _, body in state.received] == [{"text": "shop: v1.2.3 is live in production"}]
+
+
+def test_url_comes_from_the_variable_the_pipeline_file_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen, other = Webhook(), Webhook()
+    with serve_webhook(chosen) as chosen_url, serve_webhook(other) as other_url:
+        monkeypatch.setenv("TEAM_SHOP_WEBHOOK", f"{chosen_url}/hook")
+        monkeypatch.setenv(ENV, f"{other_url}/hook")
+        pipeline = parse_pipeline(
+            """\
+name: shop
+repository: {url: "https://git.example/shop.git"}
+notifications: {webhook_url_env: TEAM_SHOP_WEBHOOK}
+environments:
+  - name: production
+    tracks: {kind: tag, application_file: apps/production/shop.yaml}
+"""
+        )
+        assert notify(pipeline.notifications, "shop: done", lambda _m: None) is True
+    assert [body for _, _, body in chosen.received] == [{"text": "shop: done"}]
+    assert other.received == []
+
+
+@pytest.mark.parametrize("status", [500, 404, 403])
+def test_a_refusing_webhook_is_logged_without_the_url_and_does_not_raise(
+    hook: tuple[Webhook, str],
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[str],
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    state, url = hook
+    state.status = status
+    monkeypatch.setenv(ENV, url)
+    assert notify(config(), "shop: promotion FAILED", lines.append, link=RUN) is False
+    assert len(state.received) == 1  # tried once, did not raise
+    assert lines == [f"notification webhook ({ENV}) failed: {status}"]
+    assert_no_secret(lines, caplog, url)
+
+
+def test_an_unreachable_webhook_is_logged_without_the_url_and_does_not_raise(
+    monkeypatch: pytest.MonkeyPatch, lines: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:  # a port nobody listens on any more
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/services/{TOKEN}"
+    monkeypatch.setenv(ENV, url)
+    assert notify(config(), "shop: promotion FAILED", lines.append) is False
+    assert lines == [f"notification webhook ({ENV}) failed: ConnectError"]
+    assert_no_secret(lines, caplog, url)
+
+
+def test_a_hanging_webhook_times_out_without_failing_the_promotion(
+    hook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch, lines: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    state, url = hook
+    state.delay_s = 2
+    monkeypatch.setenv(ENV, url)
+    started = time.monotonic()
+    assert notify(config(), "shop: promotion FAILED", lines.append, timeout=0.3) is False
+    assert time.monotonic() - started < 1.5
+    assert lines == [f"notification webhook ({ENV}) failed: ReadTimeout"]
+    assert_no_secret(lines, caplog, url)
+
+
+@pytest.mark.parametrize("value", [f"http://[::1/services/{TOKEN}", f"hooks.example/services/{TOKEN}"])
+def test_a_malformed_url_is_logged_without_it_and_does_not_raise(
+    monkeypatch: pytest.MonkeyPatch, lines: list[str], caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    monkeypatch.setenv(ENV, value)
+    assert notify(config(), "shop: promotion FAILED", lines.append) is False
+    assert len(lines) == 1 and lines[0].startswith(f"notification webhook ({ENV}) failed: ")
+    assert_no_secret(lines, caplog, value)
+
+
+def test_a_url_with_surrounding_whitespace_is_used(
+    hook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch, lines: list[str]
+) -> None:
+    state, url = hook
+    monkeypatch.setenv(ENV, f"  {url}\n")  # as pasted into a secret store or read from a file
+    assert notify(config(), "shop: done", lines.append) is True
+    assert len(state.received) == 1 and lines == []
+
+
+@pytest.mark.parametrize("setting", ["unset", "empty", "not configured"])
+def test_nothing_is_sent_without_a_webhook_url(
+    hook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch, lines: list[str], setting: str
+) -> None:
+    state, _ = hook
+    monkeypatch.delenv(ENV, raising=False)
+    if setting == "empty":
+        monkeypatch.setenv(ENV, "")
+    cfg = config(None) if setting == "not configured" else config()
+    assert notify(cfg, "shop: done", lines.append, link=RUN) is False
+    assert state.received == [] and lines == []
