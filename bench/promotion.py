@@ -3,28 +3,44 @@
   A. the flows (promote-rc + promote-production, no approval gate) through a real Prefect server;
   B. the same external operations called directly, without Prefect (tag, write-back, verify, checks, notes);
   C. Prefect's fixed per-flow cost: two empty flow runs;
-  and the nightly flow over 1 pipeline vs 20 pipelines.
+  and the nightly flow over 1 pipeline vs N pipelines (default 20).
 
 Overhead = A - B: everything Prefect adds, its fixed per-flow cost included (target: under 3 s beyond that
 fixed cost; C is printed for reference: much of it overlaps with the external work in A, so A - B - C
-would understate). Nightly ratio = T(20) / T(1) (target < 4).
-Run: .venv/bin/python bench/promotion.py
+would understate). Nightly ratio = T(N) / T(1) (target < 4 for N = 20).
+
+With each nightly it prints what explains the ratio: how often the Prefect server refused a write (its
+SQLite answers "database is locked" while another write is in progress; the API says 503 and the client
+retries after 2, 4, 8, 16, 32 s) and how busy the machine's CPUs were. ``--database postgresql`` runs the
+same server on a throwaway local PostgreSQL (initdb/pg_ctl on PATH) to compare.
+
+Run: .venv/bin/python bench/promotion.py [--help]
 """
 
 from __future__ import annotations
 
+import argparse
+import atexit
+import contextlib
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(tempfile.mkdtemp(prefix="promote-bench-"))
+atexit.register(shutil.rmtree, ROOT, True)
 
 from sandbox.prefect_server import PrefectServer, prefect_env  # noqa: E402
 
+# The server logs each write it refused (a documented Prefect setting): the bench counts them.
+os.environ["PREFECT_API_LOG_RETRYABLE_ERRORS"] = "true"
 SERVER = PrefectServer(home=ROOT / "prefect")
 os.environ.update(prefect_env(SERVER.home, SERVER.api_url))
 os.environ["PROMOTE_CACHE_DIR"] = str(ROOT / "cache")
@@ -36,13 +52,14 @@ from prefect import flow  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
 from flows.promote_rc import promote_rc  # noqa: E402
-from promote.pipeline import load_pipeline  # noqa: E402
 from sandbox.apiserver import LocalKubeAPI, install_crds  # noqa: E402
 from sandbox.world import SandboxApp, SandboxWorld  # noqa: E402
 from tasks import evidence, release, targets  # noqa: E402
 from tasks.connections import connect  # noqa: E402
 from tasks.health import run_check  # noqa: E402
 from tasks.verification import verify_environment  # noqa: E402
+
+REFUSAL = b"Encountered retryable exception in request"
 
 
 @flow
@@ -83,14 +100,133 @@ def direct(app: SandboxApp) -> None:
     release.record(repo, evidence.Record("promoted", pipeline.name, "production", stable, commit))
 
 
-def timed(fn: object, *args: object) -> float:
+def timed(fn: Callable[..., object], *args: object) -> float:
     started = time.perf_counter()
-    fn(*args)  # type: ignore[operator]
+    fn(*args)
     return time.perf_counter() - started
 
 
-def main() -> int:
-    with LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()) as api, SERVER:
+def cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU-seconds of the whole machine so far, all cores (Linux /proc/stat)."""
+    with Path("/proc/stat").open() as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+@dataclass
+class NightlyResult:
+    seconds: float
+    failed: str | None  # the nightly's failure message, if it failed
+    refusals: int  # writes the Prefect server refused (HTTP 503) while it ran
+    cpu_busy: float  # CPU-seconds the machine was busy (all processes) while it ran
+    cpu_total: float
+
+
+def run_nightly(pipelines: Path, max_parallel: int) -> NightlyResult:
+    log_start = SERVER.log_file.stat().st_size
+    busy0, total0 = cpu_seconds()
+    started = time.perf_counter()
+    state = nightly(pipelines_dir=str(pipelines), max_parallel=max_parallel, return_state=True)
+    seconds = time.perf_counter() - started
+    busy1, total1 = cpu_seconds()
+    with SERVER.log_file.open("rb") as log:
+        log.seek(log_start)
+        refusals = log.read().count(REFUSAL)
+    failed = None if state.is_completed() else str(state.message)
+    return NightlyResult(seconds, failed, refusals, busy1 - busy0, total1 - total0)
+
+
+def describe(result: NightlyResult) -> str:
+    cpu = f"CPU busy {result.cpu_busy:.0f} of {result.cpu_total:.0f} CPU-s ({result.cpu_busy / result.cpu_total:.0%})"
+    text = f"{result.seconds:6.2f} s, server refused {result.refusals:3d} writes, {cpu}"
+    return text + (f", FAILED: {result.failed[:300]}" if result.failed else "")
+
+
+def make_pipelines(world: SandboxWorld, where: Path, prefix: str, count: int) -> None:
+    where.mkdir()
+    apps = [world.create_app(f"{prefix}-{i}", approval=False, delay_seconds=0) for i in range(count)]
+    for app in apps:
+        settle(app)
+        shutil.copy(app.pipeline_file, where / app.pipeline_file.name)
+
+
+def overhead(world: SandboxWorld, rounds: int) -> None:
+    flows_s, direct_s, empty_s = [], [], []
+    for i in range(rounds):  # interleaved so both see the same machine noise
+        a = world.create_app(f"flows-{i}", approval=False, delay_seconds=0)
+        b = world.create_app(f"direct-{i}", approval=False, delay_seconds=0)
+        settle(a)
+        settle(b)
+        flows_s.append(
+            timed(
+                lambda f=str(a.pipeline_file): (
+                    promote_rc(pipeline_file=f),
+                    promote_production(pipeline_file=f),
+                )
+            )
+        )
+        direct_s.append(timed(direct, b))
+        empty_s.append(timed(lambda: (empty(), empty())))
+    mid = rounds // 2
+    fa, db, ec = sorted(flows_s)[mid], sorted(direct_s)[mid], sorted(empty_s)[mid]
+    print(f"tag-based promotion (rc -> staging -> production), medians of {rounds}:")
+    print(f"  A flows through Prefect        {fa:6.2f} s")
+    print(f"  B same operations, no Prefect   {db:6.2f} s")
+    print(f"  C two empty flow runs          {ec:6.2f} s  (Prefect's fixed per-flow cost)")
+    print(f"  overhead A-B                   {fa - db:6.2f} s  (target < 3 s beyond C)", flush=True)
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL on loopback; yields the Prefect connection URL. PostgreSQL refuses to run as
+    root, so as root the server runs as ``nobody``."""
+    for tool in ("initdb", "pg_ctl"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"--database postgresql needs {tool} on PATH (install PostgreSQL's server package)")
+    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
+    base = Path(tempfile.mkdtemp(prefix="promote-bench-pg-"))
+    if as_user:
+        shutil.chown(base, "nobody")
+    data = base / "data"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_user, *args], check=True, capture_output=True)
+
+    run("initdb", "-D", str(data), "-U", "prefect", "--auth=trust")
+    # synchronous_commit=off: like the SQLite server's WAL with synchronous=NORMAL, no flush per commit.
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c synchronous_commit=off"
+    run("pg_ctl", "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
+    try:
+        yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/postgres"
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of A/B/C (the median is shown)")
+    parser.add_argument("--pipelines", type=int, default=20, help="pipelines in the big nightly (default 20)")
+    parser.add_argument("--nightly-runs", type=int, default=1, help="how many 1-vs-N nightly comparisons")
+    parser.add_argument("--nightly-only", action="store_true", help="skip A/B/C")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the Prefect server's database (default sqlite, as `prefect server start` and the sandbox use)",
+    )
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.database == "postgresql":
+            url = stack.enter_context(local_postgres())
+            os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url  # read by the server started below
+        api = stack.enter_context(LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()))
+        stack.enter_context(SERVER)
         admin = new_client_from_config(config_file=str(api.kubeconfig))
         install_crds(admin)
         (ROOT / "world").mkdir()
@@ -99,48 +235,18 @@ def main() -> int:
             assert world.agent is not None
             world.agent.poll_seconds = 0.02
             empty()  # warm-up: the first flow run pays imports and client setup
-            rounds = 3
-            flows_s, direct_s, empty_s = [], [], []
-            for i in range(rounds):  # interleaved so both see the same machine noise
-                a = world.create_app(f"flows-{i}", approval=False, delay_seconds=0)
-                b = world.create_app(f"direct-{i}", approval=False, delay_seconds=0)
-                settle(a)
-                settle(b)
-                flows_s.append(
-                    timed(
-                        lambda f=str(a.pipeline_file): (
-                            promote_rc(pipeline_file=f),
-                            promote_production(pipeline_file=f),
-                        )
-                    )
-                )
-                direct_s.append(timed(direct, b))
-                empty_s.append(timed(lambda: (empty(), empty())))
-            med = sorted
-            fa, db, ec = med(flows_s)[1], med(direct_s)[1], med(empty_s)[1]
-            print(f"tag-based promotion (rc -> staging -> production), medians of {rounds}:")
-            print(f"  A flows through Prefect        {fa:6.2f} s")
-            print(f"  B same operations, no Prefect   {db:6.2f} s")
-            print(f"  C two empty flow runs          {ec:6.2f} s  (Prefect's fixed per-flow cost)")
-            print(f"  overhead A-B                   {fa - db:6.2f} s  (target < 3 s beyond C)")
-
-            one = ROOT / "one"
-            many = ROOT / "many"
-            one.mkdir()
-            many.mkdir()
-            app = world.create_app("night-0", approval=False, delay_seconds=0)
-            settle(app)
-            shutil.copy(app.pipeline_file, one / app.pipeline_file.name)
-            for i in range(20):
-                app = world.create_app(f"nights-{i}", approval=False, delay_seconds=0)
-                settle(app)
-                shutil.copy(app.pipeline_file, many / app.pipeline_file.name)
-            t1 = timed(lambda: nightly(pipelines_dir=str(one)))
-            t20 = timed(lambda: nightly(pipelines_dir=str(many), max_parallel=20))
-            for path in many.iterdir():
-                load_pipeline(path)
-            print(f"nightly: 1 pipeline {t1:.2f} s, 20 pipelines {t20:.2f} s, ratio {t20 / t1:.2f}x (target < 4x)")
-    shutil.rmtree(ROOT, ignore_errors=True)
+            if not args.nightly_only:
+                overhead(world, args.rounds)
+            n = args.pipelines
+            print(f"nightly, 1 vs {n} pipelines side by side (max_parallel={n}), Prefect server on {args.database}:")
+            for run in range(args.nightly_runs):
+                make_pipelines(world, ROOT / f"one-{run}", f"night{run}", 1)
+                make_pipelines(world, ROOT / f"many-{run}", f"nights{run}", n)
+                one = run_nightly(ROOT / f"one-{run}", 1)
+                many = run_nightly(ROOT / f"many-{run}", n)
+                print(f"  run {run + 1}:  1 pipeline  {describe(one)}")
+                print(f"  run {run + 1}: {n:2d} pipelines {describe(many)}")
+                print(f"  run {run + 1}: ratio {many.seconds / one.seconds:.2f}x (target < 4x)", flush=True)
     return 0
 
 
