@@ -66,8 +66,11 @@ def promote_pipeline(
         rc = run_subflow(promote_rc, pipeline_file=pipeline_file, dry_run=dry_run, requested_by="nightly")
         result: dict[str, Any] = {"pipeline_file": pipeline_file, "rc": rc}
         if production and not dry_run and rc.get("action") != "skip":
+            # Tags: exactly the rc just verified. Other strategies: production decides from what is verified
+            # upstream (an image policy may not even allow staging's tag, e.g. a release candidate).
+            pinned = rc.get("rc") if rc.get("strategy", "tag") == "tag" else None
             result["production"] = run_subflow(
-                promote_production, pipeline_file=pipeline_file, rc=rc.get("rc"), requested_by="nightly"
+                promote_production, pipeline_file=pipeline_file, rc=pinned, requested_by="nightly"
             )
         return result
 

@@ -374,3 +374,30 @@ def test_overlay_crash_after_write_back_then_a_failing_rerun_still_rolls_back(wo
     assert rerun.is_failed()
     assert "ROLLED BACK to 1.0.0" in str(rerun.message)
     assert "newTag: 1.0.0" in git(app.origin, "show", "main:overlays/production/kustomization.yaml")
+
+
+def test_nightly_promotes_every_strategy_side_by_side(world: SandboxWorld, tmp_path: Any) -> None:
+    from flows.nightly import nightly
+    from tests.support.registry import push_image, run_registry
+
+    with run_registry(tmp_path / "registry") as registry:
+        world.registry_url = registry.url
+        apps = {
+            kind: ready(world, f"night-{kind}", kind, approval=False)
+            for kind in ("tag", "overlay", "branch", "image-policy")
+        }
+        apps["tag"].commit_change("feature: nightly")
+        apps["overlay"].release_image("1.0.1")
+        apps["branch"].release_image("1.0.1")
+        push_image(registry.url, f"sandbox/{apps['image-policy'].name}", ["1.0.0", "1.0.1", "1.1.0-rc.1"])
+        pipelines = tmp_path / "pipelines"
+        pipelines.mkdir()
+        for app in apps.values():
+            (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+        state = nightly(pipelines_dir=str(pipelines), return_state=True)
+        assert state.is_completed(), state.message
+        images = {kind: running_image(world, app, "production").rsplit(":", 1)[1] for kind, app in apps.items()}
+        # Image policy: staging took the rc (its range allows release candidates); production's 1.x.x allows
+        # none of the tags staging verified, so it stays at 1.0.0 (a clear no-op, not a failure).
+        assert images == {"tag": "1.0.1", "overlay": "1.0.1", "branch": "1.0.1", "image-policy": "1.0.0"}
+        assert running_image(world, apps["image-policy"], "staging").endswith(":1.1.0-rc.1")
