@@ -240,11 +240,17 @@ def main(argv: list[str] | None = None) -> int:
             n = args.pipelines
             print(f"nightly, 1 vs {n} pipelines side by side (max_parallel={n}), Prefect server on {args.database}:")
             for run in range(args.nightly_runs):
-                make_pipelines(world, ROOT / f"one-{run}", f"night{run}", 1)
+                # T(1) three times, the median counts: every flow run ends by joining Prefect's heartbeat
+                # thread, which sleeps in whole seconds, so one pipeline takes 3.1, 4.1 or 5.1 s by chance.
+                ones = []
+                for i in range(3):
+                    make_pipelines(world, ROOT / f"one-{run}-{i}", f"night{run}-{i}", 1)
+                    ones.append(run_nightly(ROOT / f"one-{run}-{i}", 1))
+                one = sorted(ones, key=lambda r: r.seconds)[1]
                 make_pipelines(world, ROOT / f"many-{run}", f"nights{run}", n)
-                one = run_nightly(ROOT / f"one-{run}", 1)
                 many = run_nightly(ROOT / f"many-{run}", n)
-                print(f"  run {run + 1}:  1 pipeline  {describe(one)}")
+                each = ", ".join(f"{r.seconds:.2f}" for r in ones)
+                print(f"  run {run + 1}:  1 pipeline  {describe(one)} (median of {each})")
                 print(f"  run {run + 1}: {n:2d} pipelines {describe(many)}")
                 print(f"  run {run + 1}: ratio {many.seconds / one.seconds:.2f}x (target < 4x)", flush=True)
     return 0
