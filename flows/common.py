@@ -17,6 +17,7 @@ from prefect.exceptions import Pause
 from prefect.runtime import deployment, flow_run
 
 from promote.pipeline import Environment, Pipeline
+from tasks import evidence
 from tasks.approval import expire_if_due
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
@@ -98,6 +99,24 @@ def environment_lock(conn: Connections, env: Environment) -> Iterator[Environmen
         raise
     stop.set()
     lock.release()
+
+
+def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, commit: str, **extra: Any) -> None:
+    """Write one evidence record for this flow run into the repository's promotion notes."""
+    from tasks.steps import record_evidence  # late: the step module imports Prefect task machinery
+
+    record_evidence(
+        conn,
+        evidence.Record(
+            kind=kind,
+            pipeline=conn.pipeline.name,
+            environment=env,
+            tag=tag,
+            commit=commit,
+            run=str(flow_run.id or ""),
+            **extra,
+        ),
+    )
 
 
 def _started_by() -> str:

@@ -10,9 +10,9 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
-from flows.common import audit, crash_point, environment_lock, release_values
+from flows.common import audit, crash_point, environment_lock, record, release_values
 from promote.pipeline import Environment
-from tasks import evidence, release
+from tasks import release
 from tasks.approval import (
     ApprovalPlan,
     approval_key,
@@ -30,7 +30,6 @@ from tasks.steps import (
     choose_candidate,
     fetch_repository,
     health_checks,
-    record_evidence,
     roll_back_promotion,
     run_url,
     tag_release,
@@ -40,21 +39,6 @@ from tasks.steps import (
 
 class PromotionError(RuntimeError):
     """The promotion ended without the new version in production; the message says what happened."""
-
-
-def _record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, commit: str, **extra: Any) -> None:
-    record_evidence(
-        conn,
-        evidence.Record(
-            kind=kind,
-            pipeline=conn.pipeline.name,
-            environment=env,
-            tag=tag,
-            commit=commit,
-            run=str(flow_run.id or ""),
-            **extra,
-        ),
-    )
 
 
 @flow(name="promote-production", validate_parameters=True, persist_result=True)
@@ -143,7 +127,7 @@ def promote_production(
                 raise PromotionError(
                     f"{env.name} did not come up at {cand.label} ({failure}); ROLLED BACK to {cand.previous}"
                 ) from None
-            _record(
+            record(
                 conn,
                 "promoted",
                 env.name,
@@ -212,7 +196,7 @@ def _approve(
     summary |= {"approver": decision.approver, "reason": decision.reason, "approved": decision.approve}
     if not decision.approve:
         raise PromotionError(f"rejected by {decision.approver}: {decision.reason}")
-    _record(conn, "approved", env.name, cand.record_tag, cand.anchor, by=decision.approver, reason=decision.reason)
+    record(conn, "approved", env.name, cand.record_tag, cand.anchor, by=decision.approver, reason=decision.reason)
     crash_point("after-approval")
 
 
@@ -221,4 +205,4 @@ def _roll_back(conn: Connections, env: Environment, cand: Candidate, applied: Ap
     rollback_verification = verify(conn, env, back.revision, values)
     summary["rolled_back_to"] = cand.previous
     summary["rollback_verification"] = rollback_verification.summary()
-    _record(conn, "rolled-back", env.name, cand.value, cand.anchor, details={"to": cand.previous})
+    record(conn, "rolled-back", env.name, cand.value, cand.anchor, details={"to": cand.previous})

@@ -6,9 +6,8 @@ import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
-from flows.common import audit, crash_point, environment_lock, release_values
+from flows.common import audit, crash_point, environment_lock, record, release_values
 from promote.pipeline import Environment, TrackBranch
 from tasks import candidates, evidence, release, targets
 from tasks.connections import Connections, connect
@@ -19,7 +18,6 @@ from tasks.steps import (
     fetch_repository,
     health_checks,
     point_environment,
-    record_evidence,
     tag_release,
     verify,
 )
@@ -81,22 +79,15 @@ def promote_rc(
         crash_point("after-write-back")
         verification = verify(conn, env, decision.commit, values)
         checks = health_checks(pipeline, env, values)
-        record_evidence(
+        details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
+        record(
             conn,
-            evidence.Record(
-                kind="verified",
-                pipeline=pipeline.name,
-                environment=env.name,
-                tag=tag,
-                commit=decision.commit,
-                run=str(flow_run.id or ""),
-                by=requested_by,
-                details={
-                    "verification": verification.summary(),
-                    "checks": [c.summary() for c in checks],
-                    "write_back": write.commit,
-                },
-            ),
+            "verified",
+            env.name,
+            tag,
+            decision.commit,
+            by=requested_by,
+            details=details | {"write_back": write.commit},
         )
     summary |= {
         "write_back": write.commit,
@@ -164,19 +155,8 @@ def _enter_untagged(
         values = candidates.verification_values(value, revision)
         verification = verify(conn, env, revision, values)
         checks = health_checks(pipeline, env, values)
-        record_evidence(
-            conn,
-            evidence.Record(
-                kind="verified",
-                pipeline=pipeline.name,
-                environment=env.name,
-                tag=value,
-                commit=revision,
-                run=str(flow_run.id or ""),
-                by=requested_by,
-                details={"verification": verification.summary(), "checks": [c.summary() for c in checks]},
-            ),
-        )
+        details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
+        record(conn, "verified", env.name, value, revision, by=requested_by, details=details)
     summary |= {"commit": revision, "verification": verification.summary(), "checks": [c.summary() for c in checks]}
     audit(key, summary, started)
     log.info(f"{value} verified in {env.name}: ready for {downstream.name}")

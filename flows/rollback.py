@@ -6,13 +6,12 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
-from flows.common import audit, environment_lock, release_values
+from flows.common import audit, environment_lock, record, release_values
 from promote.pipeline import Environment
-from tasks import candidates, evidence, release, targets
+from tasks import candidates, release, targets
 from tasks.connections import Connections, connect
-from tasks.steps import fetch_repository, point_environment, record_evidence, roll_back_promotion, verify
+from tasks.steps import fetch_repository, point_environment, roll_back_promotion, verify
 from tasks.versions import ReleaseVersion
 
 
@@ -72,18 +71,8 @@ def rollback(
     with environment_lock(conn, env):
         write = point_environment(conn, env, target)
         result = verify(conn, env, commit, release_values(pipeline, target, commit))
-        record_evidence(
-            conn,
-            evidence.Record(
-                kind="rolled-back",
-                pipeline=pipeline.name,
-                environment=env.name,
-                tag=current,
-                commit=conn.repo.resolve(current),
-                run=str(flow_run.id or ""),
-                by=requested_by,
-                details={"to": target},
-            ),
+        record(
+            conn, "rolled-back", env.name, current, conn.repo.resolve(current), by=requested_by, details={"to": target}
         )
     summary |= {"write_back": write.commit, "verification": result.summary()}
     log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
@@ -165,19 +154,7 @@ def _roll_back_untagged(
     with environment_lock(conn, env):
         back, values = roll_back_promotion(conn, env, cand, candidates.Applied(merge, True, merge))
         result = verify(conn, env, back.revision, values)
-        record_evidence(
-            conn,
-            evidence.Record(
-                kind="rolled-back",
-                pipeline=pipeline.name,
-                environment=env.name,
-                tag=current,
-                commit=back.commit,
-                run=str(flow_run.id or ""),
-                by=requested_by,
-                details={"to": target},
-            ),
-        )
+        record(conn, "rolled-back", env.name, current, back.commit, by=requested_by, details={"to": target})
     summary |= {"write_back": back.commit, "verification": result.summary()}
     log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
     audit(f"rollback-{pipeline.name}", summary, started)
