@@ -39,7 +39,9 @@ _NETWORK_HINTS = (
 
 
 def is_transient_failure(exc: BaseException) -> bool:
-    if isinstance(exc, TransientKubeError | httpx.TransportError):
+    from tasks.registry import TransientRegistryError  # late: only image-policy pipelines use the registry
+
+    if isinstance(exc, TransientKubeError | httpx.TransportError | TransientRegistryError):
         return True
     return isinstance(exc, GitError) and any(hint in str(exc) for hint in _NETWORK_HINTS)
 

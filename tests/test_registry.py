@@ -257,3 +257,12 @@ def test_transport_errors_are_retried_then_transient() -> None:
     with pytest.raises(TransientRegistryError, match="ConnectError"):
         client.list_tags("app")
     assert len(recorder.sleeps) == 1
+
+
+def test_flow_steps_retry_registry_trouble_but_not_refusals() -> None:
+    """Prefect retries a step on throttling or outages the client gave up on, never on a 404 or bad credentials."""
+    from tasks.registry import RegistryError, TransientRegistryError
+    from tasks.steps import is_transient_failure
+
+    assert is_transient_failure(TransientRegistryError("429 Too Many Requests after 5 attempts"))
+    assert not is_transient_failure(RegistryError("repository org/app not found"))
