@@ -87,10 +87,18 @@ def value_before_write(
     try:
         parent = repo.parent(touched[0].sha)
         if isinstance(tracks, TrackImagePolicy):
-            return targets.read_policy_tag(repo, parent, env)
-        return targets.read_current(env, repo.read_file(parent, path))
+            prior = targets.read_policy_tag(repo, parent, env)
+        else:
+            prior = targets.read_current(env, repo.read_file(parent, path))
     except (GitError, targets.TargetError, ValueError):
         return running  # the file did not exist before: nothing better to go back to
+    # That write may have been a rollback *to* value (away from a failed prior): then prior is no target.
+    rolled_back_to_value = any(
+        (rec.kind, rec.pipeline, rec.environment, rec.tag) == ("rolled-back", pipeline.name, env.name, prior)
+        and rec.details.get("to") == value
+        for rec in all_records(repo)
+    )
+    return running if rolled_back_to_value else prior
 
 
 def _planned_diff(repo: GitRepository, pipeline: Pipeline, env: Environment, value: str) -> str:

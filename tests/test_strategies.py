@@ -401,3 +401,25 @@ def test_nightly_promotes_every_strategy_side_by_side(world: SandboxWorld, tmp_p
         # none of the tags staging verified, so it stays at 1.0.0 (a clear no-op, not a failure).
         assert images == {"tag": "1.0.1", "overlay": "1.0.1", "branch": "1.0.1", "image-policy": "1.0.0"}
         assert running_image(world, apps["image-policy"], "staging").endswith(":1.1.0-rc.1")
+
+
+def test_promoting_the_value_a_rollback_restored_does_not_aim_back_at_the_failed_one(world: SandboxWorld) -> None:
+    """After 1.0.9 failed and production went back to 1.0.0, promoting 1.0.0 (already running) must treat
+    1.0.0 as what ran before, not 1.0.9 (the rollback commit's parent)."""
+    from promote.pipeline import load_pipeline
+    from tasks.candidates import candidate_for
+    from tasks.connections import open_repository
+
+    app = ready(world, "ovl-again", "overlay", approval=False)
+    production = app.env("production")
+    production.failure, production.failure_ref = "degraded", "1.0.9"
+    app.release_image("1.0.9")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    assert promote_production(pipeline_file=str(app.pipeline_file), return_state=True).is_failed()
+    app.release_image("1.0.0")  # staging back to what production runs
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    pipeline = load_pipeline(app.pipeline_file)
+    repo = open_repository(pipeline)
+    repo.fetch()
+    cand = candidate_for(repo, pipeline, pipeline.environment("production"))
+    assert (cand.value, cand.previous) == ("1.0.0", "1.0.0")
