@@ -177,10 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "rc":
             cmd.add_argument("--bump", choices=["major", "minor", "patch"], default=None)
         if name == "production":
-            cmd.add_argument("--rc", default=None, help="the rc tag (default: newest verified upstream)")
+            cmd.add_argument(
+                "--rc",
+                default=None,
+                help="what to promote: an rc tag (tag pipelines), an image tag or digest (overlays, image policies) "
+                "or a source commit (branches); default: the newest verified upstream / the policy's choice",
+            )
         if name == "rollback":
             cmd.add_argument("--environment", default="production")
-            cmd.add_argument("--to", default=None, help="tag to go back to (default: the previous stable release)")
+            cmd.add_argument(
+                "--to",
+                default=None,
+                help="tag or image value to go back to (default: the previous stable release / what ran before "
+                "the last promotion); branches revert their last promotion",
+            )
         cmd.set_defaults(handler=_cmd_flow)
     night = sub.add_parser("nightly", help="run the nightly flow here over a directory of pipeline files")
     night.add_argument("directory", nargs="?", default="deployments", metavar="DIR")
