@@ -71,8 +71,6 @@ def promote_production(
         "requested_by": requested_by,
     }
     try:
-        for expired in fail_expired_approvals():
-            log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
         fetch_repository(conn)
         pinned = pinned_candidate(env.name)  # set when this run was suspended at the gate: promote exactly that
         if pinned is not None:
@@ -93,6 +91,8 @@ def promote_production(
             summary["dry_run"] = True
             return summary
 
+        for expired in fail_expired_approvals():  # after the dry-run exit: a dry run changes nothing
+            log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
         with environment_lock(conn, env) as lock:
             approval = release.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
             if env.gate.approval and approval is None:
