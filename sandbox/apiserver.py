@@ -464,9 +464,14 @@ class LocalKubeAPI:
                         http.close()  # the certificate file may have been read half-written: read it again
                         http = None
                 if time.monotonic() > deadline:
+                    tail = _tail(self.apiserver_log)
+                    settle = time.monotonic() + 3  # a very short timeout can beat the first log line: wait for it
+                    while not tail and time.monotonic() < settle:
+                        time.sleep(0.1)
+                        tail = _tail(self.apiserver_log)
                     raise LocalKubeAPIError(
                         f"kube-apiserver was not ready within {self.startup_timeout:.0f}s ({last}); "
-                        f"last lines of {self.apiserver_log}:\n{_tail(self.apiserver_log)}"
+                        f"last lines of {self.apiserver_log}:\n{tail}"
                     )
                 time.sleep(0.1)
         finally:
