@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from promote.pipeline import Environment, Pipeline, TrackImagePolicy
+from promote.pipeline import Pipeline, TrackImagePolicy
 from tasks import candidates, release, targets
+from tasks.connections import registry_tags
 from tasks.gitrepo import GitRepository
 from tasks.imagepolicy import select_tag
 
@@ -31,19 +31,6 @@ class EnvironmentPlan:
             lines.append(f"  {self.note}")
         lines += [f"  {line}" for line in self.diff.rstrip().splitlines()]
         return "\n".join(lines)
-
-
-def _registry_tags(env: Environment) -> Callable[[], list[str]] | None:
-    tracks = env.tracks
-    if not isinstance(tracks, TrackImagePolicy):
-        return None
-
-    def list_tags() -> list[str]:
-        from tasks.connections import registry_client
-
-        return registry_client(tracks.registry).list_tags(tracks.registry.repository)
-
-    return list_tags
 
 
 def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPlan]:
@@ -73,7 +60,7 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPl
                 if env.tracks.kind == "image-policy":
                     tracks = env.tracks
                     assert isinstance(tracks, TrackImagePolicy)
-                    list_tags = _registry_tags(env)
+                    list_tags = registry_tags(env)
                     assert list_tags is not None
                     plan.proposed = select_tag(list_tags(), tracks.filter_tags, tracks.choose)
                     plan.note = "the registry's choice by policy; promote-rc writes and verifies it"
@@ -81,7 +68,7 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPl
                     plan.proposed = plan.current
                     plan.note = "promote-rc verifies what it runs now"
             elif env is entry or env.tracks.kind != "tag" or env is last:
-                cand = candidates.candidate_for(repo, pipeline, env, None, registry_tags=_registry_tags(env))
+                cand = candidates.candidate_for(repo, pipeline, env, None, registry_tags=registry_tags(env))
                 plan.current, plan.proposed, plan.diff = cand.previous, cand.value, cand.diff
                 plan.tags = [cand.value] if env.tracks.kind == "tag" and cand.value not in repo.tags() else []
                 plan.note = f"{cand.label}" + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")

@@ -17,10 +17,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
-from promote.pipeline import Environment, Pipeline, TrackImagePolicy
+from promote.pipeline import Environment, Pipeline
 from tasks import candidates, evidence, release, targets
 from tasks.candidates import Applied, Candidate
-from tasks.connections import Connections
+from tasks.connections import Connections, registry_tags
 from tasks.gitrepo import CommitResult, GitError, TagResult
 from tasks.health import CheckResult, results_table, run_check
 from tasks.kube import TransientKubeError
@@ -98,24 +98,12 @@ def point_environment(conn: Connections, env: Environment, value: str) -> Commit
     return result
 
 
-def _registry_tags(env: Environment) -> Callable[[], list[str]] | None:
-    tracks = env.tracks
-    if not isinstance(tracks, TrackImagePolicy):
-        return None
-    from tasks.connections import registry_client  # late: only image-policy pipelines need the registry
-
-    def list_tags() -> list[str]:
-        tags = registry_client(tracks.registry, log=_log()).list_tags(tracks.registry.repository)
-        _log()(f"[{env.name}] {len(tags)} tags in {tracks.registry.repository}")
-        return tags
-
-    return list_tags
-
-
 @task(name="choose-candidate", **_RETRYING)
 def choose_candidate(conn: Connections, env: Environment, requested: str | None) -> Candidate:
     """What ``env`` would be promoted to; refuses anything not verified upstream."""
-    candidate = candidates.candidate_for(conn.repo, conn.pipeline, env, requested, registry_tags=_registry_tags(env))
+    candidate = candidates.candidate_for(
+        conn.repo, conn.pipeline, env, requested, registry_tags=registry_tags(env, log=_log())
+    )
     _log()(f"[{env.name}] {candidate.previous} -> {candidate.label} ({env.tracks.kind})")
     return candidate
 
