@@ -32,11 +32,11 @@ from pathlib import Path, PurePosixPath
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
+from ruamel.yaml.nodes import Node, ScalarNode
 
 from promote.pipeline import ImagePolicy, TagFilter
-from tasks.manifests import ManifestError, find_setter_markers, set_setter_values
-from tasks.versions import SemverRange, parse_semver_tag
+from tasks.manifests import ManifestError, find_setter_markers, mapping_value, set_setter_values
+from tasks.versions import newest_in_range
 
 __all__ = [
     "Change",
@@ -145,15 +145,9 @@ def _group(match: re.Match[str], name: str) -> str:
 
 
 def _newest_semver(candidates: dict[str, str], range_text: str) -> str | None:
-    semver_range = SemverRange.parse(range_text)
-    best = None
-    for value, tag in candidates.items():
-        version = parse_semver_tag(value)
-        if version is None or not semver_range.matches(version):
-            continue
-        if best is None or version.compare(best[0]) > 0:
-            best = (version, tag)
-    return None if best is None else best[1]
+    """The tag whose (extracted) value is the newest version inside the range."""
+    newest = newest_in_range(candidates, range_text)
+    return None if newest is None else candidates[newest]
 
 
 def _numerical_pick(candidates: dict[str, str], order: str, tag_filter: TagFilter) -> str:
@@ -328,12 +322,12 @@ def _document_objects(text: str, source: str) -> list[tuple[int, int, ObjectRef]
     for doc in docs:
         if doc is None:
             continue
-        metadata = _get(doc, "metadata")
+        metadata = mapping_value(doc, "metadata")
         ref = ObjectRef(
-            api_version=_scalar(_get(doc, "apiVersion")),
-            kind=_scalar(_get(doc, "kind")),
-            name=_scalar(_get(metadata, "name")),
-            namespace=_scalar(_get(metadata, "namespace")),
+            api_version=_scalar(mapping_value(doc, "apiVersion")),
+            kind=_scalar(mapping_value(doc, "kind")),
+            name=_scalar(mapping_value(metadata, "name")),
+            namespace=_scalar(mapping_value(metadata, "namespace")),
         )
         spans.append((doc.start_mark.line + 1, doc.end_mark.line + 1, ref))
     return spans
@@ -344,15 +338,6 @@ def _object_at(spans: list[tuple[int, int, ObjectRef]], line: int) -> ObjectRef:
         if first <= line <= last:
             return ref
     return ObjectRef("", "", "", "")
-
-
-def _get(node: Node | None, key: str) -> Node | None:
-    if not isinstance(node, MappingNode):
-        return None
-    for key_node, value_node in node.value:
-        if isinstance(key_node, ScalarNode) and key_node.value == key:
-            return value_node  # type: ignore[no-any-return]
-    return None
 
 
 def _scalar(node: Node | None) -> str:

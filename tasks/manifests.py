@@ -138,7 +138,7 @@ def get_kustomize_image(text: str, image: str, *, source: str = _DEFAULT_SOURCE)
     _, _, entry = _find_image_entry(docs, image, source)
     values = {}
     for _, key in _KUSTOMIZE_FIELDS:
-        node = _get(entry, key)
+        node = mapping_value(entry, key)
         values[key] = None if node is None else _scalar_value(node, f"images[{image}].{key}", source)
     return KustomizeImage(image, values["newName"], values["newTag"], values["digest"])
 
@@ -176,7 +176,7 @@ def set_kustomize_image(
         value = wanted[attr]
         if value is None:
             continue
-        node = _get(entry, key)
+        node = mapping_value(entry, key)
         if node is None:
             missing.append((key, value))
             checks.append(_Check(doc_index, (*path, key), value))
@@ -196,14 +196,14 @@ def _find_image_entry(
     names: list[str] = []
     has_list = False
     for doc_index, root in enumerate(docs):
-        images = _get(root, "images")
+        images = mapping_value(root, "images")
         if images is None or _is_null(images):
             continue
         if not isinstance(images, SequenceNode):
             raise ManifestError(source, f"images: is not a list (line {_line(images)})")
         has_list = True
         for i, entry in enumerate(images.value):
-            name_node = _get(entry, "name")
+            name_node = mapping_value(entry, "name")
             if not isinstance(entry, MappingNode) or not isinstance(name_node, ScalarNode):
                 continue
             names.append(name_node.value)
@@ -270,14 +270,14 @@ def set_replicas_patch(
     matches: list[tuple[int, tuple[PathKey, ...], ScalarNode, tuple[PathKey, ...], ScalarNode, str]] = []
     for doc_index, root in enumerate(docs):
         for list_key in _PATCH_LISTS:
-            patches = _get(root, list_key)
+            patches = mapping_value(root, list_key)
             if not isinstance(patches, SequenceNode):
                 continue
             for i, entry in enumerate(patches.value):
-                patch = _get(entry, "patch")
+                patch = mapping_value(entry, "patch")
                 if not isinstance(patch, ScalarNode):
                     continue
-                found = _replicas_in_patch(patch.value, _get(entry, "target"), kind, target_name)
+                found = _replicas_in_patch(patch.value, mapping_value(entry, "target"), kind, target_name)
                 if found is None:
                     continue
                 inner_path, inner_node, label = found
@@ -316,25 +316,25 @@ def _replicas_in_patch(
         root = YAML(typ="rt").compose(content)
     except YAMLError:
         return None  # not YAML: not a patch we can edit, and kustomize will say so itself
-    target_kind = _scalar_or_none(_get(target, "kind"))
-    target_name = _scalar_or_none(_get(target, "name"))
+    target_kind = _scalar_or_none(mapping_value(target, "kind"))
+    target_name = _scalar_or_none(mapping_value(target, "name"))
     found: tuple[tuple[PathKey, ...], ScalarNode] | None = None
     if isinstance(root, SequenceNode):  # JSON6902 op list
         for i, op in enumerate(root.value):
-            value = _get(op, "value")
+            value = mapping_value(op, "value")
             if (
-                _scalar_or_none(_get(op, "op")) in ("replace", "add")
-                and _scalar_or_none(_get(op, "path")) == _REPLICAS_PATH
+                _scalar_or_none(mapping_value(op, "op")) in ("replace", "add")
+                and _scalar_or_none(mapping_value(op, "path")) == _REPLICAS_PATH
                 and isinstance(value, ScalarNode)
             ):
                 found = ((i, "value"), value)
                 break
     elif isinstance(root, MappingNode):  # strategic merge patch
-        replicas = _get(_get(root, "spec"), "replicas")
+        replicas = mapping_value(mapping_value(root, "spec"), "replicas")
         if isinstance(replicas, ScalarNode):
             found = (("spec", "replicas"), replicas)
-            target_kind = target_kind or _scalar_or_none(_get(root, "kind"))
-            target_name = target_name or _scalar_or_none(_get(_get(root, "metadata"), "name"))
+            target_kind = target_kind or _scalar_or_none(mapping_value(root, "kind"))
+            target_name = target_name or _scalar_or_none(mapping_value(mapping_value(root, "metadata"), "name"))
     if found is None:
         return None
     if kind is not None and target_kind is not None and target_kind != kind:
@@ -410,9 +410,9 @@ def _find_target_revision(
     apps: list[tuple[int, MappingNode, str | None]] = []
     kinds: list[str] = []
     for doc_index, root in enumerate(docs):
-        kind = _scalar_or_none(_get(root, "kind"))
-        name = _scalar_or_none(_get(_get(root, "metadata"), "name"))
-        api = _scalar_or_none(_get(root, "apiVersion")) or ""
+        kind = _scalar_or_none(mapping_value(root, "kind"))
+        name = _scalar_or_none(mapping_value(mapping_value(root, "metadata"), "name"))
+        api = _scalar_or_none(mapping_value(root, "apiVersion")) or ""
         kinds.append(f"{kind or '?'}/{name or '?'}")
         if kind == "Application" and api.startswith("argoproj.io/") and isinstance(root, MappingNode):
             apps.append((doc_index, root, name))
@@ -434,14 +434,14 @@ def _find_target_revision(
     doc_index, app, name = apps[0]
     label = f"Application {name!r}"
 
-    spec = _get(app, "spec")
-    sources = _get(spec, "sources")
-    single = _get(spec, "source")
+    spec = mapping_value(app, "spec")
+    sources = mapping_value(spec, "sources")
+    single = mapping_value(spec, "source")
     # Argo CD ignores spec.source when spec.sources is set, so sources decides.
     if isinstance(sources, SequenceNode):
         count = len(sources.value)
         listed = ", ".join(
-            f"[{i}] {_scalar_or_none(_get(src, 'repoURL')) or '?'}" for i, src in enumerate(sources.value)
+            f"[{i}] {_scalar_or_none(mapping_value(src, 'repoURL')) or '?'}" for i, src in enumerate(sources.value)
         )
         if source_index is None:
             raise ManifestError(
@@ -463,7 +463,7 @@ def _find_target_revision(
     where = ".".join(str(p) for p in path)
     if not isinstance(target, MappingNode):
         raise ManifestError(source, f"{label}: {where} is not a mapping (line {_line(target)})")
-    revision = _get(target, "targetRevision")
+    revision = mapping_value(target, "targetRevision")
     if revision is None:
         raise ManifestError(
             source,
@@ -663,7 +663,7 @@ def _compose(text: str, source: str) -> list[Node | None]:
         raise ManifestError(source, f"not valid YAML: {exc}") from None
 
 
-def _get(node: Node | None, key: str) -> Node | None:
+def mapping_value(node: Node | None, key: str) -> Node | None:
     """The value of ``key`` in a mapping node; None for anything else."""
     if not isinstance(node, MappingNode):
         return None
@@ -724,7 +724,7 @@ def _navigate(root: Node | None, path: Sequence[PathKey]) -> Node | None:
         if isinstance(key, int):
             node = node.value[key] if isinstance(node, SequenceNode) and key < len(node.value) else None
         else:
-            node = _get(node, key)
+            node = mapping_value(node, key)
         if node is None:
             return None
     return node
