@@ -192,21 +192,27 @@ class GitOpsAgent:
     def _custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(self.api)
 
-    def _argo_update(self, env: SimEnvironment, mutate: Any) -> None:
-        # Argo CD's CRD has no status subresource: read-modify-write the whole object, retrying conflicts.
+    def _read_modify_write(
+        self, env: SimEnvironment, group: str, version: str, plural: str, mutate: Any, *, status: bool
+    ) -> None:
+        """Update the object (or its /status) from a fresh read, again on a 409: the verifier annotates the
+        same objects meanwhile (refresh and reconcile requests)."""
         api = self._custom()
+        replace = api.replace_namespaced_custom_object_status if status else api.replace_namespaced_custom_object
         for _ in range(20):
-            app = api.get_namespaced_custom_object("argoproj.io", "v1alpha1", env.namespace, "applications", env.name)
-            mutate(app)
+            obj = api.get_namespaced_custom_object(group, version, env.namespace, plural, env.name)
+            mutate(obj)
             try:
-                api.replace_namespaced_custom_object(
-                    "argoproj.io", "v1alpha1", env.namespace, "applications", env.name, app
-                )
+                replace(group, version, env.namespace, plural, env.name, obj)
                 return
             except ApiException as exc:
                 if exc.status != 409:
                     raise
-        raise ValueError(f"could not update Application {env.name}: conflicts")
+        raise ValueError(f"could not update {plural} {env.name}: conflicts")
+
+    def _argo_update(self, env: SimEnvironment, mutate: Any) -> None:
+        # Argo CD's CRD has no status subresource: the whole object is written.
+        self._read_modify_write(env, "argoproj.io", "v1alpha1", "applications", mutate, status=False)
 
     def _argocd_rollout(self, env: SimEnvironment, commit: str, ref: str, failing: Failure | None) -> None:
         def sync_field(status: dict[str, Any], revision: str, state: str) -> None:
@@ -267,22 +273,7 @@ class GitOpsAgent:
         self._argo_update(env, lambda app: app["status"].update(health={"status": "Healthy"}, reconciledAt=_now()))
 
     def _flux_status(self, env: SimEnvironment, mutate: Any) -> None:
-        # Read-modify-write of /status; a reconcile request annotating the object meanwhile is a 409: retry.
-        api = self._custom()
-        for _ in range(20):
-            ks = api.get_namespaced_custom_object(
-                "kustomize.toolkit.fluxcd.io", "v1", env.namespace, "kustomizations", env.name
-            )
-            mutate(ks)
-            try:
-                api.replace_namespaced_custom_object_status(
-                    "kustomize.toolkit.fluxcd.io", "v1", env.namespace, "kustomizations", env.name, ks
-                )
-                return
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise
-        raise ValueError(f"could not update Kustomization {env.name}: conflicts")
+        self._read_modify_write(env, "kustomize.toolkit.fluxcd.io", "v1", "kustomizations", mutate, status=True)
 
     def _echo_flux_reconcile(self, env: SimEnvironment) -> None:
         ks = self._custom().get_namespaced_custom_object(
