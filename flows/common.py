@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 
 from prefect import get_client
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import deployment, flow_run
 
@@ -120,11 +121,11 @@ def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, com
 
 
 def _started_by() -> str:
-    run_id = flow_run.id
-    if not run_id:
+    context = FlowRunContext.get()
+    run = context.flow_run if context is not None else None
+    if run is None:
         return "local call"
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(run_id))
+    # The engine's copy of the run carries created_by: no API read (a nightly writes many audit records).
     if run.created_by is not None:
         return f"{(run.created_by.type or '').lower()} {run.created_by.display_value}".strip()
     deployment_id = deployment.id

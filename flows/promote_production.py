@@ -28,7 +28,6 @@ from tasks.notify import notify
 from tasks.steps import (
     apply_promotion,
     choose_candidate,
-    fetch_repository,
     health_checks,
     roll_back_promotion,
     run_url,
@@ -71,12 +70,11 @@ def promote_production(
         "requested_by": requested_by,
     }
     try:
-        fetch_repository(conn)
         pinned = pinned_candidate(env.name)  # set when this run was suspended at the gate: promote exactly that
         if pinned is not None:
             log.info(f"resumed after the approval gate: promoting {pinned}, the version that was up for approval")
         try:
-            cand = choose_candidate(conn, env, pinned or rc)
+            cand = choose_candidate(conn, env, pinned or rc, fetch=True)
         except NothingToPromoteError as nothing:
             log.info(str(nothing))
             summary["nothing_to_do"] = str(nothing)

@@ -46,8 +46,8 @@ def promote_rc(
     pipeline = conn.pipeline
     env = release.rc_environment(pipeline)
     summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
-    fetch_repository(conn)
     if env.tracks.kind != "tag":
+        fetch_repository(conn)
         return _enter_untagged(conn, env, summary, started, dry_run=dry_run, requested_by=requested_by)
     decision = decide_release_candidate(conn, bump)
     summary |= {"action": decision.action, "rc": decision.tag, "commit": decision.commit}

@@ -6,6 +6,7 @@ pydantic's errors into ``file:line: field.path: what is wrong (allowed: ...)`` l
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -508,7 +509,10 @@ def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(kept)
 
 
+@functools.lru_cache(maxsize=128)
 def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
+    """The pipeline in ``text``; cached, as the models are frozen and every flow run of a nightly reads its
+    file again (errors are not cached: a fixed file is parsed anew)."""
     yaml = YAML(typ="rt")
     try:
         document = yaml.load(text)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,12 +33,19 @@ def open_repository(pipeline: Pipeline) -> GitRepository:
     )
 
 
-@dataclass
 class Connections:
-    pipeline: Pipeline
-    repo: GitRepository
-    log: Callable[[str], None]
-    _kube: dict[str, KubeClient] = field(default_factory=dict)
+    """A pipeline with its open repository and cluster clients, handed to every step.
+
+    Deliberately not a dataclass: Prefect walks dataclass and pydantic task parameters (looking for
+    futures) several times per task run, and walking the whole pipeline took 12% of a nightly's CPU."""
+
+    __slots__ = ("_kube", "log", "pipeline", "repo")
+
+    def __init__(self, pipeline: Pipeline, repo: GitRepository, log: Callable[[str], None]) -> None:
+        self.pipeline = pipeline
+        self.repo = repo
+        self.log = log
+        self._kube: dict[str, KubeClient] = {}
 
     def kube(self, env: Environment) -> KubeClient:
         if env.name not in self._kube:

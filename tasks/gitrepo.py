@@ -259,7 +259,10 @@ class GitRepository:
     def resolve(self, ref: str) -> str:
         """The commit a branch, tag or commit id names, as the remote has it."""
         validate_ref_name(ref)
-        for candidate in (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref):
+        candidates = (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref)
+        if _SHA_RE.fullmatch(ref):  # a commit id: look it up first, not as a branch and a tag (2 git runs)
+            candidates = (ref, *candidates[:2])
+        for candidate in candidates:
             try:
                 return self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}")
             except GitError:

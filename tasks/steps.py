@@ -68,16 +68,27 @@ def _log() -> Callable[[str], None]:
     return get_run_logger().info
 
 
-@task(name="fetch-repository", **_RETRYING)
-def fetch_repository(conn: Connections) -> str:
+def _fetch(conn: Connections) -> str:
     conn.repo.fetch()
     head = conn.repo.resolve(conn.pipeline.repository.branch)
     _log()(f"{conn.repo!r}: {conn.pipeline.repository.branch} is at {head[:12]}")
     return head
 
 
-@task(name="decide-release-candidate", cache_policy=NO_CACHE)
+@task(name="fetch-repository", **_RETRYING)
+def fetch_repository(conn: Connections) -> str:
+    return _fetch(conn)
+
+
+# The first step of promote-rc and promote-production fetches as part of its decision instead of in a task
+# of its own: each task run costs the Prefect server about as much as the step itself, and a nightly runs
+# many. Retrying the whole step is harmless: the decision only reads.
+
+
+@task(name="decide-release-candidate", **_RETRYING)
 def decide_release_candidate(conn: Connections, bump: str | None) -> release.RcDecision:
+    """Fetch, then decide the next release candidate on the pipeline's branch."""
+    _fetch(conn)
     decision = release.decide_rc(conn.repo, conn.pipeline, bump)  # type: ignore[arg-type]
     _log()(f"release candidate: {decision.action} {decision.tag or ''} at {decision.commit[:12]} ({decision.reason})")
     return decision
@@ -99,8 +110,10 @@ def point_environment(conn: Connections, env: Environment, value: str) -> Commit
 
 
 @task(name="choose-candidate", **_RETRYING)
-def choose_candidate(conn: Connections, env: Environment, requested: str | None) -> Candidate:
-    """What ``env`` would be promoted to; refuses anything not verified upstream."""
+def choose_candidate(conn: Connections, env: Environment, requested: str | None, fetch: bool = False) -> Candidate:
+    """What ``env`` would be promoted to (after fetching, if asked); refuses anything not verified upstream."""
+    if fetch:
+        _fetch(conn)
     candidate = candidates.candidate_for(
         conn.repo, conn.pipeline, env, requested, registry_tags=registry_tags(env, log=_log())
     )

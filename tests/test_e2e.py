@@ -159,5 +159,6 @@ def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, 
     assert "targetRevision: v1.0.1 " in git(app.origin, "show", f"main:apps/production/{app.name}.yaml")
     audit = artifacts_of(paused.id)[f"promote-production-{app.name}"]
     assert "| approver | alice |" in audit and "| version | v1.0.1 |" in audit
+    assert "| started_by | deployment promote-production/" in audit  # created through the REST API, as CI does
     again = run(*promote, "approve", str(paused.id), "--reason", "late", env=worker)
     assert again.returncode == 1 and "was not resumed (ABORT)" in again.stderr

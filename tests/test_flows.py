@@ -137,6 +137,7 @@ def test_rc_then_production_without_gate(world: SandboxWorld) -> None:
     found = artifacts_of(run_id)
     audit = found[f"promote-production-{app.name}"]
     assert "| version | v1.0.1 |" in audit and "| from | v1.0.0 |" in audit
+    assert "| started_by | local run |" in audit
     assert f"health-{app.name}-production" in found and f"verification-{app.name}-production" in found
     # A second run has nothing new to do and changes nothing.
     before = git(app.origin, "for-each-ref")
@@ -352,6 +353,19 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     assert f"1 of 2 pipelines failed: {pipelines / bad.pipeline_file.name}" in (state.message or "")
     assert "v1.0.1" in tags(good)  # the good one went all the way to production
     assert "v1.0.1" not in tags(bad)
+    # Every pipeline's runs are children of the nightly run (the UI nests them; cancelling it reaches them).
+    nightly_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        children = [
+            run
+            for run in client.read_flow_runs(limit=200)
+            if (run.parameters or {}).get("pipeline_file", "").startswith(str(pipelines))
+        ]
+        parents = {
+            client.read_task_run(run.parent_task_run_id).flow_run_id for run in children if run.parent_task_run_id
+        }
+    assert len(children) == 3, [run.name for run in children]  # promote-rc twice, promote-production once
+    assert all(run.parent_task_run_id is not None for run in children) and parents == {nightly_id}
 
 
 def test_rc_dry_run_changes_nothing(world: SandboxWorld) -> None:
