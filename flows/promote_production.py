@@ -28,11 +28,11 @@ from tasks.notify import notify
 from tasks.steps import (
     apply_promotion,
     choose_candidate,
-    health_checks,
     roll_back_promotion,
     run_url,
     tag_release,
     verify,
+    verify_and_check,
 )
 
 
@@ -114,8 +114,7 @@ def promote_production(
                 else verification_values(cand.value, applied.revision)
             )
             try:
-                verification = verify(conn, env, applied.revision, values)
-                checks = health_checks(pipeline, env, values)
+                verification, checks = verify_and_check(conn, env, applied.revision, values)
             except Exception as failure:
                 summary["failure"] = str(failure)
                 if cand.previous is None or not cand.changes_anything:

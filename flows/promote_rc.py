@@ -16,10 +16,9 @@ from tasks.steps import (
     choose_candidate,
     decide_release_candidate,
     fetch_repository,
-    health_checks,
     point_environment,
     tag_release,
-    verify,
+    verify_and_check,
 )
 
 
@@ -77,8 +76,7 @@ def promote_rc(
         crash_point("after-tag-push")
         write = point_environment(conn, env, tag)
         crash_point("after-write-back")
-        verification = verify(conn, env, decision.commit, values)
-        checks = health_checks(pipeline, env, values)
+        verification, checks = verify_and_check(conn, env, decision.commit, values)
         details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
         record(
             conn,
@@ -153,8 +151,7 @@ def _enter_untagged(
         else:
             revision = conn.repo.resolve(pipeline.repository.branch)
         values = candidates.verification_values(value, revision)
-        verification = verify(conn, env, revision, values)
-        checks = health_checks(pipeline, env, values)
+        verification, checks = verify_and_check(conn, env, revision, values)
         details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
         record(conn, "verified", env.name, value, revision, by=requested_by, details=details)
     summary |= {"commit": revision, "verification": verification.summary(), "checks": [c.summary() for c in checks]}

@@ -138,8 +138,7 @@ def roll_back_promotion(
     return back, values
 
 
-@task(name="verify-environment", **_RETRYING)
-def verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
+def _verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
     kube = conn.kube(env)
     kube.log = _log()
     result = verify_environment(kube, env, revision, values)
@@ -159,8 +158,7 @@ class HealthCheckError(RuntimeError):
     pass
 
 
-@task(name="health-checks", cache_policy=NO_CACHE)
-def health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str]) -> list[CheckResult]:
+def _health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str]) -> list[CheckResult]:
     log = _log()
     results = [run_check(check, values, log=log) for check in env.health_checks]
     if results:
@@ -175,6 +173,24 @@ def health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str]) 
     if failed:
         raise HealthCheckError(f"[{env.name}] health checks failed: " + "; ".join(r.summary() for r in failed))
     return results
+
+
+@task(name="verify-environment", **_RETRYING)
+def verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
+    """The controller runs ``revision`` and it rolled out (used after a rollback: no health checks)."""
+    return _verify(conn, env, revision, values)
+
+
+@task(name="verify-environment", **_RETRYING)
+def verify_and_check(
+    conn: Connections, env: Environment, revision: str, values: dict[str, str]
+) -> tuple[VerificationResult, list[CheckResult]]:
+    """The controller runs ``revision``, it rolled out, then the health checks pass: one step, as each task
+    run costs the Prefect server about as much as a short step (a nightly runs many). A failed health check
+    is not retried by Prefect (it probes and backs off itself until its timeout); a transient Kubernetes
+    error retries the step, and verifying again is harmless. Each part keeps its own artifact."""
+    verification = _verify(conn, env, revision, values)
+    return verification, _health_checks(conn.pipeline, env, values)
 
 
 @task(name="record-evidence", **_RETRYING)
