@@ -20,6 +20,7 @@ from pydantic import Field
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from promote.pipeline import discover_pipelines
+from tasks.approval import fail_expired_approvals
 
 # How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).
 CREATE_ATTEMPTS = 3
@@ -108,6 +109,9 @@ def nightly(
     if not files:
         log.warning(f"no pipeline files in {pipelines_dir}")
         return {"pipelines": 0}
+    if not dry_run:
+        for expired in fail_expired_approvals():  # once here, not in every pipeline's promote-production
+            log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
     results: dict[str, Any] = {}
     failed: list[str] = []
     # Plain threads that carry this run's context (so the subflows are its children), not a task per

@@ -89,8 +89,11 @@ def promote_production(
             summary["dry_run"] = True
             return summary
 
-        for expired in fail_expired_approvals():  # after the dry-run exit: a dry run changes nothing
-            log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
+        # After the dry-run exit (a dry run changes nothing); only where a gate exists: an ungated run has no
+        # approval to wait for, and the nightly sweeps once for all its pipelines.
+        if env.gate.approval:
+            for expired in fail_expired_approvals():
+                log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
         with environment_lock(conn, env) as lock:
             approval = release.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
             if env.gate.approval and approval is None:

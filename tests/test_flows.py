@@ -348,8 +348,19 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     pipelines.mkdir()
     for app in (good, bad):
         (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+    from datetime import UTC, datetime, timedelta
+
+    from prefect.states import Suspended
+
+    with get_client(sync_client=True) as client:  # an approval nobody answered: the nightly's sweep ends it
+        stale = client.create_flow_run(promote_production, parameters={"pipeline_file": "z.yaml"})
+        client.set_flow_run_state(
+            stale.id, Suspended(pause_expiration_time=datetime.now(UTC) - timedelta(1)), force=True
+        )
     state = nightly(pipelines_dir=str(pipelines), return_state=True)
     assert state.is_failed()
+    stale_state = read_run(stale.id).state
+    assert stale_state is not None and stale_state.type.value == "FAILED", stale_state
     assert f"1 of 2 pipelines failed: {pipelines / bad.pipeline_file.name}" in (state.message or "")
     assert "v1.0.1" in tags(good)  # the good one went all the way to production
     assert "v1.0.1" not in tags(bad)
