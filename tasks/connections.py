@@ -37,7 +37,8 @@ class Connections:
     """A pipeline with its open repository and cluster clients, handed to every step.
 
     Deliberately not a dataclass: Prefect walks dataclass and pydantic task parameters (looking for
-    futures) several times per task run, and walking the whole pipeline took 12% of a nightly's CPU."""
+    futures) several times per task run, and walking the whole pipeline showed up in every profile of a
+    nightly."""
 
     __slots__ = ("_kube", "log", "pipeline", "repo")
 

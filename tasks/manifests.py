@@ -667,7 +667,7 @@ def _compose(text: str, source: str) -> Sequence[Node | None]:
 @functools.lru_cache(maxsize=64)
 def _composed(text: str) -> tuple[Node | None, ...]:
     # Cached (nodes are only read, never changed): one promotion reads, edits and re-checks the same few
-    # files, and ruamel composes in pure Python, which was a tenth of a 20-pipeline nightly's CPU.
+    # files, and ruamel composes in pure Python (~1.3 ms for a small Application file).
     return tuple(YAML(typ="rt").compose_all(text))
 
 
