@@ -162,6 +162,7 @@ class GitRepository:
         self._repo: git.Repo | None = None
         self._thread_lock = threading.RLock()
         self._notes_cache: dict[str, tuple[str, dict[str, str]]] = {}
+        self._lookup_lock = threading.Lock()
         self._lock_depth = 0
         self._lock_handle: IO[str] | None = None
 
@@ -263,11 +264,20 @@ class GitRepository:
         if _SHA_RE.fullmatch(ref):  # a commit id: look it up first, not as a branch and a tag (2 git runs)
             candidates = (ref, *candidates[:2])
         for candidate in candidates:
-            try:
-                return self._git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{candidate}^{{commit}}")
-            except GitError:
-                continue
+            if (commit := self._commit_of(candidate)) is not None:
+                return commit
         raise GitError(f"{ref!r} is not a branch, tag or commit of {display_url(self.url)}")
+
+    def _commit_of(self, rev: str) -> str | None:
+        """The commit ``rev`` names, or None. Asks one long-lived ``git cat-file --batch-check`` (it reads refs
+        and objects afresh on each question, so fetches and gc are seen) instead of starting a ``git rev-parse``
+        per lookup: a promotion resolves a dozen names, up to three lookups each."""
+        with self._lookup_lock:  # one question and answer at a time on the shared pipe
+            try:
+                found = self._open().git.get_object_header(f"{rev}^{{commit}}")[0]
+            except ValueError:  # missing or ambiguous, as rev-parse --verify would refuse it
+                return None
+        return found.decode("ascii") if isinstance(found, bytes) else str(found)
 
     def tags(self) -> list[str]:
         out = self._git("tag", "--list")

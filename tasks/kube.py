@@ -95,16 +95,26 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
     return api
 
 
+# A shared client serves every pipeline of a nightly at once (up to 32), each holding a watch open; the
+# library's default pool (5 per CPU) then discards connections with a warning and handshakes again.
+_POOL_SIZE = 64
+
+
 def _new_api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+    configuration = client.Configuration()
     try:
         if kubeconfig is None and context is None:
             try:
-                config.load_incluster_config()
-                return client.ApiClient()
+                config.load_incluster_config(client_configuration=configuration)
+                configuration.connection_pool_maxsize = _POOL_SIZE  # type: ignore[attr-defined]  # stubs lag
+                return client.ApiClient(configuration=configuration)
             except config.ConfigException:
-                pass
+                configuration = client.Configuration()
         path = str(Path(kubeconfig).expanduser()) if kubeconfig else None
-        return config.new_client_from_config(config_file=path, context=context)
+        configuration.connection_pool_maxsize = _POOL_SIZE  # type: ignore[attr-defined]  # stubs lag
+        return config.new_client_from_config(  # type: ignore[call-arg]  # stubs lag the library
+            config_file=path, context=context, client_configuration=configuration
+        )
     except (config.ConfigException, OSError) as exc:
         where = kubeconfig or "~/.kube/config"
         ctx = f", context {context!r}" if context else ""
