@@ -110,8 +110,11 @@ def nightly(
         log.warning(f"no pipeline files in {pipelines_dir}")
         return {"pipelines": 0}
     if not dry_run:
-        for expired in fail_expired_approvals():  # once here, not in every pipeline's promote-production
-            log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
+        try:  # once here, not in every pipeline's promote-production; housekeeping must not stop the nightly
+            for expired in fail_expired_approvals():
+                log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
+        except Exception as exc:
+            log.warning(f"could not sweep expired approvals (the next gated promotion will): {exc}")
     results: dict[str, Any] = {}
     failed: list[str] = []
     # Plain threads that carry this run's context (so the subflows are its children), not a task per
