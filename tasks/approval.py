@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import httpx
 from prefect.input import RunInput
@@ -176,6 +178,26 @@ def fail_expired_approvals(flow_name: str = "promote-production", *, now: dateti
     return ended
 
 
+def _fail_own_run(message: str) -> None:
+    """End this (paused) flow run as Failed with ``message`` before the engine reports the exception.
+
+    Why: once the pause window has closed, Prefect's orchestration refuses any transition out of Paused and
+    fails the run with its own "The flow was failed and never resumed." The engine's report of our exception
+    would lose to that (or win, when the server's expiry service got there first): a race. Forcing the state
+    first makes the run say why it ended, every time."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Failed
+
+    if not flow_run.id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(UUID(flow_run.id), Failed(message=message), force=True)
+    except Exception as exc:  # the exception raised next still ends the run; only the message may be Prefect's
+        logging.getLogger(__name__).warning(f"could not record the approval timeout on the run: {exc}")
+
+
 def expire_if_due(client: Any, run: Any, now: datetime) -> bool:
     """Fail ``run`` if it waits for approval past its window; whether it did."""
     from prefect.states import Failed
@@ -213,10 +235,12 @@ def wait_for_approval(
         else:
             decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_seconds, key=key)
     except FlowPauseTimeout:
-        raise ApprovalTimeoutError(
+        message = (
             f"approval timed out after {timeout}s: nobody approved {plan.to_version} for {plan.environment}; "
             "production was not changed"
-        ) from None
+        )
+        _fail_own_run(message)
+        raise ApprovalTimeoutError(message) from None
     if decision is None:
         raise ApprovalTimeoutError(f"approval for {plan.environment} ended without a decision")
     return decision
