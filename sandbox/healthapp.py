@@ -5,13 +5,14 @@ check that expects the promoted version passes only once the rollout really happ
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from sandbox.httpserve import serve_http
 
 
 @contextmanager
@@ -48,11 +49,5 @@ def serve_health(api: client.ApiClient, deployments: dict[str, tuple[str, str]])
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="sandbox-health", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler, thread_name="sandbox-health") as url:
+        yield url

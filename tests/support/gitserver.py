@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from sandbox.httpserve import serve_http
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test Author",
@@ -117,11 +118,5 @@ def serve_git_over_http(project_root: Path, username: str, token: str) -> Iterat
         do_GET = _cgi  # noqa: N815
         do_POST = _cgi  # noqa: N815
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(Handler) as url:
+        yield url

@@ -20,12 +20,11 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -38,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from sandbox import registry as sandbox_registry
+from sandbox.httpserve import serve_http
 from sandbox.prefect_server import free_port
 from sandbox.registry import OCI_MANIFEST, LocalRegistry, RegistryUnavailableError, push_image
 
@@ -278,13 +278,5 @@ def _send_json(handler: BaseHTTPRequestHandler, status: int, body: Any, headers:
     handler.wfile.write(data)
 
 
-@contextmanager
-def _serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def _serve(handler: type[BaseHTTPRequestHandler]) -> AbstractContextManager[str]:
+    return serve_http(handler, poll_interval=0.05)  # quick shutdown: tests start many of these
