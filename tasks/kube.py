@@ -91,6 +91,10 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
             return cached[1]
     api = _new_api_client(kubeconfig, context)
     with _clients_lock:
+        # Drop clients whose time is up (and those of edited kubeconfigs, once theirs is): a long-lived worker
+        # would otherwise keep one per kubeconfig version it ever saw. A caller still using one keeps it.
+        for stale in [k for k, (at, _) in _clients.items() if now - at >= _CLIENT_TTL_SECONDS]:
+            del _clients[stale]
         _clients[key] = (now, api)
     return api
 

@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 from promote.pipeline import Environment
 from sandbox.apiserver import RBAC_DIR, LocalKubeAPI, apply_manifests
+from tasks import kube as kube_module
 from tasks.kube import (
     APPLICATION,
     KubeClient,
@@ -458,6 +459,26 @@ def test_verification_as_least_privilege_user(
         f"Synced and Healthy at {X[:12]}",
         "Deployment web rolled out (2/2 available)",
     ]
+
+
+def test_api_clients_are_shared_reread_after_edits_and_pruned(
+    kube_api: LocalKubeAPI, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "kubeconfig"
+    config.write_text(kube_api.kubeconfig.read_text())
+    first = load_api_client(str(config))
+    assert load_api_client(str(config)) is first  # shared within the process
+    config.write_text(config.read_text() + "\n")  # an edited kubeconfig is read again
+    edited = load_api_client(str(config))
+    assert edited is not first
+    assert k8s.VersionApi(edited).get_code().major == "1"
+    ttl = kube_module._CLIENT_TTL_SECONDS
+    monkeypatch.setattr(kube_module, "_CLIENT_TTL_SECONDS", 0.0)  # every cached client's time is up
+    renewed = load_api_client(str(config))
+    assert renewed is not edited
+    assert [api for _, api in kube_module._clients.values() if api in (first, edited)] == []  # pruned
+    monkeypatch.setattr(kube_module, "_CLIENT_TTL_SECONDS", ttl)
+    assert load_api_client(str(config)) is renewed
 
 
 def test_kubeconfig_errors_name_the_file(tmp_path: Any) -> None:
