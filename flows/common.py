@@ -1,4 +1,5 @@
-"""Orchestration helpers shared by the flows: the per-environment lock, the audit record, crash points."""
+"""Orchestration helpers shared by the flows: the per-environment lock, the audit record and notifications,
+crash points."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from prefect import get_client
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
-from prefect.runtime import deployment, flow_run
+from prefect.runtime import flow_run
 
 from promote.pipeline import Environment, Pipeline
 from tasks import evidence
 from tasks.approval import expire_if_due
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
+from tasks.notify import notify
+from tasks.steps import run_url
 
 _TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -125,11 +128,15 @@ def _started_by() -> str:
     run = context.flow_run if context is not None else None
     if run is None:
         return "local call"
-    # The engine's copy of the run carries created_by: no API read (a nightly writes many audit records).
+    # The engine's copy of the run carries all we need: no API read (a nightly writes many audit records;
+    # prefect.runtime's deployment.id reads the run from the API when it is not a deployment's).
     if run.created_by is not None:
         return f"{(run.created_by.type or '').lower()} {run.created_by.display_value}".strip()
-    deployment_id = deployment.id
-    return f"deployment {flow_run.flow_name}/{deployment_id}" if deployment_id else "local run"
+    if run.deployment_id is not None:
+        return f"deployment {flow_run.flow_name}/{run.deployment_id}"
+    if run.parent_task_run_id is not None:  # the calling flow's own audit says who started it
+        return "nested run"
+    return "local run"
 
 
 def audit(key: str, summary: dict[str, Any], started: float) -> None:
@@ -145,3 +152,28 @@ def audit(key: str, summary: dict[str, Any], started: float) -> None:
     if summary.get("diff"):
         lines += ["", "```diff", str(summary["diff"]).rstrip(), "```"]
     create_markdown_artifact(key=key, markdown="\n".join(lines), description="promotion audit record")
+
+
+def tell(conn: Connections, text: str) -> None:
+    """Post ``text`` with a link to this run to the pipeline's webhook, if it has one (never raises)."""
+    notify(conn.pipeline.notifications, text, conn.log, link=run_url(flow_run.id))
+
+
+@contextlib.contextmanager
+def run_record(conn: Connections, key: str, what: str, summary: dict[str, Any], started: float) -> Iterator[None]:
+    """However the run ends, it leaves its audit record (``summary`` as it then stands), and a failure reaches
+    the webhook. A run suspended at the approval gate records nothing yet: resumed, it runs again from the
+    top and records then."""
+    try:
+        yield
+    except Pause:
+        raise
+    except Exception as exc:
+        summary.setdefault("failure", str(exc))
+        tell(conn, f"{conn.pipeline.name}: {what} FAILED: {exc}")
+        try:
+            audit(key, summary, started)
+        except Exception as lost:  # the run reports its own failure, not the missing record
+            conn.log(f"could not write the audit record {key}: {lost}")
+        raise
+    audit(key, summary, started)

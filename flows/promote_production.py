@@ -7,10 +7,8 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.exceptions import Pause
-from prefect.runtime import flow_run
 
-from flows.common import audit, crash_point, environment_lock, record, release_values
+from flows.common import crash_point, environment_lock, record, release_values, run_record, tell
 from promote.pipeline import Environment
 from tasks import release
 from tasks.approval import (
@@ -24,12 +22,10 @@ from tasks.approval import (
 from tasks.candidates import Applied, Candidate, NothingToPromoteError, verification_values
 from tasks.connections import Connections, connect
 from tasks.locks import EnvironmentLock
-from tasks.notify import notify
 from tasks.steps import (
     apply_promotion,
     choose_candidate,
     roll_back_promotion,
-    run_url,
     tag_release,
     verify,
     verify_and_check,
@@ -62,14 +58,13 @@ def promote_production(
     conn = connect(pipeline_file, log.info)
     pipeline = conn.pipeline
     env = release.production_environment(pipeline)
-    link = run_url(flow_run.id)
     summary: dict[str, Any] = {
         "pipeline": pipeline.name,
         "environment": env.name,
         "strategy": env.tracks.kind,
         "requested_by": requested_by,
     }
-    try:
+    with run_record(conn, f"promote-production-{pipeline.name}", f"promotion to {env.name}", summary, started):
         pinned = pinned_candidate(env.name)  # set when this run was suspended at the gate: promote exactly that
         if pinned is not None:
             log.info(f"resumed after the approval gate: promoting {pinned}, the version that was up for approval")
@@ -97,7 +92,7 @@ def promote_production(
         with environment_lock(conn, env) as lock:
             approval = release.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
             if env.gate.approval and approval is None:
-                _approve(conn, env, cand, lock, summary, link)
+                _approve(conn, env, cand, lock, summary)
             elif approval is not None:
                 summary |= {"approver": approval.by, "reason": approval.reason, "approved": True}
                 log.info(f"approval already recorded: {approval.by} at {approval.at}")
@@ -142,19 +137,9 @@ def promote_production(
                 },
             )
         summary |= {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
-        notify(pipeline.notifications, f"{pipeline.name}: {cand.label} is live in {env.name}", log.info, link=link)
+        tell(conn, f"{pipeline.name}: {cand.label} is live in {env.name}")
         log.info(f"{cand.label} is live in {env.name}")
         return summary
-    except Pause:
-        summary["suspended"] = "waiting for approval"  # the run re-runs from the top once resumed
-        raise
-    except Exception as exc:
-        notify(pipeline.notifications, f"{pipeline.name}: promotion to {env.name} FAILED: {exc}", log.info, link=link)
-        summary.setdefault("failure", str(exc))
-        raise
-    finally:
-        if "suspended" not in summary:
-            audit(f"promote-production-{pipeline.name}", summary, started)
 
 
 def _approve(
@@ -163,7 +148,6 @@ def _approve(
     cand: Candidate,
     lock: EnvironmentLock,
     summary: dict[str, Any],
-    link: str | None,
 ) -> None:
     """Wait for a person; raise unless they approve. Records the approval so a re-run does not ask twice."""
     pipeline = conn.pipeline
@@ -182,9 +166,7 @@ def _approve(
         evidence=f"verified in {upstream.name} at {verified.at}" if upstream and verified else "(none upstream)",
         file_diff=cand.diff,
     )
-    notify(
-        pipeline.notifications, f"{pipeline.name}: {cand.label} waits for approval to {env.name}", conn.log, link=link
-    )
+    tell(conn, f"{pipeline.name}: {cand.label} waits for approval to {env.name}")
     lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
     pin_candidate(env.name, cand.record_tag)
     decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
-from flows.common import audit, crash_point, environment_lock, record, release_values
+from flows.common import crash_point, environment_lock, record, release_values, run_record, tell
 from promote.pipeline import Environment, TrackBranch
 from tasks import candidates, evidence, release, targets
 from tasks.connections import Connections, connect
@@ -45,14 +45,30 @@ def promote_rc(
     pipeline = conn.pipeline
     env = release.rc_environment(pipeline)
     summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
-    if env.tracks.kind != "tag":
-        fetch_repository(conn)
-        return _enter_untagged(conn, env, summary, started, dry_run=dry_run, requested_by=requested_by)
+    with run_record(conn, f"promote-rc-{pipeline.name}", f"release candidate for {env.name}", summary, started):
+        if env.tracks.kind != "tag":
+            fetch_repository(conn)
+            return _enter_untagged(conn, env, summary, dry_run=dry_run, requested_by=requested_by)
+        return _cut_and_verify(conn, env, summary, bump, dry_run=dry_run, requested_by=requested_by)
+
+
+def _cut_and_verify(
+    conn: Connections,
+    env: Environment,
+    summary: dict[str, Any],
+    bump: Literal["major", "minor", "patch"] | None,
+    *,
+    dry_run: bool,
+    requested_by: str,
+) -> dict[str, Any]:
+    """Tags: the next rc on the branch (or the one already cut for these commits), tagged, pointed at,
+    verified and recorded."""
+    log = get_run_logger()
+    pipeline = conn.pipeline
     decision = decide_release_candidate(conn, bump)
     summary |= {"action": decision.action, "rc": decision.tag, "commit": decision.commit}
     if decision.action == "skip" or decision.tag is None:
         log.info(f"nothing to do: {decision.reason}")
-        audit(f"promote-rc-{pipeline.name}", summary, started)
         return summary
     tag = decision.tag
     values = release_values(pipeline, tag, decision.commit)
@@ -61,14 +77,12 @@ def promote_rc(
         change = targets.plan_change(env, text, tag)
         summary |= {"dry_run": True, "from": change.old, "diff": change.diff}
         log.info(f"dry run: would tag {tag} at {decision.commit[:12]} and change {change.file}:\n{change.diff}")
-        audit(f"promote-rc-{pipeline.name}", summary, started)
         return summary
 
     already = evidence.find(release.records_for(conn.repo, decision.commit), "verified", pipeline.name, env.name, tag)
     if already is not None:
         log.info(f"{tag} was already verified in {env.name} at {already.at}; nothing to repeat")
         summary["already_verified"] = True
-        audit(f"promote-rc-{pipeline.name}", summary, started)
         return summary
 
     with environment_lock(conn, env):
@@ -92,20 +106,19 @@ def promote_rc(
         "verification": verification.summary(),
         "checks": [c.summary() for c in checks],
     }
-    audit(f"promote-rc-{pipeline.name}", summary, started)
     log.info(f"{tag} verified in {env.name}: ready for production")
+    tell(conn, f"{pipeline.name}: {tag} verified in {env.name}, ready for production")
     return summary
 
 
 def _enter_untagged(
-    conn: Connections, env: Environment, summary: dict[str, Any], started: float, *, dry_run: bool, requested_by: str
+    conn: Connections, env: Environment, summary: dict[str, Any], *, dry_run: bool, requested_by: str
 ) -> dict[str, Any]:
     """The first environment of a pipeline without release tags: verify what its branch head or overlay runs
     (an image policy first takes the registry's choice), and record it as verified for the next environment.
     """
     log = get_run_logger()
     pipeline = conn.pipeline
-    key = f"promote-rc-{pipeline.name}"
     summary["strategy"] = env.tracks.kind
     if env is release.production_environment(pipeline):
         summary["action"] = "not-applicable"
@@ -117,7 +130,6 @@ def _enter_untagged(
         except candidates.NothingToPromoteError as nothing:
             log.info(str(nothing))
             summary |= {"action": "skip", "nothing_to_do": str(nothing)}
-            audit(key, summary, started)
             return summary
         value, diff = cand.value, cand.diff
     else:
@@ -133,13 +145,11 @@ def _enter_untagged(
             f"{value} was already verified in {env.name} at {already.at}"
             + (", and is live in " + downstream.name if released else "")
         )
-        audit(key, summary, started)
         return summary
     summary["action"] = "create"
     if dry_run:
         summary["dry_run"] = True
         log.info(f"dry run: would verify {env.name} at {value}" + (f" after this change:\n{diff}" if diff else ""))
-        audit(key, summary, started)
         return summary
     with environment_lock(conn, env):
         if env.tracks.kind == "image-policy":
@@ -155,8 +165,8 @@ def _enter_untagged(
         details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
         record(conn, "verified", env.name, value, revision, by=requested_by, details=details)
     summary |= {"commit": revision, "verification": verification.summary(), "checks": [c.summary() for c in checks]}
-    audit(key, summary, started)
     log.info(f"{value} verified in {env.name}: ready for {downstream.name}")
+    tell(conn, f"{pipeline.name}: {value} verified in {env.name}, ready for {downstream.name}")
     return summary
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.common import audit, environment_lock, record, release_values
+from flows.common import environment_lock, record, release_values, run_record, tell
 from promote.pipeline import Environment
 from tasks import candidates, release, targets
 from tasks.connections import Connections, connect
@@ -37,12 +37,35 @@ def rollback(
     conn = connect(pipeline_file, log.info)
     pipeline = conn.pipeline
     env = pipeline.environment(environment)
+    summary: dict[str, Any] = {
+        "pipeline": pipeline.name,
+        "environment": env.name,
+        "strategy": env.tracks.kind,
+        "requested_by": requested_by,
+    }
+    with run_record(conn, f"rollback-{pipeline.name}", f"rollback of {env.name}", summary, started):
+        fetch_repository(conn)
+        if env.tracks.kind != "tag":
+            return _roll_back_untagged(conn, env, to_version, summary, dry_run=dry_run, requested_by=requested_by)
+        return _roll_back_tagged(conn, env, to_version, summary, dry_run=dry_run, requested_by=requested_by)
+
+
+def _roll_back_tagged(
+    conn: Connections,
+    env: Environment,
+    to_version: str | None,
+    summary: dict[str, Any],
+    *,
+    dry_run: bool,
+    requested_by: str,
+) -> dict[str, Any]:
+    """Tags: point the environment at an earlier stable tag (default: the one before what it runs)."""
+    log = get_run_logger()
+    pipeline = conn.pipeline
     scheme = pipeline.versioning.scheme
-    fetch_repository(conn)
-    if env.tracks.kind != "tag":
-        return _roll_back_untagged(conn, env, to_version, started, dry_run=dry_run, requested_by=requested_by)
     file = targets.tracked_file(env) or ""
     current = targets.read_current(env, conn.repo.read_file(pipeline.repository.branch, file))
+    summary["from"] = current
     if to_version is None:
         current_version = scheme.parse(current)
         older = [v for v in scheme.versions(conn.repo.tags()) if not v.is_rc and v < current_version]
@@ -54,18 +77,10 @@ def rollback(
         if target not in conn.repo.tags():
             raise release.ReleaseError(f"{target} is not a tag of the repository; nothing to roll back to")
     change = targets.plan_change(env, conn.repo.read_file(pipeline.repository.branch, file), target)
-    summary: dict[str, Any] = {
-        "pipeline": pipeline.name,
-        "environment": env.name,
-        "from": current,
-        "to": target,
-        "requested_by": requested_by,
-        "diff": change.diff,
-    }
+    summary |= {"to": target, "diff": change.diff}
     if dry_run:
         log.info(f"dry run: would point {env.name} from {current} to {target}:\n{change.diff}")
         summary["dry_run"] = True
-        audit(f"rollback-{pipeline.name}", summary, started)
         return summary
     commit = conn.repo.resolve(target)
     with environment_lock(conn, env):
@@ -76,12 +91,18 @@ def rollback(
         )
     summary |= {"write_back": write.commit, "verification": result.summary()}
     log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
-    audit(f"rollback-{pipeline.name}", summary, started)
+    tell(conn, f"{pipeline.name}: {env.name} ROLLED BACK from {current} to {target}")
     return summary
 
 
 def _roll_back_untagged(
-    conn: Connections, env: Environment, to_version: str | None, started: float, *, dry_run: bool, requested_by: str
+    conn: Connections,
+    env: Environment,
+    to_version: str | None,
+    summary: dict[str, Any],
+    *,
+    dry_run: bool,
+    requested_by: str,
 ) -> dict[str, Any]:
     """Overlays and image policies: write an earlier image value back. Branches: revert the last promotion's
     merge. The default target is what the environment ran before its last recorded promotion."""
@@ -128,18 +149,10 @@ def _roll_back_untagged(
                     f"{target} never ran in {env.name} and was not verified upstream; values it ran: {known}"
                 )
         previous_value = target
-    summary: dict[str, Any] = {
-        "pipeline": pipeline.name,
-        "environment": env.name,
-        "strategy": env.tracks.kind,
-        "from": current,
-        "to": target,
-        "requested_by": requested_by,
-    }
+    summary |= {"from": current, "to": target}
     if dry_run:
         log.info(f"dry run: would roll {env.name} back from {current} to {target}")
         summary["dry_run"] = True
-        audit(f"rollback-{pipeline.name}", summary, started)
         return summary
     cand = candidates.Candidate(
         environment=env.name,
@@ -157,5 +170,5 @@ def _roll_back_untagged(
         record(conn, "rolled-back", env.name, current, back.commit, by=requested_by, details={"to": target})
     summary |= {"write_back": back.commit, "verification": result.summary()}
     log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
-    audit(f"rollback-{pipeline.name}", summary, started)
+    tell(conn, f"{pipeline.name}: {env.name} ROLLED BACK from {current} to {target}")
     return summary

@@ -26,6 +26,7 @@ from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tasks.approval import ResumeError, resume_run
 from tests.conftest import unique
+from tests.support.webhook import Webhook, serve_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
@@ -142,7 +143,7 @@ def test_rc_then_production_without_gate(world: SandboxWorld) -> None:
     # A second run has nothing new to do and changes nothing.
     before = git(app.origin, "for-each-ref")
     again = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
-    assert again.is_completed() and again.result()["action"] == "skip"  # type: ignore[index]
+    assert again.is_completed() and again.result()["action"] == "skip"
     assert git(app.origin, "for-each-ref") == before
 
 
@@ -271,6 +272,44 @@ def test_rollback_flow_and_dry_run(world: SandboxWorld) -> None:
     assert "targetRevision: v1.0.0" in file_at_main(app, f"apps/production/{app.name}.yaml")
 
 
+def test_every_run_leaves_its_audit_and_tells_the_webhook(world: SandboxWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = Webhook()
+    with serve_webhook(hook) as base:
+        monkeypatch.setenv("PROMOTE_TEST_FLOW_WEBHOOK", f"{base}/services/T0/B0/secret")
+        monkeypatch.setenv("PREFECT_UI_URL", "http://prefect.example")
+        app, bad = ready_app(world, "told", approval=False), ready_app(world, "toldbad", approval=False)
+        for each in (app, bad):
+            with each.pipeline_file.open("a") as pipeline:
+                pipeline.write("notifications: {webhook_url_env: PROMOTE_TEST_FLOW_WEBHOOK}\n")
+        bad.env("staging").failure = "degraded"
+        failed = promote_rc(pipeline_file=str(bad.pipeline_file), return_state=True)
+        assert failed.is_failed()
+        assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+        assert promote_production(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+        assert rollback(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+        refused = rollback(pipeline_file=str(app.pipeline_file), to_version="v9.9.9", return_state=True)
+        assert refused.is_failed()
+    texts = [str(body["text"]) for _, _, body in hook.received]
+    expected = [
+        f"{bad.name}: release candidate for staging FAILED: ",
+        f"{app.name}: v1.0.1-rc1 verified in staging, ready for production",
+        f"{app.name}: v1.0.1 (rc v1.0.1-rc1) is live in production",
+        f"{app.name}: production ROLLED BACK from v1.0.1 to v1.0.0",
+        f"{app.name}: rollback of production FAILED: v9.9.9 is not a tag of the repository",
+    ]
+    assert len(texts) == len(expected), texts
+    for text, start in zip(texts, expected, strict=True):
+        assert text.startswith(start), (text, start)
+    assert all("<http://prefect.example/runs/flow-run/" in t for t in texts)
+    # The failed runs left their audit records too, with what went wrong.
+    for state, key in ((failed, f"promote-rc-{bad.name}"), (refused, f"rollback-{app.name}")):
+        run_id = state.state_details.flow_run_id
+        assert run_id is not None
+        audit = artifacts_of(run_id)[key]
+        assert "| failure | " in audit and "| started_by | local run |" in audit, audit
+    assert "v9.9.9 is not a tag" in artifacts_of(refused.state_details.flow_run_id)[f"rollback-{app.name}"]  # type: ignore[arg-type]
+
+
 def test_two_production_promotions_at_once_the_second_waits(world: SandboxWorld) -> None:
     app = ready_app(world, "twice")
     rc_run = _rc_verified(app)
@@ -380,6 +419,9 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
         }
     assert len(children) == 3, [run.name for run in children]  # promote-rc twice, promote-production once
     assert all(run.parent_task_run_id is not None for run in children) and parents == {nightly_id}
+    audits = [text for run in children for key, text in artifacts_of(run.id).items() if key.startswith("promote-")]
+    # Three runs, three audit records (the failed promote-rc's too), each saying it was nested.
+    assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
 
 
 def test_rc_dry_run_changes_nothing(world: SandboxWorld) -> None:
