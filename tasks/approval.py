@@ -218,19 +218,27 @@ def expire_if_due(client: Any, run: Any, now: datetime) -> bool:
     return True
 
 
+def suspendable(run: Any) -> bool:
+    """Whether this flow run can be suspended: Prefect's server refuses to suspend a run that is not a
+    deployment's own, and any nested run ("Cannot suspend subflows."), e.g. promote-production inside a
+    scheduled nightly. (prefect.runtime's deployment.id would say yes there: nested runs inherit it.)"""
+    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
+
+
 def wait_for_approval(
     plan: ApprovalPlan, timeout_seconds: float, *, key: str, poll_seconds: int = 5
 ) -> ApprovalDecision:
-    """Pause (local run: the process waits) or suspend (deployment run: the worker is freed and the flow
-    re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
+    """Pause (local or nested run: the process waits) or suspend (a deployment's run: the worker is freed and
+    the flow re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
+    from prefect.context import FlowRunContext
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
-    from prefect.runtime import deployment
 
     form = ApprovalDecision.with_initial_data(description=plan.markdown(), approve=False, approver="", reason="")
     timeout = max(1, int(timeout_seconds))
+    context = FlowRunContext.get()
     try:
-        if deployment.id:
+        if suspendable(context.flow_run if context is not None else None):
             decision = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
         else:
             decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_seconds, key=key)

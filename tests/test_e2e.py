@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -162,3 +163,39 @@ def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, 
     assert "| started_by | deployment promote-production/" in audit  # created through the REST API, as CI does
     again = run(*promote, "approve", str(paused.id), "--reason", "late", env=worker)
     assert again.returncode == 1 and "was not resumed (ABORT)" in again.stderr
+
+
+def test_scheduled_nightly_pauses_its_nested_production_run_for_approval(
+    world: SandboxWorld, worker: dict[str, str], tmp_path: Path
+) -> None:
+    """The nightly's deployment run (as its schedule starts it) reaches a gated production: the nested
+    promote-production cannot be suspended (the server refuses to suspend subflows), so it pauses, and an
+    approval through the API lets the nightly complete."""
+    app = ready_app(world, "e2enight")
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+    promote = [sys.executable, "-m", "promote.cli"]
+    env = {**worker, "GITHUB_RUN_ID": f"e2e-nightly-{app.name}", "GITHUB_RUN_ATTEMPT": "1"}
+    started = run(*promote, "trigger", "nightly/default", "--param", f"pipelines_dir={pipelines}", env=env)
+    assert started.returncode == 0, started.stdout + started.stderr
+    nightly_id = re.search(r"\(([0-9a-f-]{36})\)", started.stdout)
+    assert nightly_id
+    waiting = wait_for_state(
+        lambda r: (r.parameters or {}).get("pipeline_file") == str(pipelines / app.pipeline_file.name),
+        "PAUSED",
+        timeout=240,
+    )
+    assert waiting.state is not None and waiting.state.name == "Paused"  # nested: paused, not suspended
+    approved = run(*promote, "approve", str(waiting.id), "--approver", "bob", "--reason", "nightly ok", env=worker)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        state = read_run(UUID(nightly_id.group(1))).state
+        if state is not None and state.is_final():
+            break
+        time.sleep(1)
+    assert state is not None and state.is_completed(), state
+    assert "targetRevision: v1.0.1 " in git(app.origin, "show", f"main:apps/production/{app.name}.yaml")
+    audit = artifacts_of(waiting.id)[f"promote-production-{app.name}"]
+    assert "| approver | bob |" in audit and "| started_by | nested run |" in audit

@@ -24,7 +24,7 @@ from flows.promote_rc import promote_rc
 from flows.rollback import rollback
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
-from tasks.approval import ResumeError, resume_run
+from tasks.approval import ResumeError, resume_run, suspendable
 from tests.conftest import unique
 from tests.support.webhook import Webhook, serve_webhook
 
@@ -308,6 +308,21 @@ def test_every_run_leaves_its_audit_and_tells_the_webhook(world: SandboxWorld, m
         audit = artifacts_of(run_id)[key]
         assert "| failure | " in audit and "| started_by | local run |" in audit, audit
     assert "v9.9.9 is not a tag" in artifacts_of(refused.state_details.flow_run_id)[f"rollback-{app.name}"]  # type: ignore[arg-type]
+
+
+def test_only_a_deployments_own_top_level_run_is_suspended() -> None:
+    """The server refuses to suspend runs without a deployment and nested runs ("Cannot suspend subflows."):
+    promote-production nested in a scheduled nightly must pause instead (its process keeps waiting)."""
+    from uuid import uuid4
+
+    flow_id = uuid4()
+    deployment_run = FlowRun(flow_id=flow_id, deployment_id=uuid4())
+    nested_in_deployment = FlowRun(flow_id=flow_id, parent_task_run_id=uuid4())
+    nested_with_deployment = FlowRun(flow_id=flow_id, deployment_id=uuid4(), parent_task_run_id=uuid4())
+    assert suspendable(deployment_run)
+    assert not suspendable(FlowRun(flow_id=flow_id))
+    assert not suspendable(nested_in_deployment) and not suspendable(nested_with_deployment)
+    assert not suspendable(None)
 
 
 def test_two_production_promotions_at_once_the_second_waits(world: SandboxWorld) -> None:
