@@ -72,7 +72,7 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
 
     api = ApiConfig.from_env()
     params = parse_params(args.param)
-    key = args.idempotency_key or default_idempotency_key()
+    key = args.idempotency_key or default_idempotency_key(args.deployment, params)
     run = create_run(api, args.deployment, params, key)
     ui = api.url.removesuffix("/api")
     print(f"flow run {run['name']} ({run['id']}) of {args.deployment}: {ui}/runs/flow-run/{run['id']}")

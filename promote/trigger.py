@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -82,13 +83,18 @@ def check_params(schema: Mapping[str, Any], params: Mapping[str, Any], deploymen
             raise TriggerError(f"{deployment}: parameter {name} must be a {expected}, got {value!r}")
 
 
-def default_idempotency_key() -> str | None:
-    """A key from the CI run, so a retried CI step finds the run it created instead of starting another."""
+def default_idempotency_key(deployment: str, params: Mapping[str, Any]) -> str | None:
+    """A key from the CI run and the request: a retried CI step finds the run it created instead of starting
+    another, while different triggers in one CI run (a matrix over pipelines, two steps) get runs of their
+    own. Prefect matches keys per flow, so without the request two pipelines' triggers would share a run."""
     if os.environ.get("GITHUB_RUN_ID"):
-        return f"github-{os.environ['GITHUB_RUN_ID']}-{os.environ.get('GITHUB_RUN_ATTEMPT', '1')}"
-    if os.environ.get("CI_PIPELINE_ID"):
-        return f"gitlab-{os.environ['CI_PIPELINE_ID']}-{os.environ.get('CI_JOB_ID', '')}"
-    return None
+        ci = f"github-{os.environ['GITHUB_RUN_ID']}-{os.environ.get('GITHUB_RUN_ATTEMPT', '1')}"
+    elif os.environ.get("CI_PIPELINE_ID"):
+        ci = f"gitlab-{os.environ['CI_PIPELINE_ID']}-{os.environ.get('CI_JOB_ID', '')}"
+    else:
+        return None
+    request = json.dumps({"deployment": deployment, "parameters": params}, sort_keys=True, default=str)
+    return f"{ci}-{hashlib.sha256(request.encode()).hexdigest()[:16]}"
 
 
 def create_run(api: ApiConfig, deployment: str, params: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
