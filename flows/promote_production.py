@@ -92,7 +92,7 @@ def promote_production(
         with environment_lock(conn, env) as lock:
             approval = release.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
             if env.gate.approval and approval is None:
-                _approve(conn, env, cand, lock, summary)
+                _approve(conn, env, cand, lock, summary, resumed=pinned is not None)
             elif approval is not None:
                 summary |= {"approver": approval.by, "reason": approval.reason, "approved": True}
                 log.info(f"approval already recorded: {approval.by} at {approval.at}")
@@ -148,8 +148,11 @@ def _approve(
     cand: Candidate,
     lock: EnvironmentLock,
     summary: dict[str, Any],
+    *,
+    resumed: bool,
 ) -> None:
-    """Wait for a person; raise unless they approve. Records the approval so a re-run does not ask twice."""
+    """Wait for a person; raise unless they approve. Records the approval so a re-run does not ask twice.
+    ``resumed``: this is the re-run of a suspended run after its answer; the wait was announced already."""
     pipeline = conn.pipeline
     upstream = release.upstream_of(pipeline, env) if len(pipeline.environments) > 1 else None
     verified = (
@@ -166,7 +169,8 @@ def _approve(
         evidence=f"verified in {upstream.name} at {verified.at}" if upstream and verified else "(none upstream)",
         file_diff=cand.diff,
     )
-    tell(conn, f"{pipeline.name}: {cand.label} waits for approval to {env.name}")
+    if not resumed:
+        tell(conn, f"{pipeline.name}: {cand.label} waits for approval to {env.name}")
     lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
     pin_candidate(env.name, cand.record_tag)
     decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))

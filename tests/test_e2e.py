@@ -18,6 +18,7 @@ import pytest
 from flows.promote_rc import promote_rc
 from sandbox.world import SandboxWorld, git
 from tests.support.webdriver import browser
+from tests.support.webhook import Webhook, serve_webhook
 from tests.test_flows import ROOT, artifacts_of, read_run, ready_app, wait_for_state
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
@@ -30,9 +31,17 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
 
 
 @pytest.fixture
-def worker(world: SandboxWorld, tmp_path: Path) -> Iterator[dict[str, str]]:
+def webhook() -> Iterator[tuple[Webhook, str]]:
+    hook = Webhook()
+    with serve_webhook(hook) as base:
+        yield hook, f"{base}/services/T0/B0/e2e-secret"
+
+
+@pytest.fixture
+def worker(world: SandboxWorld, tmp_path: Path, webhook: tuple[Webhook, str]) -> Iterator[dict[str, str]]:
     env = {
         **os.environ,
+        "PROMOTE_E2E_WEBHOOK": webhook[1],  # flow runs inherit the worker's environment
         "PROMOTE_PROJECT_DIR": str(ROOT),
         "PYTHONPATH": str(ROOT),
         "PREFECT_LOGGING_LEVEL": "INFO",
@@ -64,8 +73,12 @@ def worker(world: SandboxWorld, tmp_path: Path) -> Iterator[dict[str, str]]:
         log.close()
 
 
-def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, str]) -> None:
+def test_deploy_trigger_approve_complete(
+    world: SandboxWorld, worker: dict[str, str], webhook: tuple[Webhook, str]
+) -> None:
     app = ready_app(world, "e2e")
+    with app.pipeline_file.open("a") as pipeline:
+        pipeline.write("notifications: {webhook_url_env: PROMOTE_E2E_WEBHOOK}\n")
     promote = [sys.executable, "-m", "promote.cli"]
     env = {**worker, "GITHUB_RUN_ID": f"e2e-{app.name}", "GITHUB_RUN_ATTEMPT": "1"}
 
@@ -163,6 +176,14 @@ def test_deploy_trigger_approve_complete(world: SandboxWorld, worker: dict[str, 
     assert "| started_by | deployment promote-production/" in audit  # created through the REST API, as CI does
     again = run(*promote, "approve", str(paused.id), "--reason", "late", env=worker)
     assert again.returncode == 1 and "was not resumed (ABORT)" in again.stderr
+    # The webhook heard the rc, the wait once (not again when the suspended run re-ran from the top) and the
+    # end. (rc2 ran in this process, which has no webhook variable.)
+    texts = [str(body["text"]).split("\n")[0] for _, _, body in webhook[0].received]
+    assert texts == [
+        f"{app.name}: v1.0.1-rc1 verified in staging, ready for production",
+        f"{app.name}: v1.0.1 (rc v1.0.1-rc1) waits for approval to production",
+        f"{app.name}: v1.0.1 (rc v1.0.1-rc1) is live in production",
+    ], texts
 
 
 def test_scheduled_nightly_pauses_its_nested_production_run_for_approval(
