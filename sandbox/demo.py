@@ -129,89 +129,94 @@ def _names(apps: int) -> list[str]:
 
 def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: str) -> int:
     root = Path(tempfile.mkdtemp(prefix="promote-sandbox-"))
-    started = time.monotonic()
-    from sandbox.prefect_server import PrefectServer, prefect_env
+    ok = False
+    try:
+        started = time.monotonic()
+        from sandbox.prefect_server import PrefectServer, prefect_env
 
-    say(f"{BANNER}\ngitops-promote sandbox: a full promotion dev -> staging -> production, locally\n{BANNER}")
-    say(f"strategy:  {_WHAT[strategy]}")
-    say(f"workspace: {root}")
-    if registry_url:
-        say(f"registry:  docker-registry at {registry_url}")
-    server = PrefectServer(home=root / "prefect")
-    os.environ.update(prefect_env(server.home, server.api_url))
-    os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
-    os.environ["PREFECT_UI_URL"] = server.url
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        say(f"{BANNER}\ngitops-promote sandbox: a full promotion dev -> staging -> production, locally\n{BANNER}")
+        say(f"strategy:  {_WHAT[strategy]}")
+        say(f"workspace: {root}")
+        if registry_url:
+            say(f"registry:  docker-registry at {registry_url}")
+        server = PrefectServer(home=root / "prefect")
+        os.environ.update(prefect_env(server.home, server.api_url))
+        os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
+        os.environ["PREFECT_UI_URL"] = server.url
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
 
-    from kubernetes.config import new_client_from_config
+        from kubernetes.config import new_client_from_config
 
-    from sandbox.apiserver import LocalKubeAPI, install_crds
-    from sandbox.world import SandboxWorld
+        from sandbox.apiserver import LocalKubeAPI, install_crds
+        from sandbox.world import SandboxWorld
 
-    say("\n[1/5] starting kube-apiserver + etcd (built once into ~/.cache/gitops-promote) ...")
-    with LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()) as api:
-        say(f"      ready in {api.ready_seconds:.1f}s at {api.url}")
-        admin = new_client_from_config(config_file=str(api.kubeconfig))
-        install_crds(admin)
-        say("[2/5] starting a Prefect server (first start migrates its database: ~20 s) ...")
-        with server:
-            say(f"      ready in {server.ready_seconds:.1f}s; UI at {server.url}")
-            world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url)
-            (root / "world").mkdir()
-            with world.running():
-                say("[3/5] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
-                made = [world.create_app(name, strategy=strategy, delay_seconds=delay) for name in _names(apps)]
-                pipelines = root / "pipelines"
-                pipelines.mkdir()
-                for app in made:
-                    shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
-                time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
-                for app in made:
-                    say(f"      {app.name}: {_developer_change(app, registry_url)}")
-                say(f"[4/5] running the nightly flow over {pipelines} ...\n")
-                from flows.nightly import nightly
-
-                stop = threading.Event()
-                approved: list[str] = []
-                approver = threading.Thread(
-                    target=_approve_paused_runs, args=(server.api_url, stop, approved), daemon=True
+        say("\n[1/5] starting kube-apiserver + etcd (built once into ~/.cache/gitops-promote) ...")
+        with LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()) as api:
+            say(f"      ready in {api.ready_seconds:.1f}s at {api.url}")
+            admin = new_client_from_config(config_file=str(api.kubeconfig))
+            install_crds(admin)
+            say("[2/5] starting a Prefect server (first start migrates its database: ~20 s) ...")
+            with server:
+                say(f"      ready in {server.ready_seconds:.1f}s; UI at {server.url}")
+                world = SandboxWorld(
+                    root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url
                 )
-                approver.start()
-                try:
-                    state = nightly(pipelines_dir=str(pipelines), return_state=True)
-                finally:
-                    stop.set()
-                    approver.join(timeout=5)
-                ok = state.is_completed()
-                _drain_prefect_logs()
-                say(f"\n[5/5] summary\n{BANNER}")
-                for app in made:
-                    from sandbox.world import git
+                (root / "world").mkdir()
+                with world.running():
+                    say("[3/5] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
+                    made = [world.create_app(name, strategy=strategy, delay_seconds=delay) for name in _names(apps)]
+                    pipelines = root / "pipelines"
+                    pipelines.mkdir()
+                    for app in made:
+                        shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
+                    time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
+                    for app in made:
+                        say(f"      {app.name}: {_developer_change(app, registry_url)}")
+                    say(f"[4/5] running the nightly flow over {pipelines} ...\n")
+                    from flows.nightly import nightly
 
-                    tags = git(app.origin, "tag", "--list", "--sort=creatordate")
-                    say(f"{app.name}:")
-                    say(f"  tags in origin:      {' '.join(tags.split())}")
-                    say(f"  staging runs:        {_running_image(world, app, 'staging')}")
-                    say(f"  production runs:     {_running_image(world, app, 'production')}")
-                    last = git(app.origin, "log", "-1", "--format=%s", "main")
-                    say(f"  last commit on main: {last}")
-                    note = git(app.origin, "notes", "--ref=promote", "list")
-                    say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
-                say(f"nightly run: {state.name} ({state.message or 'ok'})")
-                say(f"approvals given on your behalf: {len(approved)}")
-                say(f"artifacts (audit records, verification, health tables): {server.url}/artifacts")
-                say(f"total time: {time.monotonic() - started:.1f}s")
-                if keep:
-                    say(f"\n--keep: the Prefect UI stays up at {server.url} and files in {root}; Ctrl-C to stop")
+                    stop = threading.Event()
+                    approved: list[str] = []
+                    approver = threading.Thread(
+                        target=_approve_paused_runs, args=(server.api_url, stop, approved), daemon=True
+                    )
+                    approver.start()
                     try:
-                        while True:
-                            time.sleep(1)
-                    except KeyboardInterrupt:
-                        pass
-    if not keep:
-        shutil.rmtree(root, ignore_errors=True)
-        say(f"cleaned up {root}")
-    say(BANNER)
+                        state = nightly(pipelines_dir=str(pipelines), return_state=True)
+                    finally:
+                        stop.set()
+                        approver.join(timeout=5)
+                    ok = state.is_completed()
+                    _drain_prefect_logs()
+                    say(f"\n[5/5] summary\n{BANNER}")
+                    for app in made:
+                        from sandbox.world import git
+
+                        tags = git(app.origin, "tag", "--list", "--sort=creatordate")
+                        say(f"{app.name}:")
+                        say(f"  tags in origin:      {' '.join(tags.split())}")
+                        say(f"  staging runs:        {_running_image(world, app, 'staging')}")
+                        say(f"  production runs:     {_running_image(world, app, 'production')}")
+                        last = git(app.origin, "log", "-1", "--format=%s", "main")
+                        say(f"  last commit on main: {last}")
+                        note = git(app.origin, "notes", "--ref=promote", "list")
+                        say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
+                    say(f"nightly run: {state.name} ({state.message or 'ok'})")
+                    say(f"approvals given on your behalf: {len(approved)}")
+                    say(f"artifacts (audit records, verification, health tables): {server.url}/artifacts")
+                    say(f"total time: {time.monotonic() - started:.1f}s")
+                    if keep:
+                        say(f"\n--keep: the Prefect UI stays up at {server.url} and files in {root}; Ctrl-C to stop")
+                        try:
+                            while True:
+                                time.sleep(1)
+                        except KeyboardInterrupt:
+                            pass
+    finally:  # also when something failed: a demo leaves nothing behind unless asked to (--keep)
+        if not keep:
+            shutil.rmtree(root, ignore_errors=True)
+            say(f"cleaned up {root}")
+        say(BANNER)
     return 0 if ok else 1
 
 

@@ -1,0 +1,39 @@
+"""The README's first command: the sandbox demo runs a whole nightly promotion and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect]
+
+
+def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
+    # Its own Prefect server and API server, as on a user's machine: none of the test session's settings.
+    session = {"PROMOTE_CACHE_DIR", "PROMOTE_LOCK_TTL_SECONDS"}  # set by conftest; PROMOTE_KUBE_BIN_DIR stays
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in session}
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox.demo", "--delay", "0.1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    workspace = re.search(r"workspace: (\S+)", out)
+    assert workspace, out[-4000:]
+    assert "nightly run: Completed" in out
+    assert re.search(r"tags in origin: +v1\.0\.0 v1\.0\.1-rc1 v1\.0\.1\b", out), out[-4000:]
+    assert re.search(r"production runs: +\S*:1\.0\.1\b", out), out[-4000:]
+    assert "approvals given on your behalf: 1" in out
+    assert f"cleaned up {workspace.group(1)}" in out and not Path(workspace.group(1)).exists()
