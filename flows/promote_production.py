@@ -118,7 +118,14 @@ def promote_production(
                 if cand.previous is None or not cand.changes_anything:
                     raise
                 log.error(f"{env.name} failed at {cand.label}: {failure}. ROLLING BACK to {cand.previous}")
-                _roll_back(conn, env, cand, applied, summary)
+                try:
+                    _roll_back(conn, env, cand, applied, summary)
+                except Exception as stuck:  # say both: why we rolled back, and that it did not take
+                    summary["rollback_failure"] = str(stuck)
+                    raise PromotionError(
+                        f"{env.name} did not come up at {cand.label} ({failure}), and the ROLLBACK to "
+                        f"{cand.previous} FAILED too ({stuck}): {env.name} needs a person"
+                    ) from None
                 raise PromotionError(
                     f"{env.name} did not come up at {cand.label} ({failure}); ROLLED BACK to {cand.previous}"
                 ) from None

@@ -259,6 +259,21 @@ def test_production_failure_rolls_back(world: SandboxWorld) -> None:
     assert rolled is not None and rolled.details == {"to": "v1.0.0"}
 
 
+def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWorld) -> None:
+    app = ready_app(world, "stuck", approval=False)
+    _rc_verified(app)
+    app.env("production").failure = "degraded"  # at every revision: the rollback's verification fails as well
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert "did not come up at v1.0.1" in message and "the ROLLBACK to v1.0.0 FAILED too" in message, message
+    assert "production needs a person" in message
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    audit = artifacts_of(run_id)[f"promote-production-{app.name}"]
+    assert "| failure | " in audit and "| rollback_failure | " in audit and "Degraded" in audit, audit
+
+
 def test_rollback_flow_and_dry_run(world: SandboxWorld) -> None:
     app = ready_app(world, "rbflow", approval=False)
     _rc_verified(app)
