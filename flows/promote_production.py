@@ -36,6 +36,9 @@ class PromotionError(RuntimeError):
     """The promotion ended without the new version in production; the message says what happened."""
 
 
+_AUDIT_COMMITS = 50  # commits listed in the audit record; the rest are counted
+
+
 @flow(name="promote-production", validate_parameters=True, persist_result=True)
 def promote_production(
     pipeline_file: str,
@@ -78,6 +81,10 @@ def promote_production(
         summary |= {"rc": cand.record_tag, "version": cand.value, "from": cand.previous, "diff": cand.diff}
         if cand.release_commit:
             summary["commit"] = cand.release_commit
+        if cand.commits:  # what this promotion brings, as the approval form showed it
+            listed = [f"{sha[:12]} {subject}" for sha, subject in cand.commits[:_AUDIT_COMMITS]]
+            more = len(cand.commits) - len(listed)
+            summary["commits"] = listed + ([f"... and {more} more"] if more > 0 else [])
         if dry_run:
             action = f"tag {cand.value} at {cand.anchor[:12]} and " if is_tag else ""
             log.info(f"dry run: would {action}promote {env.name} from {cand.previous} to {cand.label}:\n{cand.diff}")

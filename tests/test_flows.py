@@ -139,6 +139,7 @@ def test_rc_then_production_without_gate(world: SandboxWorld) -> None:
     audit = found[f"promote-production-{app.name}"]
     assert "| version | v1.0.1 |" in audit and "| from | v1.0.0 |" in audit
     assert "| started_by | local run |" in audit
+    assert "feature: faster checkout" in audit.split("| commits | ")[1].split("\n")[0]  # what the release brings
     assert f"health-{app.name}-production" in found and f"verification-{app.name}-production" in found
     # A second run has nothing new to do and changes nothing.
     before = git(app.origin, "for-each-ref")
