@@ -123,7 +123,7 @@ def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, com
     )
 
 
-def _started_by() -> str:
+def started_by() -> str:
     context = FlowRunContext.get()
     run = context.flow_run if context is not None else None
     if run is None:
@@ -141,7 +141,7 @@ def _started_by() -> str:
 
 def audit(key: str, summary: dict[str, Any], started: float) -> None:
     """The run's markdown record: who, what, which versions and commits, decisions, results, timings."""
-    summary = {**summary, "started_by": _started_by(), "duration_s": round(time.monotonic() - started, 1)}
+    summary = {**summary, "started_by": started_by(), "duration_s": round(time.monotonic() - started, 1)}
     lines = [f"# {key}", "", "| field | value |", "|---|---|"]
     for name, value in summary.items():
         if name == "diff" or value in (None, "", [], {}):

@@ -13,10 +13,12 @@ from typing import Annotated, Any
 
 import httpx
 from prefect import Flow, flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
+from flows.common import started_by
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from promote.pipeline import discover_pipelines
@@ -89,6 +91,39 @@ def promote_pipeline(pipeline_file: str, production: bool, dry_run: bool) -> dic
     return result
 
 
+def _cell(text: object) -> str:
+    return str(text).replace("|", "/").replace("\n", " ")
+
+
+def nightly_report(results: dict[str, Any], *, started_by: str, seconds: float) -> str:
+    """The nightly's audit record: one row per pipeline file with what promote-rc and promote-production
+    did (each nested run leaves its own detailed record)."""
+    lines = [
+        "# nightly",
+        "",
+        f"started by {started_by}; {len(results)} pipeline(s) in {seconds:.1f}s",
+        "",
+        "| pipeline file | promote-rc | promote-production |",
+        "|---|---|---|",
+    ]
+    for file, result in results.items():
+        if "failed" in result:
+            rc, production = "FAILED", _cell(result["failed"])
+        else:
+            summary = result.get("rc") or {}
+            rc = " ".join(str(v) for v in (summary.get("action"), summary.get("rc")) if v) or "-"
+            rc += " (dry run)" if summary.get("dry_run") else ""
+            prod = result.get("production")
+            if prod is None:
+                production = "-"
+            elif prod.get("nothing_to_do"):
+                production = "nothing to do"
+            else:
+                production = f"{prod.get('from') or '?'} -> {prod.get('version') or '?'}"
+        lines.append(f"| {_cell(file)} | {_cell(rc)} | {production} |")
+    return "\n".join(lines)
+
+
 @flow(name="nightly", validate_parameters=True)
 def nightly(
     pipelines_dir: str = "deployments",
@@ -105,6 +140,7 @@ def nightly(
         dry_run: show what would change and change nothing
     """
     log = get_run_logger()
+    started = time.monotonic()
     files = [str(p) for p in discover_pipelines(pipelines_dir)]
     if not files:
         log.warning(f"no pipeline files in {pipelines_dir}")
@@ -133,6 +169,11 @@ def nightly(
                 results[file] = {"failed": str(exc)}
                 log.error(f"{file}: {exc}")
     log.info(f"nightly: {len(files) - len(failed)} of {len(files)} pipelines succeeded")
+    create_markdown_artifact(
+        key="nightly",
+        markdown=nightly_report(results, started_by=started_by(), seconds=time.monotonic() - started),
+        description="nightly audit record: what each pipeline did",
+    )
     if failed:
         raise RuntimeError(f"nightly: {len(failed)} of {len(files)} pipelines failed: {', '.join(failed)}")
     return results

@@ -451,6 +451,10 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     assert len(children) == 3, [run.name for run in children]  # promote-rc twice, promote-production once
     assert all(run.parent_task_run_id is not None for run in children) and parents == {nightly_id}
     audits = [text for run in children for key, text in artifacts_of(run.id).items() if key.startswith("promote-")]
+    report = artifacts_of(nightly_id)["nightly"]  # type: ignore[arg-type]
+    assert "started by local run; 2 pipeline(s)" in report
+    assert f"| {pipelines / good.pipeline_file.name} | create v1.0.1-rc1 | v1.0.0 -> v1.0.1 |" in report, report
+    assert f"| {pipelines / bad.pipeline_file.name} | FAILED | " in report and "Degraded" in report, report
     # Three runs, three audit records (the failed promote-rc's too), each saying it was nested.
     assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
 
