@@ -260,6 +260,24 @@ def test_production_failure_rolls_back(world: SandboxWorld) -> None:
     assert rolled is not None and rolled.details == {"to": "v1.0.0"}
 
 
+def test_failing_production_health_checks_roll_back(world: SandboxWorld) -> None:
+    """Verification passes (the rollout happened) but the health check does not: production goes back too."""
+    app = ready_app(world, "sick", approval=False)
+    _rc_verified(app)
+    head, tail = app.pipeline_file.read_text().split(f"/{app.name}/production/version")
+    tail = tail.replace("timeout_seconds: 30", "timeout_seconds: 2", 1)  # the production check's window
+    app.pipeline_file.write_text(head + f"/{app.name}/production/missing" + tail)  # answers 404
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_failed()
+    message = state.message or ""
+    assert "did not come up at v1.0.1" in message and "ROLLED BACK to v1.0.0" in message, message
+    assert "production serves the promoted version" in message, message  # the check that failed
+    assert "targetRevision: v1.0.0" in file_at_main(app, f"apps/production/{app.name}.yaml")
+    rolled = evidence.find(notes(app, "v1.0.1"), "rolled-back", app.name, "production", "v1.0.1")
+    assert rolled is not None and rolled.details == {"to": "v1.0.0"}
+    assert evidence.find(notes(app, "v1.0.1"), "promoted", app.name, "production", "v1.0.1") is None
+
+
 def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWorld) -> None:
     app = ready_app(world, "stuck", approval=False)
     _rc_verified(app)
