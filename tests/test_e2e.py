@@ -93,6 +93,11 @@ def test_deploy_trigger_approve_complete(
         env=env,
     )
     assert refused.returncode == 1 and "promote-rc/default has no parameter bumpp" in refused.stderr
+    ill_typed = run(
+        *promote, "trigger", "promote-rc/default", "--param", f"pipeline_file={app.pipeline_file}", "--param",
+        "bump=huge", env=env,
+    )  # fmt: skip
+    assert ill_typed.returncode == 1 and "bump" in ill_typed.stderr, ill_typed.stdout + ill_typed.stderr
     rc = run(
         *promote,
         "trigger",
@@ -176,13 +181,20 @@ def test_deploy_trigger_approve_complete(
     assert "| started_by | deployment promote-production/" in audit  # created through the REST API, as CI does
     again = run(*promote, "approve", str(paused.id), "--reason", "late", env=worker)
     assert again.returncode == 1 and "was not resumed (ABORT)" in again.stderr
-    # The webhook heard the rc, the wait once (not again when the suspended run re-ran from the top) and the
-    # end. (rc2 ran in this process, which has no webhook variable.)
+    # A run that ends Failed makes the CI step fail.
+    failing = run(
+        *promote, "trigger", "rollback/default", "--param", f"pipeline_file={app.pipeline_file}", "--param",
+        "to_version=v9.9.9", "--wait", "--timeout", "240", env={**env, "GITHUB_RUN_ID": f"e2e-rb-{app.name}"},
+    )  # fmt: skip
+    assert failing.returncode == 1 and "Failed" in failing.stdout, failing.stdout + failing.stderr
+    # The webhook heard the rc, the wait once (not again when the suspended run re-ran from the top), the
+    # end and the failed rollback. (rc2 ran in this process, which has no webhook variable.)
     texts = [str(body["text"]).split("\n")[0] for _, _, body in webhook[0].received]
     assert texts == [
         f"{app.name}: v1.0.1-rc1 verified in staging, ready for production",
         f"{app.name}: v1.0.1 (rc v1.0.1-rc1) waits for approval to production",
         f"{app.name}: v1.0.1 (rc v1.0.1-rc1) is live in production",
+        f"{app.name}: rollback of production FAILED: v9.9.9 is not a tag of the repository; nothing to roll back to",
     ], texts
 
 

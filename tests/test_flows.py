@@ -191,7 +191,14 @@ def test_reject_ends_failed_and_leaves_production_alone(world: SandboxWorld) -> 
     paused = wait_for_state(by_pipeline(app), "PAUSED")
     with pytest.raises(ResumeError):  # the server enforces "reason required on reject" (schema)
         resume_run(api_url(), str(paused.id), {"approve": False, "approver": "bob", "reason": ""})
-    resume_run(api_url(), str(paused.id), {"approve": False, "approver": "bob", "reason": "error rate up"})
+    cli = [sys.executable, "-m", "promote.cli", "reject", str(paused.id), "--approver", "bob"]
+    no_reason = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert no_reason.returncode != 0 and "--reason" in no_reason.stderr
+    rejected = subprocess.run(
+        [*cli, "--reason", "error rate up"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert rejected.returncode == 0, rejected.stdout + rejected.stderr
+    assert f"rejected run {paused.id} as bob" in rejected.stdout
     state = running.join()
     assert state.is_failed()
     assert "rejected by bob: error rate up" in (state.message or "")
