@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from promote.pipeline import HealthCheck
 from tasks.health import results_table, run_check
 from tests.support.httpapp import AppState, serve_app
+from tests.support.tls import self_signed_context
 
 VALUES = {"version": "1.2.3", "tag": "v1.2.3", "commit": "abc"}
 
@@ -93,6 +95,15 @@ def test_connection_refused_is_reported(unused_port: int) -> None:
 
 def test_tls_verification_is_on_by_default() -> None:
     assert HealthCheck(url="https://x.example").verify_tls is True
+
+
+def test_a_self_signed_endpoint_is_refused_unless_verification_is_off(tmp_path: Path) -> None:
+    with serve_app(AppState(version="1.2.3"), tls=self_signed_context(tmp_path)) as url:
+        assert url.startswith("https://")
+        refused = run_check(check(f"{url}/healthz", timeout_seconds=0.3), VALUES)
+        assert not refused.passed and "CERTIFICATE_VERIFY_FAILED" in (refused.last_problem or ""), refused
+        accepted = run_check(check(f"{url}/healthz", verify_tls=False), VALUES)
+        assert accepted.passed
 
 
 def test_results_table_rows(app: tuple[AppState, str]) -> None:

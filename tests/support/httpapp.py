@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ class AppState:
 
 
 @contextmanager
-def serve_app(state: AppState) -> Iterator[str]:
+def serve_app(state: AppState, tls: ssl.SSLContext | None = None) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
             return
@@ -49,5 +50,5 @@ def serve_app(state: AppState) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-    with serve_http(Handler) as url:
+    with serve_http(Handler, tls=tls) as url:
         yield url
