@@ -484,6 +484,25 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
 
 
+def test_promote_plan_on_a_tag_pipeline_shows_each_environment_and_changes_nothing(world: SandboxWorld) -> None:
+    app = ready_app(world, "planned", approval=False)
+    before = git(app.origin, "for-each-ref")
+    cli = [sys.executable, "-m", "promote.cli", "plan", str(app.pipeline_file)]
+    first = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = first.stdout
+    assert "staging (tag): v1.0.0 -> v1.0.1-rc1" in out and "new tags: v1.0.1-rc1" in out, out
+    assert "+    targetRevision: v1.0.1-rc1" in out, out
+    assert "production (tag): v1.0.0 (no change)" in out, out  # no rc has staging evidence yet
+    assert git(app.origin, "for-each-ref") == before  # nothing pushed: no tag, no commit, no note
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    second = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 0, second.stdout + second.stderr
+    # Now production would take the verified rc: a new stable tag and the production file's diff.
+    assert "production (tag): v1.0.0 -> v1.0.1" in second.stdout and "new tags: v1.0.1" in second.stdout
+    assert "+    targetRevision: v1.0.1 " in second.stdout, second.stdout
+
+
 def test_rc_dry_run_changes_nothing(world: SandboxWorld) -> None:
     app = ready_app(world, "dry", approval=False)
     before = git(app.origin, "for-each-ref")
