@@ -26,6 +26,7 @@ from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tasks.approval import ResumeError, resume_run, suspendable
 from tests.conftest import unique
+from tests.support.gitserver import Outage, make_origin, serve_git_over_http
 from tests.support.webhook import Webhook, serve_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
@@ -501,6 +502,33 @@ def test_promote_plan_on_a_tag_pipeline_shows_each_environment_and_changes_nothi
     # Now production would take the verified rc: a new stable tag and the production file's diff.
     assert "production (tag): v1.0.0 -> v1.0.1" in second.stdout and "new tags: v1.0.1" in second.stdout
     assert "+    targetRevision: v1.0.1 " in second.stdout, second.stdout
+
+
+def test_a_task_retries_a_remote_having_a_bad_minute_but_not_a_refusal(tmp_path: Path) -> None:
+    """Prefect's retry_condition_fn at work on a real task: a 503 from the Git host is retried (with backoff),
+    wrong credentials are not."""
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+    from promote.pipeline import load_pipeline
+    from tasks.connections import Connections
+    from tasks.gitrepo import GitAuth, GitRepository
+    from tasks.steps import fetch_repository
+
+    bare, _ = make_origin(tmp_path, {"README.md": "hello\n"})
+    pipeline = load_pipeline(str(ROOT / "deployments" / "examples" / "tags.yaml"))
+    outage = Outage(fail_next=1)
+    quiet = {PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}  # a task alone has no flow run to log to
+    with serve_git_over_http(tmp_path, "ci", "token-1234", outage) as base, temporary_settings(updates=quiet):
+        url = f"{base}/{bare.name}"
+        good = Connections(pipeline, GitRepository(url, tmp_path / "a", auth=GitAuth("ci", "token-1234")), print)
+        state = fetch_repository(good, return_state=True)
+        assert state.is_completed(), state.message
+        assert outage.fail_next == 0 and outage.requests >= 2  # the first attempt met the 503, a retry passed
+        outage.requests = 0
+        bad = Connections(pipeline, GitRepository(url, tmp_path / "b", auth=GitAuth("ci", "wrong")), print)
+        refused = fetch_repository(bad, return_state=True)
+        assert refused.is_failed() and "git fetch failed" in (refused.message or ""), refused.message
+        assert outage.requests <= 3  # one attempt (git asks, is refused, asks with credentials): no retries
 
 
 def test_rc_dry_run_changes_nothing(world: SandboxWorld) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -62,11 +64,20 @@ def commit_file(seed: Path, rel: str, content: str, message: str, branch: str = 
     return run_git(seed, "rev-parse", "HEAD")
 
 
+@dataclass
+class Outage:
+    fail_next: int = 0
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 @contextmanager
-def serve_git_over_http(project_root: Path, username: str, token: str) -> Iterator[str]:
-    """Serve bare repositories under ``project_root`` at ``http://127.0.0.1:PORT/`` requiring basic auth."""
+def serve_git_over_http(project_root: Path, username: str, token: str, outage: Outage | None = None) -> Iterator[str]:
+    """Serve bare repositories under ``project_root`` at ``http://127.0.0.1:PORT/`` requiring basic auth.
+    ``outage``: answer its next ``fail_next`` requests 503 (a remote having a bad minute), counting all."""
     expected = "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()
     seen_headers: list[str] = []
+    outage = outage if outage is not None else Outage()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -74,6 +85,14 @@ def serve_git_over_http(project_root: Path, username: str, token: str) -> Iterat
 
         def _cgi(self) -> None:
             seen_headers.append(self.headers.get("Authorization") or "")
+            with outage.lock:
+                outage.requests += 1
+                failing, outage.fail_next = outage.fail_next > 0, max(0, outage.fail_next - 1)
+            if failing:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.headers.get("Authorization") != expected:
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="git"')
