@@ -14,12 +14,23 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from prefect import get_client
 
+from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.world import SandboxWorld, git
 from tests.support.webdriver import browser
 from tests.support.webhook import Webhook, serve_webhook
-from tests.test_flows import ROOT, artifacts_of, read_run, ready_app, wait_for_state
+from tests.test_flows import (
+    ROOT,
+    InThread,
+    artifacts_of,
+    by_pipeline,
+    read_run,
+    ready_app,
+    subjects,
+    wait_for_state,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
@@ -232,3 +243,34 @@ def test_scheduled_nightly_pauses_its_nested_production_run_for_approval(
     assert "targetRevision: v1.0.1 " in git(app.origin, "show", f"main:apps/production/{app.name}.yaml")
     audit = artifacts_of(waiting.id)[f"promote-production-{app.name}"]
     assert "| approver | bob |" in audit and "| started_by | nested run |" in audit
+
+
+def test_a_suspended_promotion_keeps_its_environment_locked(world: SandboxWorld, worker: dict[str, str]) -> None:
+    """The trap: a suspended run has no process left to renew a lock. The environment's Lease is sized to the
+    approval window, so a second promotion waits (past several lock TTLs) until the first, approved,
+    finishes; then it finds the work done and completes without a second gate, tag or commit."""
+    app = ready_app(world, "e2elock")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    promote = [sys.executable, "-m", "promote.cli"]
+    env = {**worker, "GITHUB_RUN_ID": f"e2e-lock-{app.name}", "GITHUB_RUN_ATTEMPT": "1"}
+    param = f"pipeline_file={app.pipeline_file}"
+    first = run(*promote, "trigger", "promote-production/default", "--param", param, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    first_id = re.search(r"\(([0-9a-f-]{36})\)", first.stdout)
+    assert first_id
+    suspended = wait_for_state(lambda r: str(r.id) == first_id.group(1), "PAUSED", timeout=240)
+    assert suspended.state is not None and suspended.state.name == "Suspended"  # no process of it is left
+    second = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    time.sleep(10)  # more than three lock TTLs (3 s in tests): a lock held by a live process alone would lapse
+    assert second.thread.is_alive()
+    with get_client(sync_client=True) as client:
+        others = [r for r in client.read_flow_runs(limit=200) if by_pipeline(app)(r) and r.id != suspended.id]
+    waiting = [r.state.type.value for r in others if r.state and r.flow_id == suspended.flow_id]
+    assert waiting == ["RUNNING"], waiting  # waiting for the lock, not at a gate of its own
+    approved = run(*promote, "approve", str(suspended.id), "--approver", "carol", "--reason", "ok", env=worker)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    second_state = second.join(timeout=240)
+    assert second_state.is_completed(), second_state.message
+    assert read_run(suspended.id).state.is_completed()  # type: ignore[union-attr]
+    assert subjects(app).count(f"promote({app.name}): production v1.0.0 -> v1.0.1") == 1
+    assert git(app.origin, "tag", "--list").split().count("v1.0.1") == 1
