@@ -78,16 +78,31 @@ def run_subflow(subflow: Flow[..., dict[str, Any]], **parameters: Any) -> dict[s
     raise AssertionError("unreachable")
 
 
+class PipelineFailedError(RuntimeError):
+    """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``result``)."""
+
+    def __init__(self, stage: str, cause: Exception, result: dict[str, Any]) -> None:
+        super().__init__(str(cause))
+        self.stage, self.result = stage, result
+
+
 def promote_pipeline(pipeline_file: str, production: bool, dry_run: bool) -> dict[str, Any]:
-    rc = run_subflow(promote_rc, pipeline_file=pipeline_file, dry_run=dry_run, requested_by="nightly")
-    result: dict[str, Any] = {"pipeline_file": pipeline_file, "rc": rc}
+    result: dict[str, Any] = {"pipeline_file": pipeline_file}
+    try:
+        rc = run_subflow(promote_rc, pipeline_file=pipeline_file, dry_run=dry_run, requested_by="nightly")
+    except Exception as exc:
+        raise PipelineFailedError("promote-rc", exc, result) from exc
+    result["rc"] = rc
     if production and not dry_run and rc.get("action") != "skip":
         # Tags: exactly the rc just verified. Other strategies: production decides from what is verified
         # upstream (an image policy may not even allow staging's tag, e.g. a release candidate).
         pinned = rc.get("rc") if rc.get("strategy", "tag") == "tag" else None
-        result["production"] = run_subflow(
-            promote_production, pipeline_file=pipeline_file, rc=pinned, requested_by="nightly"
-        )
+        try:
+            result["production"] = run_subflow(
+                promote_production, pipeline_file=pipeline_file, rc=pinned, requested_by="nightly"
+            )
+        except Exception as exc:
+            raise PipelineFailedError("promote-production", exc, result) from exc
     return result
 
 
@@ -107,20 +122,24 @@ def nightly_report(results: dict[str, Any], *, started_by: str, seconds: float) 
         "|---|---|---|",
     ]
     for file, result in results.items():
-        if "failed" in result:
-            rc, production = "FAILED", _cell(result["failed"])
-        else:
-            summary = result.get("rc") or {}
+        failure = f"FAILED: {result['failed']}" if "failed" in result else None
+        stage = result.get("failed_in", "promote-rc")  # an unexpected error stopped the pipeline at its start
+        summary = result.get("rc")
+        if summary is not None:
             rc = " ".join(str(v) for v in (summary.get("action"), summary.get("rc")) if v) or "-"
             rc += " (dry run)" if summary.get("dry_run") else ""
-            prod = result.get("production")
-            if prod is None:
-                production = "-"
-            elif prod.get("nothing_to_do"):
-                production = "nothing to do"
-            else:
-                production = f"{prod.get('from') or '?'} -> {prod.get('version') or '?'}"
-        lines.append(f"| {_cell(file)} | {_cell(rc)} | {production} |")
+        else:
+            rc = failure if failure and stage == "promote-rc" else "-"
+        prod = result.get("production")
+        if failure and stage == "promote-production":
+            production = failure
+        elif prod is None:
+            production = "-"
+        elif prod.get("nothing_to_do"):
+            production = "nothing to do"
+        else:
+            production = f"{prod.get('from') or '?'} -> {prod.get('version') or '?'}"
+        lines.append(f"| {_cell(file)} | {_cell(rc)} | {_cell(production)} |")
     return "\n".join(lines)
 
 
@@ -164,16 +183,23 @@ def nightly(
         for file, future in futures.items():
             try:
                 results[file] = future.result()
-            except Exception as exc:  # one pipeline's failure does not stop the others; reported below
+            except PipelineFailedError as exc:  # one pipeline's failure does not stop the others; reported below
                 failed.append(file)
-                results[file] = {"failed": str(exc)}
+                results[file] = {**exc.result, "failed": str(exc), "failed_in": exc.stage}
+                log.error(f"{file}: {exc.stage}: {exc}")
+            except Exception as exc:
+                failed.append(file)
+                results[file] = {"pipeline_file": file, "failed": str(exc)}
                 log.error(f"{file}: {exc}")
     log.info(f"nightly: {len(files) - len(failed)} of {len(files)} pipelines succeeded")
-    create_markdown_artifact(
-        key="nightly",
-        markdown=nightly_report(results, started_by=started_by(), seconds=time.monotonic() - started),
-        description="nightly audit record: what each pipeline did",
-    )
+    try:
+        create_markdown_artifact(
+            key="nightly",
+            markdown=nightly_report(results, started_by=started_by(), seconds=time.monotonic() - started),
+            description="nightly audit record: what each pipeline did",
+        )
+    except Exception as exc:  # the pipelines' outcome decides the run, not a missing report
+        log.warning(f"could not write the nightly's audit artifact: {exc}")
     if failed:
         raise RuntimeError(f"nightly: {len(failed)} of {len(files)} pipelines failed: {', '.join(failed)}")
     return results

@@ -36,14 +36,10 @@ def rollback(
     started = time.monotonic()
     conn = connect(pipeline_file, log.info)
     pipeline = conn.pipeline
-    env = pipeline.environment(environment)
-    summary: dict[str, Any] = {
-        "pipeline": pipeline.name,
-        "environment": env.name,
-        "strategy": env.tracks.kind,
-        "requested_by": requested_by,
-    }
-    with run_record(conn, f"rollback-{pipeline.name}", f"rollback of {env.name}", summary, started):
+    summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": environment, "requested_by": requested_by}
+    with run_record(conn, f"rollback-{pipeline.name}", f"rollback of {environment}", summary, started):
+        env = pipeline.environment(environment)  # an unknown name fails here, with its audit record
+        summary["strategy"] = env.tracks.kind
         fetch_repository(conn)
         if env.tracks.kind != "tag":
             return _roll_back_untagged(conn, env, to_version, summary, dry_run=dry_run, requested_by=requested_by)

@@ -4,6 +4,7 @@ approval through the API (`promote approve`), and a Completed run with its artif
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -245,7 +246,9 @@ def test_scheduled_nightly_pauses_its_nested_production_run_for_approval(
     assert "| approver | bob |" in audit and "| started_by | nested run |" in audit
 
 
-def test_a_suspended_promotion_keeps_its_environment_locked(world: SandboxWorld, worker: dict[str, str]) -> None:
+def test_a_suspended_promotion_keeps_its_environment_locked(
+    world: SandboxWorld, worker: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
     """The trap: a suspended run has no process left to renew a lock. The environment's Lease is sized to the
     approval window, so a second promotion waits (past several lock TTLs) until the first, approved,
     finishes; then it finds the work done and completes without a second gate, tag or commit."""
@@ -260,7 +263,12 @@ def test_a_suspended_promotion_keeps_its_environment_locked(world: SandboxWorld,
     assert first_id
     suspended = wait_for_state(lambda r: str(r.id) == first_id.group(1), "PAUSED", timeout=240)
     assert suspended.state is not None and suspended.state.name == "Suspended"  # no process of it is left
+    caplog.set_level(logging.INFO, logger="prefect")
     second = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    deadline = time.monotonic() + 120
+    while "another promotion of this environment is in progress" not in caplog.text:  # it reached the lock
+        assert time.monotonic() < deadline and second.thread.is_alive(), caplog.text[-3000:]
+        time.sleep(0.2)
     time.sleep(10)  # more than three lock TTLs (3 s in tests): a lock held by a live process alone would lapse
     assert second.thread.is_alive()
     with get_client(sync_client=True) as client:

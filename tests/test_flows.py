@@ -18,7 +18,7 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, State
 
-from flows.nightly import nightly
+from flows.nightly import nightly, nightly_report
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from flows.rollback import rollback
@@ -480,7 +480,9 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     report = artifacts_of(nightly_id)["nightly"]  # type: ignore[arg-type]
     assert "started by local run; 2 pipeline(s)" in report
     assert f"| {pipelines / good.pipeline_file.name} | create v1.0.1-rc1 | v1.0.0 -> v1.0.1 |" in report, report
-    assert f"| {pipelines / bad.pipeline_file.name} | FAILED | " in report and "Degraded" in report, report
+    bad_row = next(line for line in report.splitlines() if str(pipelines / bad.pipeline_file.name) in line)
+    assert bad_row.startswith(f"| {pipelines / bad.pipeline_file.name} | FAILED: ") and "Degraded" in bad_row
+    assert bad_row.endswith("| - |"), bad_row  # it never reached production
     # Three runs, three audit records (the failed promote-rc's too), each saying it was nested.
     assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
 
@@ -529,6 +531,22 @@ def test_a_task_retries_a_remote_having_a_bad_minute_but_not_a_refusal(tmp_path:
         refused = fetch_repository(bad, return_state=True)
         assert refused.is_failed() and "git fetch failed" in (refused.message or ""), refused.message
         assert outage.requests <= 3  # one attempt (git asks, is refused, asks with credentials): no retries
+
+
+def test_nightly_report_puts_each_failure_under_the_run_that_failed() -> None:
+    rc1, rc2 = {"action": "create", "rc": "v1.0.1-rc1"}, {"action": "create", "rc": "v2.0.0-rc1"}
+    results = {
+        "a.yaml": {"rc": rc1, "failed": "rejected by bob: no", "failed_in": "promote-production"},
+        "b.yaml": {"failed": "staging Degraded", "failed_in": "promote-rc"},
+        "c.yaml": {"rc": {"action": "skip"}},
+        "d.yaml": {"rc": rc2, "production": {"from": "v1.9.0", "version": "v2.0.0"}},
+    }
+    report = nightly_report(results, started_by="local run", seconds=12.5)
+    assert "started by local run; 4 pipeline(s) in 12.5s" in report
+    assert "| a.yaml | create v1.0.1-rc1 | FAILED: rejected by bob: no |" in report
+    assert "| b.yaml | FAILED: staging Degraded | - |" in report
+    assert "| c.yaml | skip | - |" in report
+    assert "| d.yaml | create v2.0.0-rc1 | v1.9.0 -> v2.0.0 |" in report
 
 
 def test_rc_dry_run_changes_nothing(world: SandboxWorld) -> None:
