@@ -77,7 +77,7 @@ def serve_git_over_http(project_root: Path, username: str, token: str, outage: O
     ``outage``: answer its next ``fail_next`` requests 503 (a remote having a bad minute), counting all."""
     expected = "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()
     seen_headers: list[str] = []
-    outage = outage if outage is not None else Outage()
+    trouble = outage if outage is not None else Outage()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -85,9 +85,9 @@ def serve_git_over_http(project_root: Path, username: str, token: str, outage: O
 
         def _cgi(self) -> None:
             seen_headers.append(self.headers.get("Authorization") or "")
-            with outage.lock:
-                outage.requests += 1
-                failing, outage.fail_next = outage.fail_next > 0, max(0, outage.fail_next - 1)
+            with trouble.lock:
+                trouble.requests += 1
+                failing, trouble.fail_next = trouble.fail_next > 0, max(0, trouble.fail_next - 1)
             if failing:
                 self.send_response(503)
                 self.send_header("Content-Length", "0")

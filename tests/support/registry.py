@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import ctypes
 import ctypes.util
-import datetime as dt
 import hashlib
 import json
 import secrets
@@ -30,16 +29,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
 
 from sandbox import registry as sandbox_registry
 from sandbox.httpserve import serve_http
 from sandbox.prefect_server import free_port
 from sandbox.registry import OCI_MANIFEST, LocalRegistry, RegistryUnavailableError, push_image
+from tests.support.tls import self_signed_certificate
 
 __all__ = ["OCI_MANIFEST", "LocalRegistry", "free_port", "push_image", "registry_binary", "run_registry"]
 
@@ -104,18 +102,7 @@ class TokenService:
         return f"{self.url}/token"
 
     def certificate_pem(self) -> bytes:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "promote test token service")])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .sign(self.key, hashes.SHA256())
-        )
+        cert = self_signed_certificate(self.key, "promote test token service")
         return cert.public_bytes(serialization.Encoding.PEM)
 
     def key_id(self) -> str:

@@ -14,11 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed_context(where: Path) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+def self_signed_certificate(
+    key: ec.EllipticCurvePrivateKey, common_name: str, *, ip: str | None = None
+) -> x509.Certificate:
+    """A certificate for ``key`` signed by itself, valid for a day (and for ``ip``, as a subject alt name)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -26,9 +28,16 @@ def self_signed_context(where: Path) -> ssl.SSLContext:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
     )
+    if ip is not None:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def self_signed_context(where: Path) -> ssl.SSLContext:
+    """A server-side context presenting a self-signed certificate for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = self_signed_certificate(key, "127.0.0.1", ip="127.0.0.1")
     cert_file, key_file = where / "cert.pem", where / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_file.write_bytes(
