@@ -162,12 +162,10 @@ def tell(conn: Connections, text: str) -> None:
 @contextlib.contextmanager
 def run_record(conn: Connections, key: str, what: str, summary: dict[str, Any], started: float) -> Iterator[None]:
     """However the run ends, it leaves its audit record (``summary`` as it then stands), and a failure reaches
-    the webhook. A run suspended at the approval gate records nothing yet: resumed, it runs again from the
-    top and records then."""
+    the webhook. A run suspended at the approval gate records nothing yet (Prefect's Pause is a
+    BaseException and passes through): resumed, it runs again from the top and records then."""
     try:
         yield
-    except Pause:
-        raise
     except Exception as exc:
         summary.setdefault("failure", str(exc))
         tell(conn, f"{conn.pipeline.name}: {what} FAILED: {exc}")

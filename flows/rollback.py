@@ -41,9 +41,12 @@ def rollback(
         env = pipeline.environment(environment)  # an unknown name fails here, with its audit record
         summary["strategy"] = env.tracks.kind
         fetch_repository(conn)
-        if env.tracks.kind != "tag":
-            return _roll_back_untagged(conn, env, to_version, summary, dry_run=dry_run, requested_by=requested_by)
-        return _roll_back_tagged(conn, env, to_version, summary, dry_run=dry_run, requested_by=requested_by)
+        roll_back = _roll_back_tagged if env.tracks.kind == "tag" else _roll_back_untagged
+        roll_back(conn, env, to_version, summary, dry_run=dry_run, requested_by=requested_by)
+        if not dry_run:
+            log.warning(f"{env.name} ROLLED BACK from {summary['from']} to {summary['to']}")
+            tell(conn, f"{pipeline.name}: {env.name} ROLLED BACK from {summary['from']} to {summary['to']}")
+        return summary
 
 
 def _roll_back_tagged(
@@ -86,8 +89,6 @@ def _roll_back_tagged(
             conn, "rolled-back", env.name, current, conn.repo.resolve(current), by=requested_by, details={"to": target}
         )
     summary |= {"write_back": write.commit, "verification": result.summary()}
-    log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
-    tell(conn, f"{pipeline.name}: {env.name} ROLLED BACK from {current} to {target}")
     return summary
 
 
@@ -165,6 +166,4 @@ def _roll_back_untagged(
         result = verify(conn, env, back.revision, values)
         record(conn, "rolled-back", env.name, current, back.commit, by=requested_by, details={"to": target})
     summary |= {"write_back": back.commit, "verification": result.summary()}
-    log.warning(f"{env.name} ROLLED BACK from {current} to {target}")
-    tell(conn, f"{pipeline.name}: {env.name} ROLLED BACK from {current} to {target}")
     return summary

@@ -104,20 +104,24 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None) -
 _POOL_SIZE = 64
 
 
-def _new_api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
+def _configuration() -> client.Configuration:
     configuration = client.Configuration()
+    configuration.connection_pool_maxsize = _POOL_SIZE  # type: ignore[attr-defined]  # stubs lag
+    return configuration
+
+
+def _new_api_client(kubeconfig: str | None, context: str | None) -> client.ApiClient:
     try:
         if kubeconfig is None and context is None:
             try:
+                configuration = _configuration()
                 config.load_incluster_config(client_configuration=configuration)
-                configuration.connection_pool_maxsize = _POOL_SIZE  # type: ignore[attr-defined]  # stubs lag
                 return client.ApiClient(configuration=configuration)
             except config.ConfigException:
-                configuration = client.Configuration()
+                pass  # not in a pod: the default kubeconfig, into a fresh configuration
         path = str(Path(kubeconfig).expanduser()) if kubeconfig else None
-        configuration.connection_pool_maxsize = _POOL_SIZE  # type: ignore[attr-defined]  # stubs lag
         return config.new_client_from_config(  # type: ignore[call-arg]  # stubs lag the library
-            config_file=path, context=context, client_configuration=configuration
+            config_file=path, context=context, client_configuration=_configuration()
         )
     except (config.ConfigException, OSError) as exc:
         where = kubeconfig or "~/.kube/config"
