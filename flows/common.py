@@ -18,7 +18,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
-from promote.pipeline import Environment, Pipeline
+from pipeline.model import Environment, Pipeline
 from tasks import evidence
 from tasks.approval import expire_if_due
 from tasks.connections import Connections

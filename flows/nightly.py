@@ -21,7 +21,7 @@ from pydantic import Field
 from flows.common import started_by
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
-from promote.pipeline import discover_pipelines
+from pipeline.load import discover_pipelines
 from tasks.approval import fail_expired_approvals
 
 # How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).

@@ -9,7 +9,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.common import crash_point, environment_lock, record, release_values, run_record, tell
-from promote.pipeline import Environment
+from pipeline.model import Environment
 from tasks import release
 from tasks.approval import (
     ApprovalPlan,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger
 
 from flows.common import crash_point, environment_lock, record, release_values, run_record, tell
-from promote.pipeline import Environment, TrackBranch
+from pipeline.model import Environment, TrackBranch
 from tasks import candidates, evidence, release, targets
 from tasks.connections import Connections, connect
 from tasks.steps import (

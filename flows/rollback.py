@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.common import environment_lock, record, release_values, run_record, tell
-from promote.pipeline import Environment
+from pipeline.model import Environment
 from tasks import candidates, release, targets
 from tasks.connections import Connections, connect
 from tasks.steps import fetch_repository, point_environment, roll_back_promotion, verify

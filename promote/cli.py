@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from promote.pipeline import PipelineError, load_pipeline
+from pipeline.load import PipelineError, load_pipeline
 from promote.trigger import TriggerError
 
 EXIT_OK = 0

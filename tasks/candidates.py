@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from promote.pipeline import Environment, Pipeline, TrackBranch, TrackImagePolicy, TrackKustomizeImage
+from pipeline.model import Environment, Pipeline, TrackBranch, TrackImagePolicy, TrackKustomizeImage
 from tasks import targets
 from tasks.evidence import Record
 from tasks.gitrepo import GitError, GitRepository

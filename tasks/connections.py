@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promote.pipeline import Environment, ImageRegistry, Pipeline, TrackImagePolicy, load_pipeline
+from pipeline.load import load_pipeline
+from pipeline.model import Environment, ImageRegistry, Pipeline, TrackImagePolicy
 from tasks.credentials import git_auth, resolve_token
 from tasks.gitrepo import Author, GitRepository
 from tasks.kube import KubeClient, load_api_client

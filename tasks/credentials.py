@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import cast
 
-from promote.pipeline import GitCredentials
+from pipeline.model import GitCredentials
 from tasks.gitrepo import GitAuth
 
 

@@ -23,11 +23,11 @@ from typing import IO, Concatenate, ParamSpec, TypeVar
 
 import git
 
+from tasks.refnames import is_full_sha, is_valid_branch_name, is_valid_tag_name
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
-_TAG_RE = re.compile(r"^(?!-)(?!.*\.\.)(?!.*@\{)[A-Za-z0-9._/+-]{1,200}(?<![./])(?<!\.lock)$")
 _ASKPASS = """#!/bin/sh
 # Answers git's credential prompts from the environment; holds no secret itself.
 case "$1" in
@@ -89,7 +89,7 @@ class CommitResult:
 
 
 def validate_tag_name(tag: str) -> str:
-    if not _TAG_RE.fullmatch(tag):
+    if not is_valid_tag_name(tag):
         raise GitError(
             f"{tag!r} is not an acceptable tag name: use letters, digits and . _ / + - "
             "(no leading '-', no '..', no trailing '.' or '/')"
@@ -99,24 +99,11 @@ def validate_tag_name(tag: str) -> str:
 
 def validate_ref_name(ref: str) -> str:
     """A branch, tag or commit that is safe to hand to git (never an option, never a revision expression)."""
-    if _SHA_RE.fullmatch(ref):
+    if is_full_sha(ref):
         return ref
     if not is_valid_branch_name(ref):
         raise GitError(f"{ref!r} is not a valid Git ref name")
     return ref
-
-
-def is_valid_branch_name(name: str) -> bool:
-    """Git's ref-format rules that matter here, plus no leading '-' (so it never reads as an option)."""
-    return bool(
-        name
-        and not name.startswith(("-", "/"))
-        and not name.endswith(("/", ".", ".lock"))
-        and ".." not in name
-        and "@{" not in name
-        and "//" not in name
-        and not re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name)
-    )
 
 
 def display_url(url: str) -> str:
@@ -261,7 +248,7 @@ class GitRepository:
         """The commit a branch, tag or commit id names, as the remote has it."""
         validate_ref_name(ref)
         candidates = (f"refs/remotes/origin/{ref}", f"refs/tags/{ref}", ref)
-        if _SHA_RE.fullmatch(ref):  # a commit id: look it up first, not as a branch and a tag (2 git runs)
+        if is_full_sha(ref):  # a commit id: look it up first, not as a branch and a tag (2 git runs)
             candidates = (ref, *candidates[:2])
         for candidate in candidates:
             if (commit := self._commit_of(candidate)) is not None:
@@ -345,7 +332,7 @@ class GitRepository:
         moved, because Argo CD and people already rely on what they point at.
         """
         validate_tag_name(tag)
-        if not _SHA_RE.fullmatch(commit):
+        if not is_full_sha(commit):
             raise GitError(f"{commit!r} is not a full commit id")
         existing = self.remote_tag_commit(tag)
         if existing is not None:

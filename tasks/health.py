@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from promote.pipeline import HealthCheck
+from pipeline.model import HealthCheck
 
 Log = Callable[[str], None]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import httpx
 
-from promote.pipeline import Notifications
+from pipeline.model import Notifications
 
 REDACTED = "<webhook URL redacted>"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from promote.pipeline import Pipeline, TrackImagePolicy
+from pipeline.model import Pipeline, TrackImagePolicy
 from tasks import candidates, release, targets
 from tasks.connections import registry_tags
 from tasks.gitrepo import GitRepository

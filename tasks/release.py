@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from promote.pipeline import Environment, Pipeline
+from pipeline.model import Environment, Pipeline
 from tasks import evidence
 from tasks.gitrepo import GitRepository, LogEntry, TagResult
 from tasks.targets import PROMOTE_TRAILER

@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
-from promote.pipeline import Environment, Pipeline
+from pipeline.model import Environment, Pipeline
 from tasks import candidates, evidence, release, targets
 from tasks.candidates import Applied, Candidate
 from tasks.connections import Connections, registry_tags

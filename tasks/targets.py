@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from promote.pipeline import Environment, TrackBranch, TrackImagePolicy, TrackKustomizeImage, TrackTag
+from pipeline.model import Environment, TrackBranch, TrackImagePolicy, TrackKustomizeImage, TrackTag
 from tasks import manifests
 from tasks.gitrepo import CommitResult, GitRepository
 
 if TYPE_CHECKING:
-    from tasks.imagepolicy import UpdateResult
+    from tasks.setters import UpdateResult
 
 PROMOTE_TRAILER = "Promoted-By: gitops-promote"
 
@@ -165,7 +165,7 @@ def point_image_policy(repo: GitRepository, branch: str, pipeline: str, env: Env
     """Write ``<image>:<tag>`` through the environment's setter markers under its path and push, with the
     pipeline's message template (Flux's ``messageTemplate``) as the commit message. A no-op when every
     marker already holds it."""
-    from tasks.imagepolicy import apply_to_files  # late: only image-policy pipelines need it
+    from tasks.setters import apply_to_files  # late: only image-policy pipelines need it
 
     tracks = env.tracks
     if not isinstance(tracks, TrackImagePolicy):
@@ -197,7 +197,7 @@ def plan_image_policy(repo: GitRepository, ref: str, env: Environment, tag: str)
     scratch copy of the files under its path (nothing in the repository is touched)."""
     import tempfile
 
-    from tasks.imagepolicy import apply_to_files
+    from tasks.setters import apply_to_files
 
     tracks = env.tracks
     if not isinstance(tracks, TrackImagePolicy):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from promote.pipeline import ArgoApplicationRef, DeploymentRef, Environment, FluxKustomizationRef
+from pipeline.model import ArgoApplicationRef, DeploymentRef, Environment, FluxKustomizationRef
 from tasks.health import render
 from tasks.kube import (
     APPLICATION,

@@ -511,7 +511,7 @@ def test_a_task_retries_a_remote_having_a_bad_minute_but_not_a_refusal(tmp_path:
     wrong credentials are not."""
     from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
 
-    from promote.pipeline import load_pipeline
+    from pipeline.load import load_pipeline
     from tasks.connections import Connections
     from tasks.gitrepo import GitAuth, GitRepository
     from tasks.steps import fetch_repository

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from promote.pipeline import TrackImagePolicy
+from pipeline.model import TrackImagePolicy
 from tasks.fluxtemplate import TemplateData, TemplateError, check, render, render_update
-from tasks.imagepolicy import Change, ObjectRef, UpdateResult
+from tasks.setters import Change, ObjectRef, UpdateResult
 
 SEED = TrackImagePolicy.model_fields["message_template"].default
 DEPLOYMENT = ObjectRef("apps/v1", "Deployment", "frontend", "shop")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from promote.pipeline import HealthCheck
+from pipeline.model import HealthCheck
 from tasks.health import results_table, run_check
 from tests.support.httpapp import AppState, serve_app
 from tests.support.tls import self_signed_context

@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from promote.pipeline import ImagePolicy, TagFilter
-from tasks.imagepolicy import (
-    Change,
-    ImagePolicyError,
-    ObjectRef,
-    apply_to_files,
-    expand_extract,
-    select_tag,
-)
+from pipeline.model import ImagePolicy, TagFilter
+from tasks.imagepolicy import ImagePolicyError, expand_extract, select_tag
 from tasks.manifests import ManifestError
+from tasks.setters import Change, ObjectRef, apply_to_files
 
 ANY = TagFilter()
 

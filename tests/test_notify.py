@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from promote.pipeline import Notifications, parse_pipeline
+from pipeline.load import parse_pipeline
+from pipeline.model import Notifications
 from tasks.notify import notify
 from tests.support.webhook import Webhook, serve_webhook
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.load import PipelineError, load_pipeline, parse_pipeline
 from promote.cli import main
-from promote.pipeline import PipelineError, load_pipeline, parse_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "deployments" / "examples").glob("*.yaml"))

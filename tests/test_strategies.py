@@ -169,7 +169,7 @@ def test_branch_production_failure_reverts_the_merge(world: SandboxWorld) -> Non
 
 
 def test_plan_shows_every_environment_and_changes_nothing(world: SandboxWorld) -> None:
-    from promote.pipeline import load_pipeline
+    from pipeline.load import load_pipeline
     from tasks.connections import open_repository
     from tasks.plan import plan_pipeline
 
@@ -406,7 +406,7 @@ def test_nightly_promotes_every_strategy_side_by_side(world: SandboxWorld, tmp_p
 def test_promoting_the_value_a_rollback_restored_does_not_aim_back_at_the_failed_one(world: SandboxWorld) -> None:
     """After 1.0.9 failed and production went back to 1.0.0, promoting 1.0.0 (already running) must treat
     1.0.0 as what ran before, not 1.0.9 (the rollback commit's parent)."""
-    from promote.pipeline import load_pipeline
+    from pipeline.load import load_pipeline
     from tasks.candidates import candidate_for
     from tasks.connections import open_repository
 

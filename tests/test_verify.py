@@ -14,7 +14,7 @@ import httpx
 import pytest
 from kubernetes import client as k8s
 
-from promote.pipeline import Environment
+from pipeline.model import Environment
 from sandbox.apiserver import RBAC_DIR, LocalKubeAPI, apply_manifests
 from tasks import kube as kube_module
 from tasks.kube import (

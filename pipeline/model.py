@@ -1,29 +1,25 @@
-"""Pipeline files: one application's promotion, declared in ``deployments/*.yaml``.
+"""The pipeline schema: one application's promotion, declared in ``deployments/*.yaml``.
 
-The models validate everything a flow needs before anything changes, and :func:`load_pipeline` turns
-pydantic's errors into ``file:line: field.path: what is wrong (allowed: ...)`` lines.
+The models validate everything a flow needs before anything changes; :mod:`pipeline.load` reads a file into
+them and turns pydantic's errors into ``file:line: field.path: what is wrong (allowed: ...)`` lines. This
+module imports no task module and no Git library, so validating a file stays cheap.
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
 
-from tasks.gitrepo import is_valid_branch_name
+from tasks.fluxtemplate import TemplateError, check
+from tasks.refnames import is_valid_branch_name
 from tasks.versions import SemverRange, TagScheme, VersionError
 
 # Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
@@ -36,6 +32,18 @@ _BLOCK_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 _REPO_PATH = r"^(?!/)(?!.*(^|/)\.\.(/|$))(?!-)[A-Za-z0-9_.@/+-]+$"
 _IMAGE_NAME = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$"
 _POLICY_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+# What each pattern means, for error messages.
+PATTERN_HELP = {
+    _K8S_NAME: "a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+    _K8S_NAMESPACE: "a Kubernetes namespace: lowercase letters, digits and '-'",
+    _ENV_NAME: "lowercase letters, digits and '-', starting with a letter",
+    _ENV_VAR: "an environment variable name such as GITOPS_TOKEN",
+    _BLOCK_NAME: "lowercase letters, digits and '-'",
+    _REPO_PATH: "a path relative to the repository root, without '..' or a leading '/' or '-'",
+    _IMAGE_NAME: "an image repository such as app, registry.example.org:5000/org/app (no tag)",
+    _POLICY_REF: "namespace:name of the ImagePolicy, as in the setter markers",
+}
 
 
 class _Model(BaseModel):
@@ -223,8 +231,6 @@ class TrackImagePolicy(_Model):
     @field_validator("message_template")
     @classmethod
     def _template(cls, template: str) -> str:
-        from tasks.fluxtemplate import TemplateError, check  # late: that module imports these models
-
         try:
             check(template)
         except TemplateError as exc:
@@ -233,6 +239,11 @@ class TrackImagePolicy(_Model):
 
 
 Tracking = Annotated[TrackTag | TrackBranch | TrackKustomizeImage | TrackImagePolicy, Field(discriminator="kind")]
+
+
+def _kinds(union: Any) -> set[str]:
+    """The ``kind`` values of a discriminated union's models."""
+    return {get_args(model.model_fields["kind"].annotation)[0] for model in get_args(get_args(union)[0])}
 
 
 # --- how an environment is verified ------------------------------------------------------------------
@@ -260,6 +271,9 @@ class FluxKustomizationRef(_Model):
     namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "flux-system"
 
 
+GitOpsRef = Annotated[ArgoApplicationRef | FluxKustomizationRef, Field(discriminator="kind")]
+
+
 class DeploymentRef(_Model):
     name: Annotated[str, Field(pattern=_K8S_NAME)]
     namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "default"
@@ -275,7 +289,7 @@ class DeploymentRef(_Model):
 
 class Verification(_Model):
     cluster: KubeAccess = KubeAccess()
-    gitops: Annotated[ArgoApplicationRef | FluxKustomizationRef, Field(discriminator="kind")] | None = None
+    gitops: GitOpsRef | None = None
     deployments: list[DeploymentRef] = []
     timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 600
     health_grace_seconds: Annotated[
@@ -394,158 +408,5 @@ class Pipeline(_Model):
         return [env.name for env in self.environments]
 
 
-# --- loading with precise errors -----------------------------------------------------------------------
-
-
-class PipelineError(ValueError):
-    """A pipeline file that cannot be used; ``problems`` holds one line per error."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        super().__init__(f"{source}: invalid pipeline file\n" + "\n".join(f"  {p}" for p in problems))
-
-
-def _line_of(document: Any, loc: tuple[int | str, ...]) -> int | None:
-    """1-based line of the deepest node of ``loc`` that exists in the YAML document."""
-    node = document
-    line: int | None = None
-    for key in loc:
-        if isinstance(node, CommentedMap) and isinstance(key, str) and key in node:
-            line = node.lc.key(key)[0] + 1
-            node = node[key]
-        elif isinstance(node, CommentedSeq) and isinstance(key, int) and 0 <= key < len(node):
-            line = node.lc.item(key)[0] + 1
-            node = node[key]
-        else:
-            break
-    return line
-
-
-_PATTERN_HELP = {
-    _K8S_NAME: "a Kubernetes object name: lowercase letters, digits, '-' and '.'",
-    _K8S_NAMESPACE: "a Kubernetes namespace: lowercase letters, digits and '-'",
-    _ENV_NAME: "lowercase letters, digits and '-', starting with a letter",
-    _ENV_VAR: "an environment variable name such as GITOPS_TOKEN",
-    _BLOCK_NAME: "lowercase letters, digits and '-'",
-    _REPO_PATH: "a path relative to the repository root, without '..' or a leading '/' or '-'",
-    _IMAGE_NAME: "an image repository such as app, registry.example.org:5000/org/app (no tag)",
-    _POLICY_REF: "namespace:name of the ImagePolicy, as in the setter markers",
-}
-
-
-def _model_at(loc: tuple[int | str, ...], document: Any) -> type[BaseModel] | None:
-    """The model class that the mapping at ``loc`` is validated against (for listing its fields)."""
-    model: Any = Pipeline
-    node = document
-    for part in loc:
-        if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-            continue
-        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return None
-        node = node.get(part) if isinstance(node, dict) else None
-        model = _concrete(field.annotation, node)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _concrete(annotation: Any, node: Any) -> Any:
-    """Unwrap list[...], X | None and discriminated unions (using the document's ``kind``)."""
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) is Annotated:
-        return _concrete(args[0], node)
-    if get_origin(annotation) is list:
-        return _concrete(args[0], node)
-    if args:
-        models = [_concrete(a, node) for a in args]
-        kind = node.get("kind") if isinstance(node, dict) else None
-        for candidate in models:
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                field = candidate.model_fields.get("kind")
-                if field is None or kind in get_args(field.annotation):
-                    return candidate
-        return None
-    return annotation
-
-
-def _describe(error: dict[str, Any], document: Any = None) -> str:
-    kind = error["type"]
-    message = str(error["msg"])
-    ctx = error.get("ctx") or {}
-    if kind == "literal_error":
-        return f"{message.replace('Input should be', 'must be one of:')} (got {error['input']!r})"
-    if kind == "union_tag_invalid":
-        return f"unknown kind {ctx.get('tag')!r}; allowed: {ctx.get('expected_tags')}"
-    if kind == "union_tag_not_found":
-        field = next((p for p in reversed(error["loc"]) if isinstance(p, str)), "")
-        allowed = ", ".join(repr(k) for k in sorted(_UNION_FIELDS.get(str(field), set())))
-        return f"missing 'kind'; allowed: {allowed or 'see deployments/README.md'}"
-    if kind == "extra_forbidden":
-        model = _model_at(_without_union_tags(error["loc"])[:-1], document)
-        allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
-        return f"unknown field{allowed} (see deployments/README.md)"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "string_pattern_mismatch":
-        pattern = str(ctx.get("pattern"))
-        return f"{error['input']!r} is not allowed here: must be {_PATTERN_HELP.get(pattern, 'matching ' + pattern)}"
-    if kind == "value_error":
-        return message.removeprefix("Value error, ")
-    return f"{message} (got {error.get('input')!r})"
-
-
-_UNION_FIELDS = {"tracks": {"tag", "branch", "kustomize-image", "image-policy"}, "gitops": {"argocd", "flux"}}
-
-
-def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """pydantic puts the discriminator value into the path ("tracks.tag.file"); users wrote "tracks.file"."""
-    kept: list[int | str] = []
-    for index, part in enumerate(loc):
-        previous = loc[index - 1] if index else None
-        if isinstance(previous, str) and part in _UNION_FIELDS.get(previous, set()):
-            continue
-        kept.append(part)
-    return tuple(kept)
-
-
-@functools.lru_cache(maxsize=128)
-def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
-    """The pipeline in ``text``; cached, as the models are frozen and every flow run of a nightly reads its
-    file again (errors are not cached: a fixed file is parsed anew)."""
-    yaml = YAML(typ="rt")
-    try:
-        document = yaml.load(text)
-    except YAMLError as exc:
-        raise PipelineError(source, [f"not valid YAML: {exc}"]) from None
-    if not isinstance(document, dict):
-        raise PipelineError(source, ["the file must be a YAML mapping with name, repository and environments"])
-    try:
-        return Pipeline.model_validate(document)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            # Drop the discriminator tags pydantic inserts ("tracks.tag.file" -> "tracks.file").
-            loc = _without_union_tags(error["loc"])
-            if error["type"] == "union_tag_invalid":
-                loc = (*loc, "kind")  # point at the wrong value, not at its parent
-            path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "(top)"
-            line = _line_of(document, loc)
-            where = f"line {line}: " if line else ""
-            problems.append(f"{where}{path}: {_describe(dict(error), document)}")
-        raise PipelineError(source, problems) from None
-
-
-def load_pipeline(path: str | Path) -> Pipeline:
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PipelineError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
-    return parse_pipeline(text, source=str(path))
-
-
-def discover_pipelines(directory: str | Path) -> list[Path]:
-    """Pipeline files in a directory (``*.yaml``/``*.yml``), sorted by name."""
-    root = Path(directory)
-    return sorted(p for p in root.iterdir() if p.suffix in {".yaml", ".yml"} and p.is_file())
+# The ``kind`` values of each discriminated union, by the field that holds it (for error messages).
+UNION_KINDS: dict[str, set[str]] = {"tracks": _kinds(Tracking), "gitops": _kinds(GitOpsRef)}
