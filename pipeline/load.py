@@ -12,11 +12,12 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from pipeline.model import PATTERN_HELP, UNION_KINDS, Pipeline
+from tasks.errors import RefusedError
 
 # --- loading with precise errors -----------------------------------------------------------------------
 
 
-class PipelineError(ValueError):
+class PipelineError(RefusedError, ValueError):
     """A pipeline file that cannot be used; ``problems`` holds one line per error."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

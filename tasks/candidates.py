@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pipeline.model import Environment, Pipeline, TrackBranch, TrackImagePolicy, TrackKustomizeImage
 from tasks import targets
+from tasks.errors import NothingToDoError
 from tasks.evidence import Record
 from tasks.gitrepo import GitError, GitRepository
 from tasks.imagepolicy import select_tag
@@ -53,7 +54,7 @@ class Candidate:
         return self.previous != self.value
 
 
-class NothingToPromoteError(Exception):
+class NothingToPromoteError(NothingToDoError):
     """A clear no-op: e.g. no registry tag matches the policy."""
 
 

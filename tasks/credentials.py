@@ -6,10 +6,11 @@ import os
 from typing import cast
 
 from pipeline.model import GitCredentials
+from tasks.errors import RefusedError
 from tasks.gitrepo import GitAuth
 
 
-class CredentialsError(RuntimeError):
+class CredentialsError(RefusedError, RuntimeError):
     """A referenced secret is missing; the message names the reference, never a value."""
 
 

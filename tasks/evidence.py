@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from tasks.errors import RefusedError
+
 NOTES_REF = "promote"
 RecordKind = Literal["verified", "approved", "promoted", "rolled-back"]
 
 
-class EvidenceError(ValueError):
+class EvidenceError(RefusedError, ValueError):
     """The notes exist but cannot be read: someone edited them by hand."""
 
 

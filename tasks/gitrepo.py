@@ -23,6 +23,7 @@ from typing import IO, Concatenate, ParamSpec, TypeVar
 
 import git
 
+from tasks.errors import PromoteError, TransientError
 from tasks.refnames import is_full_sha, is_valid_branch_name, is_valid_tag_name
 
 P = ParamSpec("P")
@@ -37,8 +38,25 @@ esac
 """
 
 
-class GitError(RuntimeError):
+class GitError(PromoteError, RuntimeError):
     """A Git operation failed; the message names the repository and the operation, never a secret."""
+
+
+class TransientGitError(GitError, TransientError):
+    """The Git host could not be reached or answered 5xx: the same command may work on a retry."""
+
+
+# git's own wording for network trouble (transport, DNS, HTTP 5xx): only here, where git's stderr is read.
+_NETWORK_HINTS = (
+    "Could not resolve host",
+    "Connection refused",
+    "Connection reset",
+    "timed out",
+    "early EOF",
+    "The requested URL returned error: 5",
+    "RPC failed",
+    "unable to access",
+)
 
 
 class TagConflictError(GitError):
@@ -197,7 +215,8 @@ class GitRepository:
                 return str(repo.git.execute(["git", *args], with_extended_output=False))
         except git.GitCommandError as exc:
             stderr = self._scrub(str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "))
-            raise GitError(f"git {args[0]} failed in {display_url(self.url)}: {stderr}") from None
+            error = TransientGitError if any(hint in stderr for hint in _NETWORK_HINTS) else GitError
+            raise error(f"git {args[0]} failed in {display_url(self.url)}: {stderr}") from None
 
     def _open(self) -> git.Repo:
         if self._repo is None:

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
 from pipeline.model import ImagePolicy, TagFilter
+from tasks.errors import RefusedError
 from tasks.versions import newest_in_range
 
 __all__ = ["ImagePolicyError", "expand_extract", "select_tag"]
@@ -36,7 +37,7 @@ _NAME_CHAR = re.compile(r"\w", re.ASCII)
 _DECIMAL_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
-class ImagePolicyError(ValueError):
+class ImagePolicyError(RefusedError, ValueError):
     """A policy that cannot choose among the tags it is given; the message names the tag and the fix."""
 
 

@@ -20,6 +20,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tasks.errors import PromoteError, TransientError
 from tasks.readiness import Judgement
 
 Log = Callable[[str], None]
@@ -54,15 +55,19 @@ class ObjectRef:
         return f"{self.resource.kind} {self.namespace}/{self.name}"
 
 
-class KubeError(RuntimeError):
+class KubeError(PromoteError, RuntimeError):
     """A Kubernetes API failure that retrying will not fix; the message says what to do."""
+
+
+class ObjectNotFoundError(KubeError):
+    """The object does not exist (404): a wrong name or namespace, a missing CRD, or a lock just released."""
 
 
 class VerificationError(RuntimeError):
     """The environment reached a terminal bad state (Degraded, Stalled, deadline exceeded) or timed out."""
 
 
-class TransientKubeError(RuntimeError):
+class TransientKubeError(KubeError, TransientError):
     """Retries for a transient failure were used up."""
 
 
@@ -152,7 +157,7 @@ def describe_api_error(exc: ApiException, verb: str, ref: ObjectRef) -> KubeErro
             "(see manifests/rbac/verifier-role.yaml)"
         )
     if exc.status == 404:
-        return KubeError(
+        return ObjectNotFoundError(
             f"{ref} not found ({verb}): check the name and namespace in the pipeline file, and that the "
             f"{res.kind} CRD ({res.plural}.{res.group}) is installed"
         )

@@ -10,6 +10,7 @@ expired, and takes it over.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,15 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tasks.kube import KubeClient, KubeError, ObjectRef, Resource, describe_api_error
+from tasks.kube import (
+    KubeClient,
+    KubeError,
+    ObjectNotFoundError,
+    ObjectRef,
+    Resource,
+    TransientKubeError,
+    describe_api_error,
+)
 from tasks.readiness import Judgement, parse_time
 
 LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease")
@@ -104,10 +113,8 @@ class EnvironmentLock:
                     raise describe_api_error(exc, "create", self.ref) from None
             try:
                 lease = self.kube.get(self.ref)
-            except KubeError as exc:
-                if "not found" in str(exc):
-                    continue  # released between our create and our get
-                raise
+            except ObjectNotFoundError:
+                continue  # released between our create and our get
             verdict = self._judge_free(lease)
             if verdict.state != "ready":
                 left = deadline - time.monotonic()
@@ -116,13 +123,10 @@ class EnvironmentLock:
                         f"lock {self.namespace}/{self.name}: gave up after {timeout:.0f}s: {verdict.message}"
                     )
                 self.log(f"another promotion of this environment is in progress; waiting: {verdict.message}")
-                try:
+                with contextlib.suppress(ObjectNotFoundError):  # released between our create and our get: again
                     self.kube.wait_for(
                         self.ref, self._judge_free, timeout=left, what=f"lock {self.name}", deleted_is_ready=True
                     )
-                except KubeError as exc:
-                    if "not found" not in str(exc):  # released between our create and our get: try again
-                        raise
                 continue
             version = (lease.get("metadata") or {}).get("resourceVersion")
             try:
@@ -168,6 +172,8 @@ class EnvironmentLock:
         custom = self.kube.custom
         try:
             lease = self.kube.get(self.ref)
+        except TransientKubeError:
+            raise
         except KubeError:
             return
         if (lease.get("spec") or {}).get("holderIdentity") != self.holder:

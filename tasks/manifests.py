@@ -24,6 +24,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import implicit_resolvers
 
+from tasks.errors import RefusedError
+
 __all__ = [
     "KustomizeImage",
     "ManifestError",
@@ -73,7 +75,7 @@ _REPLICAS_PATH = "/spec/replicas"
 PathKey = str | int
 
 
-class ManifestError(ValueError):
+class ManifestError(RefusedError, ValueError):
     """A manifest edit that cannot be made; the message names the file, the thing and what to do."""
 
     def __init__(self, source: str, message: str) -> None:

@@ -29,6 +29,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tasks.errors import PromoteError, TransientError
+
 __all__ = ["RegistryClient", "RegistryError", "TransientRegistryError"]
 
 Log = Callable[[str], None]
@@ -40,11 +42,11 @@ _RETRY_AFTER_STATUSES = (429, 503)
 _MAX_PAGES = 10_000  # a registry that keeps answering "next" forever is broken, not large
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PromoteError, RuntimeError):
     """The registry cannot give us the tags; the message names the registry, the repository and the fix."""
 
 
-class TransientRegistryError(RegistryError):
+class TransientRegistryError(RegistryError, TransientError):
     """The registry was throttling or unavailable for every attempt; trying again later may succeed."""
 
 

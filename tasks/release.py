@@ -11,12 +11,13 @@ from typing import Literal
 
 from pipeline.model import Environment, Pipeline
 from tasks import evidence
+from tasks.errors import RefusedError
 from tasks.gitrepo import GitRepository, LogEntry, TagResult
 from tasks.targets import PROMOTE_TRAILER
 from tasks.versions import Bump, ReleaseVersion, TagScheme, latest_stable, next_rc
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(RefusedError, RuntimeError):
     """A promotion that must not happen (no evidence, unknown rc); nothing was changed."""
 
 

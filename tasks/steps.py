@@ -10,7 +10,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -21,29 +20,15 @@ from pipeline.model import Environment, Pipeline
 from tasks import candidates, evidence, release, targets
 from tasks.candidates import Applied, Candidate
 from tasks.connections import Connections, registry_tags
-from tasks.gitrepo import CommitResult, GitError, TagResult
+from tasks.errors import is_transient
+from tasks.gitrepo import CommitResult, TagResult
 from tasks.health import CheckResult, results_table, run_check
-from tasks.kube import TransientKubeError
 from tasks.verification import VerificationResult, verify_environment
-
-_NETWORK_HINTS = (
-    "Could not resolve host",
-    "Connection refused",
-    "Connection reset",
-    "timed out",
-    "early EOF",
-    "The requested URL returned error: 5",
-    "RPC failed",
-    "unable to access",
-)
 
 
 def is_transient_failure(exc: BaseException) -> bool:
-    from tasks.registry import TransientRegistryError  # late: only image-policy pipelines use the registry
-
-    if isinstance(exc, TransientKubeError | httpx.TransportError | TransientRegistryError):
-        return True
-    return isinstance(exc, GitError) and any(hint in str(exc) for hint in _NETWORK_HINTS)
+    """Whether a step's failure is worth retrying: the outside system's module said so at its border."""
+    return is_transient(exc)
 
 
 def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.model import Environment, TrackBranch, TrackImagePolicy, TrackKustomizeImage, TrackTag
 from tasks import manifests
+from tasks.errors import RefusedError
 from tasks.gitrepo import CommitResult, GitRepository
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 PROMOTE_TRAILER = "Promoted-By: gitops-promote"
 
 
-class TargetError(ValueError):
+class TargetError(RefusedError, ValueError):
     """The environment cannot be pointed at the version as configured."""
 
 
