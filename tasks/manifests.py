@@ -1,10 +1,6 @@
-"""Change one value in a YAML manifest and leave every other byte of the file as it was.
-
-A ruamel.yaml load/dump round trip re-indents files that mix ``- `` and ``  - `` list styles, moves
-comment columns and folds long values (DESIGN.md section 5), so it would turn a one-value promotion into
-a noisy diff. Here ruamel only *composes* the text: the node tree carries the start/end offset of every
-scalar. We locate the scalar, render the new value in the old scalar's quoting style, splice it into the
-original text, and re-read the result to prove the value landed where we meant it to.
+"""Kubernetes manifest formats this tool edits: Argo CD Application ``targetRevision``, Kustomize ``images[]``,
+Flux setter markers. Each changes one value and leaves every other byte of the file as it was, through the
+splice engine in :mod:`tasks.yamledit`.
 
 Every function takes ``source`` (the file name) for its error messages, validates its inputs first and
 computes all edits before applying any: a ``ManifestError`` means nothing was changed.
@@ -12,19 +8,33 @@ computes all edits before applying any: a ``ManifestError`` means nothing was ch
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.resolver import implicit_resolvers
 
-from tasks.errors import RefusedError
+from tasks.yamledit import (
+    INT_TAG,
+    Check,
+    Edit,
+    ManifestError,
+    PathKey,
+    apply,
+    compose,
+    is_null,
+    line_of,
+    mapping_value,
+    render,
+    scalar_or_none,
+    scalar_value,
+    set_scalar,
+    walk_values,
+)
 
 __all__ = [
     "KustomizeImage",
@@ -59,28 +69,12 @@ _NAME_MAX = 255  # distribution's NameTotalLengthMax
 # Registered algorithms have a fixed, lowercase encoding (opencontainers/go-digest).
 _DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
 
-# Characters a plain scalar may hold in block and flow context alike without any chance of being read
-# as an indicator, a comment or a flow separator.
-_PLAIN_SAFE_RE = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./:@+=~^-]*")
-_PROPERTIES_RE = re.compile(r"(?:![^\s]*\s+)+")  # an explicit tag such as `!!str ` before a scalar
 _MARKER_COMMENT_RE = re.compile(r"[ \t]+#[ \t]*(\{.*\})[ \t]*\r?")
-_STR_TAG = "tag:yaml.org,2002:str"
-_INT_TAG = "tag:yaml.org,2002:int"
 
 _SUFFIX_FIELDS: dict[str, SetterField] = {"tag": "tag", "name": "name", "digest": "digest"}
 _KUSTOMIZE_FIELDS = (("new_name", "newName"), ("new_tag", "newTag"), ("digest", "digest"))
 _PATCH_LISTS = ("patches", "patchesJson6902")
 _REPLICAS_PATH = "/spec/replicas"
-
-PathKey = str | int
-
-
-class ManifestError(RefusedError, ValueError):
-    """A manifest edit that cannot be made; the message names the file, the thing and what to do."""
-
-    def __init__(self, source: str, message: str) -> None:
-        super().__init__(f"{source}: {message}")
-        self.source = source
 
 
 @dataclass(frozen=True)
@@ -103,26 +97,6 @@ class SetterMarker:
     value: str  # the value the marker currently sits on
 
 
-@dataclass(frozen=True)
-class _Edit:
-    start: int
-    end: int
-    text: str
-
-
-@dataclass(frozen=True)
-class _Check:
-    """After splicing, the scalar at ``path`` in document ``doc`` must read ``expected``.
-
-    ``tag`` is the type it must resolve to; None for a value left as it was.
-    """
-
-    doc: int
-    path: tuple[PathKey, ...]
-    expected: str
-    tag: str | None = _STR_TAG
-
-
 # ---------------------------------------------------------------------------------------------------
 # Kustomize images
 
@@ -137,12 +111,12 @@ def parse_reference(image: str, *, source: str = _DEFAULT_SOURCE) -> KustomizeIm
 
 def get_kustomize_image(text: str, image: str, *, source: str = _DEFAULT_SOURCE) -> KustomizeImage:
     """Read the ``images:`` entry named ``image`` of a kustomization."""
-    docs = _compose(text, source)
+    docs = compose(text, source)
     _, _, entry = _find_image_entry(docs, image, source)
     values = {}
     for _, key in _KUSTOMIZE_FIELDS:
         node = mapping_value(entry, key)
-        values[key] = None if node is None else _scalar_value(node, f"images[{image}].{key}", source)
+        values[key] = None if node is None else scalar_value(node, f"images[{image}].{key}", source)
     return KustomizeImage(image, values["newName"], values["newTag"], values["digest"])
 
 
@@ -170,10 +144,10 @@ def set_kustomize_image(
     if digest is not None:
         _validate_digest(digest, source)
 
-    docs = _compose(text, source)
+    docs = compose(text, source)
     doc_index, path, entry = _find_image_entry(docs, image, source)
-    edits: list[_Edit] = []
-    checks: list[_Check] = []
+    edits: list[Edit] = []
+    checks: list[Check] = []
     missing: list[tuple[str, str]] = []
     for attr, key in _KUSTOMIZE_FIELDS:
         value = wanted[attr]
@@ -182,14 +156,14 @@ def set_kustomize_image(
         node = mapping_value(entry, key)
         if node is None:
             missing.append((key, value))
-            checks.append(_Check(doc_index, (*path, key), value))
+            checks.append(Check(doc_index, (*path, key), value))
         else:
-            edit, check = _set_scalar(text, doc_index, (*path, key), node, value, f"images[{image}].{key}", source)
+            edit, check = set_scalar(text, doc_index, (*path, key), node, value, f"images[{image}].{key}", source)
             edits.append(edit)
             checks.append(check)
     if missing:
         edits.append(_insert_keys(text, entry, missing))
-    return _apply(text, edits, checks, source)
+    return apply(text, edits, checks, source)
 
 
 def _find_image_entry(
@@ -200,10 +174,10 @@ def _find_image_entry(
     has_list = False
     for doc_index, root in enumerate(docs):
         images = mapping_value(root, "images")
-        if images is None or _is_null(images):
+        if images is None or is_null(images):
             continue
         if not isinstance(images, SequenceNode):
-            raise ManifestError(source, f"images: is not a list (line {_line(images)})")
+            raise ManifestError(source, f"images: is not a list (line {line_of(images)})")
         has_list = True
         for i, entry in enumerate(images.value):
             name_node = mapping_value(entry, "name")
@@ -224,29 +198,29 @@ def _find_image_entry(
             f"use one of those names or add an entry `- name: {image}`",
         )
     if len(found) > 1:
-        lines = ", ".join(str(_line(entry)) for _, _, entry in found)
+        lines = ", ".join(str(line_of(entry)) for _, _, entry in found)
         raise ManifestError(source, f"image {image!r} is listed {len(found)} times (lines {lines}); keep one")
     return found[0]
 
 
-def _insert_keys(text: str, entry: MappingNode, items: Sequence[tuple[str, str]]) -> _Edit:
+def _insert_keys(text: str, entry: MappingNode, items: Sequence[tuple[str, str]]) -> Edit:
     """Add ``key: value`` pairs after the last key of a mapping, in the mapping's own layout."""
     last_value = entry.value[-1][1]
     # A new value takes the quoting of its neighbour, so `newTag: "1.0"` gets `digest: "sha256:..."`.
     style = last_value.style if isinstance(last_value, ScalarNode) and last_value.style in ("'", '"') else None
     if entry.flow_style:
         at = last_value.end_mark.index
-        return _Edit(at, at, "".join(f", {key}: {_render(value, style)}" for key, value in items))
+        return Edit(at, at, "".join(f", {key}: {render(value, style)}" for key, value in items))
     newline = "\r\n" if "\r\n" in text else "\n"
     indent = " " * entry.value[0][0].start_mark.column
-    lines = "".join(f"{indent}{key}: {_render(value, style)}{newline}" for key, value in items)
+    lines = "".join(f"{indent}{key}: {render(value, style)}{newline}" for key, value in items)
     end = last_value.end_mark.index
     if end > 0 and text[end - 1] == "\n":  # block collections and block scalars end at a line start
-        return _Edit(end, end, lines)
+        return Edit(end, end, lines)
     eol = text.find("\n", end)
     if eol == -1:  # last line of a file without a final newline
-        return _Edit(len(text), len(text), newline + lines.removesuffix(newline))
-    return _Edit(eol + 1, eol + 1, lines)
+        return Edit(len(text), len(text), newline + lines.removesuffix(newline))
+    return Edit(eol + 1, eol + 1, lines)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -269,7 +243,7 @@ def set_replicas_patch(
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ManifestError(source, f"replicas must be a non-negative integer, got {value!r}")
-    docs = _compose(text, source)
+    docs = compose(text, source)
     matches: list[tuple[int, tuple[PathKey, ...], ScalarNode, tuple[PathKey, ...], ScalarNode, str]] = []
     for doc_index, root in enumerate(docs):
         for list_key in _PATCH_LISTS:
@@ -287,7 +261,7 @@ def set_replicas_patch(
                 if patch.style != "|":
                     raise ManifestError(
                         source,
-                        f"the replicas patch at line {_line(patch)} is not a literal block scalar "
+                        f"the replicas patch at line {line_of(patch)} is not a literal block scalar "
                         "(`patch: |-`), so it cannot be edited in place; rewrite it as one",
                     )
                 matches.append((doc_index, (list_key, i, "patch"), patch, inner_path, inner_node, label))
@@ -300,15 +274,15 @@ def set_replicas_patch(
             "(`- op: replace`, `path: /spec/replicas`, `value: N` with a target) or check kind/target_name",
         )
     if len(matches) > 1:
-        listed = "; ".join(f"line {_line(patch)}: {label}" for _, _, patch, _, _, label in matches)
+        listed = "; ".join(f"line {line_of(patch)}: {label}" for _, _, patch, _, _, label in matches)
         raise ManifestError(
             source, f"{len(matches)} patches set {_REPLICAS_PATH} ({listed}); pass kind/target_name to pick one"
         )
     doc_index, path, patch, inner_path, inner_node, _ = matches[0]
     start, end = _block_scalar_span(text, patch, inner_node, source)
     # Replicas must stay an integer: render plain even if the old value was quoted.
-    edit = _Edit(start, end, str(value))
-    return _apply(text, [edit], [_Check(doc_index, (*path, *inner_path), str(value), _INT_TAG)], source)
+    edit = Edit(start, end, str(value))
+    return apply(text, [edit], [Check(doc_index, (*path, *inner_path), str(value), INT_TAG)], source)
 
 
 def _replicas_in_patch(
@@ -319,15 +293,15 @@ def _replicas_in_patch(
         root = YAML(typ="rt").compose(content)
     except YAMLError:
         return None  # not YAML: not a patch we can edit, and kustomize will say so itself
-    target_kind = _scalar_or_none(mapping_value(target, "kind"))
-    target_name = _scalar_or_none(mapping_value(target, "name"))
+    target_kind = scalar_or_none(mapping_value(target, "kind"))
+    target_name = scalar_or_none(mapping_value(target, "name"))
     found: tuple[tuple[PathKey, ...], ScalarNode] | None = None
     if isinstance(root, SequenceNode):  # JSON6902 op list
         for i, op in enumerate(root.value):
             value = mapping_value(op, "value")
             if (
-                _scalar_or_none(mapping_value(op, "op")) in ("replace", "add")
-                and _scalar_or_none(mapping_value(op, "path")) == _REPLICAS_PATH
+                scalar_or_none(mapping_value(op, "op")) in ("replace", "add")
+                and scalar_or_none(mapping_value(op, "path")) == _REPLICAS_PATH
                 and isinstance(value, ScalarNode)
             ):
                 found = ((i, "value"), value)
@@ -336,8 +310,8 @@ def _replicas_in_patch(
         replicas = mapping_value(mapping_value(root, "spec"), "replicas")
         if isinstance(replicas, ScalarNode):
             found = (("spec", "replicas"), replicas)
-            target_kind = target_kind or _scalar_or_none(mapping_value(root, "kind"))
-            target_name = target_name or _scalar_or_none(mapping_value(mapping_value(root, "metadata"), "name"))
+            target_kind = target_kind or scalar_or_none(mapping_value(root, "kind"))
+            target_name = target_name or scalar_or_none(mapping_value(mapping_value(root, "metadata"), "name"))
     if found is None:
         return None
     if kind is not None and target_kind is not None and target_kind != kind:
@@ -356,7 +330,7 @@ def _block_scalar_span(text: str, block: ScalarNode, inner: ScalarNode, source: 
     content_lines = block.value.split("\n")
     row, col, end_col = inner.start_mark.line, inner.start_mark.column, inner.end_mark.column
     if inner.end_mark.line != row:
-        raise ManifestError(source, f"the replicas value at line {_line(block) + 1 + row} spans lines")
+        raise ManifestError(source, f"the replicas value at line {line_of(block) + 1 + row} spans lines")
     pos = text.index("\n", block.start_mark.index) + 1  # first content line
     for _ in range(row):
         pos = text.index("\n", pos) + 1
@@ -364,7 +338,7 @@ def _block_scalar_span(text: str, block: ScalarNode, inner: ScalarNode, source: 
     file_line = text[pos : len(text) if eol == -1 else eol].removesuffix("\r")
     content_line = content_lines[row]
     if not file_line.endswith(content_line):
-        raise ManifestError(source, f"cannot map the patch at line {_line(block)} back to the file")
+        raise ManifestError(source, f"cannot map the patch at line {line_of(block)} back to the file")
     offset = pos + len(file_line) - len(content_line)
     return offset + col, offset + end_col
 
@@ -381,12 +355,12 @@ def get_application_revision(
     source: str = _DEFAULT_SOURCE,
 ) -> str:
     """Read ``spec.source.targetRevision`` (or ``spec.sources[source_index]``) of an Application."""
-    docs = _compose(text, source)
+    docs = compose(text, source)
     _, path, node = _find_target_revision(docs, source_index, app_name, source)
     what = ".".join(str(p) for p in path)
-    revision = _scalar_value(node, what, source)
+    revision = scalar_value(node, what, source)
     if not revision:
-        raise ManifestError(source, f"{what} at line {_line(node)} is empty; set it to a tag, branch or commit")
+        raise ManifestError(source, f"{what} at line {line_of(node)} is empty; set it to a tag, branch or commit")
     return revision
 
 
@@ -400,11 +374,11 @@ def set_application_revision(
 ) -> str:
     """Set ``targetRevision`` of an Argo CD Application's source (``sources[source_index]`` if multi)."""
     _validate_revision(revision, source)
-    docs = _compose(text, source)
+    docs = compose(text, source)
     doc_index, path, node = _find_target_revision(docs, source_index, app_name, source)
     what = ".".join(str(p) for p in path)
-    edit, check = _set_scalar(text, doc_index, path, node, revision, what, source)
-    return _apply(text, [edit], [check], source)
+    edit, check = set_scalar(text, doc_index, path, node, revision, what, source)
+    return apply(text, [edit], [check], source)
 
 
 def _find_target_revision(
@@ -413,9 +387,9 @@ def _find_target_revision(
     apps: list[tuple[int, MappingNode, str | None]] = []
     kinds: list[str] = []
     for doc_index, root in enumerate(docs):
-        kind = _scalar_or_none(mapping_value(root, "kind"))
-        name = _scalar_or_none(mapping_value(mapping_value(root, "metadata"), "name"))
-        api = _scalar_or_none(mapping_value(root, "apiVersion")) or ""
+        kind = scalar_or_none(mapping_value(root, "kind"))
+        name = scalar_or_none(mapping_value(mapping_value(root, "metadata"), "name"))
+        api = scalar_or_none(mapping_value(root, "apiVersion")) or ""
         kinds.append(f"{kind or '?'}/{name or '?'}")
         if kind == "Application" and api.startswith("argoproj.io/") and isinstance(root, MappingNode):
             apps.append((doc_index, root, name))
@@ -444,7 +418,7 @@ def _find_target_revision(
     if isinstance(sources, SequenceNode):
         count = len(sources.value)
         listed = ", ".join(
-            f"[{i}] {_scalar_or_none(mapping_value(src, 'repoURL')) or '?'}" for i, src in enumerate(sources.value)
+            f"[{i}] {scalar_or_none(mapping_value(src, 'repoURL')) or '?'}" for i, src in enumerate(sources.value)
         )
         if source_index is None:
             raise ManifestError(
@@ -465,7 +439,7 @@ def _find_target_revision(
         raise ManifestError(source, f"{label} has no spec.source or spec.sources mapping")
     where = ".".join(str(p) for p in path)
     if not isinstance(target, MappingNode):
-        raise ManifestError(source, f"{label}: {where} is not a mapping (line {_line(target)})")
+        raise ManifestError(source, f"{label}: {where} is not a mapping (line {line_of(target)})")
     revision = mapping_value(target, "targetRevision")
     if revision is None:
         raise ManifestError(
@@ -482,7 +456,7 @@ def _find_target_revision(
 
 def find_setter_markers(text: str, *, source: str = _DEFAULT_SOURCE) -> list[SetterMarker]:
     """All ``{"$imagepolicy": ...}`` markers on values of the file, in file order."""
-    return [marker for marker, _, _, _ in _markers(text, _compose(text, source))]
+    return [marker for marker, _, _, _ in _markers(text, compose(text, source))]
 
 
 def set_setter_values(
@@ -519,7 +493,7 @@ def set_setter_values(
     if digest is not None:
         _validate_digest(digest, source)
 
-    docs = _compose(text, source)
+    docs = compose(text, source)
     all_markers = _markers(text, docs)
     markers = [m for m in all_markers if m[0].policy == policy]
     if not markers:
@@ -530,8 +504,8 @@ def set_setter_values(
             'add a line comment such as `# {"$imagepolicy": "' + policy + '"}` to the value to update',
         )
     parts: dict[str, str | None] = {"name": name, "tag": tag, "digest": digest}
-    edits: list[_Edit] = []
-    checks: list[_Check] = []
+    edits: list[Edit] = []
+    checks: list[Check] = []
     for marker, doc_index, path, node in markers:
         if marker.field == "image":
             value: str | None = _merge_reference(marker, name, tag, digest, source)
@@ -539,7 +513,7 @@ def set_setter_values(
             value = parts[marker.field]
         if value is None:
             continue
-        edit, check = _set_scalar(text, doc_index, path, node, value, f"the value at line {marker.line}", source)
+        edit, check = set_scalar(text, doc_index, path, node, value, f"the value at line {marker.line}", source)
         checks.append(check)
         if text[edit.start : edit.end] != edit.text:
             edits.append(edit)
@@ -548,13 +522,13 @@ def set_setter_values(
         raise ManifestError(
             source, f"the markers of policy {policy!r} set {fields}, which was not given; pass image or {fields}"
         )
-    return _apply(text, edits, checks, source), len(edits)
+    return apply(text, edits, checks, source), len(edits)
 
 
 def _markers(text: str, docs: Sequence[Node | None]) -> list[tuple[SetterMarker, int, tuple[PathKey, ...], ScalarNode]]:
     found: list[tuple[SetterMarker, int, tuple[PathKey, ...], ScalarNode]] = []
     seen: set[int] = set()
-    for doc_index, path, node in _walk_values(docs):
+    for doc_index, path, node in walk_values(docs):
         if id(node) in seen:  # reached again through an alias (`<<: *base`): one value, one edit
             continue
         seen.add(id(node))
@@ -568,7 +542,7 @@ def _markers(text: str, docs: Sequence[Node | None]) -> list[tuple[SetterMarker,
         parsed = _parse_marker(comment[1])
         if parsed is not None:
             policy, field = parsed
-            found.append((SetterMarker(_line(node), policy, field, node.value), doc_index, path, node))
+            found.append((SetterMarker(line_of(node), policy, field, node.value), doc_index, path, node))
     return found
 
 
@@ -653,159 +627,3 @@ def _validate_revision(revision: str, source: str) -> None:
         problem = "it starts with '-'"
     if problem:
         raise ManifestError(source, f"invalid revision {revision!r}: {problem}; use a tag, branch or commit")
-
-
-# ---------------------------------------------------------------------------------------------------
-# Locating, rendering and splicing
-
-
-def _compose(text: str, source: str) -> Sequence[Node | None]:
-    try:
-        return _composed(text)
-    except YAMLError as exc:
-        raise ManifestError(source, f"not valid YAML: {exc}") from None
-
-
-@functools.lru_cache(maxsize=64)
-def _composed(text: str) -> tuple[Node | None, ...]:
-    # Cached (nodes are only read, never changed): one promotion reads, edits and re-checks the same few
-    # files, and ruamel composes in pure Python (~1.3 ms for a small Application file).
-    return tuple(YAML(typ="rt").compose_all(text))
-
-
-def mapping_value(node: Node | None, key: str) -> Node | None:
-    """The value of ``key`` in a mapping node; None for anything else."""
-    if not isinstance(node, MappingNode):
-        return None
-    for key_node, value_node in node.value:
-        if isinstance(key_node, ScalarNode) and key_node.value == key:
-            return value_node  # type: ignore[no-any-return]
-    return None
-
-
-def _is_null(node: Node) -> bool:
-    return isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:null"
-
-
-def _scalar_or_none(node: Node | None) -> str | None:
-    return node.value if isinstance(node, ScalarNode) and not _is_null(node) else None
-
-
-def _scalar_value(node: Node, what: str, source: str) -> str | None:
-    if not isinstance(node, ScalarNode):
-        raise ManifestError(source, f"{what} at line {_line(node)} is not a single value")
-    return None if _is_null(node) else str(node.value)
-
-
-def _line(node: Node | None) -> int:
-    return 0 if node is None else int(node.start_mark.line) + 1
-
-
-def _walk_values(docs: Sequence[Node | None]) -> Iterator[tuple[int, tuple[PathKey, ...], ScalarNode]]:
-    """Every scalar that is a mapping value or a list item, with its path."""
-
-    def walk(
-        node: Node, path: tuple[PathKey, ...], seen: frozenset[int]
-    ) -> Iterator[tuple[tuple[PathKey, ...], ScalarNode]]:
-        if id(node) in seen:  # an alias back to an enclosing anchored collection
-            return
-        seen = seen | {id(node)}
-        if isinstance(node, MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, ScalarNode):  # complex keys hold no image values
-                    yield from walk(value_node, (*path, key_node.value), seen)
-        elif isinstance(node, SequenceNode):
-            for i, item in enumerate(node.value):
-                yield from walk(item, (*path, i), seen)
-        elif isinstance(node, ScalarNode) and path:
-            yield path, node
-
-    for doc_index, root in enumerate(docs):
-        if root is not None:
-            for path, node in walk(root, (), frozenset()):
-                yield doc_index, path, node
-
-
-def _navigate(root: Node | None, path: Sequence[PathKey]) -> Node | None:
-    node = root
-    for i, key in enumerate(path):
-        if isinstance(node, ScalarNode) and node.style == "|":  # into a patch's embedded YAML
-            return _navigate(YAML(typ="rt").compose(node.value), path[i:])
-        if isinstance(key, int):
-            node = node.value[key] if isinstance(node, SequenceNode) and key < len(node.value) else None
-        else:
-            node = mapping_value(node, key)
-        if node is None:
-            return None
-    return node
-
-
-def _needs_quotes(value: str) -> bool:
-    """Would this string, written plain, be read back as something else (number, bool, null, ...)?"""
-    if not _PLAIN_SAFE_RE.fullmatch(value) or value.endswith(":"):
-        return True
-    # Both YAML 1.1 (go-yaml, kubectl: `on`, `0755`) and 1.2 (`1.10`) readers must see a string.
-    return any(regexp.match(value) for _, _, regexp, _ in implicit_resolvers)
-
-
-def _render(value: str, style: str | None) -> str:
-    if style == "'":
-        return "'" + value.replace("'", "''") + "'"
-    if style == '"' or _needs_quotes(value):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return value
-
-
-def _replace_scalar(text: str, node: Node, value: str, what: str, source: str) -> _Edit:
-    if not isinstance(node, ScalarNode):
-        raise ManifestError(source, f"{what} at line {_line(node)} is not a single value")
-    if node.anchor is not None:
-        raise ManifestError(
-            source, f"{what} at line {_line(node)} is anchored (&{node.anchor}) and may be shared; edit it by hand"
-        )
-    if node.style in ("|", ">"):
-        raise ManifestError(source, f"{what} at line {_line(node)} is a block scalar; write it on one line")
-    start, end = node.start_mark.index, node.end_mark.index
-    tagged = _PROPERTIES_RE.match(text, start, end)
-    if tagged:  # keep an explicit `!!str ` in front of the value
-        start = tagged.end()
-    if start == end:
-        # An empty value (`key:`) may be marked at the next line's start: write right after the indicator.
-        at = len(text[:start].rstrip(" \t\r\n"))
-        if at == 0 or text[at - 1] not in ":-":
-            raise ManifestError(source, f"{what} at line {_line(node)} is empty; write a value there by hand")
-        return _Edit(at, at, " " + _render(value, None))
-    return _Edit(start, end, _render(value, node.style))
-
-
-def _set_scalar(
-    text: str, doc: int, path: tuple[PathKey, ...], node: Node, value: str, what: str, source: str
-) -> tuple[_Edit, _Check]:
-    """The edit setting one scalar, and the check proving it. A value already there stays untouched,
-    even when unquoted (`newTag: 1.0`), so re-running a promotion changes nothing."""
-    edit = _replace_scalar(text, node, value, what, source)
-    if isinstance(node, ScalarNode) and node.value == value and not _is_null(node):
-        return _Edit(edit.start, edit.end, text[edit.start : edit.end]), _Check(doc, path, value, None)
-    return edit, _Check(doc, path, value)
-
-
-def _apply(text: str, edits: Sequence[_Edit], checks: Sequence[_Check], source: str) -> str:
-    """Splice all edits in one go, then re-read the result and check every value landed."""
-    out: list[str] = []
-    pos = 0
-    for edit in sorted(edits, key=lambda e: e.start):
-        if edit.start < pos:
-            raise ManifestError(source, "internal error: overlapping edits; the file was not changed")
-        out += [text[pos : edit.start], edit.text]
-        pos = edit.end
-    out.append(text[pos:])
-    new_text = "".join(out)
-    docs = _compose(new_text, source)
-    for check in checks:
-        node = _navigate(docs[check.doc] if check.doc < len(docs) else None, check.path)
-        if not (isinstance(node, ScalarNode) and node.value == check.expected and check.tag in (None, node.tag)):
-            where = ".".join(str(p) for p in check.path)
-            raise ManifestError(
-                source, f"internal error: {where} would not read {check.expected!r}; the file was not changed"
-            )
-    return new_text

@@ -16,7 +16,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import Node, ScalarNode
 
-from tasks.manifests import ManifestError, find_setter_markers, mapping_value, set_setter_values
+from tasks.manifests import find_setter_markers, set_setter_values
+from tasks.yamledit import ManifestError, mapping_value
 
 __all__ = ["Change", "ObjectRef", "UpdateResult", "apply_to_files"]
 
