@@ -61,9 +61,10 @@ from flows.promote_production import promote_production  # noqa: E402
 from flows.promote_rc import promote_rc  # noqa: E402
 from sandbox.apiserver import LocalKubeAPI, install_crds  # noqa: E402
 from sandbox.world import SandboxApp, SandboxWorld  # noqa: E402
-from tasks import evidence, release, targets  # noqa: E402
+from tasks import evidence  # noqa: E402
 from tasks.connections import connect  # noqa: E402
 from tasks.health import run_check  # noqa: E402
+from tasks.strategies import strategy_for  # noqa: E402
 from tasks.verification import verify_environment  # noqa: E402
 
 REFUSAL = b"Encountered retryable exception in request"
@@ -96,25 +97,25 @@ def direct(app: SandboxApp) -> None:
     pipeline, repo = conn.pipeline, conn.repo
     staging, production = pipeline.environments
     repo.fetch()
-    decision = release.decide_rc(repo, pipeline)
-    assert decision.tag is not None
-    values = {"version": decision.tag[1:], "tag": decision.tag, "commit": decision.commit}
-    repo.create_tag(decision.tag, decision.commit, "rc")
-    targets.point_environment(repo, pipeline.repository.branch, pipeline.name, staging, decision.tag)
-    verify_environment(conn.kube(staging), staging, decision.commit, values)
+    entry = strategy_for(staging).entry(conn, staging, None)
+    assert entry.tag is not None and entry.write is not None and entry.revision is not None
+    values = {"version": entry.value[1:], "tag": entry.value, "commit": entry.revision}
+    repo.create_tag(entry.tag.name, entry.tag.commit, "rc")
+    strategy_for(staging).apply(conn, staging, entry.write)
+    verify_environment(conn.kube(staging), staging, entry.revision, values)
     for check in staging.health_checks:
         assert run_check(check, values).passed
-    release.record(repo, evidence.Record("verified", pipeline.name, "staging", decision.tag, decision.commit))
+    evidence.record(repo, evidence.Record("verified", pipeline.name, "staging", entry.value, entry.revision))
     repo.fetch()
-    rc_tag, commit = release.verified_rc(repo, pipeline, staging, None)
-    stable = release.stable_tag_for(pipeline.versioning.scheme, rc_tag)
-    values = {"version": stable[1:], "tag": stable, "commit": commit}
-    repo.create_tag(stable, commit, "stable")
-    targets.point_environment(repo, pipeline.repository.branch, pipeline.name, production, stable)
-    verify_environment(conn.kube(production), production, commit, values)
+    cand = strategy_for(production).candidate(conn, production, None)
+    assert cand.tag is not None and cand.release_commit is not None
+    values = {"version": cand.value[1:], "tag": cand.value, "commit": cand.release_commit}
+    repo.create_tag(cand.tag.name, cand.tag.commit, "stable")
+    strategy_for(production).apply(conn, production, cand)
+    verify_environment(conn.kube(production), production, cand.release_commit, values)
     for check in production.health_checks:
         assert run_check(check, values).passed
-    release.record(repo, evidence.Record("promoted", pipeline.name, "production", stable, commit))
+    evidence.record(repo, evidence.Record("promoted", pipeline.name, "production", cand.value, cand.release_commit))
 
 
 def timed(fn: Callable[..., object], *args: object) -> float:

@@ -18,7 +18,8 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
-from pipeline.model import Environment, Pipeline
+from flows.report import PromotionReport
+from pipeline.model import Environment
 from tasks import evidence
 from tasks.approval import expire_if_due
 from tasks.connections import Connections
@@ -34,12 +35,6 @@ def crash_point(name: str) -> None:
     as a power cut would (no exception handlers, no cleanup). Inert unless that variable is set."""
     if os.environ.get("PROMOTE_CRASH_AT") == name:
         os._exit(86)
-
-
-def release_values(pipeline: Pipeline, tag: str, commit: str) -> dict[str, str]:
-    """Template values for checks and expected images: version (1.2.3-rc1), tag (v1.2.3-rc1), commit."""
-    version = pipeline.versioning.scheme.parse(tag)
-    return {"version": version.format(rc_label=pipeline.versioning.rc_label), "tag": tag, "commit": commit}
 
 
 def _run_alive(holder: str) -> bool:
@@ -139,18 +134,13 @@ def started_by() -> str:
     return "local run"
 
 
-def audit(key: str, summary: dict[str, Any], started: float) -> None:
+def audit(key: str, report: PromotionReport, started: float) -> None:
     """The run's markdown record: who, what, which versions and commits, decisions, results, timings."""
-    summary = {**summary, "started_by": started_by(), "duration_s": round(time.monotonic() - started, 1)}
+    rows = [*report.rows(), ("started_by", started_by()), ("duration_s", str(round(time.monotonic() - started, 1)))]
     lines = [f"# {key}", "", "| field | value |", "|---|---|"]
-    for name, value in summary.items():
-        if name == "diff" or value in (None, "", [], {}):
-            continue
-        if isinstance(value, list):
-            value = "<br>".join(str(v) for v in value)
-        lines.append(f"| {name} | {str(value).replace('|', '/')} |")
-    if summary.get("diff"):
-        lines += ["", "```diff", str(summary["diff"]).rstrip(), "```"]
+    lines += [f"| {name} | {value.replace('|', '/')} |" for name, value in rows]
+    if report.diff:
+        lines += ["", "```diff", report.diff.rstrip(), "```"]
     create_markdown_artifact(key=key, markdown="\n".join(lines), description="promotion audit record")
 
 
@@ -160,18 +150,18 @@ def tell(conn: Connections, text: str) -> None:
 
 
 @contextlib.contextmanager
-def run_record(conn: Connections, key: str, what: str, summary: dict[str, Any], started: float) -> Iterator[None]:
-    """However the run ends, it leaves its audit record (``summary`` as it then stands), and a failure reaches
+def run_record(conn: Connections, key: str, what: str, report: PromotionReport, started: float) -> Iterator[None]:
+    """However the run ends, it leaves its audit record (``report`` as it then stands), and a failure reaches
     the webhook. A run suspended at the approval gate records nothing yet (Prefect's Pause is a
     BaseException and passes through): resumed, it runs again from the top and records then."""
     try:
         yield
     except Exception as exc:
-        summary.setdefault("failure", str(exc))
+        report.failure = report.failure or str(exc)
         tell(conn, f"{conn.pipeline.name}: {what} FAILED: {exc}")
         try:
-            audit(key, summary, started)
+            audit(key, report, started)
         except Exception as lost:  # the run reports its own failure, not the missing record
             conn.log(f"could not write the audit record {key}: {lost}")
         raise
-    audit(key, summary, started)
+    audit(key, report, started)

@@ -9,7 +9,8 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
 import httpx
 from prefect import Flow, flow, get_run_logger
@@ -19,10 +20,15 @@ from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
 from flows.common import started_by
+from flows.promote_environment import promote_environment
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
-from pipeline.load import discover_pipelines
+from flows.report import PromotionReport
+from pipeline.load import discover_pipelines, load_pipeline
+from pipeline.model import Environment, Pipeline
 from tasks.approval import fail_expired_approvals
+from tasks.connections import open_repository
+from tasks.plan import plan_pipeline
 
 # How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).
 CREATE_ATTEMPTS = 3
@@ -44,13 +50,13 @@ def _mark_running(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) ->
 
 
 @functools.cache
-def _watched(subflow: Flow[..., dict[str, Any]]) -> Flow[..., dict[str, Any]]:
+def _watched(subflow: Flow[..., PromotionReport]) -> Flow[..., PromotionReport]:
     """``subflow`` with a hook noting that it started. Built once per flow: ``with_options`` rebuilds the
     flow's parameter schema, a visible cost when done for every call."""
     return subflow.with_options(on_running=[*subflow.on_running_hooks, _mark_running])
 
 
-def run_subflow(subflow: Flow[..., dict[str, Any]], **parameters: Any) -> dict[str, Any]:
+def run_subflow(subflow: Flow[..., PromotionReport], **parameters: Any) -> PromotionReport:
     """Call ``subflow`` as a nested run; if the Prefect API refused to *create* the run, ask again.
 
     Why: on the default SQLite-backed server, creating a run (its tracking task run, then the flow run) is a
@@ -64,7 +70,7 @@ def run_subflow(subflow: Flow[..., dict[str, Any]], **parameters: Any) -> dict[s
     for attempt in range(1, CREATE_ATTEMPTS + 1):
         _progress.started = False
         try:
-            result: dict[str, Any] = watched(**parameters)
+            result: PromotionReport = watched(**parameters)
             return result
         except Exception as exc:
             if _progress.started or not api_unavailable(exc) or attempt == CREATE_ATTEMPTS:
@@ -78,68 +84,109 @@ def run_subflow(subflow: Flow[..., dict[str, Any]], **parameters: Any) -> dict[s
     raise AssertionError("unreachable")
 
 
+@dataclass
+class PipelineOutcome:
+    """What the nightly did for one pipeline file: promote-rc's report and, per environment promoted after
+    the entry (in chain order), that promotion's report; ``failed_in`` names the run that failed."""
+
+    pipeline_file: str
+    rc: PromotionReport | None = None
+    promotions: dict[str, PromotionReport] = field(default_factory=dict)
+    failed: str | None = None
+    failed_in: str | None = None
+
+
 class PipelineFailedError(RuntimeError):
-    """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``result``)."""
+    """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``outcome``)."""
 
-    def __init__(self, stage: str, cause: Exception, result: dict[str, Any]) -> None:
+    def __init__(self, stage: str, cause: Exception, outcome: PipelineOutcome) -> None:
         super().__init__(str(cause))
-        self.stage, self.result = stage, result
+        self.stage, self.outcome = stage, outcome
 
 
-def promote_pipeline(pipeline_file: str, production: bool, dry_run: bool) -> dict[str, Any]:
-    result: dict[str, Any] = {"pipeline_file": pipeline_file}
+Advance = Literal["all", "one-step"]
+
+
+def _promote_env(outcome: PipelineOutcome, pipeline: Pipeline, env: Environment, rc: str | None) -> PromotionReport:
+    last = env is pipeline.last
+    stage = "promote-production" if last else f"promote-environment {env.name}"
     try:
-        rc = run_subflow(promote_rc, pipeline_file=pipeline_file, dry_run=dry_run, requested_by="nightly")
-    except Exception as exc:
-        raise PipelineFailedError("promote-rc", exc, result) from exc
-    result["rc"] = rc
-    if production and not dry_run and rc.get("action") != "skip":
-        # Tags: exactly the rc just verified. Other strategies: production decides from what is verified
-        # upstream (an image policy may not even allow staging's tag, e.g. a release candidate).
-        pinned = rc.get("rc") if rc.get("strategy", "tag") == "tag" else None
-        try:
-            result["production"] = run_subflow(
-                promote_production, pipeline_file=pipeline_file, rc=pinned, requested_by="nightly"
+        if last:
+            report = run_subflow(promote_production, pipeline_file=outcome.pipeline_file, rc=rc, requested_by="nightly")
+        else:
+            report = run_subflow(
+                promote_environment,
+                pipeline_file=outcome.pipeline_file,
+                environment=env.name,
+                rc=rc,
+                requested_by="nightly",
             )
-        except Exception as exc:
-            raise PipelineFailedError("promote-production", exc, result) from exc
-    return result
+    except Exception as exc:
+        raise PipelineFailedError(stage, exc, outcome) from exc
+    outcome.promotions[env.name] = report
+    return report
+
+
+def promote_pipeline(pipeline_file: str, production: bool, dry_run: bool, advance: Advance = "all") -> PipelineOutcome:
+    """promote-rc, then each environment after the entry from the one before it: ``all`` as far as gates allow
+    in one night (the rc just verified, pinned for tags), ``one-step`` one environment per night (from the
+    last backwards, each from what its upstream verified before tonight, as ``promote plan`` shows it)."""
+    outcome = PipelineOutcome(pipeline_file)
+    pipeline = load_pipeline(pipeline_file)
+    downstream = pipeline.environments[pipeline.environments.index(pipeline.entry) + 1 :]
+    if production and not dry_run and advance == "one-step":
+        plans = {plan.environment: plan for plan in plan_pipeline(open_repository(pipeline), pipeline)}
+        for env in reversed(downstream):
+            plan = plans[env.name]
+            if plan.proposed and plan.proposed != plan.current:
+                _promote_env(outcome, pipeline, env, None)
+    try:
+        outcome.rc = run_subflow(promote_rc, pipeline_file=pipeline_file, dry_run=dry_run, requested_by="nightly")
+    except Exception as exc:
+        raise PipelineFailedError("promote-rc", exc, outcome) from exc
+    if production and not dry_run and advance == "all" and outcome.rc.action != "skip":
+        # Tags: exactly the rc just verified. Other strategies: each environment decides from what is verified
+        # upstream (an image policy may not even allow staging's tag, e.g. a release candidate).
+        pinned = outcome.rc.rc if outcome.rc.strategy == "tag" else None
+        for env in downstream:
+            if _promote_env(outcome, pipeline, env, pinned).nothing_to_do:
+                break
+    return outcome
 
 
 def _cell(text: object) -> str:
     return str(text).replace("|", "/").replace("\n", " ")
 
 
-def nightly_report(results: dict[str, Any], *, started_by: str, seconds: float) -> str:
-    """The nightly's audit record: one row per pipeline file with what promote-rc and promote-production
+def _promotions_cell(outcome: PipelineOutcome) -> str:
+    failure = f"FAILED: {outcome.failed}" if outcome.failed else None
+    cells = []
+    for env, report in outcome.promotions.items():
+        done = "nothing to do" if report.nothing_to_do else f"{report.from_ or '?'} -> {report.version or '?'}"
+        cells.append(done if len(outcome.promotions) == 1 and failure is None else f"{env}: {done}")
+    if failure and outcome.failed_in not in (None, "promote-rc"):
+        cells.append(failure)
+    return "; ".join(cells) or "-"
+
+
+def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seconds: float) -> str:
+    """The nightly's audit record: one row per pipeline file with what promote-rc and the promotions after it
     did (each nested run leaves its own detailed record)."""
     lines = [
         "# nightly",
         "",
         f"started by {started_by}; {len(results)} pipeline(s) in {seconds:.1f}s",
         "",
-        "| pipeline file | promote-rc | promote-production |",
+        "| pipeline file | promote-rc | promote-production (and the environments before it) |",
         "|---|---|---|",
     ]
-    for file, result in results.items():
-        failure = f"FAILED: {result['failed']}" if "failed" in result else None
-        stage = result.get("failed_in", "promote-rc")  # an unexpected error stopped the pipeline at its start
-        summary = result.get("rc")
-        if summary is not None:
-            rc = " ".join(str(v) for v in (summary.get("action"), summary.get("rc")) if v) or "-"
-            rc += " (dry run)" if summary.get("dry_run") else ""
-        else:
-            rc = failure if failure and stage == "promote-rc" else "-"
-        prod = result.get("production")
-        if failure and stage == "promote-production":
-            production = failure
-        elif prod is None:
-            production = "-"
-        elif prod.get("nothing_to_do"):
-            production = "nothing to do"
-        else:
-            production = f"{prod.get('from') or '?'} -> {prod.get('version') or '?'}"
-        lines.append(f"| {_cell(file)} | {_cell(rc)} | {_cell(production)} |")
+    for file, outcome in results.items():
+        if outcome.rc is not None:
+            rc = " ".join(str(v) for v in (outcome.rc.action, outcome.rc.rc) if v) or "-"
+            rc += " (dry run)" if outcome.rc.dry_run else ""
+        else:  # an unexpected error stopped the pipeline at its start
+            rc = f"FAILED: {outcome.failed}" if outcome.failed and outcome.failed_in in (None, "promote-rc") else "-"
+        lines.append(f"| {_cell(file)} | {_cell(rc)} | {_cell(_promotions_cell(outcome))} |")
     return "\n".join(lines)
 
 
@@ -149,7 +196,8 @@ def nightly(
     production: bool = True,
     max_parallel: Annotated[int, Field(ge=1, le=32)] = 10,
     dry_run: bool = False,
-) -> dict[str, Any]:
+    advance: Advance = "all",
+) -> dict[str, PipelineOutcome]:
     """Promote every pipeline in ``pipelines_dir``.
 
     Args:
@@ -157,27 +205,29 @@ def nightly(
         production: also promote verified candidates to production (approval gates still apply)
         max_parallel: how many pipelines run at the same time (1-32)
         dry_run: show what would change and change nothing
+        advance: "all": each pipeline as far along its chain as gates allow; "one-step": every environment
+            takes one step per night (what its upstream verified before tonight)
     """
     log = get_run_logger()
     started = time.monotonic()
     files = [str(p) for p in discover_pipelines(pipelines_dir)]
     if not files:
         log.warning(f"no pipeline files in {pipelines_dir}")
-        return {"pipelines": 0}
+        return {}
     if not dry_run:
         try:  # once here, not in every pipeline's promote-production; housekeeping must not stop the nightly
             for expired in fail_expired_approvals():
                 log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
         except Exception as exc:
             log.warning(f"could not sweep expired approvals (the next gated promotion will): {exc}")
-    results: dict[str, Any] = {}
+    results: dict[str, PipelineOutcome] = {}
     failed: list[str] = []
     # Plain threads that carry this run's context (so the subflows are its children), not a task per
     # pipeline: the promote-rc and promote-production runs already show each pipeline, and a task run per
     # pipeline cost the Prefect server about as much as a promotion step.
     with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="pipeline") as pool:
         futures = {
-            file: pool.submit(contextvars.copy_context().run, promote_pipeline, file, production, dry_run)
+            file: pool.submit(contextvars.copy_context().run, promote_pipeline, file, production, dry_run, advance)
             for file in files
         }
         for file, future in futures.items():
@@ -185,11 +235,12 @@ def nightly(
                 results[file] = future.result()
             except PipelineFailedError as exc:  # one pipeline's failure does not stop the others; reported below
                 failed.append(file)
-                results[file] = {**exc.result, "failed": str(exc), "failed_in": exc.stage}
+                exc.outcome.failed, exc.outcome.failed_in = str(exc), exc.stage
+                results[file] = exc.outcome
                 log.error(f"{file}: {exc.stage}: {exc}")
             except Exception as exc:
                 failed.append(file)
-                results[file] = {"pipeline_file": file, "failed": str(exc)}
+                results[file] = PipelineOutcome(file, failed=str(exc))
                 log.error(f"{file}: {exc}")
     log.info(f"nightly: {len(files) - len(failed)} of {len(files)} pipelines succeeded")
     try:

@@ -1,25 +1,21 @@
-"""promote-rc: cut (or reuse) the next release candidate, point the rc environment at it, verify, record."""
+"""promote-rc: what enters the pipeline (the next release candidate, a branch head, an overlay's image, the
+registry's choice by policy) is written where needed, verified in the entry environment, and recorded."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger
 
-from flows.common import crash_point, environment_lock, record, release_values, run_record, tell
-from pipeline.model import Environment, TrackBranch
-from tasks import candidates, evidence, release, targets
+from flows.common import crash_point, environment_lock, record, run_record, tell
+from flows.report import PromotionReport
+from pipeline.model import Environment
+from tasks import evidence
 from tasks.connections import Connections, connect
-from tasks.steps import (
-    apply_promotion,
-    choose_candidate,
-    decide_release_candidate,
-    fetch_repository,
-    point_environment,
-    tag_release,
-    verify_and_check,
-)
+from tasks.steps import apply_promotion, decide_entry, tag_release, verify_and_check
+from tasks.strategies import strategy_for
+from tasks.strategies.base import Entry, NothingToPromoteError
 
 
 @flow(name="promote-rc", log_prints=False, validate_parameters=True)
@@ -28,10 +24,11 @@ def promote_rc(
     bump: Literal["major", "minor", "patch"] | None = None,
     dry_run: bool = False,
     requested_by: str = "",
-) -> dict[str, Any]:
-    """Tag the next release candidate on the pipeline's branch, point the first tag-tracking environment
-    (staging) at it, verify through the Kubernetes API that exactly that commit runs, run the health checks
-    and record the evidence in Git. Safe to re-run: a candidate with no new commits since is reused.
+) -> PromotionReport:
+    """Enter the next version into the pipeline's entry environment (tags: cut the next release candidate on
+    the pipeline's branch and point staging at it), verify through the Kubernetes API that exactly that
+    revision runs, run the health checks and record the evidence in Git. Safe to re-run: a candidate with no
+    new commits since is reused, and one verified already is not verified again.
 
     Args:
         pipeline_file: path of the pipeline file (deployments/*.yaml) on the worker
@@ -42,138 +39,72 @@ def promote_rc(
     log = get_run_logger()
     started = time.monotonic()
     conn = connect(pipeline_file, log.info)
-    pipeline = conn.pipeline
-    env = release.rc_environment(pipeline)
-    summary: dict[str, Any] = {"pipeline": pipeline.name, "environment": env.name, "requested_by": requested_by}
-    with run_record(conn, f"promote-rc-{pipeline.name}", f"release candidate for {env.name}", summary, started):
-        if env.tracks.kind != "tag":
-            fetch_repository(conn)
-            return _enter_untagged(conn, env, summary, dry_run=dry_run, requested_by=requested_by)
-        return _cut_and_verify(conn, env, summary, bump, dry_run=dry_run, requested_by=requested_by)
-
-
-def _cut_and_verify(
-    conn: Connections,
-    env: Environment,
-    summary: dict[str, Any],
-    bump: Literal["major", "minor", "patch"] | None,
-    *,
-    dry_run: bool,
-    requested_by: str,
-) -> dict[str, Any]:
-    """Tags: the next rc on the branch (or the one already cut for these commits), tagged, pointed at,
-    verified and recorded."""
-    log = get_run_logger()
-    pipeline = conn.pipeline
-    decision = decide_release_candidate(conn, bump)
-    summary |= {"action": decision.action, "rc": decision.tag, "commit": decision.commit}
-    if decision.action == "skip" or decision.tag is None:
-        log.info(f"nothing to do: {decision.reason}")
-        return summary
-    tag = decision.tag
-    values = release_values(pipeline, tag, decision.commit)
-    if dry_run:
-        text = conn.repo.read_file(pipeline.repository.branch, targets.tracked_file(env) or "")
-        change = targets.plan_change(env, text, tag)
-        summary |= {"dry_run": True, "from": change.old, "diff": change.diff}
-        log.info(f"dry run: would tag {tag} at {decision.commit[:12]} and change {change.file}:\n{change.diff}")
-        return summary
-
-    already = evidence.find(release.records_for(conn.repo, decision.commit), "verified", pipeline.name, env.name, tag)
-    if already is not None:
-        log.info(f"{tag} was already verified in {env.name} at {already.at}; nothing to repeat")
-        summary["already_verified"] = True
-        return summary
-
-    with environment_lock(conn, env):
-        tag_release(conn, tag, decision.commit, f"{pipeline.name} release candidate {tag}")
-        crash_point("after-tag-push")
-        write = point_environment(conn, env, tag)
-        crash_point("after-write-back")
-        verification, checks = verify_and_check(conn, env, decision.commit, values)
-        details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
-        record(
-            conn,
-            "verified",
-            env.name,
-            tag,
-            decision.commit,
-            by=requested_by,
-            details=details | {"write_back": write.commit},
-        )
-    summary |= {
-        "write_back": write.commit,
-        "verification": verification.summary(),
-        "checks": [c.summary() for c in checks],
-    }
-    log.info(f"{tag} verified in {env.name}: ready for production")
-    tell(conn, f"{pipeline.name}: {tag} verified in {env.name}, ready for production")
-    return summary
-
-
-def _enter_untagged(
-    conn: Connections, env: Environment, summary: dict[str, Any], *, dry_run: bool, requested_by: str
-) -> dict[str, Any]:
-    """The first environment of a pipeline without release tags: verify what its branch head or overlay runs
-    (an image policy first takes the registry's choice), and record it as verified for the next environment.
-    """
-    log = get_run_logger()
-    pipeline = conn.pipeline
-    summary["strategy"] = env.tracks.kind
-    if env is release.production_environment(pipeline):
-        summary["action"] = "not-applicable"
-        log.info(f"{env.name} is the pipeline's only environment: promote-production promotes it (with its gate)")
-        return summary
-    if env.tracks.kind == "image-policy":
+    pipeline, env = conn.pipeline, conn.pipeline.entry
+    report = PromotionReport(
+        pipeline=pipeline.name, environment=env.name, strategy=env.tracks.kind, requested_by=requested_by
+    )
+    with run_record(conn, f"promote-rc-{pipeline.name}", f"release candidate for {env.name}", report, started):
+        if env is pipeline.last and not env.tracks.cuts_release_candidates:
+            report.action = "not-applicable"
+            log.info(f"{env.name} is the pipeline's only environment: promote-production promotes it (with its gate)")
+            return report
         try:
-            cand = choose_candidate(conn, env, None)
-        except candidates.NothingToPromoteError as nothing:
+            entry = decide_entry(conn, env, bump)
+        except NothingToPromoteError as nothing:
             log.info(str(nothing))
-            summary |= {"action": "skip", "nothing_to_do": str(nothing)}
-            return summary
-        value, diff = cand.value, cand.diff
-    else:
-        value = candidates.current_value(conn.repo, pipeline, env) or ""
-        diff = ""
-    summary |= {"rc": value, "diff": diff}
-    downstream = release.production_environment(pipeline)
-    already = release.find_record(conn.repo, "verified", pipeline.name, env.name, value)
-    if already is not None:
-        released = _downstream_has(conn, downstream, value)
-        summary["action"] = "skip" if released else "reuse"
-        log.info(
-            f"{value} was already verified in {env.name} at {already.at}"
-            + (", and is live in " + downstream.name if released else "")
-        )
-        return summary
-    summary["action"] = "create"
-    if dry_run:
-        summary["dry_run"] = True
-        log.info(f"dry run: would verify {env.name} at {value}" + (f" after this change:\n{diff}" if diff else ""))
-        return summary
-    with environment_lock(conn, env):
-        if env.tracks.kind == "image-policy":
-            applied = apply_promotion(conn, env, cand)
-            revision = applied.revision
-            summary["write_back"] = applied.commit
-        elif env.tracks.kind == "branch":
-            revision = value
-        else:
-            revision = conn.repo.resolve(pipeline.repository.branch)
-        values = candidates.verification_values(value, revision)
-        verification, checks = verify_and_check(conn, env, revision, values)
-        details = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
-        record(conn, "verified", env.name, value, revision, by=requested_by, details=details)
-    summary |= {"commit": revision, "verification": verification.summary(), "checks": [c.summary() for c in checks]}
-    log.info(f"{value} verified in {env.name}: ready for {downstream.name}")
-    tell(conn, f"{pipeline.name}: {value} verified in {env.name}, ready for {downstream.name}")
-    return summary
+            report.action, report.nothing_to_do = "skip", str(nothing)
+            return report
+        report.action, report.rc, report.commit = entry.action, entry.value or None, entry.revision
+        report.from_, report.diff = entry.previous, entry.diff
+        if entry.action == "skip":
+            log.info(f"nothing to do: {entry.reason}")
+            return report
+        if dry_run:
+            report.dry_run = True
+            log.info(f"dry run: would verify {env.name} at {entry.value} ({entry.reason})\n{entry.diff}".rstrip())
+            return report
+        if _already_verified(conn, env, entry, report):
+            return report
+        with environment_lock(conn, env):
+            _enter(conn, env, entry, report)
+        downstream = pipeline.downstream_of(env)
+        ready = f"ready for {downstream.name}" if downstream else "done"
+        log.info(f"{entry.value} verified in {env.name}: {ready}")
+        tell(conn, f"{pipeline.name}: {entry.value} verified in {env.name}, {ready}")
+        return report
 
 
-def _downstream_has(conn: Connections, downstream: Environment, value: str) -> bool:
-    """Whether the next environment already runs ``value`` (then a nightly has nothing to promote)."""
-    if isinstance(downstream.tracks, TrackBranch):
-        return conn.repo.is_ancestor(value, conn.repo.resolve(downstream.tracks.branch))
-    if downstream.tracks.kind == "tag":
+def _already_verified(conn: Connections, env: Environment, entry: Entry, report: PromotionReport) -> bool:
+    """A re-run, or a nightly with nothing new: the value has its verification already. Then nothing is
+    repeated; ``skip`` when the next environment runs it too (a nightly then has nothing to promote)."""
+    pipeline = conn.pipeline
+    already = evidence.find_record(conn.repo, "verified", pipeline.name, env.name, entry.value)
+    if already is None:
         return False
-    return candidates.current_value(conn.repo, conn.pipeline, downstream) == value
+    downstream = pipeline.downstream_of(env)
+    released = downstream is not None and strategy_for(downstream).runs(conn, downstream, entry.value)
+    report.action, report.already_verified = ("skip" if released else "reuse"), True
+    live = f", and is live in {downstream.name}" if released and downstream else ""
+    get_run_logger().info(f"{entry.value} was already verified in {env.name} at {already.at}{live}; nothing to repeat")
+    return True
+
+
+def _enter(conn: Connections, env: Environment, entry: Entry, report: PromotionReport) -> None:
+    """Tag, write, verify and record: the steps of an entry, each one a no-op when a re-run finds it done."""
+    if entry.tag is not None:
+        tag_release(conn, entry.tag)
+        crash_point("after-tag-push")
+    revision = entry.revision
+    if entry.write is not None:
+        applied = apply_promotion(conn, env, entry.write)
+        crash_point("after-write-back")
+        report.write_back, revision = applied.commit, revision or applied.revision
+    assert revision is not None
+    values = strategy_for(env).values(conn, env, entry.value, revision)
+    verification, checks = verify_and_check(conn, env, revision, values)
+    report.commit = revision
+    report.verified(verification.summary(), [c.summary() for c in checks])
+    details = {"verification": report.verification, "checks": report.checks}
+    if report.write_back:
+        details["write_back"] = report.write_back
+    record(conn, "verified", env.name, entry.value, revision, by=report.requested_by, details=details)

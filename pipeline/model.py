@@ -8,7 +8,7 @@ module imports no task module and no Git library, so validating a file stays che
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from pydantic import (
 from tasks.fluxtemplate import TemplateError, check
 from tasks.refnames import is_valid_branch_name
 from tasks.versions import SemverRange, TagScheme, VersionError
+from tasks.yamlpath import PathSyntaxError, parse_path
 
 # Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -120,16 +121,43 @@ class Versioning(_Model):
 # --- how an environment tracks a version ------------------------------------------------------------
 
 
-class TrackTag(_Model):
+class _Track(_Model):
+    """What every tracking kind declares about its place in a chain; the strategies (tasks/strategies/) do
+    the rest."""
+
+    kind: str  # each kind narrows it to its Literal (the union's discriminator)
+    # The kinds an environment of this kind can be promoted from (the environment before it).
+    promotes_from: ClassVar[frozenset[str]] = frozenset()
+    # New versions enter the pipeline at the first environment of a kind that cuts release candidates
+    # (environments before it are left alone); without one, at the first environment.
+    cuts_release_candidates: ClassVar[bool] = False
+
+    def upstream_problem(self, env: str, upstream: Environment) -> str | None:
+        """Why ``env`` (of this kind) cannot be promoted from ``upstream``, with the fix; None when it can."""
+        theirs = upstream.tracks.kind
+        if theirs in self.promotes_from:
+            return None
+        return (
+            f"environment {env!r} ({self.kind}) cannot be promoted from {upstream.name!r} ({theirs}): its upstream "
+            f"must track {' or '.join(sorted(self.promotes_from))}"
+        )
+
+
+class TrackTag(_Track):
     """The environment's Argo CD Application (a file in the repository) points at a release tag."""
+
+    promotes_from: ClassVar[frozenset[str]] = frozenset({"tag"})
+    cuts_release_candidates: ClassVar[bool] = True
 
     kind: Literal["tag"]
     application_file: Annotated[str, Field(pattern=_REPO_PATH)]
     source_index: Annotated[int | None, Field(ge=0, description="index in spec.sources (multi-source)")] = None
 
 
-class TrackBranch(_Model):
+class TrackBranch(_Track):
     """The environment tracks a branch; promotion merges the upstream branch into it (``--no-ff``)."""
+
+    promotes_from: ClassVar[frozenset[str]] = frozenset({"branch"})
 
     kind: Literal["branch"]
     branch: str
@@ -148,6 +176,20 @@ class TrackBranch(_Model):
             ) from None
         return message
 
+    def upstream_problem(self, env: str, upstream: Environment) -> str | None:
+        problem = super().upstream_problem(env, upstream)
+        if problem is not None or not isinstance(upstream.tracks, TrackBranch):
+            return problem
+        if self.merge_from is None:
+            return f"environment {env!r} tracks a branch but says nothing to merge from: set tracks.merge_from"
+        if self.merge_from != upstream.tracks.branch:
+            return (
+                f"environment {env!r} merges from {self.merge_from!r}, but the environment before it "
+                f"({upstream.name!r}) tracks branch {upstream.tracks.branch!r}: set tracks.merge_from to "
+                f"{upstream.tracks.branch!r}"
+            )
+        return None
+
     @field_validator("branch", "merge_from")
     @classmethod
     def _branch(cls, branch: str | None) -> str | None:
@@ -156,8 +198,13 @@ class TrackBranch(_Model):
         return branch
 
 
-class TrackKustomizeImage(_Model):
+_IMAGE_KINDS = frozenset({"kustomize-image", "image-policy"})
+
+
+class TrackKustomizeImage(_Track):
     """A Kustomize overlay's ``images[name=image]`` entry carries the version (``newTag`` or ``digest``)."""
+
+    promotes_from: ClassVar[frozenset[str]] = _IMAGE_KINDS
 
     kind: Literal["kustomize-image"]
     file: Annotated[str, Field(pattern=_REPO_PATH)]
@@ -215,8 +262,10 @@ class ImagePolicy(_Model):
         return self
 
 
-class TrackImagePolicy(_Model):
+class TrackImagePolicy(_Track):
     """Flux-style image automation: choose a registry tag by policy, write it through setter markers."""
+
+    promotes_from: ClassVar[frozenset[str]] = _IMAGE_KINDS
 
     kind: Literal["image-policy"]
     path: Annotated[str, Field(pattern=_REPO_PATH)]
@@ -238,7 +287,67 @@ class TrackImagePolicy(_Model):
         return template
 
 
-Tracking = Annotated[TrackTag | TrackBranch | TrackKustomizeImage | TrackImagePolicy, Field(discriminator="kind")]
+class YamlEdit(_Model):
+    """One value of a ``yaml-path`` environment: where it lives, and the name that pairs it with the value of
+    the same name in the environment before it."""
+
+    file: Annotated[str, Field(pattern=_REPO_PATH)]
+    path: Annotated[str, Field(description="dotted keys, [index] and [field=value] selectors, e.g. image.tag")]
+    name: Annotated[str | None, Field(pattern=_BLOCK_NAME, description="default: the path")] = None
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        try:
+            parse_path(path)
+        except PathSyntaxError as exc:
+            raise ValueError(str(exc)) from None
+        return path
+
+    @property
+    def key(self) -> str:
+        return self.name or self.path
+
+
+class TrackYamlPath(_Track):
+    """Values at paths in YAML files (Helm ``values.yaml`` ``image.tag``, ``Chart.yaml`` ``appVersion``, any
+    manifest): promotion copies the values verified upstream, every edit in one commit."""
+
+    promotes_from: ClassVar[frozenset[str]] = frozenset({"yaml-path"})
+
+    kind: Literal["yaml-path"]
+    edits: Annotated[list[YamlEdit], Field(min_length=1, max_length=50)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> TrackYamlPath:
+        keys = [edit.key for edit in self.edits]
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise ValueError(f"edit names must be unique (set name: on each); repeated: {', '.join(repeated)}")
+        places = [(edit.file, edit.path) for edit in self.edits]
+        if len(set(places)) != len(places):
+            raise ValueError("two edits write the same file and path")
+        return self
+
+    def upstream_problem(self, env: str, upstream: Environment) -> str | None:
+        problem = super().upstream_problem(env, upstream)
+        if problem is not None or not isinstance(upstream.tracks, TrackYamlPath):
+            return problem
+        ours = {edit.key for edit in self.edits}
+        theirs = {edit.key for edit in upstream.tracks.edits}
+        if ours != theirs:
+            differ = ", ".join(sorted(ours ^ theirs))
+            return (
+                f"environment {env!r} and the environment before it ({upstream.name!r}) must carry the same values, "
+                f"paired by name (default: the path); only one of them has: {differ}. Give each edit the same "
+                "name: in both"
+            )
+        return None
+
+
+Tracking = Annotated[
+    TrackTag | TrackBranch | TrackKustomizeImage | TrackImagePolicy | TrackYamlPath, Field(discriminator="kind")
+]
 
 
 def _kinds(union: Any) -> set[str]:
@@ -350,52 +459,38 @@ class Pipeline(_Model):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"environment names must be unique; repeated: {', '.join(duplicates)}")
-        for env in self.environments:
-            if env.tracks.kind == "branch" and env.tracks.merge_from is None and env is not self.environments[0]:
-                raise ValueError(
-                    f"environment {env.name!r} tracks a branch but says nothing to merge from: set tracks.merge_from"
-                )
         self._promotable_shape()
         return self
 
     def _promotable_shape(self) -> None:
-        """Refuse shapes the flows cannot promote, instead of failing at run time with misleading advice."""
-        envs = self.environments
-        if len(envs) < 2:
-            return
-        last, upstream = envs[-1], envs[-2]
-        kinds = {env.tracks.kind for env in envs}
-        if "tag" not in kinds and len(envs) > 2:
-            raise ValueError(
-                f"without tag environments a pipeline has at most two environments (promote-rc verifies the first, "
-                f"promote-production promotes the last); got {', '.join(self.names)}: split it into pipelines"
-            )
-        compatible = {
-            "tag": {"tag"},
-            "branch": {"branch"},
-            "kustomize-image": {"kustomize-image", "image-policy"},
-            "image-policy": {"kustomize-image", "image-policy"},
-        }[last.tracks.kind]
-        if upstream.tracks.kind not in compatible:
-            raise ValueError(
-                f"environment {last.name!r} ({last.tracks.kind}) cannot be promoted from {upstream.name!r} "
-                f"({upstream.tracks.kind}): its upstream must track {' or '.join(sorted(compatible))}"
-            )
-        if (
-            isinstance(last.tracks, TrackBranch)
-            and isinstance(upstream.tracks, TrackBranch)
-            and last.tracks.merge_from != upstream.tracks.branch
-        ):
-            raise ValueError(
-                f"environment {last.name!r} merges from {last.tracks.merge_from!r}, but the environment before it "
-                f"({upstream.name!r}) tracks branch {upstream.tracks.branch!r}: set tracks.merge_from to "
-                f"{upstream.tracks.branch!r}"
-            )
-        if last.tracks.kind == "tag" and upstream is not next(e for e in envs if e.tracks.kind == "tag"):
-            raise ValueError(
-                f"environment {upstream.name!r} is between the release candidates' environment and "
-                f"{last.name!r}, but no flow promotes it: make it the first tag environment or remove it"
-            )
+        """Refuse chains the flows cannot promote, instead of failing at run time with misleading advice:
+        every environment after the entry is promoted from the one before it."""
+        entry = self.environments.index(self.entry)
+        for upstream, env in zip(self.environments[entry:], self.environments[entry + 1 :], strict=False):
+            problem = env.tracks.upstream_problem(env.name, upstream)
+            if problem is not None:
+                raise ValueError(problem)
+
+    @property
+    def entry(self) -> Environment:
+        """Where new versions enter (promote-rc): the first environment whose kind cuts release candidates,
+        or, in a pipeline without one, the first environment. Environments before it are left alone."""
+        return next((env for env in self.environments if env.tracks.cuts_release_candidates), self.environments[0])
+
+    @property
+    def last(self) -> Environment:
+        """The end of the chain (promote-production)."""
+        return self.environments[-1]
+
+    def upstream_of(self, env: Environment) -> Environment | None:
+        """The environment ``env`` is promoted from; None for the entry and anything before it."""
+        index = self.names.index(env.name)
+        return self.environments[index - 1] if index > self.environments.index(self.entry) else None
+
+    def downstream_of(self, env: Environment) -> Environment | None:
+        """The environment promoted from ``env`` next; None at the end of the chain."""
+        index = self.names.index(env.name)
+        return self.environments[index + 1] if index + 1 < len(self.environments) else None
 
     def environment(self, name: str) -> Environment:
         for env in self.environments:

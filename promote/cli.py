@@ -92,6 +92,12 @@ def _cmd_flow(args: argparse.Namespace) -> int:
         from flows.promote_production import promote_production
 
         state = promote_production(pipeline_file=args.file, rc=args.rc, dry_run=args.dry_run, return_state=True)
+    elif args.command == "environment":
+        from flows.promote_environment import promote_environment
+
+        state = promote_environment(
+            pipeline_file=args.file, environment=args.env, rc=args.rc, dry_run=args.dry_run, return_state=True
+        )
     elif args.command == "rollback":
         from flows.rollback import rollback
 
@@ -105,9 +111,15 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     else:
         from flows.nightly import nightly
 
-        state = nightly(
-            pipelines_dir=args.directory, production=not args.no_production, dry_run=args.dry_run, return_state=True
+        night = nightly(
+            pipelines_dir=args.directory,
+            production=not args.no_production,
+            dry_run=args.dry_run,
+            advance=args.advance,
+            return_state=True,
         )
+        print(f"{args.command}: {night.name}{': ' + night.message if night.message else ''}")
+        return EXIT_OK if night.is_completed() else EXIT_FAILED
     print(f"{args.command}: {state.name}{': ' + state.message if state.message else ''}")
     return EXIT_OK if state.is_completed() else EXIT_FAILED
 
@@ -169,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("rc", "run promote-rc here: tag the next rc, point staging at it, verify, record"),
         ("production", "run promote-production here: approval, stable tag, production, verify, roll back on failure"),
+        ("environment", "run promote-environment here: promote ENV from the environment before it (chains)"),
         ("rollback", "run rollback here: point an environment at an earlier release and verify"),
     ):
         cmd = sub.add_parser(name, help=text)
@@ -176,7 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--dry-run", action="store_true", help="show what would change, change nothing")
         if name == "rc":
             cmd.add_argument("--bump", choices=["major", "minor", "patch"], default=None)
-        if name == "production":
+        if name == "environment":
+            cmd.add_argument("env", metavar="ENV", help="the environment to promote (any after the entry)")
+        if name in ("production", "environment"):
             cmd.add_argument(
                 "--rc",
                 default=None,
@@ -196,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     night.add_argument("directory", nargs="?", default="deployments", metavar="DIR")
     night.add_argument("--no-production", action="store_true", help="stop after the release candidates")
     night.add_argument("--dry-run", action="store_true")
+    night.add_argument(
+        "--advance",
+        choices=["all", "one-step"],
+        default="all",
+        help="all: each pipeline as far as its gates allow; one-step: every environment one step per night",
+    )
     night.set_defaults(handler=_cmd_flow)
     return parser
 

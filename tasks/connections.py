@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.load import load_pipeline
-from pipeline.model import Environment, ImageRegistry, Pipeline, TrackImagePolicy
+from pipeline.model import Environment, ImageRegistry, Pipeline
 from tasks.credentials import git_auth, resolve_token
 from tasks.gitrepo import Author, GitRepository
 from tasks.kube import KubeClient, load_api_client
@@ -49,6 +49,10 @@ class Connections:
         self.log = log
         self._kube: dict[str, KubeClient] = {}
 
+    def registry(self, registry: ImageRegistry) -> RegistryClient:
+        """A Distribution API client for ``registry`` (image-policy environments), with its referenced secret."""
+        return registry_client(registry, log=self.log)
+
     def kube(self, env: Environment) -> KubeClient:
         if env.name not in self._kube:
             cluster = env.verify.cluster
@@ -59,21 +63,6 @@ class Connections:
 def connect(pipeline_file: str, log: Callable[[str], None]) -> Connections:
     pipeline = load_pipeline(pipeline_file)
     return Connections(pipeline=pipeline, repo=open_repository(pipeline), log=log)
-
-
-def registry_tags(env: Environment, log: Callable[[str], None] | None = None) -> Callable[[], list[str]] | None:
-    """For an image-policy environment: a call listing its registry repository's tags (None for other kinds)."""
-    tracks = env.tracks
-    if not isinstance(tracks, TrackImagePolicy):
-        return None
-
-    def list_tags() -> list[str]:
-        tags = registry_client(tracks.registry, log=log).list_tags(tracks.registry.repository)
-        if log is not None:
-            log(f"[{env.name}] {len(tags)} tags in {tracks.registry.repository}")
-        return tags
-
-    return list_tags
 
 
 def registry_client(registry: ImageRegistry, log: Callable[[str], None] | None = None) -> RegistryClient:

@@ -1,7 +1,8 @@
 """Promotion evidence kept in Git (``refs/notes/promote`` on the released commit), readable without Prefect.
 
-Production refuses an rc unless the rc's commit carries a ``verified`` record for that rc tag in the
-upstream environment. Approvals are recorded the same way, so a re-run after a crash does not ask twice.
+An environment refuses a version unless a ``verified`` record for it in the environment before it exists.
+Approvals are recorded the same way, so a re-run after a crash does not ask twice. This tool's own commits
+carry :data:`PROMOTE_TRAILER`, so "what changed since" can leave them out.
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tasks.errors import RefusedError
 
+if TYPE_CHECKING:
+    from tasks.gitrepo import GitRepository, LogEntry
+
 NOTES_REF = "promote"
+PROMOTE_TRAILER = "Promoted-By: gitops-promote"
 RecordKind = Literal["verified", "approved", "promoted", "rolled-back"]
 
 
@@ -69,3 +74,47 @@ def find(records: list[Record], kind: RecordKind, pipeline: str, environment: st
         if (record.kind, record.pipeline, record.environment, record.tag) == (kind, pipeline, environment, tag):
             return record
     return None
+
+
+# --- the store: the repository's notes ------------------------------------------------------------------
+
+
+def record(repo: GitRepository, rec: Record) -> None:
+    repo.update_note(rec.commit, NOTES_REF, lambda old: add_record(old, rec))
+
+
+def records_for(repo: GitRepository, commit: str) -> list[Record]:
+    return parse_records(repo.read_note(commit, NOTES_REF))
+
+
+def all_records(repo: GitRepository) -> list[Record]:
+    return [rec for note in repo.all_notes(NOTES_REF).values() for rec in parse_records(note)]
+
+
+def find_record(repo: GitRepository, kind: RecordKind, pipeline: str, environment: str, tag: str) -> Record | None:
+    """A record on any commit: image values are verified at write-back commits nobody knows in advance.
+    Newest first when the same fact was recorded more than once."""
+    found: list[Record] = []
+    for note in repo.all_notes(NOTES_REF).values():
+        rec = find(parse_records(note), kind, pipeline, environment, tag)
+        if rec is not None:
+            found.append(rec)
+    return max(found, key=lambda r: r.at) if found else None
+
+
+def standing_verifications(repo: GitRepository, pipeline: str, environment: str) -> set[str]:
+    """Values verified in ``environment`` and not rolled back there since (the newest record decides)."""
+    latest: dict[str, Record] = {}
+    for rec in all_records(repo):
+        if (rec.pipeline, rec.environment) != (pipeline, environment):
+            continue
+        if rec.kind not in ("verified", "rolled-back"):
+            continue
+        if rec.tag not in latest or rec.at >= latest[rec.tag].at:
+            latest[rec.tag] = rec
+    return {tag for tag, rec in latest.items() if rec.kind == "verified"}
+
+
+def changes_since(repo: GitRepository, since: str | None, until: str) -> list[LogEntry]:
+    """Commits in ``since..until`` that are not this tool's own write-backs (they carry its trailer)."""
+    return [entry for entry in repo.log(since, until) if PROMOTE_TRAILER not in entry.message]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.model import Pipeline, TrackImagePolicy
-from tasks import candidates, release, targets
-from tasks.connections import registry_tags
+from pipeline.model import Pipeline
+from tasks.connections import Connections
+from tasks.errors import NothingToDoError, RefusedError
 from tasks.gitrepo import GitRepository
-from tasks.imagepolicy import select_tag
+from tasks.strategies import strategy_for
 
 
 @dataclass
@@ -34,46 +34,31 @@ class EnvironmentPlan:
 
 
 def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPlan]:
-    """Each environment's next version as the flows would decide it, with file diffs and new tags."""
+    """Each environment's next version as the flows would decide it, with file diffs and new tags: the entry
+    as promote-rc would, every environment after it as promote-environment would (from what is verified
+    upstream now, so a chain shows one step at a time)."""
     repo.fetch()
+    conn = Connections(pipeline, repo, log=lambda _message: None)
+    entry = pipeline.names.index(pipeline.entry.name)
     plans: list[EnvironmentPlan] = []
-    entry = release.rc_environment(pipeline)
-    last = release.production_environment(pipeline)
-    for env in pipeline.environments:
+    for index, env in enumerate(pipeline.environments):
+        strategy = strategy_for(env)
         plan = EnvironmentPlan(environment=env.name, tracks=env.tracks.kind)
         plans.append(plan)
         try:
-            plan.current = candidates.current_value(repo, pipeline, env)
-            if env is entry and env.tracks.kind == "tag":
-                decision = release.decide_rc(repo, pipeline)
-                if decision.tag is None:
-                    plan.note = decision.reason
-                    continue
-                plan.proposed = decision.tag
-                plan.tags = [decision.tag] if decision.action == "create" else []
-                plan.note = f"release candidate at {decision.commit[:12]} ({decision.reason})"
-                file = targets.tracked_file(env) or ""
-                plan.diff = targets.plan_change(
-                    env, repo.read_file(pipeline.repository.branch, file), decision.tag
-                ).diff
-            elif env is entry and (env is not last or env.tracks.kind != "image-policy"):
-                if env.tracks.kind == "image-policy":
-                    tracks = env.tracks
-                    assert isinstance(tracks, TrackImagePolicy)
-                    list_tags = registry_tags(env)
-                    assert list_tags is not None
-                    plan.proposed = select_tag(list_tags(), tracks.filter_tags, tracks.choose)
-                    plan.note = "the registry's choice by policy; promote-rc writes and verifies it"
-                else:
-                    plan.proposed = plan.current
-                    plan.note = "promote-rc verifies what it runs now"
-            elif env is entry or env.tracks.kind != "tag" or env is last:
-                cand = candidates.candidate_for(repo, pipeline, env, None, registry_tags=registry_tags(env))
-                plan.current, plan.proposed, plan.diff = cand.previous, cand.value, cand.diff
-                plan.tags = [cand.value] if env.tracks.kind == "tag" and cand.value not in repo.tags() else []
-                plan.note = f"{cand.label}" + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")
+            plan.current = strategy.current(conn, env)
+            if index < entry:
+                plan.note = f"left alone: versions enter this pipeline at {pipeline.entry.name}"
+            elif index == entry and env is not pipeline.last:
+                decided = strategy.entry(conn, env, None)
+                plan.proposed = decided.value or None
+                plan.tags = [decided.tag.name] if decided.tag and decided.action == "create" else []
+                plan.note, plan.diff = decided.reason, decided.diff
             else:
-                plan.note = "promoted by the flows only as the rc or the last environment"
-        except (release.ReleaseError, candidates.NothingToPromoteError) as exc:
+                cand = strategy.candidate(conn, env, None)
+                plan.current, plan.proposed, plan.diff = cand.previous, cand.value, cand.diff
+                plan.tags = [cand.tag.name] if cand.tag and cand.tag.name not in repo.tags() else []
+                plan.note = cand.label + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")
+        except (RefusedError, NothingToDoError) as exc:
             plan.note = str(exc)
     return plans

@@ -17,12 +17,13 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
 from pipeline.model import Environment, Pipeline
-from tasks import candidates, evidence, release, targets
-from tasks.candidates import Applied, Candidate
-from tasks.connections import Connections, registry_tags
+from tasks import evidence
+from tasks.connections import Connections
 from tasks.errors import is_transient
-from tasks.gitrepo import CommitResult, TagResult
+from tasks.gitrepo import TagResult
 from tasks.health import CheckResult, results_table, run_check
+from tasks.strategies import strategy_for
+from tasks.strategies.base import Applied, Candidate, Entry, TagToCreate
 from tasks.verification import VerificationResult, verify_environment
 
 
@@ -71,26 +72,20 @@ def fetch_repository(conn: Connections) -> str:
 
 
 @task(name="decide-release-candidate", **_RETRYING)
-def decide_release_candidate(conn: Connections, bump: str | None) -> release.RcDecision:
-    """Fetch, then decide the next release candidate on the pipeline's branch."""
+def decide_entry(conn: Connections, env: Environment, bump: str | None) -> Entry:
+    """Fetch, then decide what enters the pipeline at ``env``: the next release candidate on the pipeline's
+    branch, or what the environment runs (an image policy: the registry's choice)."""
     _fetch(conn)
-    decision = release.decide_rc(conn.repo, conn.pipeline, bump)  # type: ignore[arg-type]
-    _log()(f"release candidate: {decision.action} {decision.tag or ''} at {decision.commit[:12]} ({decision.reason})")
-    return decision
+    entry = strategy_for(env).entry(conn, env, bump)
+    at = f" at {entry.revision[:12]}" if entry.revision else ""
+    _log()(f"[{env.name}] {entry.action} {entry.value}{at} ({entry.reason})")
+    return entry
 
 
 @task(name="tag-release", **_RETRYING)
-def tag_release(conn: Connections, tag: str, commit: str, message: str) -> TagResult:
-    result = conn.repo.create_tag(tag, commit, message)
-    _log()(f"tag {tag} {'created and pushed' if result.created else 'already at'} {commit[:12]}")
-    return result
-
-
-@task(name="point-environment", **_RETRYING)
-def point_environment(conn: Connections, env: Environment, value: str) -> CommitResult:
-    result = targets.point_environment(conn.repo, conn.pipeline.repository.branch, conn.pipeline.name, env, value)
-    verb = f"committed {result.commit[:12]}" if result.changed else "already pointed there, nothing to commit"
-    _log()(f"[{env.name}] {targets.tracked_file(env)} -> {value}: {verb}")
+def tag_release(conn: Connections, tag: TagToCreate) -> TagResult:
+    result = conn.repo.create_tag(tag.name, tag.commit, tag.message)
+    _log()(f"tag {tag.name} {'created and pushed' if result.created else 'already at'} {tag.commit[:12]}")
     return result
 
 
@@ -99,16 +94,14 @@ def choose_candidate(conn: Connections, env: Environment, requested: str | None,
     """What ``env`` would be promoted to (after fetching, if asked); refuses anything not verified upstream."""
     if fetch:
         _fetch(conn)
-    candidate = candidates.candidate_for(
-        conn.repo, conn.pipeline, env, requested, registry_tags=registry_tags(env, log=_log())
-    )
+    candidate = strategy_for(env).candidate(conn, env, requested)
     _log()(f"[{env.name}] {candidate.previous} -> {candidate.label} ({env.tracks.kind})")
     return candidate
 
 
 @task(name="promote-environment", **_RETRYING)
 def apply_promotion(conn: Connections, env: Environment, candidate: Candidate) -> Applied:
-    applied = candidates.apply_candidate(conn.repo, conn.pipeline, env, candidate)
+    applied = strategy_for(env).apply(conn, env, candidate)
     verb = f"committed {applied.commit[:12]}" if applied.changed else "already there, nothing to commit"
     _log()(f"[{env.name}] -> {candidate.label}: {verb}; expecting revision {applied.revision[:12]}")
     return applied
@@ -118,7 +111,7 @@ def apply_promotion(conn: Connections, env: Environment, candidate: Candidate) -
 def roll_back_promotion(
     conn: Connections, env: Environment, candidate: Candidate, applied: Applied
 ) -> tuple[Applied, dict[str, str]]:
-    back, values = candidates.roll_back_candidate(conn.repo, conn.pipeline, env, candidate, applied)
+    back, values = strategy_for(env).roll_back(conn, env, candidate, applied)
     _log()(f"[{env.name}] rolled back to {candidate.previous}: {back.commit[:12]}")
     return back, values
 
@@ -180,7 +173,7 @@ def verify_and_check(
 
 @task(name="record-evidence", **_RETRYING)
 def record_evidence(conn: Connections, rec: evidence.Record) -> None:
-    release.record(conn.repo, rec)
+    evidence.record(conn.repo, rec)
     _log()(f"recorded '{rec.kind}' for {rec.tag} ({rec.environment}) in refs/notes/{evidence.NOTES_REF}")
 
 

@@ -22,6 +22,7 @@ from tasks.kube import (
     VerificationError,
 )
 from tasks.readiness import judge_application, judge_deployment, judge_kustomization
+from tasks.strategies import strategy_for
 
 ARGO_REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 FLUX_RECONCILE_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
@@ -124,7 +125,7 @@ def _wait_flux(
 def expected_image_for(deployment: DeploymentRef, env: Environment, values: dict[str, str]) -> str | None:
     if deployment.expect_image is not None:
         return render(deployment.expect_image, values)
-    if env.tracks.kind in ("kustomize-image", "image-policy"):
+    if strategy_for(env).expects_image():
         return values.get("image_ref") or values.get("tag")
     return None
 

@@ -18,9 +18,10 @@ from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun, State
 
-from flows.nightly import nightly, nightly_report
+from flows.nightly import PipelineOutcome, nightly, nightly_report
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
+from flows.report import PromotionReport
 from flows.rollback import rollback
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
@@ -534,12 +535,16 @@ def test_a_task_retries_a_remote_having_a_bad_minute_but_not_a_refusal(tmp_path:
 
 
 def test_nightly_report_puts_each_failure_under_the_run_that_failed() -> None:
-    rc1, rc2 = {"action": "create", "rc": "v1.0.1-rc1"}, {"action": "create", "rc": "v2.0.0-rc1"}
+    def rc(**fields: str) -> PromotionReport:
+        return PromotionReport(pipeline="app", environment="staging", **fields)
+
+    rc1, rc2 = rc(action="create", rc="v1.0.1-rc1"), rc(action="create", rc="v2.0.0-rc1")
+    production = PromotionReport(pipeline="app", environment="production", version="v2.0.0", **{"from": "v1.9.0"})
     results = {
-        "a.yaml": {"rc": rc1, "failed": "rejected by bob: no", "failed_in": "promote-production"},
-        "b.yaml": {"failed": "staging Degraded", "failed_in": "promote-rc"},
-        "c.yaml": {"rc": {"action": "skip"}},
-        "d.yaml": {"rc": rc2, "production": {"from": "v1.9.0", "version": "v2.0.0"}},
+        "a.yaml": PipelineOutcome("a.yaml", rc1, failed="rejected by bob: no", failed_in="promote-production"),
+        "b.yaml": PipelineOutcome("b.yaml", failed="staging Degraded", failed_in="promote-rc"),
+        "c.yaml": PipelineOutcome("c.yaml", rc(action="skip")),
+        "d.yaml": PipelineOutcome("d.yaml", rc2, {"production": production}),
     }
     report = nightly_report(results, started_by="local run", seconds=12.5)
     assert "started by local run; 4 pipeline(s) in 12.5s" in report

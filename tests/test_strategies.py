@@ -407,8 +407,8 @@ def test_promoting_the_value_a_rollback_restored_does_not_aim_back_at_the_failed
     """After 1.0.9 failed and production went back to 1.0.0, promoting 1.0.0 (already running) must treat
     1.0.0 as what ran before, not 1.0.9 (the rollback commit's parent)."""
     from pipeline.load import load_pipeline
-    from tasks.candidates import candidate_for
-    from tasks.connections import open_repository
+    from tasks.connections import Connections, open_repository
+    from tasks.strategies import strategy_for
 
     app = ready(world, "ovl-again", "overlay", approval=False)
     production = app.env("production")
@@ -421,5 +421,6 @@ def test_promoting_the_value_a_rollback_restored_does_not_aim_back_at_the_failed
     pipeline = load_pipeline(app.pipeline_file)
     repo = open_repository(pipeline)
     repo.fetch()
-    cand = candidate_for(repo, pipeline, pipeline.environment("production"))
+    production_env = pipeline.environment("production")
+    cand = strategy_for(production_env).candidate(Connections(pipeline, repo, print), production_env, None)
     assert (cand.value, cand.previous) == ("1.0.0", "1.0.0")

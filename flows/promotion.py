@@ -1,0 +1,197 @@
+"""One environment promoted from the one before it: the body promote-environment and promote-production share.
+
+choose (only what was verified upstream) -> gate (approval) -> tag -> write -> verify and check; a failure
+rolls that environment back to what it ran before and says so loudly -> record.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger
+
+from flows.common import crash_point, environment_lock, record, run_record, tell
+from flows.report import PromotionReport
+from pipeline.model import Environment
+from tasks import evidence
+from tasks.approval import (
+    ApprovalPlan,
+    approval_key,
+    fail_expired_approvals,
+    pin_candidate,
+    pinned_candidate,
+    wait_for_approval,
+)
+from tasks.connections import Connections, connect
+from tasks.health import CheckResult
+from tasks.locks import EnvironmentLock
+from tasks.steps import (
+    apply_promotion,
+    choose_candidate,
+    roll_back_promotion,
+    tag_release,
+    verify,
+    verify_and_check,
+)
+from tasks.strategies import strategy_for
+from tasks.strategies.base import Applied, Candidate, NothingToPromoteError
+from tasks.verification import VerificationResult
+
+
+class PromotionError(RuntimeError):
+    """The promotion ended without the new version in the environment; the message says what happened."""
+
+
+def promote(
+    flow_name: str,
+    pipeline_file: str,
+    environment: str | None,
+    requested: str | None,
+    *,
+    dry_run: bool,
+    requested_by: str,
+) -> PromotionReport:
+    """Promote ``environment`` (None: the last) from the environment before it."""
+    log = get_run_logger()
+    started = time.monotonic()
+    conn = connect(pipeline_file, log.info)
+    pipeline = conn.pipeline
+    report = PromotionReport(
+        pipeline=pipeline.name, environment=environment or pipeline.last.name, requested_by=requested_by
+    )
+    key = f"{flow_name}-{pipeline.name}" + (f"-{environment}" if environment else "")
+    with run_record(conn, key, f"promotion to {report.environment}", report, started):
+        env = pipeline.environment(report.environment)  # an unknown name fails here, with its audit record
+        report.strategy = env.tracks.kind
+        pinned = pinned_candidate(env.name)  # set when this run was suspended at the gate: promote exactly that
+        if pinned is not None:
+            log.info(f"resumed after the approval gate: promoting {pinned}, the version that was up for approval")
+        try:
+            cand = choose_candidate(conn, env, pinned or requested, fetch=True)
+        except NothingToPromoteError as nothing:
+            log.info(str(nothing))
+            report.nothing_to_do = str(nothing)
+            return report
+        report.candidate(cand)
+        if dry_run:
+            action = f"tag {cand.tag.name} at {cand.tag.commit[:12]} and " if cand.tag else ""
+            log.info(f"dry run: would {action}promote {env.name} from {cand.previous} to {cand.label}:\n{cand.diff}")
+            report.dry_run = True
+            return report
+        # After the dry-run exit (a dry run changes nothing); only where a gate exists: an ungated run has no
+        # approval to wait for, and the nightly sweeps once for all its pipelines.
+        if env.gate.approval:
+            for expired in fail_expired_approvals():
+                log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
+        with environment_lock(conn, env) as lock:
+            _gate(conn, env, cand, lock, report, resumed=pinned is not None)
+            if cand.tag is not None:
+                tag_release(conn, cand.tag)
+                crash_point("after-tag-push")
+            applied = apply_promotion(conn, env, cand)
+            crash_point("after-write-back")
+            report.write_back = applied.commit
+            verification, checks = _verify_or_roll_back(conn, env, cand, applied, report)
+            details = {"rc": cand.record_tag, "from": cand.previous, "revision": applied.revision}
+            details["verification"] = verification.summary()
+            record(conn, "promoted", env.name, cand.value, cand.anchor, by=requested_by, details=details)
+            if pipeline.downstream_of(env) is not None:  # a chain: the next environment takes it from here
+                key, commit = strategy_for(env).verified_key(cand, applied)
+                record(conn, "verified", env.name, key, commit, by=requested_by, details=details)
+        report.verified(verification.summary(), [c.summary() for c in checks])
+        tell(conn, f"{pipeline.name}: {cand.label} is live in {env.name}")
+        log.info(f"{cand.label} is live in {env.name}")
+        return report
+
+
+def _gate(
+    conn: Connections,
+    env: Environment,
+    cand: Candidate,
+    lock: EnvironmentLock,
+    report: PromotionReport,
+    *,
+    resumed: bool,
+) -> None:
+    """The environment's gate: an approval already recorded for this version counts (a re-run does not ask
+    twice); otherwise, with ``gate.approval``, wait for a person and raise unless they approve."""
+    pipeline = conn.pipeline
+    approval = evidence.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
+    if approval is not None:
+        report.approver, report.reason, report.approved = approval.by, approval.reason, True
+        get_run_logger().info(f"approval already recorded: {approval.by} at {approval.at}")
+    elif env.gate.approval:
+        _approve(conn, env, cand, lock, report, resumed=resumed)
+
+
+def _approve(
+    conn: Connections,
+    env: Environment,
+    cand: Candidate,
+    lock: EnvironmentLock,
+    report: PromotionReport,
+    *,
+    resumed: bool,
+) -> None:
+    """Wait for a person; raise unless they approve. Records the approval so a re-run does not ask twice.
+    ``resumed``: this is the re-run of a suspended run after its answer; the wait was announced already."""
+    pipeline = conn.pipeline
+    upstream = pipeline.upstream_of(env)
+    verified = (
+        evidence.find_record(conn.repo, "verified", pipeline.name, upstream.name, cand.record_tag) if upstream else None
+    )
+    plan = ApprovalPlan(
+        pipeline=pipeline.name,
+        environment=env.name,
+        from_version=cand.previous,
+        to_version=cand.label,
+        rc_tag=cand.record_tag,
+        commit=cand.anchor,
+        commits=list(cand.commits),
+        evidence=f"verified in {upstream.name} at {verified.at}" if upstream and verified else "(none upstream)",
+        file_diff=cand.diff,
+    )
+    if not resumed:
+        tell(conn, f"{pipeline.name}: {cand.label} waits for approval to {env.name}")
+    lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
+    pin_candidate(env.name, cand.record_tag)
+    decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))
+    lock.hold_for(0)  # answered: back to renew-or-lapse, so a crash from here frees it after the TTL
+    if env.gate.approvers and decision.approver not in env.gate.approvers:
+        raise PromotionError(
+            f"{decision.approver!r} may not approve {env.name}; approvers: {', '.join(env.gate.approvers)}"
+        )
+    report.approver, report.reason, report.approved = decision.approver, decision.reason, decision.approve
+    if not decision.approve:
+        raise PromotionError(f"rejected by {decision.approver}: {decision.reason}")
+    record(conn, "approved", env.name, cand.record_tag, cand.anchor, by=decision.approver, reason=decision.reason)
+    crash_point("after-approval")
+
+
+def _verify_or_roll_back(
+    conn: Connections, env: Environment, cand: Candidate, applied: Applied, report: PromotionReport
+) -> tuple[VerificationResult, list[CheckResult]]:
+    """Verify and check ``env`` at the promoted revision; on failure roll it back to what it ran before,
+    verify that, and raise saying both what failed and where the environment is now."""
+    values = strategy_for(env).values(conn, env, cand.value, applied.revision)
+    try:
+        return verify_and_check(conn, env, applied.revision, values)
+    except Exception as failure:
+        report.failure = str(failure)
+        if cand.previous is None or not cand.changes_anything:
+            raise
+        get_run_logger().error(f"{env.name} failed at {cand.label}: {failure}. ROLLING BACK to {cand.previous}")
+        try:
+            back, back_values = roll_back_promotion(conn, env, cand, applied)
+            report.rollback_verification = verify(conn, env, back.revision, back_values).summary()
+            report.rolled_back_to = cand.previous
+            record(conn, "rolled-back", env.name, cand.value, cand.anchor, details={"to": cand.previous})
+        except Exception as stuck:  # say both: why we rolled back, and that it did not take
+            report.rollback_failure = str(stuck)
+            raise PromotionError(
+                f"{env.name} did not come up at {cand.label} ({failure}), and the ROLLBACK to "
+                f"{cand.previous} FAILED too ({stuck}): {env.name} needs a person"
+            ) from None
+        raise PromotionError(
+            f"{env.name} did not come up at {cand.label} ({failure}); ROLLED BACK to {cand.previous}"
+        ) from None
