@@ -48,6 +48,7 @@ class SimDeployment:
     overlay_file: str | None = None
     overlay_image: str = "app"
     manifest_file: str | None = None  # or a plain Deployment manifest (image-policy setters write its image)
+    values_file: str | None = None  # or Helm values: image.repository and image.tag (as the chart renders them)
 
 
 @dataclass
@@ -138,6 +139,10 @@ class GitOpsAgent:
             containers = doc["spec"]["template"]["spec"]["containers"]
             chosen = [c for c in containers if c.get("name") == deployment.container] or containers
             return str(chosen[0]["image"])
+        if deployment.values_file is not None:
+            doc = YAML(typ="safe").load(_git(env.origin or self.origin, "show", f"{commit}:{deployment.values_file}"))
+            image = doc.get("image") or {}
+            return f"{image.get('repository', deployment.image_repository)}:{image.get('tag', 'latest')}"
         if deployment.overlay_file is not None:
             doc = YAML(typ="safe").load(_git(env.origin or self.origin, "show", f"{commit}:{deployment.overlay_file}"))
             for image in doc.get("images") or []:

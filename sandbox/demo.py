@@ -82,21 +82,23 @@ _WHAT = {
     "overlay": "Kustomize overlays: CI sets staging's image, promotion copies it to production (Argo CD)",
     "branch": "branches: staging is merged into main with --no-ff (Flux)",
     "image-policy": "image policy: registry tags chosen by semver range, written through setter markers (Flux)",
+    "helm": "Helm values: CI sets staging's image.tag, promotion copies the verified values to production (Argo CD)",
+    "chain": "a chain of four: rc -> dev -> qa -> staging, stable tag -> production (Argo CD)",
 }
 
 
 def _developer_change(app: SandboxApp, registry_url: str) -> str:
     """What starts a promotion in each strategy: a commit, a CI image bump, or a pushed image."""
-    if app.strategy == "tag":
+    if app.strategy in ("tag", "chain"):
         sha = app.commit_change("feature: faster checkout")
-        return f"a developer pushed {sha[:12]} to main (staging and production run v1.0.0)"
+        return f"a developer pushed {sha[:12]} to main (every environment runs v1.0.0)"
     if app.strategy == "image-policy":
         from sandbox.registry import push_image
 
         push_image(registry_url, f"sandbox/{app.name}", ["1.0.1"])
         return f"CI pushed image sandbox/{app.name}:1.0.1 to the registry at {registry_url}"
     sha = app.release_image("1.0.1")
-    where = "the staging branch" if app.strategy == "branch" else "overlays/staging on main"
+    where = {"branch": "the staging branch", "helm": "staging's Helm values"}.get(app.strategy, "overlays/staging")
     return f"CI set image 1.0.1 in {where} ({sha[:12]}); production runs 1.0.0"
 
 
@@ -195,8 +197,9 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                         tags = git(app.origin, "tag", "--list", "--sort=creatordate")
                         say(f"{app.name}:")
                         say(f"  tags in origin:      {' '.join(tags.split())}")
-                        say(f"  staging runs:        {_running_image(world, app, 'staging')}")
-                        say(f"  production runs:     {_running_image(world, app, 'production')}")
+                        for env in app.envs:
+                            short = env.name.removeprefix(f"{app.name}-")
+                            say(f"  {short + ' runs:':<21}{_running_image(world, app, short)}")
                         last = git(app.origin, "log", "-1", "--format=%s", "main")
                         say(f"  last commit on main: {last}")
                         note = git(app.origin, "notes", "--ref=promote", "list")

@@ -21,8 +21,10 @@ from kubernetes import client
 from sandbox.agent import GitOpsAgent, SimDeployment, SimEnvironment, create_objects
 from sandbox.healthapp import serve_health
 
-Strategy = Literal["tag", "branch", "overlay", "image-policy"]
-STRATEGIES: tuple[Strategy, ...] = ("tag", "branch", "overlay", "image-policy")
+Strategy = Literal["tag", "branch", "overlay", "image-policy", "helm", "chain"]
+STRATEGIES: tuple[Strategy, ...] = ("tag", "branch", "overlay", "image-policy", "helm", "chain")
+CHAIN: tuple[str, ...] = ("dev", "qa", "staging", "production")  # the "chain" strategy: tags through four
+EXAMPLE_CHART = Path(__file__).resolve().parent.parent / "deployments" / "examples" / "helm" / "charts" / "shop"
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Sandbox Developer",
@@ -109,6 +111,26 @@ patches:
     }
 
 
+def _helm_files(app: str) -> dict[str, str]:
+    """The example chart (deployments/examples/helm), and per environment a values file that CI and
+    gitops-promote write (image.tag and a version label; the rest, anchors included, stays)."""
+    files = {f"charts/{app}/{p.relative_to(EXAMPLE_CHART)}": p.read_text() for p in EXAMPLE_CHART.rglob("*.yaml")}
+    for env in ("staging", "production"):
+        files[f"envs/{env}/values.yaml"] = f"""\
+# {app} in {env}. gitops-promote writes image.tag and the version label below; everything else is yours.
+replicaCount: {2 if env == "staging" else 5}
+image:
+  repository: registry.sandbox.local/{app}
+  tag: "1.0.0"   # promoted from the environment before
+podLabels:
+  app.kubernetes.io/version: "1.0.0"
+defaults: &limits {{cpu: 500m, memory: 256Mi}}
+resources:
+  limits: *limits
+"""
+    return files | {"src/CHANGELOG.md": _changelog(app)}
+
+
 def _changelog(app: str) -> str:
     return f"# {app}\n\n- 1.0.0: first release\n"
 
@@ -173,15 +195,23 @@ class SandboxApp:
 
     def release_image(self, tag: str, *, branch: str | None = None) -> str:
         """CI built ``tag`` and set it where the first environment takes it from: the staging overlay (overlay
-        pipelines) or the staging branch's overlay (branch pipelines)."""
+        pipelines), the staging branch's overlay (branch pipelines) or staging's Helm values (helm)."""
         branch = branch or ("staging" if self.strategy == "branch" else "main")
         git(self.workdir, "fetch", "--quiet", "origin")
         git(self.workdir, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
-        overlay = "deploy" if self.strategy == "branch" else "overlays/staging"
-        path = self.workdir / overlay / "kustomization.yaml"
-        text = path.read_text()
-        old = next(line for line in text.splitlines() if "newTag:" in line)
-        path.write_text(text.replace(old, f"{old.split('newTag:')[0]}newTag: {tag}   # set by CI"))
+        if self.strategy == "helm":
+            path = self.workdir / "envs" / "staging" / "values.yaml"
+            text = path.read_text()
+            for key in ("  tag: ", "  app.kubernetes.io/version: "):
+                old = next(line for line in text.splitlines() if line.startswith(key))
+                text = text.replace(old, f'{key}"{tag}"' + ("   # set by CI" if "tag" in key else ""))
+            path.write_text(text)
+        else:
+            overlay = "deploy" if self.strategy == "branch" else "overlays/staging"
+            path = self.workdir / overlay / "kustomization.yaml"
+            text = path.read_text()
+            old = next(line for line in text.splitlines() if "newTag:" in line)
+            path.write_text(text.replace(old, f"{old.split('newTag:')[0]}newTag: {tag}   # set by CI"))
         git(self.workdir, "commit", "--quiet", "-am", f"ci: {self.name} image {tag}")
         git(self.workdir, "push", "--quiet", "origin", f"HEAD:{branch}")
         return git(self.workdir, "rev-parse", "HEAD")
@@ -223,7 +253,13 @@ class SandboxWorld:
         work = base / "work"
         git(base, "clone", "--quiet", str(origin), str(work))
         git(work, "checkout", "--quiet", "-B", "main")
+        names = CHAIN if strategy == "chain" else ("staging", "production")
         files = _files(name) if strategy in ("tag", "overlay") else {}
+        if strategy == "chain":
+            files = {f"apps/{env}/{name}.yaml": _application(name, env, "v1.0.0") for env in CHAIN}
+            files |= {"src/CHANGELOG.md": _changelog(name)}
+        if strategy == "helm":
+            files = _helm_files(name)
         if strategy == "branch":
             files = {
                 "base/deployment.yaml": _files(name)["base/deployment.yaml"],
@@ -245,15 +281,15 @@ class SandboxWorld:
         if strategy == "branch":
             git(work, "push", "--quiet", "origin", "main:staging")
 
-        envs = [self._sim_env(name, env, strategy, origin, delay_seconds) for env in ("staging", "production")]
+        envs = [self._sim_env(name, env, strategy, origin, delay_seconds) for env in names]
         create_objects(self.api, envs, initial_image=f"registry.sandbox.local/{name}:1.0.0")
         pipeline = base / f"{name}.yaml"
         pipeline.write_text(
-            self._pipeline(name, origin, strategy, approval, approval_timeout, verify_timeout, health_checks)
+            self._pipeline(name, origin, strategy, approval, approval_timeout, verify_timeout, health_checks, names)
         )
         app = SandboxApp(name=name, origin=origin, workdir=work, pipeline_file=pipeline, envs=envs, strategy=strategy)
         self.apps.append(app)
-        for env in ("staging", "production"):
+        for env in names:
             self._deployments[f"{name}/{env}"] = (f"{name}-{env}", name)
         if self.agent is not None:
             self.agent.envs.extend(envs)
@@ -266,19 +302,20 @@ class SandboxWorld:
             name=name,
             container=name,
             image_repository=f"registry.sandbox.local/{name}",
-            replicas=2 if env == "staging" else 5,
+            replicas=5 if env == "production" else 2,
             overlay_file={"overlay": f"overlays/{env}/kustomization.yaml", "branch": "deploy/kustomization.yaml"}.get(
                 strategy
             ),
             overlay_image=name,
             manifest_file=f"apps/{env}/deployment.yaml" if strategy == "image-policy" else None,
+            values_file=f"envs/{env}/values.yaml" if strategy == "helm" else None,
         )
         return SimEnvironment(
             kind="flux" if strategy in ("branch", "image-policy") else "argocd",
             name=f"{name}-{env}",
             namespace="flux-system" if strategy in ("branch", "image-policy") else "argocd",
             branch="staging" if strategy == "branch" and env == "staging" else "main",
-            application_file=f"apps/{env}/{name}.yaml" if strategy == "tag" else None,
+            application_file=f"apps/{env}/{name}.yaml" if strategy in ("tag", "chain") else None,
             deployments=[deployment],
             delay_seconds=delay_seconds,
             origin=origin,
@@ -293,9 +330,20 @@ class SandboxWorld:
         approval_timeout: float,
         verify_timeout: float,
         checks: bool,
+        names: tuple[str, ...] = ("staging", "production"),
     ) -> str:
         def tracks(env: str) -> str:
-            if strategy == "tag":
+            if strategy == "helm":
+                return f"""
+      kind: yaml-path
+      edits:
+        - name: image
+          file: envs/{env}/values.yaml
+          path: image.tag
+        - name: version-label
+          file: envs/{env}/values.yaml
+          path: podLabels."app.kubernetes.io/version\""""
+            if strategy in ("tag", "chain"):
                 return f"""
       kind: tag
       application_file: apps/{env}/{name}.yaml"""
@@ -323,7 +371,7 @@ class SandboxWorld:
 
         def env_block(env: str) -> str:
             # Tags: the health endpoint serves the image tag, 1.2.3 for release v1.2.3; images: the tag itself.
-            expected = {"tag": "{version}", "branch": None}.get(strategy, "{tag}")
+            expected = {"tag": "{version}", "chain": "{version}", "branch": None}.get(strategy, "{tag}")
             match = f'\n        expect_json: {{path: version, equals: "{expected}"}}' if expected else ""
             health = (
                 f"""
@@ -354,7 +402,7 @@ class SandboxWorld:
         kind: argocd
         name: {name}-{env}
         namespace: argocd"""
-            image = "registry.sandbox.local/" + name + ":{version}" if strategy == "tag" else None
+            image = "registry.sandbox.local/" + name + ":{version}" if strategy in ("tag", "chain") else None
             expect = f'\n          expect_image: "{image}"' if image else ""
             return f"""
   - name: {env}
@@ -379,7 +427,7 @@ repository:
 versioning:
   tag_prefix: v
   bump: patch
-environments:{env_block("staging")}{env_block("production")}
+environments:{"".join(env_block(env) for env in names)}
 """
 
     @contextlib.contextmanager

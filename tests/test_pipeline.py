@@ -29,7 +29,7 @@ environments:
 
 def test_there_is_an_example_per_strategy() -> None:
     kinds = {env.tracks.kind for path in EXAMPLES for env in load_pipeline(path).environments}
-    assert kinds == {"tag", "branch", "kustomize-image", "image-policy"}
+    assert kinds == {"tag", "branch", "kustomize-image", "image-policy", "yaml-path"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -57,7 +57,7 @@ def test_unknown_kind_names_line_field_and_allowed_values() -> None:
     problems = _problems(MINIMAL.replace("kind: tag", "kind: tags"))
     assert problems == [
         "line 7: environments[0].tracks.kind: unknown kind 'tags'; allowed: 'tag', 'branch', 'kustomize-image', "
-        "'image-policy'"
+        "'image-policy', 'yaml-path'"
     ]
 
 
@@ -139,6 +139,10 @@ def _env(name: str, tracks: str) -> str:
 OVERLAY = "      kind: kustomize-image\n      file: overlays/{0}/kustomization.yaml\n      image: app"
 BRANCH = "      kind: branch\n      branch: {0}"
 TAG = "      kind: tag\n      application_file: apps/{0}.yaml"
+YAML_PATH = (
+    "      kind: yaml-path\n      edits:\n        - name: image\n          file: envs/{0}/values.yaml\n"
+    "          path: image.tag"
+)
 
 
 def _pipeline(*envs: str) -> str:
@@ -150,12 +154,19 @@ def _pipeline(*envs: str) -> str:
     ("envs", "problem"),
     [
         (
+            [_env("staging", YAML_PATH.format("staging")), _env("prod", OVERLAY.format("prod"))],
+            "environment 'prod' (kustomize-image) cannot be promoted from 'staging' (yaml-path)",
+        ),
+        (
             [
-                _env("dev", OVERLAY.format("dev")),
-                _env("staging", OVERLAY.format("staging")),
-                _env("prod", OVERLAY.format("prod")),
+                _env("staging", YAML_PATH.format("staging")),
+                _env("prod", YAML_PATH.format("prod").replace("name: image", "name: chart")),
             ],
-            "without tag environments a pipeline has at most two environments",
+            "only one of them has: chart, image",
+        ),
+        (
+            [_env("staging", YAML_PATH.format("staging").replace("path: image.tag", "path: image..tag"))],
+            "'image..tag': a key is missing after the '.' at character 6",
         ),
         (
             [_env("staging", TAG.format("staging")), _env("prod", OVERLAY.format("prod"))],
@@ -171,8 +182,8 @@ def _pipeline(*envs: str) -> str:
             "'staging': set tracks.merge_from to 'staging'",
         ),
         (
-            [_env("staging", TAG.format("staging")), _env("qa", TAG.format("qa")), _env("prod", TAG.format("prod"))],
-            "environment 'qa' is between the release candidates' environment and 'prod', but no flow promotes it",
+            [_env("staging", TAG.format("staging")), _env("qa", BRANCH.format("qa")), _env("prod", TAG.format("prod"))],
+            "environment 'qa' (branch) cannot be promoted from 'staging' (tag): its upstream must track branch",
         ),
         (
             [
@@ -186,7 +197,15 @@ def _pipeline(*envs: str) -> str:
             "and {pipeline}",
         ),
     ],
-    ids=["three-without-tags", "overlay-after-tag", "merge-from-mismatch", "unpromoted-middle", "merge-message"],
+    ids=[
+        "overlay-after-yaml-path",
+        "yaml-path-names-differ",
+        "yaml-path-syntax",
+        "overlay-after-tag",
+        "merge-from-mismatch",
+        "branch-in-a-tag-chain",
+        "merge-message",
+    ],
 )
 def test_shapes_the_flows_cannot_promote_are_refused(envs: list[str], problem: str) -> None:
     problems = _problems(_pipeline(*envs))
@@ -204,3 +223,7 @@ def test_supported_shapes_validate() -> None:
         )
     )
     parse_pipeline(_pipeline(_env("staging", OVERLAY.format("staging")), _env("prod", OVERLAY.format("prod"))))
+    # chains of any length, for every strategy
+    parse_pipeline(_pipeline(*(_env(e, TAG.format(e)) for e in ("dev", "qa", "staging", "prod"))))
+    parse_pipeline(_pipeline(*(_env(e, OVERLAY.format(e)) for e in ("dev", "staging", "prod"))))
+    parse_pipeline(_pipeline(*(_env(e, YAML_PATH.format(e)) for e in ("dev", "staging", "prod"))))

@@ -1,0 +1,107 @@
+"""The structure the code promises: one place switches on the tracking kind, no import cycles, and the
+pipeline model loads without Git, Kubernetes or Prefect."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRODUCT = ("flows", "tasks", "promote", "pipeline", "sandbox")
+DISPATCHER = ROOT / "tasks" / "strategies" / "__init__.py"
+# A branch on the kind: comparing it, matching on it, or testing a model class in a condition. A bare
+# `assert isinstance(env.tracks, TrackTag)` in a strategy's own module narrows the type; it decides nothing.
+KIND_SWITCH = re.compile(
+    r"tracks\.kind\s*(==|!=|\bin\b|\bnot in\b)|match\s+\S*tracks\.kind|\b(if|elif|and|or)\b.*isinstance\([\w.]*tracks,"
+)
+
+
+def _sources(*packages: str) -> list[Path]:
+    return sorted(p for package in packages for p in (ROOT / package).rglob("*.py"))
+
+
+def test_the_dispatcher_is_the_only_switch_on_the_tracking_kind() -> None:
+    switches = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _sources("flows", "tasks", "promote")
+        if path != DISPATCHER
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if KIND_SWITCH.search(line)
+    ]
+    assert switches == [], "switch on tracks.kind outside tasks/strategies/__init__.py:\n" + "\n".join(switches)
+    assert "env.tracks.kind" in DISPATCHER.read_text()
+
+
+def test_the_kind_switch_pattern_catches_what_it_is_meant_to() -> None:
+    """The rule above would pass vacuously if the pattern were wrong: it must flag each form of a switch."""
+    for line in (
+        'if env.tracks.kind == "tag":',
+        'is_tag = env.tracks.kind != "branch"',
+        'if env.tracks.kind in ("kustomize-image", "image-policy"):',
+        "match env.tracks.kind:",
+        "elif isinstance(env.tracks, TrackBranch):",
+    ):
+        assert KIND_SWITCH.search(line), line
+    assert not KIND_SWITCH.search("    assert isinstance(env.tracks, TrackTag)")
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """Product modules ``path`` imports at run time (a ``TYPE_CHECKING`` block is not run)."""
+    tree = ast.parse(path.read_text())
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(n) for child in node.body for n in ast.walk(child)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from tasks.strategies import files` imports the module tasks.strategies.files; `from
+            # tasks.strategies.base import Candidate` imports tasks.strategies.base.
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names]
+            names = [name for name in submodules if name in known] or [node.module]
+        found |= {name for name in names if name in known}
+    return found
+
+
+def test_no_import_cycles() -> None:
+    modules = {_module(path): path for path in _sources(*PRODUCT)}
+    graph = {name: _imports(path, set(modules)) - {name} for name, path in modules.items()}
+    cycles: list[list[str]] = []
+
+    def visit(name: str, stack: list[str], done: set[str]) -> None:
+        if name in stack:
+            cycles.append([*stack[stack.index(name) :], name])
+            return
+        if name in done:
+            return
+        for imported in sorted(graph[name]):
+            visit(imported, [*stack, name], done)
+        done.add(name)
+
+    done: set[str] = set()
+    for name in sorted(graph):
+        visit(name, [], done)
+    assert cycles == [], "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_the_pipeline_model_loads_without_git_kubernetes_or_prefect() -> None:
+    code = "import json, sys; import pipeline.load; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    heavy = {"git", "kubernetes", "prefect", "httpx", "tasks.gitrepo", "tasks.kube", "tasks.steps"}
+    assert loaded & heavy == set()
+    assert not any(m.startswith("flows") or m.startswith("promote") for m in loaded)
