@@ -3,7 +3,7 @@
 The data is Flux's ``TemplateData`` (image-automation-controller), with its field names:
 
 * ``.AutomationObject``: namespace/name (``{{ .AutomationObject }}`` prints ``namespace/name``).
-* ``.Updated`` (the v1beta1/v1beta2 ``update.Result``; the seed's default template uses it): ``.Files``
+* ``.Updated`` (the v1beta1/v1beta2 ``update.Result``; the default template uses it): ``.Files``
   (file -> ``.Objects``), ``.Objects`` (object -> images), ``.Images`` (image refs, printing as
   ``name:tag``; ``.Identifier``, ``.Repository``, ``.Registry``, ``.Name``, ``.Policy``). Flux's newest
   controller removed it in favour of ``.Changed``; both are rendered here.

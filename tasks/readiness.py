@@ -1,6 +1,6 @@
 """Is the environment running revision X? Pure judgements over Kubernetes objects (dicts), no I/O.
 
-The rules follow the upstream controllers (see DESIGN.md section 6): Argo CD's Application status, Flux's
+The rules follow the upstream controllers: Argo CD's Application status, Flux's
 Kustomization conditions and ``kubectl rollout status`` for Deployments. The classic bug they guard
 against is a status that says "Synced" or "Ready" for the *previous* revision.
 """

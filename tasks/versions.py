@@ -253,7 +253,7 @@ class SemverRange:
     """A parsed range such as ``1.x.x``, ``>=1.2.0 <2.0.0`` or ``^1.2 || ^2``.
 
     Pre-releases match only when the range itself names a pre-release (as in Flux's ImagePolicy), so
-    ``1.x.x`` means "only stable 1.x releases", the seed's intent.
+    ``1.x.x`` means "only stable 1.x releases", as users of such ranges mean it.
     """
 
     text: str

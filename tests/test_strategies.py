@@ -239,7 +239,7 @@ def test_image_policy_promotes_registry_tags_through_setter_markers(world: Sandb
         text = git(app.origin, "show", f"main:{staging_file}")
         assert f'image: {image}:1.1.0-rc.1 # {{"$imagepolicy": "flux-system:{app.name}-staging"}}' in text
         assert text.startswith(f"# {app.name} in staging: the image below is written by")  # comments kept
-        # The seed's Flux template, rendered as Flux does: one updated image per line.
+        # The default Flux template, rendered as Flux does: one updated image per line.
         message = git(app.origin, "log", "-1", "--format=%B", "main")
         assert message.startswith(f"Update {image}:1.1.0-rc.1\n\n")
         assert running_image(world, app, "staging") == f"{image}:1.1.0-rc.1"
