@@ -21,7 +21,7 @@ from tasks.manifests import (
     set_setter_values,
 )
 
-DATA = Path(__file__).parent / "data" / "manifests"
+DATA = Path(__file__).resolve().parents[1] / "data" / "manifests"
 DIGEST = "sha256:" + "0123456789abcdef" * 4
 OTHER_DIGEST = "sha256:" + "fedcba9876543210" * 4
 

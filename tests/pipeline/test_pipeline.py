@@ -12,7 +12,7 @@ import pytest
 from pipeline.load import PipelineError, load_pipeline, parse_pipeline
 from promote.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "deployments" / "examples").glob("*.yaml"))
 
 MINIMAL = """\

@@ -20,9 +20,7 @@ from prefect import get_client
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.world import SandboxWorld, git
-from tests.support.webdriver import browser
-from tests.support.webhook import Webhook, serve_webhook
-from tests.test_flows import (
+from tests.flows.test_flows import (
     ROOT,
     InThread,
     artifacts_of,
@@ -32,6 +30,8 @@ from tests.test_flows import (
     subjects,
     wait_for_state,
 )
+from tests.support.webdriver import browser
+from tests.support.webhook import Webhook, serve_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 

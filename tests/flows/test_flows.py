@@ -32,7 +32,7 @@ from tests.support.webhook import Webhook, serve_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def tags(app: SandboxApp) -> list[str]:
