@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.load import PipelineError, load_pipeline
-from promote.trigger import TriggerError
+from tasks.errors import RefusedError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except (PipelineError, TriggerError) as exc:
+    except RefusedError as exc:  # a bad pipeline file, a trigger the API refused: say why, exit 1
         print(f"promote {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

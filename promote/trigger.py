@@ -12,10 +12,12 @@ from typing import Any
 
 import httpx
 
+from tasks.errors import RefusedError
+
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-class TriggerError(RuntimeError):
+class TriggerError(RefusedError, RuntimeError):
     """The run could not be created (unknown deployment, bad parameters, API refused)."""
 
 

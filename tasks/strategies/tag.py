@@ -8,7 +8,7 @@ same commit*. Rollback points back at an earlier stable tag.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 from pipeline.model import Environment, Pipeline, TrackTag
 from tasks import evidence, manifests
@@ -53,7 +53,12 @@ def release_values(pipeline: Pipeline, tag: str, commit: str) -> dict[str, str]:
     return {"version": version.format(rc_label=pipeline.versioning.rc_label), "tag": tag, "commit": commit}
 
 
-def decide_rc(repo: GitRepository, pipeline: Pipeline, bump: Bump | None = None) -> tuple[str, str | None, str, str]:
+RcAction = Literal["create", "reuse", "skip"]
+
+
+def decide_rc(
+    repo: GitRepository, pipeline: Pipeline, bump: Bump | None = None
+) -> tuple[RcAction, str | None, str, str]:
     """(action, rc tag, commit, reason): cut the next rc at the branch head, or reuse the newest rc when
     nothing but our own write-backs happened since it (a re-run, or a nightly with nothing new), or skip
     when it is already released."""
@@ -114,14 +119,16 @@ class TagStrategy(Strategy):
 
     def entry(self, conn: Connections, env: Environment, bump: str | None) -> Entry:
         repo, pipeline = conn.repo, conn.pipeline
-        action, tag, commit, reason = decide_rc(repo, pipeline, bump)  # type: ignore[arg-type]
+        if bump not in (None, "major", "minor", "patch"):
+            raise ReleaseError(f"bump must be major, minor or patch, not {bump[:20]!r}")
+        action, tag, commit, reason = decide_rc(repo, pipeline, cast(Bump | None, bump))
         if tag is None:
             return Entry("skip", "", reason, revision=commit)
         reason = f"release candidate at {commit[:12]} ({reason})"
         (old,), diff = files.plan(repo, pipeline.repository.branch, [(application_edit(env), tag)])
         write = Candidate(env.name, self.kind, tag, old, tag, commit, commit, tag, diff=diff)
         rc = TagToCreate(tag, commit, f"{pipeline.name} release candidate {tag}")
-        return Entry(action, tag, reason, revision=commit, tag=rc, write=write, diff=diff, previous=old)  # type: ignore[arg-type]
+        return Entry(action, tag, reason, revision=commit, tag=rc, write=write, diff=diff, previous=old)
 
     def candidate(self, conn: Connections, env: Environment, requested: str | None) -> Candidate:
         repo, pipeline = conn.repo, conn.pipeline
