@@ -238,10 +238,14 @@ def test_suspended_run_past_its_approval_window_ends_failed() -> None:
     with get_client(sync_client=True) as client:
         expired = client.create_flow_run(promote_production, parameters={"pipeline_file": "x.yaml"})
         waiting = client.create_flow_run(promote_production, parameters={"pipeline_file": "y.yaml"})
-        past, future = datetime.now(UTC) - timedelta(seconds=5), datetime.now(UTC) + timedelta(hours=1)
-        client.set_flow_run_state(expired.id, Suspended(pause_expiration_time=past), force=True)
-        client.set_flow_run_state(waiting.id, Suspended(pause_expiration_time=future), force=True)
-    ended = fail_expired_approvals()
+        # Both windows are still open on the server's clock, so its own pause-expiry service (which fails
+        # runs past their window every few seconds) cannot race the sweep; the sweep is told a later "now".
+        start = datetime.now(UTC)
+        soon, later = start + timedelta(minutes=10), start + timedelta(hours=1)
+        client.set_flow_run_state(expired.id, Suspended(pause_expiration_time=soon), force=True)
+        client.set_flow_run_state(waiting.id, Suspended(pause_expiration_time=later), force=True)
+    sweep_time = start + timedelta(minutes=20)
+    ended = fail_expired_approvals(now=sweep_time)
     assert str(expired.id) in ended and str(waiting.id) not in ended
     run = read_run(expired.id)
     assert run.state is not None and run.state.type.value == "FAILED"
@@ -250,7 +254,7 @@ def test_suspended_run_past_its_approval_window_ends_failed() -> None:
     )
     still = read_run(waiting.id)
     assert still.state is not None and still.state.name == "Suspended"
-    assert fail_expired_approvals() == []  # nothing left to end
+    assert fail_expired_approvals(now=sweep_time) == []  # nothing left to end
 
 
 def test_production_failure_rolls_back(world: SandboxWorld) -> None:

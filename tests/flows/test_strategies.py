@@ -356,7 +356,7 @@ def test_overlay_crash_after_write_back_then_a_failing_rerun_still_rolls_back(wo
     import subprocess
     import sys
 
-    from tests.test_flows import CRASH_SCRIPT, ROOT
+    from tests.flows.test_flows import CRASH_SCRIPT, ROOT
 
     app = ready(world, "ovl-crash", "overlay", approval=False)
     app.release_image("1.0.8")
