@@ -49,6 +49,8 @@ from kubernetes import watch
 from kubernetes.client import ApiException
 from kubernetes.config import new_client_from_config
 
+from sandbox.patience import DEFAULT_OVERALL_SECONDS, Patience
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube-binaries.sh"
 MANIFESTS_DIR = REPO_ROOT / "manifests"
@@ -148,7 +150,7 @@ class LocalKubeAPI:
         users: Iterable[TokenUser] = (),
         binaries: KubeBinaries | None = None,
         workdir: Path | None = None,
-        startup_timeout: float = 90.0,
+        startup_timeout: float = DEFAULT_OVERALL_SECONDS,
         extra_apiserver_args: Sequence[str] = (),
     ) -> None:
         admin = TokenUser.generate(ADMIN_USER, groups=("system:masters",))
@@ -239,7 +241,13 @@ class LocalKubeAPI:
             for attempt in range(3):  # a free port can be taken between choosing it and binding it
                 try:
                     self._launch(binaries)
-                    self._wait_until_ready(deadline=began + self.startup_timeout)
+                    # As long as etcd and the API server make progress (CPU, log lines), within startup_timeout.
+                    patience = Patience(
+                        lambda: [proc.pid for _, proc, _ in self._procs],
+                        [self.etcd_log, self.apiserver_log],
+                        overall_seconds=max(0.0, self.startup_timeout - (time.monotonic() - began)),
+                    )
+                    self._wait_until_ready(patience)
                     break
                 except _PortTakenError:
                     self._stop_processes()
@@ -433,7 +441,7 @@ class LocalKubeAPI:
             raise
         self._procs.append((name, proc, log_file))
 
-    def _wait_until_ready(self, deadline: float) -> None:
+    def _wait_until_ready(self, patience: Patience) -> None:
         headers = {"Authorization": f"Bearer {self._users[ADMIN_USER].token}"}
         last = "no answer yet"
         http: httpx.Client | None = None
@@ -463,15 +471,14 @@ class LocalKubeAPI:
                         last = f"/readyz: {type(exc).__name__}: {exc}"
                         http.close()  # the certificate file may have been read half-written: read it again
                         http = None
-                if time.monotonic() > deadline:
+                if (reason := patience.check()) is not None:
                     tail = _tail(self.apiserver_log)
                     settle = time.monotonic() + 3  # a very short timeout can beat the first log line: wait for it
                     while not tail and time.monotonic() < settle:
                         time.sleep(0.1)
                         tail = _tail(self.apiserver_log)
                     raise LocalKubeAPIError(
-                        f"kube-apiserver was not ready within {self.startup_timeout:.0f}s ({last}); "
-                        f"last lines of {self.apiserver_log}:\n{tail}"
+                        f"kube-apiserver was {reason} ({last}); last lines of {self.apiserver_log}:\n{tail}"
                     )
                 time.sleep(0.1)
         finally:

@@ -9,11 +9,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
 import httpx
+
+from sandbox.patience import DEFAULT_OVERALL_SECONDS, DEFAULT_STALL_SECONDS, Patience, tail
 
 
 def free_port() -> int:
@@ -29,7 +32,7 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
         "PREFECT_HOME": str(home),
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600",
     }
     for inherited in ("PREFECT_API_KEY", "PREFECT_PROFILE"):
         env.pop(inherited, None)
@@ -39,10 +42,22 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
 
 
 class PrefectServer:
-    def __init__(self, home: Path | None = None, startup_timeout: float = 120.0, port: int | None = None) -> None:
+    def __init__(
+        self,
+        home: Path | None = None,
+        startup_timeout: float = DEFAULT_OVERALL_SECONDS,
+        port: int | None = None,
+        *,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """``startup_timeout`` is the overall limit; the wait ends earlier when the server makes no progress
+        (no CPU, no log) for ``stall_seconds``. ``progress`` hears about a slow start every 30 s."""
         self.home = home or Path(tempfile.mkdtemp(prefix="promote-prefect-"))
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.stall_seconds = stall_seconds
+        self._progress = progress
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.ready_seconds: float | None = None
@@ -77,19 +92,34 @@ class PrefectServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = started + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited ({self._proc.returncode}); see {self.log_file}")
+        proc = self._proc
+        patience = Patience(
+            lambda: [proc.pid], [self.log_file], overall_seconds=self.startup_timeout, stall_seconds=self.stall_seconds
+        )
+        next_report = 30.0
+        while True:
+            if proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(
+                    f"prefect server exited ({proc.returncode}) while starting; last lines of {self.log_file}:\n"
+                    f"{tail(self.log_file)}"
+                )
             try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.api_url}/health", timeout=5).status_code == 200:
                     self.ready_seconds = time.monotonic() - started
                     return self
             except httpx.HTTPError:
                 pass
+            if (reason := patience.check()) is not None:
+                self.stop()
+                raise RuntimeError(f"prefect server {reason}; last lines of {self.log_file}:\n{tail(self.log_file)}")
+            if self._progress is not None and patience.elapsed() >= next_report:
+                self._progress(
+                    f"prefect server still starting after {patience.elapsed():.0f}s "
+                    f"({patience.cpu_seconds():.0f} CPU-s used so far)"
+                )
+                next_report += 30.0
             time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"prefect server not ready after {self.startup_timeout:.0f}s; see {self.log_file}")
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

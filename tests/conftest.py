@@ -13,8 +13,10 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,25 +49,92 @@ os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
 os.environ["PREFECT_UI_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}"
 
 VERIFIER_USER = "verifier"  # a token user with no groups and no bindings: tests grant it what they test
-_BINARIES = pytest.StashKey[KubeBinaries | KubeBinariesUnavailableError]()
+
+
+_SERVERS = pytest.StashKey[dict[str, object]]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Find (or build, minutes, once per machine) kube-apiserver and etcd before the first test runs.
+    """Find (or build, minutes, once per machine) kube-apiserver and etcd, then start the session's API server
+    and Prefect server side by side, before the first test runs.
 
-    Here rather than in the fixture: a first build outlasts the per-test timeout, and its progress should
-    reach the terminal. A failure is kept and reported by ``kube_api`` as a failure of each kube test.
+    Here rather than in the fixtures: a first build, or a start on a busy machine (minutes at a load of 15),
+    outlasts the per-test timeout, and its progress should reach the terminal. Each start waits as long as
+    the server makes progress (sandbox/patience.py). A failure is kept and reported by the fixture as a
+    failure of each test that needs it.
     """
-    if session.config.option.collectonly or not any(
-        "kube_api" in getattr(item, "fixturenames", ()) for item in session.items
-    ):
+    uses = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if session.config.option.collectonly or not uses & {"kube_api", "prefect_api"}:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
+    servers: dict[str, object] = {}
+    session.config.stash[_SERVERS] = servers
     with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+
+        def say(line: str) -> None:
+            print(f"\n==> {line}", file=sys.stderr, flush=True)
+
+        starts: list[threading.Thread] = []
+        if "kube_api" in uses:
+            try:
+                binaries: KubeBinaries | KubeBinariesUnavailableError = LocalKubeAPI.ensure_binaries()
+            except KubeBinariesUnavailableError as exc:
+                binaries = exc
+            starts.append(threading.Thread(target=_start_kube, args=(servers, binaries)))
+        if "prefect_api" in uses:
+            starts.append(threading.Thread(target=_start_prefect, args=(servers, say)))
+        for thread in starts:
+            thread.start()
+        for thread in starts:
+            thread.join()
+
+
+def _start_kube(servers: dict[str, object], binaries: KubeBinaries | KubeBinariesUnavailableError) -> None:
+    if isinstance(binaries, KubeBinariesUnavailableError):
+        servers["kube_api"] = f"the kube tests need kube-apiserver and etcd: {binaries}"
+        return
+    # No watch cache: watches are served from etcd, so compacting etcd makes an old resourceVersion
+    # answer 410 Gone on demand (test_verify's watch-expiry test); the cache would hide it for minutes.
+    api = LocalKubeAPI(
+        users=[TokenUser.generate(VERIFIER_USER)], binaries=binaries, extra_apiserver_args=["--watch-cache=false"]
+    )
+    try:
+        api.start()
+        admin = new_client_from_config(config_file=str(api.kubeconfig))
         try:
-            session.config.stash[_BINARIES] = LocalKubeAPI.ensure_binaries()
-        except KubeBinariesUnavailableError as exc:
-            session.config.stash[_BINARIES] = exc
+            install_crds(admin, timeout=300)
+        finally:
+            _close(admin)
+    except Exception as exc:  # reported by the fixture, test by test
+        api.stop()
+        servers["kube_api"] = f"the session's kube-apiserver did not start: {exc}"
+        return
+    servers["kube_api"] = api
+
+
+def _start_prefect(servers: dict[str, object], say: Callable[[str], None]) -> None:
+    server = PrefectServer(home=Path(_PREFECT_HOME) / "server", port=_PREFECT_PORT, progress=say)
+    try:
+        server.start()
+    except Exception as exc:  # reported by the fixture, test by test
+        servers["prefect_api"] = f"the session's Prefect server did not start: {exc}"
+        return
+    servers["prefect_api"] = server
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for server in session.config.stash.get(_SERVERS, {}).values():
+        if isinstance(server, LocalKubeAPI | PrefectServer):
+            server.stop()
+
+
+def _started(config: pytest.Config, name: str) -> Any:
+    found = config.stash.get(_SERVERS, {}).get(name)
+    if found is None:
+        pytest.fail(f"{name} was not started at collection (run the tests through pytest)", pytrace=False)
+    if isinstance(found, str):
+        pytest.fail(found, pytrace=False)
+    return found
 
 
 def _close(api_client: k8s.ApiClient) -> None:
@@ -74,29 +143,13 @@ def _close(api_client: k8s.ApiClient) -> None:
 
 
 @pytest.fixture(scope="session")
-def kube_api(pytestconfig: pytest.Config) -> Iterator[LocalKubeAPI]:
+def kube_api(pytestconfig: pytest.Config) -> LocalKubeAPI:
     """etcd + kube-apiserver for the session, with the Argo CD and Flux CRDs installed (no controllers run).
 
     Never skips: without the binaries (and without Go to build them) every test using it fails, saying so.
     """
-    try:
-        found = pytestconfig.stash.get(_BINARIES, None) or LocalKubeAPI.ensure_binaries()
-    except KubeBinariesUnavailableError as exc:
-        found = exc
-    if isinstance(found, KubeBinariesUnavailableError):
-        pytest.fail(f"the kube tests need kube-apiserver and etcd: {found}", pytrace=False)
-    binaries = found
-    # No watch cache: watches are served from etcd, so compacting etcd makes an old resourceVersion
-    # answer 410 Gone on demand (test_verify's watch-expiry test); the cache would hide it for minutes.
-    with LocalKubeAPI(
-        users=[TokenUser.generate(VERIFIER_USER)], binaries=binaries, extra_apiserver_args=["--watch-cache=false"]
-    ) as api:
-        admin = new_client_from_config(config_file=str(api.kubeconfig))
-        try:
-            install_crds(admin)
-        finally:
-            _close(admin)
-        yield api
+    api: LocalKubeAPI = _started(pytestconfig, "kube_api")
+    return api
 
 
 @pytest.fixture
@@ -134,11 +187,11 @@ def namespace(request: pytest.FixtureRequest, kube_client: k8s.ApiClient) -> Ite
 
 
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[str]:
+def prefect_api(pytestconfig: pytest.Config) -> str:
     """A real ``prefect server start`` for the session on the port PREFECT_API_URL already names."""
-    with PrefectServer(home=Path(_PREFECT_HOME) / "server", port=_PREFECT_PORT) as server:
-        assert os.environ["PREFECT_API_URL"] == server.api_url
-        yield server.api_url
+    server: PrefectServer = _started(pytestconfig, "prefect_api")
+    assert os.environ["PREFECT_API_URL"] == server.api_url
+    return server.api_url
 
 
 @pytest.fixture

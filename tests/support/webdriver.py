@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from sandbox.patience import Patience
+
 CHROME_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -30,8 +32,8 @@ ELEMENT = "element-6066-11e4-a52e-4f735466cecc"
 
 
 class Browser:
-    def __init__(self, http: httpx.Client, session: str) -> None:
-        self.http, self.session = http, session
+    def __init__(self, http: httpx.Client, session: str, driver_pid: int) -> None:
+        self.http, self.session, self.driver_pid = http, session, driver_pid
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = self.http.request(method, f"/session/{self.session}{path}", json=body)
@@ -41,14 +43,16 @@ class Browser:
     def open(self, url: str) -> None:
         self._call("POST", "/url", {"url": url})
 
-    def find(self, xpath: str, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
+    def find(self, xpath: str) -> str:
+        """The first element at ``xpath``, waiting as long as the browser works on the page (CPU use of
+        chromedriver and its chromium), within the overall limit of sandbox/patience.py."""
+        patience = Patience(lambda: [self.driver_pid], [], stall_seconds=60)
         while True:
             found = self._call("POST", "/elements", {"using": "xpath", "value": xpath})
             if found:
                 return str(found[0].get(ELEMENT) or next(iter(found[0].values())))
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no element {xpath} after {timeout}s")
+            if (reason := patience.check()) is not None:
+                raise AssertionError(f"no element {xpath}: the page was {reason}")
             time.sleep(0.3)
 
     def click(self, element: str) -> None:
@@ -75,12 +79,16 @@ def browser() -> Iterator[Browser]:
     profile = tempfile.mkdtemp(prefix="promote-chromium-")
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
-            for _ in range(100):
+            patience = Patience(lambda: [proc.pid], [])
+            while True:
                 try:
                     if http.get("/status").status_code == 200:
                         break
                 except httpx.TransportError:
-                    time.sleep(0.1)
+                    pass
+                if (reason := patience.check()) is not None:
+                    raise RuntimeError(f"chromedriver {reason}")
+                time.sleep(0.1)
             caps = {
                 "capabilities": {
                     "alwaysMatch": {
@@ -96,7 +104,7 @@ def browser() -> Iterator[Browser]:
             session.raise_for_status()
             session_id = session.json()["value"]["sessionId"]
             try:
-                yield Browser(http, session_id)
+                yield Browser(http, session_id, proc.pid)
             finally:
                 http.delete(f"/session/{session_id}")
     finally:
