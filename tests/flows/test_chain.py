@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def chain(world: SandboxWorld, name: str, **kwargs: Any) -> SandboxApp:
     app = world.create_app(unique(name), strategy="chain", **kwargs)
-    deadline = time.monotonic() + 30  # the simulated controllers first roll out v1.0.0 everywhere
+    deadline = time.monotonic() + 300  # the simulated controllers first roll out v1.0.0 everywhere
     while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
         time.sleep(0.1)
     app.commit_change("feature: faster checkout")

@@ -113,7 +113,7 @@ def api_url() -> str:
 
 def ready_app(world: SandboxWorld, name: str, **kwargs: Any) -> SandboxApp:
     app = world.create_app(unique(name), **kwargs)
-    deadline = time.monotonic() + 20  # the simulated Argo CD first rolls out v1.0.0 everywhere
+    deadline = time.monotonic() + 300  # the simulated Argo CD first rolls out v1.0.0 everywhere
     while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
         time.sleep(0.1)
     app.commit_change("feature: faster checkout")

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("pr
 
 def ready(world: SandboxWorld, name: str, strategy: Any, **kwargs: Any) -> SandboxApp:
     app = world.create_app(unique(name), strategy=strategy, **kwargs)
-    deadline = time.monotonic() + 20  # the simulated controllers first roll out 1.0.0 everywhere
+    deadline = time.monotonic() + 300  # the simulated controllers first roll out 1.0.0 everywhere
     while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
         time.sleep(0.1)
     return app
