@@ -1,13 +1,14 @@
 """A whole tag-based promotion on the sandbox with instant externals, side by side in one run:
 
-  A. the flows (promote-rc + promote-production, no approval gate) through a real Prefect server;
+  A. the flows (promote-rc + promote-production, no approval gate) through a real Prefect server, started
+     the way the product starts runs itself (flows/heartbeat.py: no wait for Prefect's heartbeat thread);
+  A'. the same with Prefect's own heartbeat (as a worker runs a deployment);
   B. the same external operations called directly, without Prefect (tag, write-back, verify, checks, notes);
-  C. Prefect's fixed per-flow cost: two empty flow runs;
+  C. Prefect's fixed per-flow cost: two empty flow runs (C': with Prefect's own heartbeat);
   and the nightly flow over 1 pipeline vs N pipelines (default 20).
 
-Overhead = A - B: everything Prefect adds, its fixed per-flow cost included (target: under 3 s beyond that
-fixed cost; C is printed for reference: much of it overlaps with the external work in A, so A - B - C
-would understate). Nightly ratio = T(N) / T(1) (target < 4 for N = 20).
+Overhead = A - B: everything Prefect adds, its fixed per-flow cost included (target: under 0.5 s; C under
+0.5 s). Nightly ratio = T(N) / T(1) (target < 4 for N = 20). ``--promotion-only`` stops after A/B/C.
 
 The Prefect server runs on a throwaway local PostgreSQL, as Prefect advises beyond light use and the README
 advises for many pipelines. ``--database sqlite`` runs it on SQLite (``prefect server start``'s default)
@@ -56,6 +57,7 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 from kubernetes.config import new_client_from_config  # noqa: E402
 from prefect import flow  # noqa: E402
 
+from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
 from flows.promote_rc import promote_rc  # noqa: E402
@@ -80,6 +82,7 @@ SERVER_SETTINGS = {
 NIGHTLY_MAX_PARALLEL: int = inspect.signature(nightly.fn).parameters["max_parallel"].default
 
 
+@beats
 @flow
 def empty() -> None:
     return None
@@ -185,30 +188,44 @@ def retire(world: SandboxWorld, apps: list[SandboxApp]) -> None:
 
 
 def overhead(world: SandboxWorld, rounds: int) -> None:
-    flows_s, direct_s, empty_s = [], [], []
-    for i in range(rounds):  # interleaved so both see the same machine noise
+    """A, A' (Prefect's own heartbeat), B, C and C' interleaved, so all see the same machine noise."""
+    flows_s, prefect_beat_s, direct_s, empty_s, empty_beat_s = [], [], [], [], []
+
+    def promote(app: SandboxApp) -> None:
+        promote_rc(pipeline_file=str(app.pipeline_file))
+        promote_production(pipeline_file=str(app.pipeline_file))
+
+    for i in range(rounds):
         a = world.create_app(f"flows-{i}", approval=False, delay_seconds=0)
+        a2 = world.create_app(f"beat-{i}", approval=False, delay_seconds=0)
         b = world.create_app(f"direct-{i}", approval=False, delay_seconds=0)
-        settle(a)
-        settle(b)
-        flows_s.append(
-            timed(
-                lambda f=str(a.pipeline_file): (
-                    promote_rc(pipeline_file=f),
-                    promote_production(pipeline_file=f),
-                )
-            )
-        )
+        for app in (a, a2, b):
+            settle(app)
+
+        def ours(a: SandboxApp = a) -> None:
+            with runs_without_the_wait():  # how the product starts runs itself (flows/heartbeat.py)
+                flows_s.append(timed(promote, a))
+
+        def prefects(a2: SandboxApp = a2) -> None:
+            prefect_beat_s.append(timed(promote, a2))
+
+        for measure in (ours, prefects) if i % 2 == 0 else (prefects, ours):  # neither always goes first
+            measure()
         direct_s.append(timed(direct, b))
-        empty_s.append(timed(lambda: (empty(), empty())))
-        retire(world, [a, b])
-    mid = rounds // 2
-    fa, db, ec = sorted(flows_s)[mid], sorted(direct_s)[mid], sorted(empty_s)[mid]
+        with runs_without_the_wait():
+            empty_s.append(timed(lambda: (empty(), empty())))
+        empty_beat_s.append(timed(lambda: (empty(), empty())))
+        retire(world, [a, a2, b])
+    med = statistics.median
+    fa, fp, db, ec, ep = med(flows_s), med(prefect_beat_s), med(direct_s), med(empty_s), med(empty_beat_s)
     print(f"tag-based promotion (rc -> staging -> production), medians of {rounds}:")
-    print(f"  A flows through Prefect        {fa:6.2f} s")
-    print(f"  B same operations, no Prefect   {db:6.2f} s")
-    print(f"  C two empty flow runs          {ec:6.2f} s  (Prefect's fixed per-flow cost)")
-    print(f"  overhead A-B                   {fa - db:6.2f} s  (target < 3 s beyond C)", flush=True)
+    print(f"  A  flows through Prefect              {fa:6.2f} s")
+    print(f"  A' the same, Prefect's own heartbeat   {fp:6.2f} s  ({fp / fa:.2f}x A)")
+    print(f"  B  same operations, no Prefect         {db:6.2f} s")
+    print(f"  C  two empty flow runs                 {ec:6.2f} s  (target < 0.5 s)")
+    print(f"  C' the same, Prefect's own heartbeat   {ep:6.2f} s  ({ep / ec:.2f}x C)")
+    print(f"  overhead A-B                           {fa - db:6.2f} s  (target < 0.5 s)")
+    print(f"  overhead A'-B                          {fp - db:6.2f} s  (with Prefect's own heartbeat)", flush=True)
 
 
 def postgres_bindir() -> Path | None:
@@ -260,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipelines", type=int, default=20, help="pipelines in the big nightly (default 20)")
     parser.add_argument("--nightly-runs", type=int, default=1, help="how many 1-vs-N nightly comparisons")
     parser.add_argument("--nightly-only", action="store_true", help="skip A/B/C")
+    parser.add_argument("--promotion-only", action="store_true", help="only A/B/C, no nightly")
     parser.add_argument(
         "--max-parallel",
         type=int,
@@ -291,8 +309,15 @@ def main(argv: list[str] | None = None) -> int:
             assert world.agent is not None
             world.agent.poll_seconds = 0.02
             empty()  # warm-up: the first flow run pays imports and client setup
+            if not args.nightly_only:  # and a first promotion pays the imports of the strategies and clients
+                warm = world.create_app("warm-up", approval=False, delay_seconds=0)
+                settle(warm)
+                promote_rc(pipeline_file=str(warm.pipeline_file))
+                retire(world, [warm])
             if not args.nightly_only:
                 overhead(world, args.rounds)
+            if args.promotion_only:
+                return 0
             n = args.pipelines
             parallel = args.max_parallel
             tuning = "defaults" if args.server_defaults else " ".join(f"{k}={v}" for k, v in SERVER_SETTINGS.items())
@@ -300,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             all_ones: list[float] = []
             all_many: list[float] = []
             for run in range(args.nightly_runs):
-                # T(1) five times, the median counts: every flow run ends by joining Prefect's heartbeat
-                # thread, which sleeps in whole seconds, so one pipeline takes 3.1, 4.1 or 5.1 s by chance.
+                # T(1) five times, the median counts: the nightly (started here as a worker would, with
+                # Prefect's heartbeat) ends by joining a thread that sleeps in whole seconds.
                 ones = []
                 for i in range(5):
                     apps = make_pipelines(world, ROOT / f"one-{run}-{i}", f"night{run}-{i}", 1)

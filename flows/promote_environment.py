@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.heartbeat import beats
 from flows.promotion import promote
 from flows.report import PromotionReport
 
 
+@beats
 @flow(name="promote-environment", validate_parameters=True, persist_result=True)
 def promote_environment(
     pipeline_file: str,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.heartbeat import beats
 from flows.promotion import PromotionError, promote
 from flows.report import PromotionReport
 
 __all__ = ["PromotionError", "promote_production"]
 
 
+@beats
 @flow(name="promote-production", validate_parameters=True, persist_result=True)
 def promote_production(
     pipeline_file: str,

@@ -9,6 +9,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from flows.common import crash_point, environment_lock, record, run_record, tell
+from flows.heartbeat import beats
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence
@@ -18,6 +19,7 @@ from tasks.strategies import strategy_for
 from tasks.strategies.base import Entry, NothingToPromoteError
 
 
+@beats
 @flow(name="promote-rc", log_prints=False, validate_parameters=True)
 def promote_rc(
     pipeline_file: str,

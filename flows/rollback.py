@@ -7,12 +7,14 @@ import time
 from prefect import flow, get_run_logger
 
 from flows.common import environment_lock, record, run_record, tell
+from flows.heartbeat import beats
 from flows.report import PromotionReport
 from tasks.connections import connect
 from tasks.steps import fetch_repository, roll_back_promotion, verify
 from tasks.strategies import strategy_for
 
 
+@beats
 @flow(name="rollback", validate_parameters=True)
 def rollback(
     pipeline_file: str,

@@ -175,6 +175,7 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                     for app in made:
                         say(f"      {app.name}: {_developer_change(app, registry_url)}")
                     say(f"[4/5] running the nightly flow over {pipelines} ...\n")
+                    from flows.heartbeat import runs_without_the_wait
                     from flows.nightly import nightly
 
                     stop = threading.Event()
@@ -184,7 +185,8 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                     )
                     approver.start()
                     try:
-                        state = nightly(pipelines_dir=str(pipelines), return_state=True)
+                        with runs_without_the_wait():
+                            state = nightly(pipelines_dir=str(pipelines), return_state=True)
                     finally:
                         stop.set()
                         approver.join(timeout=5)

@@ -123,6 +123,13 @@ def _start_prefect(servers: dict[str, object], say: Callable[[str], None]) -> No
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    if "prefect" in sys.modules:  # flush what tests logged and emitted while the server is still up
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        with contextlib.suppress(Exception):
+            APILogWorker.drain_all(timeout=30)
+            EventsWorker.drain_all(timeout=30)
     for server in session.config.stash.get(_SERVERS, {}).values():
         if isinstance(server, LocalKubeAPI | PrefectServer):
             server.stop()
