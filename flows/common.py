@@ -18,6 +18,7 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
+from flows import events
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence
@@ -116,6 +117,8 @@ def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, com
             **extra,
         ),
     )
+    if (milestone := events.FOR_RECORD.get(kind)) is not None:
+        events.emit(milestone, conn.pipeline.name, env, version=tag, commit=commit, **extra)
 
 
 def started_by() -> str:
@@ -159,6 +162,15 @@ def run_record(conn: Connections, key: str, what: str, report: PromotionReport, 
     except Exception as exc:
         report.failure = report.failure or str(exc)
         tell(conn, f"{conn.pipeline.name}: {what} FAILED: {exc}")
+        events.emit(
+            "failed",
+            conn.pipeline.name,
+            report.environment,
+            version=report.version or report.rc,
+            commit=report.commit,
+            message=str(exc),
+            rolled_back_to=report.rolled_back_to,
+        )
         try:
             audit(key, report, started)
         except Exception as lost:  # the run reports its own failure, not the missing record

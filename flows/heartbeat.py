@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ def runs_without_the_wait() -> Iterator[None]:
         _interval.reset(token)
 
 
-def _start(flow: Any, flow_run: Any, state: Any) -> None:
+def _heartbeat_start(flow: Any, flow_run: Any, state: Any) -> None:
     """on_running: beat for this run if Prefect does not (see the module docstring)."""
     from prefect.settings import get_current_settings
 
@@ -78,7 +79,7 @@ def _start(flow: Any, flow_run: Any, state: Any) -> None:
     thread.start()
 
 
-def _stop(flow: Any, flow_run: Any, state: Any) -> None:
+def _heartbeat_stop(flow: Any, flow_run: Any, state: Any) -> None:
     """on_completion / on_failure / on_crashed / on_cancellation: stop beating, without waiting."""
     with _lock:
         stop = _beating.pop(str(flow_run.id), None)
@@ -128,7 +129,23 @@ def _beat(stop: threading.Event, seconds: int, resource: dict[str, str], related
 
 def beats(flow: Flow[P, R]) -> Flow[P, R]:
     """Decorate a flow (above ``@flow``) so its runs beat this module's way where Prefect's beat is off."""
-    flow.on_running(_start)
+    flow.on_running(_heartbeat_start)
     for end in (flow.on_completion, flow.on_failure, flow.on_crashed, flow.on_cancellation):
-        end(_stop)
+        end(_heartbeat_stop)
     return flow
+
+
+class _QuietHooks(logging.Filter):
+    """Prefect logs two INFO lines for every hook it runs; for these two, on every run, that is noise in the
+    run's log (an error in them is still logged)."""
+
+    _NAMES = ("'_heartbeat_start'", "'_heartbeat_stop'")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.startswith(("Running hook ", "Hook ")) and any(name in message for name in self._NAMES))
+
+
+logging.getLogger("prefect.flow_runs").addFilter(_QuietHooks())

@@ -8,6 +8,7 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
+from flows import events
 from flows.common import crash_point, environment_lock, record, run_record, tell
 from flows.heartbeat import beats
 from flows.report import PromotionReport
@@ -94,7 +95,8 @@ def _already_verified(conn: Connections, env: Environment, entry: Entry, report:
 def _enter(conn: Connections, env: Environment, entry: Entry, report: PromotionReport) -> None:
     """Tag, write, verify and record: the steps of an entry, each one a no-op when a re-run finds it done."""
     if entry.tag is not None:
-        tag_release(conn, entry.tag)
+        if tag_release(conn, entry.tag).created:
+            events.emit("rc.cut", conn.pipeline.name, env.name, version=entry.tag.name, commit=entry.tag.commit)
         crash_point("after-tag-push")
     revision = entry.revision
     if entry.write is not None:

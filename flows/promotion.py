@@ -10,6 +10,7 @@ import time
 
 from prefect import get_run_logger
 
+from flows import events
 from flows.common import crash_point, environment_lock, record, run_record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
@@ -153,6 +154,16 @@ def _approve(
     )
     if not resumed:
         tell(conn, f"{pipeline.name}: {cand.label} waits for approval to {env.name}")
+        events.emit(
+            "approval.waiting",
+            pipeline.name,
+            env.name,
+            version=cand.record_tag,
+            commit=cand.anchor,
+            from_version=cand.previous,
+            to_version=cand.value,
+            timeout_seconds=env.gate.timeout_seconds,
+        )
     lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
     pin_candidate(env.name, cand.record_tag)
     decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))
@@ -163,6 +174,15 @@ def _approve(
         )
     report.approver, report.reason, report.approved = decision.approver, decision.reason, decision.approve
     if not decision.approve:
+        events.emit(
+            "approval.rejected",
+            pipeline.name,
+            env.name,
+            version=cand.record_tag,
+            commit=cand.anchor,
+            by=decision.approver,
+            reason=decision.reason,
+        )
         raise PromotionError(f"rejected by {decision.approver}: {decision.reason}")
     record(conn, "approved", env.name, cand.record_tag, cand.anchor, by=decision.approver, reason=decision.reason)
     crash_point("after-approval")

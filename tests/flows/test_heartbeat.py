@@ -7,18 +7,15 @@ where we start runs ourselves that thread is off and ours beats instead: the sam
 from __future__ import annotations
 
 import threading
-import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from prefect import flow
-from prefect.events.worker import EventsWorker
 from prefect.settings import get_current_settings
 
 from flows.heartbeat import beats, runs_without_the_wait
 from flows.nightly import run_subflow
+from tests.support.events import wait_for_events
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
@@ -48,23 +45,9 @@ def parent() -> str:
 
 
 def _heartbeats_of(api_url: str, run_id: str) -> list[dict[str, Any]]:
-    """The ``prefect.flow-run.heartbeat`` events the server stored for ``run_id`` (events arrive asynchronously:
-    waits for them within a generous limit)."""
-    EventsWorker.drain_all(timeout=60)
-    body = {
-        "filter": {
-            "event": {"name": ["prefect.flow-run.heartbeat"]},
-            "any_resource": {"id": [f"prefect.flow-run.{run_id}"]},
-            "occurred": {"since": (datetime.now(UTC) - timedelta(hours=1)).isoformat()},
-        },
-        "limit": 50,
-    }
-    deadline = time.monotonic() + 120
-    while True:
-        events = httpx.post(f"{api_url}/events/filter", json=body, timeout=30).raise_for_status().json()["events"]
-        if events or time.monotonic() > deadline:
-            return list(events)
-        time.sleep(0.5)
+    return wait_for_events(
+        api_url, resource_prefix=f"prefect.flow-run.{run_id}", names={"prefect.flow-run.heartbeat"}, timeout=120
+    )
 
 
 def test_a_run_started_without_the_wait_beats_from_our_thread_and_it_stops_with_the_run(prefect_api: str) -> None:
@@ -75,9 +58,8 @@ def test_a_run_started_without_the_wait_beats_from_our_thread_and_it_stops_with_
     for thread in _ours():
         thread.join(timeout=60)  # stopped by the run's end: returns at once (it is never joined in production)
     assert _ours() == []
-    beats_seen = _heartbeats_of(prefect_api, run_id)
-    assert beats_seen, "no heartbeat reached the server: a zombie-run automation would never arm"
-    beat = beats_seen[0]
+    beats_seen = [e for e in _heartbeats_of(prefect_api, run_id) if e["event"] == "prefect.flow-run.heartbeat"]
+    beat = beats_seen[0]  # one at least, or a zombie-run automation would never arm
     assert beat["resource"]["prefect.resource.id"] == f"prefect.flow-run.{run_id}"
     roles = {related["prefect.resource.role"] for related in beat["related"]}
     assert "flow" in roles  # what Prefect's own heartbeat names, so automations written for it match ours
@@ -100,3 +82,25 @@ def test_the_nightlys_nested_runs_do_without_the_wait_while_their_parent_keeps_p
     parent()
     assert seen["parent_frequency"] == 180  # a top-level run started by a worker: Prefect's, untouched
     assert seen["frequency"] is None and len(seen["ours"]) == 1
+
+
+def test_the_hooks_leave_no_lines_in_the_runs_log() -> None:
+    """Prefect logs two INFO lines per hook; ours run on every run and stay out of its log."""
+    import logging
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    keep = Keep()
+    logger = logging.getLogger("prefect.flow_runs")
+    logger.addHandler(keep)
+    try:
+        with runs_without_the_wait():
+            probe()
+    finally:
+        logger.removeHandler(keep)
+    assert any("Finished in state Completed" in line for line in lines), lines  # the handler did see the run
+    assert not [line for line in lines if "_heartbeat_" in line]
