@@ -17,6 +17,7 @@ from tasks.gitrepo import (
     GitRepository,
     MergeConflictError,
     TagConflictError,
+    display_url,
     validate_tag_name,
 )
 from tests.support.gitserver import commit_file, make_origin, run_git, serve_git_over_http
@@ -471,3 +472,31 @@ def test_a_token_with_a_line_break_is_refused_without_echoing_it(token: str) -> 
     with pytest.raises(GitError, match="token contains a line break") as caught:
         GitAuth("ci", token)
     assert "abc" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://git.example.org/platform/gitops.git?access_token=glpat-SECRETVALUE",
+        "https://git.example.org/platform/gitops.git#SECRETVALUE",
+        "HTTPS://ci:SECRETVALUE@git.example.org/platform/gitops.git",
+        "SSH://git:SECRETVALUE@git.example.org/platform/gitops.git",
+    ],
+)
+def test_a_repository_url_carrying_a_token_is_refused_at_validation_and_never_shown(url: str) -> None:
+    """Guards issue 14 (Low 10): a repository URL with ``?access_token=`` (or userinfo) was accepted and
+    printed. Validation now refuses it, naming the token reference to use instead and not echoing the URL,
+    and display_url drops query strings and fragments as well as userinfo."""
+    from pipeline.load import PipelineError, parse_pipeline
+
+    text = (
+        f"name: shop\nrepository:\n  url: {url!r}\nenvironments:\n  - name: staging\n"
+        "    tracks: {kind: branch, branch: staging}\n"
+    )
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, source="pipeline.yaml")
+    message = str(caught.value)
+    assert "repository.url" in message and "credentials.token_env" in message, message
+    assert "SECRETVALUE" not in message
+    assert "SECRETVALUE" not in display_url(url)
+    assert display_url(url).lower().endswith("git.example.org/platform/gitops.git")
