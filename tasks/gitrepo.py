@@ -446,6 +446,22 @@ class GitRepository:
         commit = self.resolve(ref)
         return self._git("show", f"{commit}:{path}")
 
+    def symlink_on_path(self, ref: str, path: str) -> str | None:
+        """The first of ``path``'s parent directories and ``path`` itself that is a symlink at ``ref``
+        (repository-relative), or None; one ``ls-tree`` of every prefix."""
+        commit = self.resolve(ref)
+        parts = [part for part in path.split("/") if part]
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if not prefixes:
+            return None
+        literal = [f":(literal){prefix}" for prefix in prefixes]  # a '*' in a name is no pattern here
+        out = self._git("ls-tree", "-z", "--full-tree", commit, "--", *literal)
+        for entry in out.split("\0"):
+            meta, _, name = entry.partition("\t")
+            if meta.startswith("120000 "):
+                return name
+        return None
+
     def list_files(self, ref: str, path: str) -> list[str]:
         """Repository-relative paths of the files under ``path`` at ``ref``."""
         commit = self.resolve(ref)
