@@ -81,10 +81,19 @@ class Repository(_Model):
     @classmethod
     def _no_inline_secret(cls, url: str) -> str:
         # Any user info in an http(s) URL is a credential (token@host or user:token@host); ssh://git@host is not.
-        if re.match(r"^https?://[^/@]*@", url, re.IGNORECASE) or re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url):
+        scheme_url = re.match(r"^[a-z][a-z0-9+.-]*://", url, re.IGNORECASE)
+        if re.match(r"^https?://[^/@]*@", url, re.IGNORECASE) or re.match(
+            r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url, re.IGNORECASE
+        ):
             raise ValueError(
                 "the URL carries a password or token; remove it and use credentials.token_env or "
                 "credentials.secret_block"
+            )
+        # Git appends its own path to a remote URL, so a query string only ever carries a token (?access_token=).
+        if scheme_url and re.search(r"[?#]", url):
+            raise ValueError(
+                "the URL has a query string or fragment (such as ?access_token=); remove it and give the token "
+                "by reference: credentials.token_env or credentials.secret_block"
             )
         if url.startswith("-"):
             raise ValueError("a repository URL may not start with '-'")

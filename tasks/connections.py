@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pipeline.load import load_pipeline
 from pipeline.model import Environment, ImageRegistry, Pipeline
 from tasks.credentials import git_auth, resolve_token
-from tasks.gitrepo import Author, GitRepository
+from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitError, GitRepository
 from tasks.kube import KubeClient, load_api_client
 
 if TYPE_CHECKING:
@@ -24,6 +24,21 @@ def cache_dir() -> Path:
     return base.expanduser() / "git"
 
 
+def git_network_timeout() -> float:
+    """Each Git network command's deadline in seconds; PROMOTE_GIT_TIMEOUT_SECONDS overrides (large
+    repositories on slow links)."""
+    configured = os.environ.get("PROMOTE_GIT_TIMEOUT_SECONDS")
+    if not configured:
+        return DEFAULT_NETWORK_TIMEOUT
+    try:
+        seconds = float(configured)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise GitError(f"PROMOTE_GIT_TIMEOUT_SECONDS={configured[:20]!r} is not a positive number of seconds")
+    return seconds
+
+
 def open_repository(pipeline: Pipeline) -> GitRepository:
     repo_cfg = pipeline.repository
     return GitRepository(
@@ -31,6 +46,7 @@ def open_repository(pipeline: Pipeline) -> GitRepository:
         cache_dir(),
         auth=git_auth(repo_cfg.credentials),
         author=Author(repo_cfg.author.name, repo_cfg.author.email),
+        network_timeout=git_network_timeout(),
     )
 
 

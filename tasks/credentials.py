@@ -42,4 +42,5 @@ def resolve_token(credentials: GitCredentials) -> str:
 def git_auth(credentials: GitCredentials | None) -> GitAuth | None:
     if credentials is None:
         return None
-    return GitAuth(username=credentials.username, token=resolve_token(credentials))
+    # A trailing newline (a token saved from `echo`) is not part of it; any other control character is refused.
+    return GitAuth(username=credentials.username, token=resolve_token(credentials).strip())

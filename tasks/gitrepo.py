@@ -1,25 +1,34 @@
 """The GitOps repository: a cached clone, refs, idempotent annotated tags, commits pushed with retry, merges.
 
-Credentials reach Git only through the environment of the ``git`` child process and a GIT_ASKPASS helper
-that reads them from there, so a token never appears in a remote URL, in process arguments, in logs or in
-exception text (messages are also scrubbed, in case a server echoes something back).
+Credentials reach Git only through the environment of the ``git`` child process and a credential helper
+given in that environment (``GIT_CONFIG_*``, no file) that reads them from there, so a token never appears in
+a remote URL, in process arguments, in logs, in exception text (messages are also scrubbed, in case a server
+echoes something back) or on disk. Authenticated Git runs with the user's and the system's Git config shut
+out, so no credential helper there stores the token or answers with another one.
+
+Every network command (fetch, push, ls-remote) has an overall deadline; the cache directory is private
+(0700, ours, not a symlink) and its lock file is never followed through a symlink.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import random
 import re
+import signal
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, NoReturn, ParamSpec, TypeVar
+from urllib.parse import urlsplit
 
 import git
 
@@ -29,13 +38,17 @@ from tasks.refnames import is_full_sha, is_valid_branch_name, is_valid_tag_name
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_ASKPASS = """#!/bin/sh
-# Answers git's credential prompts from the environment; holds no secret itself.
-case "$1" in
-  Username*) printf '%s\\n' "$PROMOTE_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$PROMOTE_GIT_PASSWORD" ;;
-esac
-"""
+# A credential helper (git runs "!..." helpers with sh) that answers "get" from the child's environment and
+# ignores "store" and "erase": it holds no secret and is no file anyone could replace.
+_CREDENTIAL_HELPER = (
+    '!f() { test "$1" = get || exit 0; while read -r line && test -n "$line"; do :; done; '
+    """printf 'username=%s\\npassword=%s\\n' "$PROMOTE_GIT_USERNAME" "$PROMOTE_GIT_PASSWORD"; }; f"""
+)
+
+# The commands that talk to the remote: each gets an overall deadline (GitRepository.network_timeout).
+_NETWORK_COMMANDS = frozenset({"fetch", "push", "ls-remote"})
+DEFAULT_NETWORK_TIMEOUT = 300.0
+_MAX_STDERR = 1000  # git's stderr can carry what a server sent: only its tail is shown
 
 
 class GitError(PromoteError, RuntimeError):
@@ -77,6 +90,14 @@ class GitAuth:
 
     username: str
     token: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # A line break would end the credential answer early or add fields to it.
+        for name, value in (("username", self.username), ("token", self.token)):
+            if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+                raise GitError(
+                    f"the Git {name} contains a line break or another control character; store it without one"
+                )
 
 
 @dataclass(frozen=True)
@@ -125,8 +146,47 @@ def validate_ref_name(ref: str) -> str:
 
 
 def display_url(url: str) -> str:
-    """The URL as users may see it: any userinfo removed."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url)
+    """The URL as users may see it: any userinfo, query string and fragment removed (either may hold a token)."""
+    shown = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1", url, flags=re.IGNORECASE)
+    return re.split(r"[?#]", shown, maxsplit=1)[0] if "://" in shown else shown
+
+
+def _credential_scope(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL: the only place the credential helper answers for (a
+    redirect to another host gets no token)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) 0700, or check an existing one: a real directory (not a symlink),
+    owned by us; a wider mode is narrowed. Others must not plant or read anything in the cache."""
+    missing = [p for p in (path, *path.parents) if not os.path.lexists(p)]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise GitError(
+            f"the cache directory {path} is a symlink; remove the link (gitops-promote creates the directory) or "
+            "set PROMOTE_CACHE_DIR to a directory of your own"
+        )
+    if not stat.S_ISDIR(info.st_mode):
+        raise GitError(f"the cache directory {path} is not a directory; remove it or set PROMOTE_CACHE_DIR")
+    if info.st_uid != os.geteuid():
+        raise GitError(
+            f"the cache directory {path} belongs to another user (uid {info.st_uid}); use a directory of your own "
+            "(PROMOTE_CACHE_DIR)"
+        )
+    if info.st_mode & 0o077:
+        path.chmod(0o700)
 
 
 def _exclusive(method: Callable[Concatenate[GitRepository, P], R]) -> Callable[Concatenate[GitRepository, P], R]:
@@ -155,13 +215,17 @@ class GitRepository:
         auth: GitAuth | None = None,
         author: Author = Author(),
         push_attempts: int = 5,
+        network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
     ) -> None:
         if url.startswith("-"):
             raise GitError("a repository URL may not start with '-'")
+        if not network_timeout > 0:
+            raise GitError("the Git network timeout must be a positive number of seconds")
         self.url = url
         self.auth = auth
         self.author = author
         self.push_attempts = push_attempts
+        self.network_timeout = network_timeout
         key = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.path = Path(cache_dir).expanduser() / f"repo-{key}"
         self._repo: git.Repo | None = None
@@ -169,7 +233,8 @@ class GitRepository:
         self._notes_cache: dict[str, tuple[str, dict[str, str]]] = {}
         self._lookup_lock = threading.Lock()
         self._lock_depth = 0
-        self._lock_handle: IO[str] | None = None
+        self._lock_fd: int | None = None
+        self._cache_checked = False
 
     def __repr__(self) -> str:
         return f"GitRepository({display_url(self.url)!r})"
@@ -185,22 +250,34 @@ class GitRepository:
             "GIT_COMMITTER_EMAIL": self.author.email,
         }
         if self.auth is not None:
+            scope = _credential_scope(self.url)
             env |= {
-                "GIT_ASKPASS": str(self._askpass()),
+                # The user's and the system's config are shut out: a helper there (credential.helper=store)
+                # would save the token to ~/.git-credentials and answer later runs with it instead of theirs;
+                # url.*.insteadOf there could send the token to another host.
+                "GIT_CONFIG_GLOBAL": os.devnull,
+                "GIT_CONFIG_NOSYSTEM": "1",
+                # Command-line level config: an empty helper resets the list (the cache's own config included),
+                # then ours answers for the repository's host only.
+                "GIT_CONFIG_COUNT": "2",
+                "GIT_CONFIG_KEY_0": "credential.helper",
+                "GIT_CONFIG_VALUE_0": "",
+                "GIT_CONFIG_KEY_1": f"credential.{scope}.helper" if scope else "credential.helper",
+                "GIT_CONFIG_VALUE_1": _CREDENTIAL_HELPER,
+                "GIT_ASKPASS": "",  # no prompt program: a refused token fails, it is not asked for again
+                "SSH_ASKPASS": "",
                 "PROMOTE_GIT_USERNAME": self.auth.username,
                 "PROMOTE_GIT_PASSWORD": self.auth.token,
             }
         return env
 
-    def _askpass(self) -> Path:
-        script = self.path.parent / "git-askpass.sh"
-        if not script.exists():
-            script.parent.mkdir(parents=True, exist_ok=True)
-            tmp = script.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(_ASKPASS)
-            tmp.chmod(stat.S_IRWXU)
-            tmp.replace(script)
-        return script
+    def _cache_root(self) -> Path:
+        """The cache directory, private and checked once per object (see :func:`_private_dir`)."""
+        root = self.path.parent
+        if not self._cache_checked:
+            _private_dir(root)
+            self._cache_checked = True
+        return root
 
     def _scrub(self, text: str) -> str:
         text = text.replace(self.url, display_url(self.url))
@@ -210,20 +287,68 @@ class GitRepository:
 
     def _git(self, *args: str) -> str:
         repo = self._open()
+        if args[0] in _NETWORK_COMMANDS:
+            return self._git_network(args)
         try:
             with repo.git.custom_environment(**self._env()):
                 return str(repo.git.execute(["git", *args], with_extended_output=False))
         except git.GitCommandError as exc:
-            stderr = self._scrub(str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "))
-            error = TransientGitError if any(hint in stderr for hint in _NETWORK_HINTS) else GitError
-            raise error(f"git {args[0]} failed in {display_url(self.url)}: {stderr}") from None
+            self._fail(args, str(exc.stderr or "").strip().removeprefix("stderr: ").strip("'\n "))
+
+    def _fail(self, args: Sequence[str], stderr: str) -> NoReturn:
+        stderr = self._scrub(stderr.strip())
+        if len(stderr) > _MAX_STDERR:
+            stderr = "..." + stderr[-_MAX_STDERR:]
+        error = TransientGitError if any(hint in stderr for hint in _NETWORK_HINTS) else GitError
+        raise error(f"git {args[0]} failed in {display_url(self.url)}: {stderr}")
+
+    def _git_network(self, args: Sequence[str]) -> str:
+        """Run a command that talks to the remote, killed (with the helpers it started, e.g. git-remote-https)
+        when it outlives ``network_timeout``: a server that accepts and then stays silent must not hold a
+        promotion forever. curl also gives up on a transfer below 1 byte/s for a minute."""
+        env = {**os.environ, "GIT_HTTP_LOW_SPEED_LIMIT": "1", "GIT_HTTP_LOW_SPEED_TIME": "60"}
+        env |= {**self._env(), "LC_ALL": "C", "LANGUAGE": "C"}  # git's English wording is read below
+        for name in ("GIT_HTTP_LOW_SPEED_LIMIT", "GIT_HTTP_LOW_SPEED_TIME"):  # the user's own setting wins
+            env[name] = os.environ.get(name, env[name])
+        try:
+            proc = subprocess.Popen(
+                ["git", *args],
+                cwd=self.path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # its own process group: the deadline kills the helpers too
+            )
+        except OSError as exc:
+            raise GitError(f"cannot run git for {display_url(self.url)}: {exc.strerror}") from None
+        try:
+            out, err = proc.communicate(timeout=self.network_timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.communicate(timeout=30)  # pipes close once the group is gone
+            raise TransientGitError(
+                f"git {args[0]} of {display_url(self.url)} did not finish within its deadline of "
+                f"{self.network_timeout:g} s (the server did not answer in time) and was stopped"
+            ) from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode != 0:
+            self._fail(args, err.decode("utf-8", "replace"))
+        return out.decode("utf-8", "replace").removesuffix("\n")
 
     def _open(self) -> git.Repo:
         if self._repo is None:
+            self._cache_root()
             if (self.path / ".git").is_dir():
                 self._repo = git.Repo(self.path)
             else:
-                self.path.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    self.path.mkdir(mode=0o700)
                 self._repo = git.Repo.init(self.path)
                 self._repo.git.execute(["git", "remote", "add", "origin", self.url])
         return self._repo
@@ -233,18 +358,32 @@ class GitRepository:
         """Hold the cache's lock: one writer per machine and repository. Re-entrant within this object."""
         with self._thread_lock:
             if self._lock_depth == 0:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._lock_handle = (self.path.parent / f"{self.path.name}.lock").open("w")
-                fcntl.flock(self._lock_handle, fcntl.LOCK_EX)
+                self._lock_fd = self._open_lock()
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             self._lock_depth += 1
             try:
                 yield self
             finally:
                 self._lock_depth -= 1
-                if self._lock_depth == 0 and self._lock_handle is not None:
-                    fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
-                    self._lock_handle.close()
-                    self._lock_handle = None
+                if self._lock_depth == 0 and self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+
+    def _open_lock(self) -> int:
+        """The lock file, opened without following a symlink and without truncating: a planted link must not
+        make us create or empty a file elsewhere."""
+        lock = self._cache_root() / f"{self.path.name}.lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise GitError(f"the lock file {lock} is a symlink; remove it (gitops-promote creates it)") from None
+            raise GitError(f"cannot open the lock file {lock}: {exc.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise GitError(f"the lock file {lock} is not a regular file; remove it (gitops-promote creates it)")
+        return fd
 
     @_exclusive
     def fetch(self) -> None:
@@ -306,6 +445,22 @@ class GitRepository:
     def read_file(self, ref: str, path: str) -> str:
         commit = self.resolve(ref)
         return self._git("show", f"{commit}:{path}")
+
+    def symlink_on_path(self, ref: str, path: str) -> str | None:
+        """The first of ``path``'s parent directories and ``path`` itself that is a symlink at ``ref``
+        (repository-relative), or None; one ``ls-tree`` of every prefix."""
+        commit = self.resolve(ref)
+        parts = [part for part in path.split("/") if part]
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if not prefixes:
+            return None
+        literal = [f":(literal){prefix}" for prefix in prefixes]  # a '*' in a name is no pattern here
+        out = self._git("ls-tree", "-z", "--full-tree", commit, "--", *literal)
+        for entry in out.split("\0"):
+            meta, _, name = entry.partition("\t")
+            if meta.startswith("120000 "):
+                return name
+        return None
 
     def list_files(self, ref: str, path: str) -> list[str]:
         """Repository-relative paths of the files under ``path`` at ``ref``."""

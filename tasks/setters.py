@@ -16,6 +16,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import Node, ScalarNode
 
+from tasks import worktree_paths
 from tasks.manifests import find_setter_markers, set_setter_values
 from tasks.yamledit import ManifestError, mapping_value
 
@@ -96,7 +97,8 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
     pending: list[tuple[Path, bytes]] = []
     changes: list[Change] = []
     marked_files = 0
-    for file in _yaml_files(base):
+    found, links = _yaml_files(base)
+    for file in found:
         rel = file.relative_to(root.resolve()).as_posix()
         raw = file.read_bytes()
         if _MARKER_KEY.encode() not in raw:
@@ -120,11 +122,18 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
                 changes.append(Change(rel, _object_at(objects, new.line), old.value, new.value, setter, new.line))
         pending.append((file, new_text.encode("utf-8")))
     if marked_files == 0:
+        skipped = [link.relative_to(root.resolve()).as_posix() for link in links]
+        note = (
+            f" ({len(skipped)} symlinked file(s) skipped, e.g. {skipped[0][:80]}: promotions never write through "
+            "symlinks; commit the file in place of the link)"
+            if skipped
+            else ""
+        )
         raise ManifestError(
             rel_path + "/" if rel_path != "." else "./",
-            f'no {{"$imagepolicy": "{policy_ref}"}} setter marker in any *.yaml/*.yml file under this path; mark '
-            f'the value to update with a line comment: `image: {image}:1.0.0 # {{"$imagepolicy": "{policy_ref}"}}` '
-            f'or `tag: 1.0.0 # {{"$imagepolicy": "{policy_ref}:tag"}}`',
+            f'no {{"$imagepolicy": "{policy_ref}"}} setter marker in any *.yaml/*.yml file under this path{note}; '
+            f'mark the value to update with a line comment: `image: {image}:1.0.0 # {{"$imagepolicy": '
+            f'"{policy_ref}"}}` or `tag: 1.0.0 # {{"$imagepolicy": "{policy_ref}:tag"}}`',
         )
     for file, data in pending:
         _write_replacing(file, data)
@@ -134,6 +143,8 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
 def _update_path(root: Path, subpath: str) -> Path:
     if PurePosixPath(subpath).is_absolute() or Path(subpath).is_absolute():
         raise ManifestError(subpath, "the update path must be relative to the repository root")
+    if (link := worktree_paths.first_symlink(root, subpath)) is not None:
+        raise ManifestError(subpath, worktree_paths.refusal(subpath, link))
     resolved_root = root.resolve()
     base = (resolved_root / subpath).resolve()
     if not base.is_relative_to(resolved_root):
@@ -143,16 +154,18 @@ def _update_path(root: Path, subpath: str) -> Path:
     return base
 
 
-def _yaml_files(base: Path) -> list[Path]:
+def _yaml_files(base: Path) -> tuple[list[Path], list[Path]]:
+    """The YAML files under ``base``, and the symlinked ones skipped (never written through; a target inside
+    the path is visited as itself). Symlinked directories are not descended into."""
     found: list[Path] = []
+    links: list[Path] = []
     for directory, subdirs, files in os.walk(base):  # does not descend into symlinked directories
         subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(directory) / name
-            # A symlinked file is skipped: its target, if inside the tree, is visited as itself.
-            if name.endswith(_YAML_SUFFIXES) and not name.startswith(".") and not path.is_symlink():
-                found.append(path)
-    return sorted(found)
+            if name.endswith(_YAML_SUFFIXES) and not name.startswith("."):
+                (links if path.is_symlink() else found).append(path)
+    return sorted(found), sorted(links)
 
 
 def _document_objects(text: str, source: str) -> list[tuple[int, int, ObjectRef]]:

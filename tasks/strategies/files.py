@@ -3,7 +3,7 @@
 
 A strategy describes *where* its value lives as :class:`TextEdit`\\ s; this module does the Git part once:
 the plan's diff, the write, the "what did it run before this tool wrote here" question of a re-run, and the
-refusal to write through a symlink that leaves the work tree.
+refusal to write through a symlink (:mod:`tasks.worktree_paths`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tasks import evidence
+from tasks import evidence, worktree_paths
 from tasks.errors import RefusedError
 from tasks.gitrepo import CommitResult, GitError, GitRepository
 
@@ -60,8 +60,13 @@ def _edited(texts: dict[str, str], pairs: Sequence[tuple[TextEdit, str]]) -> tup
 
 
 def plan(repo: GitRepository, ref: str, pairs: Sequence[tuple[TextEdit, str]]) -> tuple[list[str], str]:
-    """(each edit's value now, the unified diff of writing them) at ``ref``; nothing is written."""
-    texts = {file: repo.read_file(ref, file) for file in _files_in_order(pairs)}
+    """(each edit's value now, the unified diff of writing them) at ``ref``; nothing is written. A file reached
+    through a symlink is refused here already, before a promotion creates anything."""
+    files = _files_in_order(pairs)
+    for file in files:
+        if (link := repo.symlink_on_path(ref, file)) is not None:
+            raise TargetError(worktree_paths.refusal(file, link))
+    texts = {file: repo.read_file(ref, file) for file in files}
     new, old = _edited(texts, pairs)
     return old, "".join(unified_diff(f, texts[f], new[f]) for f in texts if new[f] != texts[f])
 
@@ -71,19 +76,15 @@ def read(repo: GitRepository, ref: str, edit: TextEdit) -> str:
 
 
 def inside_work_tree(workdir: Path, file: str) -> Path:
-    """``workdir/file``, refusing a path whose real location (symlinks followed, the file's and its parents')
-    leaves the work tree: a committed symlink must not make a promotion write elsewhere."""
-    path = workdir / file
-    root = workdir.resolve()
-    real = path.resolve()
-    if real != root and root not in real.parents:
-        link = next(
-            (p for p in [path, *path.parents] if p.is_symlink() and (p == path or root in p.parents)),
-            path,
-        )
-        shown = link.relative_to(workdir).as_posix() if link.is_relative_to(workdir) else file
-        raise TargetError(f"{file}: {shown} is a symlink that leads out of the repository; refusing to write there")
-    return path
+    """``workdir/file``, refusing a path that leaves the work tree or passes through a symlink (the file's or a
+    parent directory's, wherever it points): see :mod:`tasks.worktree_paths`."""
+    problem = worktree_paths.escape_problem(file)
+    if problem is not None:
+        raise TargetError(f"{file}: {problem}")
+    link = worktree_paths.first_symlink(workdir, file)
+    if link is not None:
+        raise TargetError(worktree_paths.refusal(file, link))
+    return workdir / file
 
 
 def point(
@@ -108,7 +109,7 @@ def point(
         seen[:] = old
         for file, path in paths.items():
             if new[file] != texts[file]:
-                path.write_text(new[file], encoding="utf-8")
+                worktree_paths.write_text(path, new[file])
         return files
 
     # The message names the old values, which only the edit (on the fresh checkout) knows.

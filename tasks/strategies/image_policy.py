@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.model import Environment, TrackImagePolicy
-from tasks import evidence, manifests
+from tasks import evidence, manifests, worktree_paths
 from tasks.fluxtemplate import TemplateData, render
 from tasks.gitrepo import CommitResult
 from tasks.imagepolicy import select_tag
@@ -147,6 +147,8 @@ class ImagePolicyStrategy(CopiedValueStrategy):
         tracks = _tracks(env)
         repo = conn.repo
         commit = repo.resolve(conn.pipeline.repository.branch)
+        if (link := repo.symlink_on_path(commit, tracks.path)) is not None:
+            raise files.TargetError(worktree_paths.refusal(tracks.path, link))
         with tempfile.TemporaryDirectory(prefix="promote-plan-") as scratch:
             root = Path(scratch)
             before: dict[str, str] = {}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from tasks.gitrepo import (
     GitRepository,
     MergeConflictError,
     TagConflictError,
+    display_url,
     validate_tag_name,
 )
 from tests.support.gitserver import commit_file, make_origin, run_git, serve_git_over_http
@@ -293,3 +298,205 @@ def test_network_failures_are_transient_at_the_git_border(tmp_path: Path) -> Non
         unreachable.fetch()
     assert is_transient(caught.value)
     assert "Connection refused" in str(caught.value) or "unable to access" in str(caught.value)
+
+
+def test_a_credential_helper_in_the_users_git_config_neither_stores_nor_replaces_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guards issue 14 (High 1): with ``credential.helper=store`` in the user's ~/.gitconfig, an authenticated
+    run saved the token to ~/.git-credentials, and a later run given another token was answered with the
+    stored one. Authenticated Git now runs with helpers reset and the user's/system config shut out."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".gitconfig").write_text("[credential]\n\thelper = store\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    assert run_git(tmp_path, "config", "--global", "credential.helper") == "store"  # the trap is armed
+    bare, _ = make_origin(tmp_path, FILES)
+    with serve_git_over_http(tmp_path, "ci", TOKEN) as base:
+        url = f"{base}/{bare.name}"
+        repo = GitRepository(url, tmp_path / "cache", auth=GitAuth("ci", TOKEN))
+        repo.fetch()
+        assert repo.create_tag("v9.9.8", repo.resolve("main"), "pushed with a helper configured").created
+        assert not (home / ".git-credentials").exists()
+        assert not any(TOKEN.encode() in p.read_bytes() for p in home.rglob("*") if p.is_file())
+        wrong = GitRepository(url, tmp_path / "cache2", auth=GitAuth("ci", "wrong-" + TOKEN))
+        with pytest.raises(GitError, match=r"git fetch failed in http://127\.0\.0\.1") as caught:
+            wrong.fetch()  # the token given is the one used: no stored credential answers instead
+        assert "wrong-" not in str(caught.value)
+
+
+def test_a_planted_askpass_script_in_the_cache_is_never_run(tmp_path: Path) -> None:
+    """Guards issue 14 (Low 14): a ``git-askpass.sh`` planted in the cache directory used to be run with the
+    token in its environment. Git now gets its credentials from a helper in its environment, no file."""
+    bare, _ = make_origin(tmp_path, FILES)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    marker = tmp_path / "askpass-ran"
+    planted = cache / "git-askpass.sh"
+    planted.write_text(
+        f'#!/bin/sh\nenv > "{marker}"\n'
+        'case "$1" in Username*) echo "$PROMOTE_GIT_USERNAME" ;; *) echo "$PROMOTE_GIT_PASSWORD" ;; esac\n'
+    )
+    planted.chmod(0o755)
+    with serve_git_over_http(tmp_path, "ci", TOKEN) as base:
+        repo = GitRepository(f"{base}/{bare.name}", cache, auth=GitAuth("ci", TOKEN))
+        repo.fetch()
+        repo.remote_tag_commit("v1.0.0")
+    assert not marker.exists()
+
+
+def test_the_cache_lock_never_follows_a_planted_symlink(tmp_path: Path) -> None:
+    """Guards issue 14 (Low 14): the lock file was opened with truncation through a planted symlink, emptying
+    its target. It is now opened with O_NOFOLLOW and without O_TRUNC, and a link is refused by name."""
+    bare, _ = make_origin(tmp_path, FILES)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me\n")
+    repo = GitRepository(str(bare), cache)
+    (cache / f"{repo.path.name}.lock").symlink_to(victim)
+    with pytest.raises(GitError, match=r"lock file .*\.lock is a symlink; remove it"):
+        repo.fetch()
+    assert victim.read_text() == "keep me\n"
+
+
+def test_the_lock_file_is_not_truncated(tmp_path: Path) -> None:
+    """Guards issue 14 (Low 14): taking the lock opens the file without truncating it."""
+    bare, _ = make_origin(tmp_path, FILES)
+    repo = GitRepository(str(bare), tmp_path / "cache")
+    repo.fetch()
+    lock = repo.path.parent / f"{repo.path.name}.lock"
+    lock.write_text("left here\n")
+    repo.fetch()
+    assert lock.read_text() == "left here\n"
+
+
+def test_the_cache_directories_are_private(tmp_path: Path) -> None:
+    """Guards issue 14 (Low 14): cache directories were created 0755. They are now 0700 (parents created on
+    the way too), and an existing wider one is narrowed."""
+    bare, _ = make_origin(tmp_path, FILES)
+    cache = tmp_path / "deep" / "cache"
+    repo = repo_for(bare, cache)
+    for directory in (tmp_path / "deep", cache, repo.path):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    wide.chmod(0o755)
+    repo_for(bare, wide)
+    assert wide.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_symlinked_or_foreign_cache_directory_is_refused(tmp_path: Path) -> None:
+    """Guards issue 14 (Low 14): the cache directory is trusted, so it must be ours and not a link to
+    somewhere else: both are refused with what to do."""
+    bare, _ = make_origin(tmp_path, FILES)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "linked").symlink_to(elsewhere)
+    with pytest.raises(GitError, match=r"cache directory .*linked is a symlink; remove the link"):
+        GitRepository(str(bare), tmp_path / "linked").fetch()
+    assert list(elsewhere.iterdir()) == []
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir(mode=0o700)
+    os.chown(foreign, 65534, 65534)
+    with pytest.raises(GitError, match=r"cache directory .*foreign belongs to another user"):
+        GitRepository(str(bare), foreign).fetch()
+
+
+@pytest.mark.parametrize("answer", ["silence", "trickle"])
+def test_a_fetch_from_a_server_that_does_not_answer_ends_at_its_deadline(tmp_path: Path, answer: str) -> None:
+    """Guards issue 14 (Medium 4): ``git fetch`` against a server that accepts and then says nothing (or
+    trickles a byte at a time) waited forever. Every network command now has an overall deadline and ends
+    as a TransientGitError naming the repository and the deadline."""
+    from tasks.gitrepo import TransientGitError
+
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            if answer == "trickle":
+                threading.Thread(target=trickle, args=(conn,), daemon=True).start()
+
+    def trickle(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100_000:  # a header that never ends
+                if stop.wait(0.5):
+                    return
+                conn.send(bytes([byte]))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/silent.git"
+    repo = GitRepository(url, tmp_path / "cache", network_timeout=2)
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            repo.fetch()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    started = time.monotonic()
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(timeout=120)  # generous: the deadline is 2 s
+    elapsed = time.monotonic() - started
+    stop.set()
+    thread.join(timeout=30)
+    for conn in held:
+        conn.close()
+    server.close()
+    assert not worker.is_alive(), "git fetch was still waiting after 120 s"
+    assert isinstance(outcome[0], TransientGitError), outcome
+    assert f"git fetch of {url} did not finish within its deadline of 2 s" in str(outcome[0])
+    assert elapsed < 60
+
+
+@pytest.mark.parametrize("token", ["abc\ndef", "abc\rdef", "abc\x00"])
+def test_a_token_with_a_line_break_is_refused_without_echoing_it(token: str) -> None:
+    """Guards issue 14 (Low 14/High 1): the token goes into Git's line-based credential answer; a line break
+    would end it early or add fields, so it is refused (and not shown)."""
+    with pytest.raises(GitError, match="token contains a line break") as caught:
+        GitAuth("ci", token)
+    assert "abc" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://git.example.org/platform/gitops.git?access_token=glpat-SECRETVALUE",
+        "https://git.example.org/platform/gitops.git#SECRETVALUE",
+        "HTTPS://ci:SECRETVALUE@git.example.org/platform/gitops.git",
+        "SSH://git:SECRETVALUE@git.example.org/platform/gitops.git",
+    ],
+)
+def test_a_repository_url_carrying_a_token_is_refused_at_validation_and_never_shown(url: str) -> None:
+    """Guards issue 14 (Low 10): a repository URL with ``?access_token=`` (or userinfo) was accepted and
+    printed. Validation now refuses it, naming the token reference to use instead and not echoing the URL,
+    and display_url drops query strings and fragments as well as userinfo."""
+    from pipeline.load import PipelineError, parse_pipeline
+
+    text = (
+        f"name: shop\nrepository:\n  url: {url!r}\nenvironments:\n  - name: staging\n"
+        "    tracks: {kind: branch, branch: staging}\n"
+    )
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, source="pipeline.yaml")
+    message = str(caught.value)
+    assert "repository.url" in message and "credentials.token_env" in message, message
+    assert "SECRETVALUE" not in message
+    assert "SECRETVALUE" not in display_url(url)
+    assert display_url(url).lower().endswith("git.example.org/platform/gitops.git")
