@@ -80,7 +80,8 @@ def serve_trickle(state: Trickle) -> Iterator[str]:
 class Big:
     size: int
     declare_length: bool = True
-    sent: int = 0
+    sent: int = 0  # over all requests
+    requests: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -93,6 +94,8 @@ def serve_big(state: Big) -> Iterator[str]:
             return
 
         def do_GET(self) -> None:
+            with state.lock:
+                state.requests += 1
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             if state.declare_length:
