@@ -434,6 +434,28 @@ class HealthCheck(_Model):
     timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 120
     verify_tls: bool = True
 
+    @field_validator("url")
+    @classmethod
+    def _no_credentials(cls, url: str) -> str:
+        # The URL is printed in logs, reports and the results table; a password there would be too.
+        authority = re.match(r"[a-zA-Z][a-zA-Z0-9+.-]*://([^/?#]*)", url)
+        if authority is not None and "@" in authority.group(1):
+            raise ValueError(
+                "url must not hold credentials (user:password@host): health URLs are printed in logs and "
+                "reports; probe an endpoint that needs no login, or one on the cluster network"
+            )
+        return url
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _sensible_interval(cls, seconds: float) -> float:
+        if seconds < 0.1:
+            raise ValueError(
+                f"interval_seconds must be at least 0.1 (seconds between probes), got {seconds:g}: a shorter "
+                "interval floods the endpoint"
+            )
+        return seconds
+
 
 class Gate(_Model):
     approval: bool = False

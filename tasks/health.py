@@ -4,23 +4,31 @@ A check probes until it has ``consecutive_successes`` passing probes in a row th
 ``soak_seconds``; any failing probe resets the streak and the next probe waits longer (backoff with
 jitter), since a rollout in progress fails a few probes before it settles. The check fails when
 ``timeout_seconds`` pass without that, and says what the last probe saw.
+
+``timeout_seconds`` holds: each probe is a bounded request (:mod:`tasks.httpbounds`) whose deadline is what is
+left of it (at most 30 s a probe), so a server trickling its answer is cut off; bodies are read up to 1 MiB.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from pipeline.model import HealthCheck
+from tasks import httpbounds
+from tasks.httpbounds import Deadline
 
 Log = Callable[[str], None]
+
+_PROBE_CAP_S = 30.0  # one probe never waits longer, whatever timeout_seconds allows
+_MAX_BODY = 1 << 20  # health and version endpoints answer a few bytes; nothing needs more
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class Probe:
     status: int | None
     latency_ms: float
     problem: str | None  # None when ok
+    cut: bool = False  # ended by the check's deadline before the server finished answering
 
 
 @dataclass
@@ -77,7 +86,7 @@ def _json_path(document: Any, path: str) -> Any:
     return node
 
 
-def evaluate(check: HealthCheck, response: httpx.Response, latency_ms: float, values: Mapping[str, str]) -> Probe:
+def evaluate(check: HealthCheck, response: httpbounds.Response, latency_ms: float, values: Mapping[str, str]) -> Probe:
     """Judge one response against the check (pure: no I/O)."""
     if response.status_code != check.expect_status:
         return Probe(
@@ -90,15 +99,20 @@ def evaluate(check: HealthCheck, response: httpx.Response, latency_ms: float, va
     if check.expect_json is not None:
         wanted = render(check.expect_json.equals, values)
         try:
-            actual = _json_path(json.loads(response.text), check.expect_json.path)
+            actual = _json_path(response.json(), check.expect_json.path)
+            shown = str(actual)
+        except httpbounds.JSONTooDeepError:
+            return Probe(False, response.status_code, latency_ms, "the body is JSON nested too deeply to read")
+        except RecursionError:  # str() of a deep value at the path
+            return Probe(False, response.status_code, latency_ms, f"JSON {check.expect_json.path} is nested too deeply")
         except (ValueError, KeyError):
             return Probe(False, response.status_code, latency_ms, f"no JSON field {check.expect_json.path!r}")
-        if str(actual) != wanted:
+        if shown != wanted:
             return Probe(
                 False,
                 response.status_code,
                 latency_ms,
-                f"JSON {check.expect_json.path} is {actual!r}, expected {wanted!r}",
+                f"JSON {check.expect_json.path} is {httpbounds.scrub(repr(actual), limit=80)}, expected {wanted!r}",
             )
     if check.max_latency_ms is not None and latency_ms > check.max_latency_ms:
         return Probe(
@@ -110,16 +124,36 @@ def evaluate(check: HealthCheck, response: httpx.Response, latency_ms: float, va
     return Probe(True, response.status_code, latency_ms, None)
 
 
-def probe_once(client: httpx.Client, check: HealthCheck, values: Mapping[str, str]) -> Probe:
+def probe_once(
+    client: httpx.Client, check: HealthCheck, values: Mapping[str, str], deadline: Deadline | None = None
+) -> Probe:
+    """One bounded request: it ends by ``deadline`` (default: min(30 s, timeout_seconds) from now)."""
     url = render(check.url, values)
+    if _has_userinfo(url):
+        # The pipeline file is checked for this; a template value could still bring one in.
+        return Probe(False, None, 0.0, "the URL holds credentials (user:password@host); health URLs must not")
+    budget = deadline or Deadline(min(_PROBE_CAP_S, check.timeout_seconds))
     started = time.perf_counter()
     try:
-        response = client.request(check.method, url)
-    except httpx.TransportError as exc:
+        response = httpbounds.request(client, check.method, url, deadline=budget, max_bytes=_MAX_BODY)
+    except httpbounds.DeadlineExceededError as exc:
+        return Probe(False, None, (time.perf_counter() - started) * 1000, str(exc), cut=True)
+    except httpbounds.ResponseTooLargeError as exc:
         latency = (time.perf_counter() - started) * 1000
-        return Probe(False, None, latency, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        return Probe(False, exc.status_code, latency, f"{exc}: health checks read at most {_MAX_BODY >> 20} MiB")
+    except (httpx.TransportError, httpx.InvalidURL) as exc:
+        latency = (time.perf_counter() - started) * 1000
+        text = httpbounds.scrub(str(exc))
+        return Probe(False, None, latency, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
     latency = (time.perf_counter() - started) * 1000
     return evaluate(check, response, latency, values)
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        return "@" in urlsplit(url).netloc
+    except ValueError:  # not a URL at all: the request says so
+        return False
 
 
 def run_check(
@@ -131,18 +165,21 @@ def run_check(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> CheckResult:
-    name = check.name or f"{check.method} {render(check.url, values)}"
-    result = CheckResult(name=name, url=render(check.url, values), passed=False)
+    shown = httpbounds.shown_url(render(check.url, values), limit=200)
+    name = check.name or f"{check.method} {shown}"
+    result = CheckResult(name=name, url=shown, passed=False)
     own_client = client is None
-    http = client or httpx.Client(
-        verify=check.verify_tls, timeout=min(30.0, check.timeout_seconds), follow_redirects=False
-    )
+    http = client or httpbounds.client(verify=check.verify_tls, timeout=min(_PROBE_CAP_S, check.timeout_seconds))
     started = clock()
     streak_started: float | None = None
     backoff = 0
     try:
         while True:
-            probe = probe_once(http, check, values)
+            left = check.timeout_seconds - (clock() - started)
+            if result.probes and left <= 0:  # the last wait used up the budget: a probe now proves nothing
+                result.last_problem = result.last_problem or "timed out before the soak window ended"
+                break
+            probe = probe_once(http, check, values, Deadline(min(_PROBE_CAP_S, left)))
             result.probes += 1
             result.latencies_ms.append(probe.latency_ms)
             now = clock()
@@ -157,7 +194,15 @@ def run_check(
                     break
             else:
                 result.failures += 1
-                result.last_problem = probe.problem
+                if probe.cut and left <= _PROBE_CAP_S and result.last_problem is not None:
+                    # Cut off because the check's time ran out: what the earlier probes saw says more.
+                    log(f"{name}: the last probe was cut off when timeout_seconds ran out ({probe.problem})")
+                elif probe.cut and left <= _PROBE_CAP_S:
+                    result.last_problem = (
+                        f"no complete response before timeout_seconds ({check.timeout_seconds:g}s) ran out"
+                    )
+                else:
+                    result.last_problem = probe.problem
                 if result.streak:
                     log(f"{name}: probe failed after {result.streak} success(es), streak reset: {probe.problem}")
                 result.streak = 0

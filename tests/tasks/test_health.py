@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pipeline.load import PipelineError, parse_pipeline
 from pipeline.model import HealthCheck
 from tasks.health import results_table, run_check
 from tests.support.httpapp import AppState, serve_app
+from tests.support.slowhttp import Big, Fixed, Trickle, serve_big, serve_fixed, serve_trickle
 from tests.support.tls import self_signed_context
 
 VALUES = {"version": "1.2.3", "tag": "v1.2.3", "commit": "abc"}
@@ -23,7 +27,7 @@ def app() -> Iterator[tuple[AppState, str]]:
 
 
 def check(url: str, **kwargs: object) -> HealthCheck:
-    return HealthCheck.model_validate({"url": url, "interval_seconds": 0.01, "timeout_seconds": 5, **kwargs})
+    return HealthCheck.model_validate({"url": url, "interval_seconds": 0.1, "timeout_seconds": 5, **kwargs})
 
 
 def test_json_field_matches_promoted_version(app: tuple[AppState, str]) -> None:
@@ -119,3 +123,89 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- bounds: time, size, depth, credentials (issue 14) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_timeout_seconds_holds_against_a_trickling_server(phase: str) -> None:
+    """Guards the overall deadline: a server trickling one byte every 0.5 s never trips a per-read timeout;
+    with timeout_seconds 2 the check still ends after ~2 s (it ran 40 s+ before), failing with what happened."""
+    state = Trickle(body=b'{"version": "1.2.3", "padding": "....."}', phase=phase)  # type: ignore[arg-type]
+    with serve_trickle(state) as url:
+        started = time.monotonic()
+        result = run_check(check(f"{url}/version", timeout_seconds=2), VALUES)
+        took = time.monotonic() - started
+    assert not result.passed
+    assert result.last_problem == "no complete response before timeout_seconds (2s) ran out", result
+    assert took < 15  # ~2 s on an idle machine; the trickle alone would take 20 s+
+
+
+def test_a_huge_response_is_not_read_whole() -> None:
+    """Guards the body cap: a 300 MB answer (here 64 MB, sent without a length) fails the probe after 1 MiB
+    instead of being read into memory whole."""
+    state = Big(size=64 << 20, declare_length=False)
+    with serve_big(state) as url:
+        result = run_check(check(url, timeout_seconds=1, body_contains="ok"), VALUES)
+    assert not result.passed
+    assert (result.last_problem or "").startswith("response body over the 1 MiB limit (HTTP 200)"), result
+    assert state.sent < state.requests * (16 << 20)  # each probe hung up long before the 64 MB end
+
+
+def test_deeply_nested_json_is_a_failing_probe_not_a_crash() -> None:
+    """Guards RecursionError: JSON nested 100,000 deep fails the probe with a clear problem."""
+    body = b'{"version": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with serve_fixed(Fixed(content_type="application/json", body=body)) as url:
+        result = run_check(
+            check(url, expect_json={"path": "version", "equals": "{version}"}, timeout_seconds=0.5), VALUES
+        )
+    assert not result.passed
+    assert result.last_problem == "the body is JSON nested too deeply to read"
+
+
+PIPELINE = """\
+name: shop
+repository: {{url: "https://git.example/shop.git"}}
+environments:
+  - name: production
+    tracks: {{kind: tag, application_file: apps/production/shop.yaml}}
+    health_checks:
+      - {check}
+"""
+
+
+@pytest.mark.parametrize(
+    "url", ["https://alice:hunter2-pw@shop.example/healthz", "http://alice@shop.example:8080/version"]
+)
+def test_credentials_in_a_health_url_are_refused_without_echoing_them(url: str) -> None:
+    """Guards Low 10: a health URL with user:password@ is refused at validation, and the message does not
+    repeat the URL (or the password)."""
+    with pytest.raises(PipelineError) as refused:
+        parse_pipeline(PIPELINE.format(check=json.dumps({"url": url})))
+    text = str(refused.value)
+    assert "health_checks[0].url: url must not hold credentials (user:password@host)" in text, text
+    assert "hunter2" not in text and "alice" not in text
+
+
+def test_an_at_sign_after_the_host_is_not_credentials() -> None:
+    HealthCheck(url="https://shop.example/healthz?who=ops@example.org")
+
+
+def test_a_tiny_interval_is_refused() -> None:
+    """Guards Low 11: interval_seconds 1e-6 (a probe flood) is refused with a clear message; 0.1 is the minimum."""
+    with pytest.raises(PipelineError) as refused:
+        parse_pipeline(PIPELINE.format(check=json.dumps({"url": "https://shop.example", "interval_seconds": 1e-6})))
+    assert "health_checks[0].interval_seconds: interval_seconds must be at least 0.1 (seconds between probes), got 1e-06" in str(
+        refused.value
+    )
+    assert HealthCheck(url="https://shop.example", interval_seconds=0.1).interval_seconds == 0.1
+
+
+def test_printed_names_never_carry_userinfo_from_a_template_value(app: tuple[AppState, str]) -> None:
+    """A template value that brings user:password@ into the URL fails the probe and is not printed."""
+    _, url = app
+    host = url.removeprefix("http://")
+    result = run_check(check("http://{commit}" + host + "/healthz", timeout_seconds=0.3), {"commit": "u:pw@"})
+    assert not result.passed and "pw@" not in result.summary() and "pw@" not in result.url
+    assert result.last_problem == "the URL holds credentials (user:password@host); health URLs must not"
