@@ -40,23 +40,35 @@ class Judgement:
         return cls("failed", message)
 
 
-def _short(revision: str | None) -> str:
+def _cap(value: Any, limit: int = 80) -> str:
+    """Status text is written by a controller (or anyone with write access to it): echo a bounded piece."""
+    text = value if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(revision: Any) -> str:
     if not revision:
         return "(none)"
-    return revision[:12] if len(revision) == 40 else revision
+    if not isinstance(revision, str):
+        return _cap(revision)
+    return revision[:12] if len(revision) == 40 else _cap(revision)
 
 
-def parse_time(value: str | None) -> datetime | None:
-    if not value:
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time as the API server writes it; anything else (a number, garbage) is "not set"."""
+    if not value or not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # A time without an offset compared with an aware one would raise: Kubernetes times are UTC.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c.get("type", ""): c for c in (obj.get("status") or {}).get("conditions") or []}
+    listed = (obj.get("status") or {}).get("conditions") or []
+    return {c.get("type", ""): c for c in listed if isinstance(c, dict)} if isinstance(listed, list) else {}
 
 
 # --- Argo CD Application ------------------------------------------------------------------------------
@@ -71,12 +83,17 @@ def judge_application(
     seen_progressing: bool = False,
     now: datetime | None = None,
 ) -> Judgement:
-    """Argo CD runs ``revision`` (a commit id): synced to it by a finished operation and healthy."""
+    """Argo CD runs ``revision`` (a commit id): synced to it by a finished operation and healthy.
+
+    The "operation in progress" rules are those of ``argocd app wait`` (argo-cd cmd/argocd/commands/app.go,
+    checkAppWaitConditions); tests/tasks/test_readiness.py has one table row per rule. On top of them: the synced
+    revision must be ours, and a failed operation or a Degraded health for our revision fails fast.
+    """
     now = now or datetime.now(UTC)
     status = app.get("status") or {}
     for cond in status.get("conditions") or []:
-        if cond.get("type") in ARGO_TERMINAL_CONDITIONS:
-            return Judgement.failed(f"{cond['type']}: {cond.get('message', '')}".strip())
+        if isinstance(cond, dict) and cond.get("type") in ARGO_TERMINAL_CONDITIONS:
+            return Judgement.failed(f"{cond['type']}: {_cap(cond.get('message', ''), 300)}".strip())
 
     sync = status.get("sync") or {}
     if source_index is not None:
@@ -93,30 +110,45 @@ def judge_application(
         if source_index is not None and len(op_result.get("revisions") or []) > source_index
         else op_result.get("revision")
     )
+    # argo-cd pkg/apis/application/v1alpha1/types.go Operation.DryRun: a dry run applies nothing, so it is
+    # neither our sync nor a reason to wait for a comparison after it.
+    dry_run = bool(((op.get("operation") or {}).get("sync") or {}).get("dryRun"))
+    if dry_run:
+        op_revision = None
     where = f"sync {sync.get('status', 'Unknown')} at {_short(synced_revision)}, health {health}"
 
-    if app.get("operation") is not None or op.get("phase") in ("Running", "Terminating"):
-        return Judgement.waiting(f"sync operation in progress ({where})")
-    if op_revision == revision and op.get("phase") in ("Failed", "Error"):
-        return Judgement.failed(f"sync of {_short(revision)} {op['phase']}: {op.get('message', '')}".strip())
-    if synced_revision != revision:
-        stale = " (still the previous revision)" if sync.get("status") == "Synced" else ""
-        return Judgement.waiting(f"want {_short(revision)}; {where}{stale}")
-    if sync.get("status") != "Synced":
-        return Judgement.waiting(f"want Synced; {where}")
-
+    # checkAppWaitConditions: .operation set ("it just got requested") is in progress; so is an operationState
+    # without finishedAt ("not finished yet"), whatever its phase (gitops-engine pkg/sync/common/types.go
+    # OperationPhase.Running, and Terminating, are the phases of an unfinished one).
     finished = parse_time(op.get("finishedAt"))
-    if op_revision == revision:
-        if op.get("phase") != "Succeeded" or finished is None:
-            return Judgement.waiting(f"sync operation for {_short(revision)} not finished ({where})")
+    if app.get("operation") is not None or (op and (finished is None or op.get("phase") in ("Running", "Terminating"))):
+        return Judgement.waiting(f"sync operation in progress ({where})")
+    # checkAppWaitConditions: a finished, non-dry-run operation is still in progress until the controller has
+    # compared the app once after it (reconciledAt missing or before finishedAt), whatever revision it was for:
+    # until then sync and health describe the state before that operation.
+    if op and finished is not None and not dry_run:
         reconciled = parse_time(status.get("reconciledAt"))
         if reconciled is None or reconciled < finished:
             return Judgement.waiting(f"waiting for a comparison after the sync finished ({where})")
+    # cmd/argocd/commands/app.go (app sync): after the wait, an operation that did not end Succeeded fails.
+    if op_revision == revision and op.get("phase") in ("Failed", "Error"):
+        return Judgement.failed(f"sync of {_short(revision)} {op['phase']}: {_cap(op.get('message', ''), 300)}".strip())
+    if synced_revision != revision:
+        stale = " (still the previous revision)" if sync.get("status") == "Synced" else ""
+        return Judgement.waiting(f"want {_short(revision)}; {where}{stale}")
+    # checkResourceStatus: sync status Synced and health Healthy.
+    if sync.get("status") != "Synced":
+        return Judgement.waiting(f"want Synced; {where}")
+    if op_revision == revision and op.get("phase") != "Succeeded":
+        return Judgement.waiting(f"sync operation for {_short(revision)} not finished ({where})")
 
     if health == "Degraded":
-        # Degraded at our revision after it started rolling out: the rollout failed.
+        # waitOnApplicationStatus fails on a transition to Degraded from a health other than Unknown/Degraded;
+        # ours: at our revision, after such a health was seen there or after our own sync operation.
         if seen_progressing or op_revision == revision:
-            return Judgement.failed(f"application is Degraded at {_short(revision)}: {health_message}".strip())
+            return Judgement.failed(
+                f"application is Degraded at {_short(revision)}: {_cap(health_message, 300)}".strip()
+            )
         return Judgement.waiting(f"want Healthy; {where}")
     if health != "Healthy":
         return Judgement.waiting(f"want Healthy; {where}")
@@ -134,43 +166,97 @@ def judge_application(
 # --- Flux Kustomization -------------------------------------------------------------------------------
 
 
-def flux_revision_matches(applied: str | None, revision: str) -> bool:
+def flux_revision_matches(applied: Any, revision: str) -> bool:
     """``main@sha1:<sha>``, ``v1.2.3@sha1:<sha>``, ``sha1:<sha>`` or a bare sha name the commit."""
-    if not applied:
+    if not applied or not isinstance(applied, str):
         return False
     return applied == revision or applied.endswith((f"sha1:{revision}", f"@{revision}"))
 
 
+def _generation(value: Any) -> int | None:
+    # A generation is an integer; a bool or a string from a broken status is "not observed", never a crash.
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str | None = None) -> Judgement:
+    """Flux has applied ``revision`` and calls the Kustomization ready, by the rules ``flux reconcile`` applies.
+
+    Each step names the upstream rule it ports; tests/tasks/test_readiness_upstream.py has one table row per rule.
+    On top of them (ours): a Stalled or terminal Ready=False for our revision fails fast, and the applied revision
+    must be ours.
+    """
+    meta = ks.get("metadata") or {}
     status = ks.get("status") or {}
-    generation = (ks.get("metadata") or {}).get("generation")
-    observed = status.get("observedGeneration")
+    generation = _generation(meta.get("generation"))
+    observed = _generation(status.get("observedGeneration"))
     conditions = _conditions(ks)
     ready = conditions.get("Ready") or {}
     stalled = conditions.get("Stalled") or {}
+    reconciling = conditions.get("Reconciling") or {}
     applied = status.get("lastAppliedRevision")
     attempted = status.get("lastAttemptedRevision")
     where = (
-        f"Ready={ready.get('status', 'Unknown')} ({ready.get('reason', '-')}), applied {_short(applied)}, "
-        f"generation {observed}/{generation}"
+        f"Ready={_cap(ready.get('status', 'Unknown'))} ({_cap(ready.get('reason', '-'))}), "
+        f"applied {_short(applied)}, generation {observed}/{generation}"
     )
 
-    # Stalled means Flux will not retry the revision it attempted; a newer revision (a rollback's) is a change
-    # it does act on, so a Kustomization stalled at an older revision is still waiting for ours.
-    if stalled.get("status") == "True" and (attempted is None or flux_revision_matches(attempted, revision)):
-        return Judgement.failed(f"Kustomization is Stalled ({stalled.get('reason')}): {stalled.get('message', '')}")
+    def for_this_generation(condition: dict[str, Any]) -> bool:
+        # flux2 cmd/flux/readiness.go isObjectReady: a condition's own observedGeneration (fluxcd/pkg
+        # runtime/conditions/setter.go Set writes it) says which spec it describes; 0 means none was written,
+        # and status.observedGeneration decides.
+        own = _generation(condition.get("observedGeneration")) or 0
+        return generation is not None and (own == generation if own else observed == generation)
+
+    # kstatus checkGenericProperties (cli-utils pkg/kstatus/status/generic.go): a deletionTimestamp is
+    # Terminating, which `flux reconcile` reports as an error.
+    if meta.get("deletionTimestamp"):
+        return Judgement.failed(f"Kustomization is being deleted (deletionTimestamp {_cap(meta['deletionTimestamp'])})")
+    # flux2 cmd/flux/reconcile.go reconciliationHandled: nothing counts until Flux echoes our request token.
     if requested_at is not None and status.get("lastHandledReconcileAt") != requested_at:
         return Judgement.waiting(f"reconcile request {requested_at} not handled yet ({where})")
-    if observed is None or generation is None or observed < generation:
-        return Judgement.waiting(f"Flux has not observed the latest spec ({where})")
+    # kstatus checkGenericProperties: Reconciling=True is InProgress, even beside Ready=True (fluxcd/pkg
+    # runtime/conditions/check/fail.go check_FAIL0003: Ready=True may stay while reconciling), and
+    # fluxcd/pkg runtime/conditions/getter.go IsStalled: Stalled counts only while Reconciling is not True.
+    if reconciling.get("status") == "True":
+        return Judgement.waiting(f"Flux is reconciling ({_cap(reconciling.get('reason', '-'))}; {where})")
+    # kstatus checkGenericProperties: Stalled=True is Failed, with the condition's message; kstatus looks at it
+    # only once the generation is observed, and kustomize-controller leaves status.observedGeneration behind on
+    # some stalls, so the Stalled condition's own generation counts too. Ours: Stalled for an older attempted
+    # revision waits, since a new revision (a rollback's) is a change Flux acts on.
+    if (
+        stalled.get("status") == "True"
+        and for_this_generation(stalled)
+        and (attempted is None or flux_revision_matches(attempted, revision))
+    ):
+        return Judgement.failed(
+            f"Kustomization is Stalled ({_cap(stalled.get('reason'))}): {_cap(stalled.get('message', ''), 300)}"
+        )
+    # Ours: a Ready=False reason Flux will not fix by retrying, for our revision and this spec, fails fast
+    # (kstatus would call it InProgress until the timeout).
     if (
         ready.get("status") == "False"
         and ready.get("reason") in FLUX_TERMINAL_REASONS
+        and for_this_generation(ready)
         and flux_revision_matches(attempted, revision)
     ):
-        return Judgement.failed(f"Ready=False ({ready['reason']}) at {_short(revision)}: {ready.get('message', '')}")
+        return Judgement.failed(
+            f"Ready=False ({ready['reason']}) at {_short(revision)}: {_cap(ready.get('message', ''), 300)}"
+        )
+    # flux2 isObjectReady ("object not reconciled yet": observedGeneration < 1) and kstatus generic.go
+    # checkGeneration (observedGeneration != generation is InProgress).
+    if observed is None or observed < 1 or generation is None or observed != generation:
+        return Judgement.waiting(f"Flux has not observed the latest spec ({where})")
+    # flux2 isObjectReady: no Ready condition is not ready; a Ready condition for another generation is not
+    # ready either, whatever status.observedGeneration says.
+    if not ready:
+        return Judgement.waiting(f"Flux has set no Ready condition yet ({where})")
+    if not for_this_generation(ready):
+        return Judgement.waiting(
+            f"Ready condition is for generation {ready.get('observedGeneration')}, not {generation} ({where})"
+        )
     if not flux_revision_matches(applied, revision):
         return Judgement.waiting(f"want {_short(revision)}; {where}")
+    # kstatus checkReadyCondition (status.go): Ready=True is Current; False and Unknown are InProgress.
     if ready.get("status") != "True":
         return Judgement.waiting(f"want Ready=True; {where}")
     return Judgement.ready(f"Ready and applied at {_short(revision)}")

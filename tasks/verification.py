@@ -98,7 +98,10 @@ def _wait_argocd(
             synced = sync.get("revision")
         else:
             synced = revisions[source_index] if source_index < len(revisions) else None
-        if synced == revision and ((app.get("status") or {}).get("health") or {}).get("status") == "Progressing":
+        # As waitOnApplicationStatus (argo-cd cmd/argocd/commands/app.go): Degraded after any health other than
+        # Unknown or Degraded is a failed rollout; ours counts only healths seen at our revision.
+        health = ((app.get("status") or {}).get("health") or {}).get("status")
+        if synced == revision and health not in (None, "Unknown", "Degraded"):
             seen_progressing = True
         return verdict
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import semver
@@ -19,6 +19,15 @@ Bump = Literal["major", "minor", "patch"]
 _CORE = r"(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)"
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_./-]{0,40}")
 _LABEL_RE = re.compile(r"[a-z][a-z0-9]{0,19}")
+# Masterminds/semver (the library Flux's image policies use, via fluxcd/pkg version.ParseVersion) reads each
+# number as a uint64 (version.go NewVersion: strconv.ParseUint): a larger one is not a version at all.
+_MAX_NUMBER = 2**64 - 1
+_MAX_TAG = 255  # a Git ref name component longer than this is not one we made; never parse megabytes
+
+
+def _echo(text: str, limit: int = 80) -> str:
+    """User or repository text in an error message: bounded, so a hostile tag cannot flood the output."""
+    return repr(text) if len(text) <= limit else repr(text[: limit - 3] + "...")
 
 
 class VersionError(ValueError):
@@ -33,6 +42,9 @@ class ReleaseVersion:
     minor: int
     patch: int
     rc: int | None = None
+    # The tag this version was read from, when it came from a repository's tags (TagScheme.versions): a
+    # repository may spell its tags without the scheme's prefix. Not part of the version's identity.
+    spelled: str | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def core(self) -> tuple[int, int, int]:
@@ -103,6 +115,8 @@ class TagScheme:
 
     def parse_tag(self, tag: str) -> ReleaseVersion | None:
         """The version a tag names, or None for tags that are not release tags (``latest``, ``release-5``)."""
+        if not isinstance(tag, str) or len(tag) > _MAX_TAG:
+            return None
         match = self._pattern.fullmatch(tag)
         if match is None:
             # Accept the bare version as well, so "1.2.3" and "v1.2.3" both name a release.
@@ -110,6 +124,10 @@ class TagScheme:
             if match is None:
                 return None
         rc = match.group("rc")
+        numbers = [match.group(name) for name in ("major", "minor", "patch")] + ([rc] if rc else [])
+        # Length first: int() of a 5000-digit string raises (Python's digit limit) instead of answering.
+        if any(len(n) > 20 or int(n) > _MAX_NUMBER for n in numbers):
+            return None
         return ReleaseVersion(
             int(match.group("major")),
             int(match.group("minor")),
@@ -119,21 +137,36 @@ class TagScheme:
 
     def parse(self, text: str) -> ReleaseVersion:
         """Like :meth:`parse_tag` but for user input: anything else is an error saying what is accepted."""
-        version = self.parse_tag(text.strip())
+        version = self.parse_tag(text.strip()) if isinstance(text, str) else None
         if version is None:
             raise VersionError(
-                f"{text!r} is not a release version: expected {self.tag(ReleaseVersion(1, 2, 3))} "
-                f"or {self.tag(ReleaseVersion(1, 2, 3, 1))} (prefix optional)"
+                f"{_echo(str(text))} is not a release version: expected {self.tag(ReleaseVersion(1, 2, 3))} "
+                f"or {self.tag(ReleaseVersion(1, 2, 3, 1))} (prefix optional, numbers up to {_MAX_NUMBER})"
             )
         return version
 
     def tag(self, version: ReleaseVersion) -> str:
-        return version.format(self.prefix, self.rc_label)
+        """The tag of ``version``: as the repository spells it when the version was read from its tags, else
+        in this scheme (new tags always are)."""
+        return version.spelled or version.format(self.prefix, self.rc_label)
 
     def versions(self, tags: Iterable[str]) -> list[ReleaseVersion]:
-        """The release versions among ``tags``, oldest first; other tags are ignored."""
-        found = {v for v in (self.parse_tag(t) for t in tags) if v is not None}
-        return sorted(found, key=ReleaseVersion.sort_key)
+        """The release versions among ``tags``, oldest first; other tags are ignored.
+
+        A repository may spell a version with and without the prefix (``v1.2.0`` and ``1.2.0``): that is one
+        version, and :meth:`tag` names it by the scheme's own spelling when it exists, else by the other one,
+        whatever order the tags are listed in.
+        """
+        found: dict[ReleaseVersion, ReleaseVersion] = {}
+        for tag in tags:
+            version = self.parse_tag(tag)
+            if version is None:
+                continue
+            canonical = version.format(self.prefix, self.rc_label)
+            known = found.get(version)
+            if known is None or (known.spelled != canonical and (tag == canonical or tag < (known.spelled or ""))):
+                found[version] = ReleaseVersion(version.major, version.minor, version.patch, version.rc, spelled=tag)
+        return sorted(found.values(), key=ReleaseVersion.sort_key)
 
 
 def latest_stable(versions: Iterable[ReleaseVersion]) -> ReleaseVersion | None:
@@ -155,13 +188,21 @@ def next_rc(
 
     ``v1.2.3`` released -> ``v1.2.4-rc1`` (patch); candidates of that target already tagged -> the next
     number (``-rc2`` after ``-rc1``, ``-rc10`` after ``-rc9``). With no stable release yet, the target is
-    ``initial``.
+    ``initial``, or the rc series in progress when that is higher: ``v2.0.0-rc3`` with nothing released gives
+    ``v2.0.0-rc4``, never a ``v0.1.0-rc1`` that would sort below it (semver.org item 11: precedence is by
+    major, minor, patch first).
     """
     if bump not in ("major", "minor", "patch"):
-        raise VersionError(f"bump {bump!r} is not one of: major, minor, patch")
+        raise VersionError(f"bump {str(bump)[:20]!r} is not one of: major, minor, patch")
     known = list(versions)
     stable = latest_stable(known)
-    target = initial.stable() if stable is None else stable.bumped(bump)
+    if stable is None:
+        in_progress = latest_rc(known)
+        target = initial.stable()
+        if in_progress is not None and in_progress.core > target.core:
+            target = in_progress.stable()
+    else:
+        target = stable.bumped(bump)
     taken = [v.rc for v in known if v.core == target.core and v.rc is not None]
     return target.with_rc(max(taken, default=0) + 1)
 
@@ -181,12 +222,17 @@ def _partial(text: str, constraint: str) -> tuple[list[int | None], str | None]:
     match = _PARTIAL_RE.match(text)
     if match is None:
         raise VersionError(
-            f"semver range {constraint!r}: {text!r} is not a version; use forms like 1.x.x, ^1.2, ~1.2.3, "
-            f">=1.2.0 <2.0.0, 1.2 - 1.4"
+            f"semver range {_echo(constraint)}: {_echo(text)} is not a version; use forms like 1.x.x, ^1.2, "
+            f"~1.2.3, >=1.2.0 <2.0.0, 1.2 - 1.4"
         )
     parts: list[int | None] = []
     for name in ("major", "minor", "patch"):
         value = match.group(name)
+        if value is not None and value not in "xX*" and (len(value) > 20 or int(value) > _MAX_NUMBER):
+            raise VersionError(
+                f"semver range {_echo(constraint)}: {_echo(value)} is larger than a version number can be "
+                f"({_MAX_NUMBER})"
+            )
         parts.append(None if value is None or value in "xX*" else int(value))
     # "1.x.3" has no meaning: once a part is a wildcard the rest must be too.
     seen_wild = False
@@ -194,7 +240,7 @@ def _partial(text: str, constraint: str) -> tuple[list[int | None], str | None]:
         if part is None:
             seen_wild = True
         elif seen_wild:
-            raise VersionError(f"semver range {constraint!r}: {text!r} has a number after a wildcard")
+            raise VersionError(f"semver range {_echo(constraint)}: {_echo(text)} has a number after a wildcard")
     return parts, match.group("pre")
 
 
@@ -203,41 +249,49 @@ def _ver(parts: list[int | None], pre: str | None = None) -> semver.Version:
     return semver.Version(major, minor, patch, prerelease=pre)
 
 
-def _upper_of(parts: list[int | None]) -> semver.Version:
-    """The exclusive upper bound of a partial version: 1 -> 2.0.0, 1.2 -> 1.3.0."""
+def _upper_of(parts: list[int | None]) -> semver.Version | None:
+    """The exclusive upper bound of a partial version: 1 -> 2.0.0, 1.2 -> 1.3.0, * -> none."""
     major, minor, _patch = parts
     if major is None:
-        return semver.Version(2**31, 0, 0)
+        return None
     if minor is None:
         return semver.Version(major + 1, 0, 0)
     return semver.Version(major, minor + 1, 0)
 
 
+def _below(upper: semver.Version | None) -> list[_Bound]:
+    return [] if upper is None else [("<", upper)]
+
+
 def _clause_bounds(clause: str, constraint: str) -> list[_Bound]:
     match = _CLAUSE_RE.match(clause)
     if match is None:
-        raise VersionError(f"semver range {constraint!r}: cannot read {clause!r}")
+        raise VersionError(f"semver range {_echo(constraint)}: cannot read {_echo(clause)}")
     op = match.group("op") or "="
     parts, pre = _partial(match.group("ver"), constraint)
     major, minor, patch = parts
     exact = patch is not None
     low = _ver(parts, pre)
     if op in ("=", "=="):
-        return [(">=", low), ("<=", low)] if exact else [(">=", low), ("<", _upper_of(parts))]
+        return [(">=", low), ("<=", low)] if exact else [(">=", low), *_below(_upper_of(parts))]
     if op == "!=":
         return [("!=", low)]
     if op == ">":
-        return [(">", low)] if exact else [(">=", _upper_of(parts))]
+        if exact:
+            return [(">", low)]
+        upper = _upper_of(parts)
+        # ">*" has nothing above it; Masterminds/semver constraints.go reads it as "no version".
+        return [(">=", upper)] if upper is not None else [("<", semver.Version(0, 0, 0))]
     if op == ">=":
         return [(">=", low)]
     if op == "<":
         return [("<", low)]
     if op == "<=":
-        return [("<=", low)] if exact else [("<", _upper_of(parts))]
+        return [("<=", low)] if exact else _below(_upper_of(parts))
     if op == "~":
         # ~1.2.3 -> >=1.2.3 <1.3.0; ~1 -> >=1.0.0 <2.0.0
         upper = _upper_of([major, minor, None]) if minor is not None else _upper_of([major, None, None])
-        return [(">=", low), ("<", upper)]
+        return [(">=", low), *_below(upper)]
     # "^": the leftmost non-zero part stays fixed.
     if major is None:
         return [(">=", low)]
@@ -252,23 +306,28 @@ def _clause_bounds(clause: str, constraint: str) -> list[_Bound]:
 class SemverRange:
     """A parsed range such as ``1.x.x``, ``>=1.2.0 <2.0.0`` or ``^1.2 || ^2``.
 
-    Pre-releases match only when the range itself names a pre-release (as in Flux's ImagePolicy), so
-    ``1.x.x`` means "only stable 1.x releases", as users of such ranges mean it.
+    Pre-releases match only an alternative (an AND group between ``||``) that itself names a pre-release, as
+    in Masterminds/semver constraints.go (Constraints.Check, containsPre per group), the library behind Flux's
+    ImagePolicy. So ``1.x.x`` means "only stable 1.x releases", and the ``-`` of ``1.2 - 1.4`` is no pre-release.
     """
 
     text: str
     alternatives: tuple[tuple[_Bound, ...], ...]
     allows_prerelease: bool
+    prerelease_groups: tuple[bool, ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> SemverRange:
-        if not text or not text.strip():
+        if not isinstance(text, str) or not text.strip():
             raise VersionError("semver range is empty: use forms like 1.x.x or >=1.2.0 <2.0.0")
+        if len(text) > 1000:
+            raise VersionError(f"semver range {_echo(text)} is {len(text)} characters long: keep it under 1000")
         alternatives: list[tuple[_Bound, ...]] = []
+        groups: list[bool] = []
         for alternative in text.split("||"):
             alt = alternative.strip()
             if not alt:
-                raise VersionError(f"semver range {text!r}: empty alternative around '||'")
+                raise VersionError(f"semver range {_echo(text)}: empty alternative around '||'")
             bounds: list[_Bound] = []
             hyphen = re.fullmatch(r"(\S+)\s+-\s+(\S+)", alt)
             if hyphen:
@@ -276,22 +335,31 @@ class SemverRange:
                 high_parts, high_pre = _partial(hyphen.group(2), text)
                 bounds.append((">=", _ver(low_parts, low_pre)))
                 if high_parts[2] is None:
-                    bounds.append(("<", _upper_of(high_parts)))
+                    bounds.extend(_below(_upper_of(high_parts)))
                 else:
                     bounds.append(("<=", _ver(high_parts, high_pre)))
+                groups.append(bool(low_pre or high_pre))
             else:
                 # "> = 1.2" style spacing is joined to its operator before splitting clauses.
                 joined = re.sub(r"(>=|<=|!=|==|=|>|<|~|\^)\s+", r"\1", alt)
+                pre = False
                 for clause in re.split(r"[\s,]+", joined):
                     if clause:
-                        bounds.extend(_clause_bounds(clause, text))
+                        clause_bounds = _clause_bounds(clause, text)
+                        pre = pre or any(bound.prerelease for _op, bound in clause_bounds)
+                        bounds.extend(clause_bounds)
+                groups.append(pre)
             alternatives.append(tuple(bounds))
-        return cls(text=text, alternatives=tuple(alternatives), allows_prerelease="-" in text)
+        return cls(
+            text=text, alternatives=tuple(alternatives), allows_prerelease=any(groups), prerelease_groups=tuple(groups)
+        )
 
     def matches(self, version: semver.Version) -> bool:
-        if version.prerelease and not self.allows_prerelease:
-            return False
-        return any(all(_holds(version, op, bound) for op, bound in alt) for alt in self.alternatives)
+        groups = self.prerelease_groups or (self.allows_prerelease,) * len(self.alternatives)
+        return any(
+            (pre or not version.prerelease) and all(_holds(version, op, bound) for op, bound in alt)
+            for alt, pre in zip(self.alternatives, groups, strict=True)
+        )
 
 
 def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
@@ -306,12 +374,21 @@ def _holds(version: semver.Version, op: str, bound: semver.Version) -> bool:
 
 
 def parse_semver_tag(tag: str) -> semver.Version | None:
-    """A registry tag as semver (``1.2.3``, ``v1.2.3``, ``1.2.3-rc.1+build``), or None if it is not one."""
-    candidate = tag[1:] if tag[:1] in ("v", "V") else tag
+    """A registry tag as semver (``1.2.3``, ``v1.2.3``, ``1.2.3-rc.1+build``), or None if it is not one.
+
+    As Masterminds/semver version.go NewVersion reads it for Flux: an optional lowercase ``v``, and each number a
+    uint64 (``V1.2.3`` and ``99999999999999999999.0.0`` are not versions). OCI tags are at most 128 characters.
+    """
+    if not isinstance(tag, str) or len(tag) > 128:
+        return None
+    candidate = tag[1:] if tag[:1] == "v" else tag
     try:
-        return semver.Version.parse(candidate)
+        version = semver.Version.parse(candidate)
     except (ValueError, TypeError):
         return None
+    if max(version.major, version.minor, version.patch) > _MAX_NUMBER:
+        return None
+    return version
 
 
 def newest_in_range(tags: Iterable[str], range_text: str) -> str | None:

@@ -164,6 +164,36 @@ def test_degraded_fails_fast_with_its_message(kube: KubeClient, kube_client: k8s
     assert time.monotonic() - started < 10  # failed on the event, long before the 60 s timeout
 
 
+def test_degraded_after_another_health_at_our_revision_fails(
+    kube: KubeClient, kube_client: k8s.ApiClient, namespace: str
+) -> None:
+    """argo-cd waitOnApplicationStatus fails on a transition to Degraded from any health but Unknown/Degraded,
+    not only from Progressing: here Missing -> Degraded at our revision, synced by an operation that was not ours
+    (the last one recorded is for the previous commit), must fail on the event instead of waiting for the timeout."""
+    make_app(kube_client, namespace, "shop", argo_status(OLD))
+    env = env_for("argocd", "shop", namespace, timeout=60)
+    started = time.monotonic()
+    waiting = Background(lambda: verify_environment(kube, env, X, {}))
+    missing = argo_status(X, "Missing")
+    missing["operationState"]["syncResult"] = {"revision": OLD}
+    set_app_status(kube_client, namespace, "shop", missing)
+    # Wait for the verifier to have seen Missing at X: it is still waiting, and its refresh annotation is set.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not waiting.done.is_set():
+        app = k8s.CustomObjectsApi(kube_client).get_namespaced_custom_object(*ARGO, namespace, "applications", "shop")
+        if ARGO_REFRESH_ANNOTATION in (app["metadata"].get("annotations") or {}):
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)  # let the watch deliver the Missing status (more time only makes the test stricter)
+    degraded = argo_status(X, "Degraded")
+    degraded["operationState"]["syncResult"] = {"revision": OLD}
+    degraded["health"]["message"] = "Back-off restarting failed container app"
+    set_app_status(kube_client, namespace, "shop", degraded)
+    with pytest.raises(VerificationError, match="Degraded at 111111111111"):
+        waiting.join(timeout=55)
+    assert time.monotonic() - started < 50  # failed on the event, before the 60 s timeout
+
+
 def test_comparison_error_fails_fast(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
     status = argo_status(OLD, conditions=[{"type": "ComparisonError", "message": "path deploy does not exist"}])
     make_app(kube_client, namespace, "shop", status)
@@ -314,23 +344,44 @@ def test_flux_ready_with_observed_generation_behind_is_not_a_pass(
 
 
 def test_flux_stalled_fails_fast(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    """Stalled=True for this spec fails on the event with Flux's message, once Flux has handled our request
+    (flux2 reconciliationHandled). The status is what kustomize-controller writes on an AccessDenied-style stall:
+    status.observedGeneration left behind, the conditions carrying the current generation."""
     kustomization(kube_client, namespace, "apps")
+    custom = k8s.CustomObjectsApi(kube_client)
+    env = env_for("flux", "apps", namespace, timeout=60)
+    started = time.monotonic()
+    waiting = Background(lambda: verify_environment(kube, env, X, {}))
+    token = None
+    deadline = time.monotonic() + 30
+    while token is None and time.monotonic() < deadline and not waiting.done.is_set():
+        ks = custom.get_namespaced_custom_object(*FLUX, namespace, "kustomizations", "apps")
+        token = (ks["metadata"].get("annotations") or {}).get(FLUX_RECONCILE_ANNOTATION)
+        time.sleep(0.05)
+    assert token is not None, "the verifier never requested a reconcile"
+    generation = ks["metadata"]["generation"]
+    conditions = [
+        {
+            "type": kind,
+            "status": status,
+            "reason": "BuildFailed",
+            "message": "kustomize build failed",
+            "observedGeneration": generation,
+            "lastTransitionTime": ts(),
+        }
+        for kind, status in (("Ready", "False"), ("Stalled", "True"))
+    ]
     flux_status(
         kube_client,
         namespace,
         "apps",
-        conditions=[
-            {
-                "type": "Stalled",
-                "status": "True",
-                "reason": "BuildFailed",
-                "message": "kustomize build failed",
-                "lastTransitionTime": ts(),
-            }
-        ],
+        lastHandledReconcileAt=token,
+        lastAttemptedRevision=f"main@sha1:{X}",
+        conditions=conditions,
     )
     with pytest.raises(VerificationError, match=r"Stalled \(BuildFailed\): kustomize build failed"):
-        verify_environment(kube, env_for("flux", "apps", namespace), X, {})
+        waiting.join(timeout=55)
+    assert time.monotonic() - started < 50  # on the event, before the 60 s timeout
 
 
 def make_deployment(api: k8s.ApiClient, namespace: str, image: str, replicas: int = 2) -> None:
