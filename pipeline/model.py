@@ -47,6 +47,44 @@ PATTERN_HELP = {
 }
 
 
+# The placeholders of TrackBranch.merge_message, in the order the error message lists them.
+MERGE_PLACEHOLDERS = ("from_branch", "environment", "pipeline")
+_PLACEHOLDER_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def fill_placeholders(template: str, values: dict[str, str], field: str) -> str:
+    """``template`` with each ``{name}`` of ``values`` replaced and ``{{``/``}}`` as literal braces.
+
+    Not ``str.format``: a format spec (``{environment:>999999999}`` allocates a gigabyte), a conversion or an
+    attribute (``{environment.__class__}``) is refused, as is any other brace; the ValueError names ``field``
+    and the allowed placeholders."""
+    out: list[str] = []
+    position = 0
+    for token in _PLACEHOLDER_TOKEN.finditer(template):
+        out.append(template[position : token.start()])
+        position = token.end()
+        text = token.group()
+        if text in ("{{", "}}"):
+            out.append(text[0])
+        elif token.group(1) in values:
+            out.append(values[token.group(1)])
+        else:
+            allowed = ", ".join(f"{{{name}}}" for name in values)
+            what = f"a lone {text!r}" if text in "{}" else f"{_echo(text)} is not a placeholder"
+            raise ValueError(
+                f"{field}: {what}; allowed: {allowed}, written exactly so (no format spec, conversion or "
+                "attribute); write {{ and }} for literal braces"
+            )
+    out.append(template[position:])
+    return "".join(out)
+
+
+def _echo(value: str, limit: int = 80) -> str:
+    """A user's value, quoted and cut to ``limit`` characters, for an error message."""
+    text = repr(value[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 class _Model(BaseModel):
     # Unknown keys are typos until proven otherwise: reject them.
     model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
@@ -162,19 +200,18 @@ class TrackBranch(_Track):
     kind: Literal["branch"]
     branch: str
     merge_from: str | None = None
-    merge_message: str = "Promote {from_branch} to {environment}"
+    merge_message: Annotated[str, Field(max_length=1000)] = "Promote {from_branch} to {environment}"
 
     @field_validator("merge_message")
     @classmethod
     def _message(cls, message: str) -> str:
-        try:
-            message.format(from_branch="staging", environment="production", pipeline="app")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"cannot fill in {message!r} ({type(exc).__name__}: {exc}); the placeholders are {{from_branch}}, "
-                "{environment} and {pipeline} (write {{ and }} for literal braces)"
-            ) from None
+        fill_placeholders(message, dict.fromkeys(MERGE_PLACEHOLDERS, ""), "merge_message")
         return message
+
+    def merge_commit_message(self, environment: str, pipeline: str) -> str:
+        """``merge_message`` with its placeholders filled in (validated, so it cannot fail here)."""
+        values = {"from_branch": self.merge_from or "", "environment": environment, "pipeline": pipeline}
+        return fill_placeholders(self.merge_message, values, "merge_message")
 
     def upstream_problem(self, env: str, upstream: Environment) -> str | None:
         problem = super().upstream_problem(env, upstream)
