@@ -267,17 +267,47 @@ class ImageRegistry(_Model):
         return self.image or f"{host}/{self.repository}"
 
 
+def compile_tag_pattern(pattern: str) -> Any:
+    """``filter_tags.pattern`` compiled by RE2, the engine (and syntax) of Go's regexp that Flux uses: matching
+    takes time linear in the tag, so no pattern can backtrack for seconds (``(a+)+$``). What Go's regexp
+    refuses (lookarounds, backreferences) is refused here too, with the reason."""
+    import re2  # type: ignore[import-untyped]  # only image-policy pipelines need it; validate stays cheap
+
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print the whole pattern to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise ValueError(_re2_problem(pattern, exc)) from None
+
+
+def _re2_problem(pattern: str, exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else ""
+    reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    unsupported = None
+    if re.search(r"\(\?<?[=!]", pattern) and "invalid perl operator" in reason:
+        unsupported = "lookarounds ((?=...), (?!...), (?<=...), (?<!...))"
+    elif re.search(r"invalid escape sequence: \\[1-9]", reason):
+        unsupported = "backreferences (\\1 ... \\9)"
+    if unsupported:
+        return (
+            f"filter_tags.pattern uses {unsupported}, which Flux's regular expressions (RE2, Go's regexp) do not "
+            "support; match the tag without them"
+        )
+    return (
+        f"filter_tags.pattern is not a regular expression Flux accepts (RE2 syntax, as Go's regexp): "
+        f"{_echo(reason, 120)}"
+    )
+
+
 class TagFilter(_Model):
-    pattern: str = ".*"
-    extract: str | None = None
+    pattern: Annotated[str, Field(max_length=1000)] = ".*"
+    extract: Annotated[str | None, Field(max_length=200)] = None
 
     @field_validator("pattern")
     @classmethod
     def _regex(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        compile_tag_pattern(pattern)
         return pattern
 
 
