@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,13 +20,14 @@ from pydantic import (
 )
 
 from tasks.fluxtemplate import TemplateError, check
-from tasks.refnames import is_valid_branch_name
+from tasks.refnames import branch_name_problem, ref_name_problem
 from tasks.versions import SemverRange, TagScheme, VersionError
 from tasks.yamlpath import PathSyntaxError, parse_path
 
 # Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _K8S_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_K8S_LABEL = r"^(?=[-a-z0-9]{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the same rule; its own help text
 _ENV_NAME = r"^[a-z][a-z0-9-]{0,39}$"
 _ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _BLOCK_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -38,6 +40,7 @@ _POLICY_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 PATTERN_HELP = {
     _K8S_NAME: "a Kubernetes object name: lowercase letters, digits, '-' and '.'",
     _K8S_NAMESPACE: "a Kubernetes namespace: lowercase letters, digits and '-'",
+    _K8S_LABEL: "a Kubernetes container name: up to 63 lowercase letters, digits and '-'",
     _ENV_NAME: "lowercase letters, digits and '-', starting with a letter",
     _ENV_VAR: "an environment variable name such as GITOPS_TOKEN",
     _BLOCK_NAME: "lowercase letters, digits and '-'",
@@ -85,6 +88,29 @@ def _echo(value: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
+def _checked_branch(branch: str) -> str:
+    problem = branch_name_problem(branch)
+    if problem is not None:
+        raise ValueError(f"{_echo(branch)} is not a valid Git branch name: {problem}")
+    return branch
+
+
+def _inside_work_tree(path: str) -> str:
+    """Beyond the pattern: no part named ``.git`` (any case: case-insensitive file systems), so a promotion
+    never writes Git's own files (``.git/config`` holds commands git runs)."""
+    if any(part.lower() == ".git" for part in path.split("/")):
+        raise ValueError(
+            f"{_echo(path)} is inside the .git directory; give a path to a file of the repository's work tree"
+        )
+    return path
+
+
+# A file of the repository's work tree: relative, no "..", no ".git" part, no option-looking start.
+RepoPath = Annotated[str, Field(pattern=_REPO_PATH, max_length=1024), AfterValidator(_inside_work_tree)]
+# Names with no Kubernetes or Git rule of their own still have a length (a 5000-character one is a mistake).
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+
+
 class _Model(BaseModel):
     # Unknown keys are typos until proven otherwise: reject them.
     model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
@@ -95,7 +121,7 @@ class GitCredentials(_Model):
 
     token_env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
     secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
-    username: str = "x-access-token"
+    username: ShortText = "x-access-token"
 
     @model_validator(mode="after")
     def _one_source(self) -> GitCredentials:
@@ -105,8 +131,8 @@ class GitCredentials(_Model):
 
 
 class GitAuthor(_Model):
-    name: str = "gitops-promote"
-    email: str = "gitops-promote@localhost"
+    name: ShortText = "gitops-promote"
+    email: Annotated[str, Field(min_length=1, max_length=254)] = "gitops-promote@localhost"
 
 
 class Repository(_Model):
@@ -131,24 +157,30 @@ class Repository(_Model):
     @field_validator("branch")
     @classmethod
     def _branch(cls, branch: str) -> str:
-        if not is_valid_branch_name(branch):
-            raise ValueError(f"{branch!r} is not a valid Git branch name")
-        return branch
+        return _checked_branch(branch)
 
 
 class Versioning(_Model):
-    tag_prefix: str = "v"
-    rc_label: str = "rc"
+    tag_prefix: Annotated[str, Field(max_length=40)] = "v"
+    rc_label: Annotated[str, Field(max_length=20)] = "rc"
     bump: Literal["major", "minor", "patch"] = "patch"
-    initial_version: str = "0.1.0"
+    initial_version: Annotated[str, Field(max_length=100)] = "0.1.0"
 
     @model_validator(mode="after")
     def _scheme(self) -> Versioning:
         try:
             scheme = self.scheme
-            scheme.parse(self.initial_version)
+            version = scheme.parse(self.initial_version)
         except VersionError as exc:
             raise ValueError(str(exc)) from None
+        # The prefix's characters are checked by TagScheme; whether the tags it makes are refs git takes
+        # ("-rf1.2.3" reads as an option, "a..b/1.2.3" is no ref) only shows on a whole tag.
+        for tag in (scheme.tag(version), scheme.tag(version.with_rc(1))):
+            problem = ref_name_problem(tag)
+            if problem is not None:
+                raise ValueError(
+                    f"tag_prefix {_echo(self.tag_prefix)} makes tags such as {_echo(tag)} that Git refuses: {problem}"
+                )
         return self
 
     @property
@@ -188,7 +220,7 @@ class TrackTag(_Track):
     cuts_release_candidates: ClassVar[bool] = True
 
     kind: Literal["tag"]
-    application_file: Annotated[str, Field(pattern=_REPO_PATH)]
+    application_file: RepoPath
     source_index: Annotated[int | None, Field(ge=0, description="index in spec.sources (multi-source)")] = None
 
 
@@ -230,9 +262,7 @@ class TrackBranch(_Track):
     @field_validator("branch", "merge_from")
     @classmethod
     def _branch(cls, branch: str | None) -> str | None:
-        if branch is not None and not is_valid_branch_name(branch):
-            raise ValueError(f"{branch!r} is not a valid Git branch name")
-        return branch
+        return None if branch is None else _checked_branch(branch)
 
 
 _IMAGE_KINDS = frozenset({"kustomize-image", "image-policy"})
@@ -244,22 +274,36 @@ class TrackKustomizeImage(_Track):
     promotes_from: ClassVar[frozenset[str]] = _IMAGE_KINDS
 
     kind: Literal["kustomize-image"]
-    file: Annotated[str, Field(pattern=_REPO_PATH)]
-    image: Annotated[str, Field(pattern=_IMAGE_NAME)]
+    file: RepoPath
+    image: Annotated[str, Field(pattern=_IMAGE_NAME, max_length=255)]
     field: Literal["newTag", "digest"] = "newTag"
 
 
 class ImageRegistry(_Model):
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:\d+)?/?$")]
-    repository: Annotated[str, Field(pattern=_IMAGE_NAME)]
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:\d+)?/?$", max_length=300)]
+    repository: Annotated[str, Field(pattern=_IMAGE_NAME, max_length=255)]
     credentials: GitCredentials | None = None
     image: Annotated[
         str | None,
         Field(
             pattern=_IMAGE_NAME,
+            max_length=255,
             description="the image name as the manifests write it; default: <registry host>/<repository>",
         ),
     ] = None
+
+    @field_validator("url")
+    @classmethod
+    def _host_and_port(cls, url: str) -> str:
+        authority = url.split("://", 1)[1].rstrip("/")
+        host, colon, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+        if not colon:
+            host = authority
+        if not host or host == "[]":
+            raise ValueError(f"registry.url {_echo(url)} has no host")
+        if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"registry.url {_echo(url)}: the port must be a number from 1 to 65535")
+        return url
 
     @property
     def image_name(self) -> str:
@@ -312,7 +356,7 @@ class TagFilter(_Model):
 
 
 class ImagePolicy(_Model):
-    semver: str | None = None
+    semver: Annotated[str | None, Field(max_length=200)] = None
     alphabetical: Literal["asc", "desc"] | None = None
     numerical: Literal["asc", "desc"] | None = None
 
@@ -335,13 +379,19 @@ class TrackImagePolicy(_Track):
     promotes_from: ClassVar[frozenset[str]] = _IMAGE_KINDS
 
     kind: Literal["image-policy"]
-    path: Annotated[str, Field(pattern=_REPO_PATH)]
-    policy: Annotated[str, Field(pattern=_POLICY_REF, description="namespace:name used in setter markers")]
+    path: RepoPath
+    policy: Annotated[
+        str, Field(pattern=_POLICY_REF, max_length=317, description="namespace:name used in setter markers")
+    ]
     registry: ImageRegistry
     filter_tags: TagFilter = TagFilter()
     choose: ImagePolicy
     message_template: Annotated[
-        str, Field(description="commit message, as Flux's ImageUpdateAutomation messageTemplate (Go template)")
+        str,
+        Field(
+            max_length=10_000,
+            description="commit message, as Flux's ImageUpdateAutomation messageTemplate (Go template)",
+        ),
     ] = "Update {{range .Updated.Images}}{{println .}}{{end}}"
 
     @field_validator("message_template")
@@ -358,8 +408,10 @@ class YamlEdit(_Model):
     """One value of a ``yaml-path`` environment: where it lives, and the name that pairs it with the value of
     the same name in the environment before it."""
 
-    file: Annotated[str, Field(pattern=_REPO_PATH)]
-    path: Annotated[str, Field(description="dotted keys, [index] and [field=value] selectors, e.g. image.tag")]
+    file: RepoPath
+    path: Annotated[
+        str, Field(max_length=1000, description="dotted keys, [index] and [field=value] selectors, e.g. image.tag")
+    ]
     name: Annotated[str | None, Field(pattern=_BLOCK_NAME, description="default: the path")] = None
 
     @field_validator("path")
@@ -426,8 +478,10 @@ def _kinds(union: Any) -> set[str]:
 
 
 class KubeAccess(_Model):
-    kubeconfig: str | None = Field(default=None, description="path; default: in-cluster, then ~/.kube/config")
-    context: str | None = None
+    kubeconfig: str | None = Field(
+        default=None, max_length=4096, description="path; default: in-cluster, then ~/.kube/config"
+    )
+    context: Annotated[str | None, Field(max_length=253)] = None
     lock_namespace: Annotated[
         str, Field(pattern=_K8S_NAMESPACE, description="namespace of the per-environment promotion Lease")
     ] = "default"
@@ -453,12 +507,13 @@ GitOpsRef = Annotated[ArgoApplicationRef | FluxKustomizationRef, Field(discrimin
 class DeploymentRef(_Model):
     name: Annotated[str, Field(pattern=_K8S_NAME)]
     namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "default"
-    container: str | None = None
+    container: Annotated[str | None, Field(pattern=_K8S_LABEL)] = None
     expect_image: Annotated[
         str | None,
         Field(
+            max_length=512,
             description="image the container must run once rolled out: a full reference or just a tag, with "
-            "{version}/{tag} filled in; default for overlay and image-policy environments: the promoted tag"
+            "{version}/{tag} filled in; default for overlay and image-policy environments: the promoted tag",
         ),
     ] = None
 
@@ -496,7 +551,7 @@ class HealthCheck(_Model):
 class Gate(_Model):
     approval: bool = False
     timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600
-    approvers: list[str] = []
+    approvers: Annotated[list[ShortText], Field(max_length=100)] = []
 
 
 class Environment(_Model):

@@ -73,3 +73,105 @@ def test_merge_message_values_are_not_reinterpreted() -> None:
     """A value that looks like a placeholder is inserted as it is (one pass, no recursion)."""
     tracks = TrackBranch(kind="branch", branch="main", merge_from="staging", merge_message="{environment}/{pipeline}")
     assert tracks.merge_commit_message(environment="{pipeline}", pipeline="x") == "{pipeline}/x"
+
+
+# --- values that validated but failed later ---------------------------------------------------------
+
+TAGGED = """\
+name: shop
+repository:
+  url: /srv/git/gitops.git
+  branch: main
+environments:
+  - name: staging
+    tracks:
+      kind: tag
+      application_file: apps/staging.yaml
+"""
+IMAGE_POLICY = (
+    TAGGED.split("environments:")[0]
+    + """environments:
+  - name: staging
+    tracks:
+      kind: image-policy
+      path: apps/staging
+      policy: flux-system:shop
+      registry:
+        url: https://registry.example.org
+        repository: shop/frontend
+      choose: {semver: 1.x.x}
+    verify:
+      deployments:
+        - name: frontend
+          container: app
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("base", "old", "new", "field", "why"),
+    [
+        (TAGGED, "name: shop", "name: shop\nversioning: {tag_prefix: '-rf'}", "versioning", "starts with '-'"),
+        (TAGGED, "name: shop", "name: shop\nversioning: {tag_prefix: 'a..b/'}", "versioning", "contains '..'"),
+        (TAGGED, "name: shop", "name: shop\nversioning: {tag_prefix: 'x/.'}", "versioning", "starts with '.'"),
+        (TAGGED, "branch: main", "branch: '@'", "repository.branch", "'@' alone"),
+        (TAGGED, "branch: main", "branch: HEAD", "repository.branch", "pseudo-refs"),
+        (TAGGED, "branch: main", "branch: FETCH_HEAD", "repository.branch", "pseudo-refs"),
+        (TAGGED, "branch: main", "branch: ORIG_HEAD", "repository.branch", "pseudo-refs"),
+        (TAGGED, "branch: main", "branch: MERGE_HEAD", "repository.branch", "pseudo-refs"),
+        (TAGGED, "branch: main", "branch: " + "b" * 5000, "repository.branch", "the limit is 200"),
+        (TAGGED, "apps/staging.yaml", ".git/config", "environments[0].tracks.application_file", ".git directory"),
+        (TAGGED, "apps/staging.yaml", "apps/.GIT/hooks/x", "environments[0].tracks.application_file", ".git dir"),
+        (TAGGED, "apps/staging.yaml", "/etc/passwd", "environments[0].tracks.application_file", "leading '/'"),
+        (TAGGED, "apps/staging.yaml", "apps/../../x", "environments[0].tracks.application_file", "without '..'"),
+        (TAGGED, "apps/staging.yaml", "a" * 5000, "environments[0].tracks.application_file", "at most 1024"),
+        (IMAGE_POLICY, "path: apps/staging", "path: .git", "environments[0].tracks.path", ".git directory"),
+        (
+            IMAGE_POLICY,
+            "registry.example.org",
+            "registry.example.org:99999",
+            "environments[0].tracks.registry.url",
+            "port must be a number from 1 to 65535",
+        ),
+        (
+            IMAGE_POLICY,
+            "registry.example.org",
+            "registry.example.org:0",
+            "environments[0].tracks.registry.url",
+            "port must be a number from 1 to 65535",
+        ),
+        (IMAGE_POLICY, "container: app", "container: " + "c" * 5000, "container", "container name"),
+        (IMAGE_POLICY, "shop/frontend", "shop/" + "f" * 5000, "environments[0].tracks.registry.repository", "255"),
+        (TAGGED, "  branch: main", "  branch: main\n  author: {name: " + "n" * 5000 + "}", "author.name", "200"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 40 and "\n" not in value else None,
+)
+def test_values_that_failed_later_are_refused_naming_the_field(
+    base: str, old: str, new: str, field: str, why: str
+) -> None:
+    """Guards validation of tag prefixes (as whole tags), branch names (check-ref-format, @ and pseudo-refs),
+    repository paths (no .git part), registry ports and name lengths: each validated before and failed (or
+    did harm) only once a promotion ran."""
+    assert old in base
+    problems = _problems(base.replace(old, new, 1))
+    matching = [p for p in problems if field in p.split(": ")[1] or field in p]
+    assert matching, problems
+    assert why in matching[0], matching
+    assert all(len(p) < 400 for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("base", "old", "new"),
+    [
+        (TAGGED, "name: shop", "name: shop\nversioning: {tag_prefix: 'release/'}"),
+        (TAGGED, "name: shop", "name: shop\nversioning: {tag_prefix: ''}"),
+        (TAGGED, "branch: main", "branch: release/2026.1"),
+        (TAGGED, "apps/staging.yaml", "apps/.github/staging.yaml"),
+        (TAGGED, "apps/staging.yaml", "apps/x.git/staging.yaml"),
+        (IMAGE_POLICY, "registry.example.org", "registry.example.org:65535"),
+        (IMAGE_POLICY, "registry.example.org", "[::1]:5000"),
+    ],
+)
+def test_neighbours_of_the_refused_values_still_validate(base: str, old: str, new: str) -> None:
+    """The new rules refuse what Git or the registry would; names next to them stay valid."""
+    parse_pipeline(base.replace(old, new, 1))
