@@ -11,6 +11,7 @@ import re
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -19,13 +20,14 @@ from pydantic import (
 )
 
 from tasks.fluxtemplate import TemplateError, check
-from tasks.refnames import is_valid_branch_name
+from tasks.refnames import branch_name_problem, ref_name_problem
 from tasks.versions import SemverRange, TagScheme, VersionError
 from tasks.yamlpath import PathSyntaxError, parse_path
 
 # Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _K8S_NAMESPACE = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_K8S_LABEL = r"^(?=[-a-z0-9]{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # the same rule; its own help text
 _ENV_NAME = r"^[a-z][a-z0-9-]{0,39}$"
 _ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _BLOCK_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -38,6 +40,7 @@ _POLICY_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 PATTERN_HELP = {
     _K8S_NAME: "a Kubernetes object name: lowercase letters, digits, '-' and '.'",
     _K8S_NAMESPACE: "a Kubernetes namespace: lowercase letters, digits and '-'",
+    _K8S_LABEL: "a Kubernetes container name: up to 63 lowercase letters, digits and '-'",
     _ENV_NAME: "lowercase letters, digits and '-', starting with a letter",
     _ENV_VAR: "an environment variable name such as GITOPS_TOKEN",
     _BLOCK_NAME: "lowercase letters, digits and '-'",
@@ -45,6 +48,67 @@ PATTERN_HELP = {
     _IMAGE_NAME: "an image repository such as app, registry.example.org:5000/org/app (no tag)",
     _POLICY_REF: "namespace:name of the ImagePolicy, as in the setter markers",
 }
+
+
+# The placeholders of TrackBranch.merge_message, in the order the error message lists them.
+MERGE_PLACEHOLDERS = ("from_branch", "environment", "pipeline")
+_PLACEHOLDER_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def fill_placeholders(template: str, values: dict[str, str], field: str) -> str:
+    """``template`` with each ``{name}`` of ``values`` replaced and ``{{``/``}}`` as literal braces.
+
+    Not ``str.format``: a format spec (``{environment:>999999999}`` allocates a gigabyte), a conversion or an
+    attribute (``{environment.__class__}``) is refused, as is any other brace; the ValueError names ``field``
+    and the allowed placeholders."""
+    out: list[str] = []
+    position = 0
+    for token in _PLACEHOLDER_TOKEN.finditer(template):
+        out.append(template[position : token.start()])
+        position = token.end()
+        text = token.group()
+        if text in ("{{", "}}"):
+            out.append(text[0])
+        elif token.group(1) in values:
+            out.append(values[token.group(1)])
+        else:
+            allowed = ", ".join(f"{{{name}}}" for name in values)
+            what = f"a lone {text!r}" if text in "{}" else f"{_echo(text)} is not a placeholder"
+            raise ValueError(
+                f"{field}: {what}; allowed: {allowed}, written exactly so (no format spec, conversion or "
+                "attribute); write {{ and }} for literal braces"
+            )
+    out.append(template[position:])
+    return "".join(out)
+
+
+def _echo(value: str, limit: int = 80) -> str:
+    """A user's value, quoted and cut to ``limit`` characters, for an error message."""
+    text = repr(value[: limit + 1])
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _checked_branch(branch: str) -> str:
+    problem = branch_name_problem(branch)
+    if problem is not None:
+        raise ValueError(f"{_echo(branch)} is not a valid Git branch name: {problem}")
+    return branch
+
+
+def _inside_work_tree(path: str) -> str:
+    """Beyond the pattern: no part named ``.git`` (any case: case-insensitive file systems), so a promotion
+    never writes Git's own files (``.git/config`` holds commands git runs)."""
+    if any(part.lower() == ".git" for part in path.split("/")):
+        raise ValueError(
+            f"{_echo(path)} is inside the .git directory; give a path to a file of the repository's work tree"
+        )
+    return path
+
+
+# A file of the repository's work tree: relative, no "..", no ".git" part, no option-looking start.
+RepoPath = Annotated[str, Field(pattern=_REPO_PATH, max_length=1024), AfterValidator(_inside_work_tree)]
+# Names with no Kubernetes or Git rule of their own still have a length (a 5000-character one is a mistake).
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _Model(BaseModel):
@@ -57,7 +121,7 @@ class GitCredentials(_Model):
 
     token_env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
     secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
-    username: str = "x-access-token"
+    username: ShortText = "x-access-token"
 
     @model_validator(mode="after")
     def _one_source(self) -> GitCredentials:
@@ -67,8 +131,8 @@ class GitCredentials(_Model):
 
 
 class GitAuthor(_Model):
-    name: str = "gitops-promote"
-    email: str = "gitops-promote@localhost"
+    name: ShortText = "gitops-promote"
+    email: Annotated[str, Field(min_length=1, max_length=254)] = "gitops-promote@localhost"
 
 
 class Repository(_Model):
@@ -102,24 +166,30 @@ class Repository(_Model):
     @field_validator("branch")
     @classmethod
     def _branch(cls, branch: str) -> str:
-        if not is_valid_branch_name(branch):
-            raise ValueError(f"{branch!r} is not a valid Git branch name")
-        return branch
+        return _checked_branch(branch)
 
 
 class Versioning(_Model):
-    tag_prefix: str = "v"
-    rc_label: str = "rc"
+    tag_prefix: Annotated[str, Field(max_length=40)] = "v"
+    rc_label: Annotated[str, Field(max_length=20)] = "rc"
     bump: Literal["major", "minor", "patch"] = "patch"
-    initial_version: str = "0.1.0"
+    initial_version: Annotated[str, Field(max_length=100)] = "0.1.0"
 
     @model_validator(mode="after")
     def _scheme(self) -> Versioning:
         try:
             scheme = self.scheme
-            scheme.parse(self.initial_version)
+            version = scheme.parse(self.initial_version)
         except VersionError as exc:
             raise ValueError(str(exc)) from None
+        # The prefix's characters are checked by TagScheme; whether the tags it makes are refs git takes
+        # ("-rf1.2.3" reads as an option, "a..b/1.2.3" is no ref) only shows on a whole tag.
+        for tag in (scheme.tag(version), scheme.tag(version.with_rc(1))):
+            problem = ref_name_problem(tag)
+            if problem is not None:
+                raise ValueError(
+                    f"tag_prefix {_echo(self.tag_prefix)} makes tags such as {_echo(tag)} that Git refuses: {problem}"
+                )
         return self
 
     @property
@@ -159,7 +229,7 @@ class TrackTag(_Track):
     cuts_release_candidates: ClassVar[bool] = True
 
     kind: Literal["tag"]
-    application_file: Annotated[str, Field(pattern=_REPO_PATH)]
+    application_file: RepoPath
     source_index: Annotated[int | None, Field(ge=0, description="index in spec.sources (multi-source)")] = None
 
 
@@ -171,19 +241,18 @@ class TrackBranch(_Track):
     kind: Literal["branch"]
     branch: str
     merge_from: str | None = None
-    merge_message: str = "Promote {from_branch} to {environment}"
+    merge_message: Annotated[str, Field(max_length=1000)] = "Promote {from_branch} to {environment}"
 
     @field_validator("merge_message")
     @classmethod
     def _message(cls, message: str) -> str:
-        try:
-            message.format(from_branch="staging", environment="production", pipeline="app")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(
-                f"cannot fill in {message!r} ({type(exc).__name__}: {exc}); the placeholders are {{from_branch}}, "
-                "{environment} and {pipeline} (write {{ and }} for literal braces)"
-            ) from None
+        fill_placeholders(message, dict.fromkeys(MERGE_PLACEHOLDERS, ""), "merge_message")
         return message
+
+    def merge_commit_message(self, environment: str, pipeline: str) -> str:
+        """``merge_message`` with its placeholders filled in (validated, so it cannot fail here)."""
+        values = {"from_branch": self.merge_from or "", "environment": environment, "pipeline": pipeline}
+        return fill_placeholders(self.merge_message, values, "merge_message")
 
     def upstream_problem(self, env: str, upstream: Environment) -> str | None:
         problem = super().upstream_problem(env, upstream)
@@ -202,9 +271,7 @@ class TrackBranch(_Track):
     @field_validator("branch", "merge_from")
     @classmethod
     def _branch(cls, branch: str | None) -> str | None:
-        if branch is not None and not is_valid_branch_name(branch):
-            raise ValueError(f"{branch!r} is not a valid Git branch name")
-        return branch
+        return None if branch is None else _checked_branch(branch)
 
 
 _IMAGE_KINDS = frozenset({"kustomize-image", "image-policy"})
@@ -216,22 +283,36 @@ class TrackKustomizeImage(_Track):
     promotes_from: ClassVar[frozenset[str]] = _IMAGE_KINDS
 
     kind: Literal["kustomize-image"]
-    file: Annotated[str, Field(pattern=_REPO_PATH)]
-    image: Annotated[str, Field(pattern=_IMAGE_NAME)]
+    file: RepoPath
+    image: Annotated[str, Field(pattern=_IMAGE_NAME, max_length=255)]
     field: Literal["newTag", "digest"] = "newTag"
 
 
 class ImageRegistry(_Model):
-    url: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:\d+)?/?$")]
-    repository: Annotated[str, Field(pattern=_IMAGE_NAME)]
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:\d+)?/?$", max_length=300)]
+    repository: Annotated[str, Field(pattern=_IMAGE_NAME, max_length=255)]
     credentials: GitCredentials | None = None
     image: Annotated[
         str | None,
         Field(
             pattern=_IMAGE_NAME,
+            max_length=255,
             description="the image name as the manifests write it; default: <registry host>/<repository>",
         ),
     ] = None
+
+    @field_validator("url")
+    @classmethod
+    def _host_and_port(cls, url: str) -> str:
+        authority = url.split("://", 1)[1].rstrip("/")
+        host, colon, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
+        if not colon:
+            host = authority
+        if not host or host == "[]":
+            raise ValueError(f"registry.url {_echo(url)} has no host")
+        if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"registry.url {_echo(url)}: the port must be a number from 1 to 65535")
+        return url
 
     @property
     def image_name(self) -> str:
@@ -239,22 +320,52 @@ class ImageRegistry(_Model):
         return self.image or f"{host}/{self.repository}"
 
 
+def compile_tag_pattern(pattern: str) -> Any:
+    """``filter_tags.pattern`` compiled by RE2, the engine (and syntax) of Go's regexp that Flux uses: matching
+    takes time linear in the tag, so no pattern can backtrack for seconds (``(a+)+$``). What Go's regexp
+    refuses (lookarounds, backreferences) is refused here too, with the reason."""
+    import re2  # type: ignore[import-untyped]  # only image-policy pipelines need it; validate stays cheap
+
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print the whole pattern to stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        raise ValueError(_re2_problem(pattern, exc)) from None
+
+
+def _re2_problem(pattern: str, exc: Exception) -> str:
+    reason = exc.args[0] if exc.args else ""
+    reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    unsupported = None
+    if re.search(r"\(\?<?[=!]", pattern) and "invalid perl operator" in reason:
+        unsupported = "lookarounds ((?=...), (?!...), (?<=...), (?<!...))"
+    elif re.search(r"invalid escape sequence: \\[1-9]", reason):
+        unsupported = "backreferences (\\1 ... \\9)"
+    if unsupported:
+        return (
+            f"filter_tags.pattern uses {unsupported}, which Flux's regular expressions (RE2, Go's regexp) do not "
+            "support; match the tag without them"
+        )
+    return (
+        f"filter_tags.pattern is not a regular expression Flux accepts (RE2 syntax, as Go's regexp): "
+        f"{_echo(reason, 120)}"
+    )
+
+
 class TagFilter(_Model):
-    pattern: str = ".*"
-    extract: str | None = None
+    pattern: Annotated[str, Field(max_length=1000)] = ".*"
+    extract: Annotated[str | None, Field(max_length=200)] = None
 
     @field_validator("pattern")
     @classmethod
     def _regex(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        compile_tag_pattern(pattern)
         return pattern
 
 
 class ImagePolicy(_Model):
-    semver: str | None = None
+    semver: Annotated[str | None, Field(max_length=200)] = None
     alphabetical: Literal["asc", "desc"] | None = None
     numerical: Literal["asc", "desc"] | None = None
 
@@ -277,13 +388,19 @@ class TrackImagePolicy(_Track):
     promotes_from: ClassVar[frozenset[str]] = _IMAGE_KINDS
 
     kind: Literal["image-policy"]
-    path: Annotated[str, Field(pattern=_REPO_PATH)]
-    policy: Annotated[str, Field(pattern=_POLICY_REF, description="namespace:name used in setter markers")]
+    path: RepoPath
+    policy: Annotated[
+        str, Field(pattern=_POLICY_REF, max_length=317, description="namespace:name used in setter markers")
+    ]
     registry: ImageRegistry
     filter_tags: TagFilter = TagFilter()
     choose: ImagePolicy
     message_template: Annotated[
-        str, Field(description="commit message, as Flux's ImageUpdateAutomation messageTemplate (Go template)")
+        str,
+        Field(
+            max_length=10_000,
+            description="commit message, as Flux's ImageUpdateAutomation messageTemplate (Go template)",
+        ),
     ] = "Update {{range .Updated.Images}}{{println .}}{{end}}"
 
     @field_validator("message_template")
@@ -300,8 +417,10 @@ class YamlEdit(_Model):
     """One value of a ``yaml-path`` environment: where it lives, and the name that pairs it with the value of
     the same name in the environment before it."""
 
-    file: Annotated[str, Field(pattern=_REPO_PATH)]
-    path: Annotated[str, Field(description="dotted keys, [index] and [field=value] selectors, e.g. image.tag")]
+    file: RepoPath
+    path: Annotated[
+        str, Field(max_length=1000, description="dotted keys, [index] and [field=value] selectors, e.g. image.tag")
+    ]
     name: Annotated[str | None, Field(pattern=_BLOCK_NAME, description="default: the path")] = None
 
     @field_validator("path")
@@ -368,8 +487,10 @@ def _kinds(union: Any) -> set[str]:
 
 
 class KubeAccess(_Model):
-    kubeconfig: str | None = Field(default=None, description="path; default: in-cluster, then ~/.kube/config")
-    context: str | None = None
+    kubeconfig: str | None = Field(
+        default=None, max_length=4096, description="path; default: in-cluster, then ~/.kube/config"
+    )
+    context: Annotated[str | None, Field(max_length=253)] = None
     lock_namespace: Annotated[
         str, Field(pattern=_K8S_NAMESPACE, description="namespace of the per-environment promotion Lease")
     ] = "default"
@@ -395,12 +516,13 @@ GitOpsRef = Annotated[ArgoApplicationRef | FluxKustomizationRef, Field(discrimin
 class DeploymentRef(_Model):
     name: Annotated[str, Field(pattern=_K8S_NAME)]
     namespace: Annotated[str, Field(pattern=_K8S_NAMESPACE)] = "default"
-    container: str | None = None
+    container: Annotated[str | None, Field(pattern=_K8S_LABEL)] = None
     expect_image: Annotated[
         str | None,
         Field(
+            max_length=512,
             description="image the container must run once rolled out: a full reference or just a tag, with "
-            "{version}/{tag} filled in; default for overlay and image-policy environments: the promoted tag"
+            "{version}/{tag} filled in; default for overlay and image-policy environments: the promoted tag",
         ),
     ] = None
 
@@ -460,7 +582,7 @@ class HealthCheck(_Model):
 class Gate(_Model):
     approval: bool = False
     timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600
-    approvers: list[str] = []
+    approvers: Annotated[list[ShortText], Field(max_length=100)] = []
 
 
 class Environment(_Model):

@@ -2,7 +2,8 @@
 
 Choosing follows Flux's image-reflector-controller (``internal/policy``):
 
-* ``filterTags.pattern`` is searched (not anchored) in each tag; ``extract`` (``$ts``, ``${ts}``, ``$1``)
+* ``filterTags.pattern`` is an RE2 expression (Go's regexp syntax and semantics, matched in linear time: no
+  pattern can backtrack for seconds), searched (not anchored) in each tag; ``extract`` (``$ts``, ``${ts}``, ``$1``)
   is expanded from the match as Go's ``Regexp.Expand`` does, and the *extracted* values are ordered while
   the *original* tag is returned. Two tags with the same extracted value: the later one in the listing wins
   (Flux keeps them in a map keyed by the extracted value).
@@ -23,10 +24,11 @@ Writing the chosen tag through setter markers is :mod:`tasks.setters`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal, InvalidOperation
+from typing import Protocol
 
-from pipeline.model import ImagePolicy, TagFilter
+from pipeline.model import ImagePolicy, TagFilter, compile_tag_pattern
 from tasks.errors import RefusedError
 from tasks.versions import newest_in_range
 
@@ -35,6 +37,23 @@ __all__ = ["ImagePolicyError", "expand_extract", "select_tag"]
 _NAME_CHAR = re.compile(r"\w", re.ASCII)
 # Go's strconv.ParseFloat in decimal form (tags cannot hold '+', hex floats or "Inf" in a useful way).
 _DECIMAL_RE = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+class _Pattern(Protocol):
+    @property
+    def groups(self) -> int: ...
+
+    @property
+    def groupindex(self) -> Mapping[str, int]: ...
+
+
+class Match(Protocol):
+    """What expand_extract reads of a match: an ``re`` match, or an RE2 one (``re2`` mirrors ``re``)."""
+
+    @property
+    def re(self) -> _Pattern: ...
+
+    def group(self, group: int | str, /) -> str | None: ...
 
 
 class ImagePolicyError(RefusedError, ValueError):
@@ -60,7 +79,7 @@ def select_tag(tags: Iterable[str], tag_filter: TagFilter, policy: ImagePolicy) 
 
 
 def _filtered(tags: Iterable[str], tag_filter: TagFilter) -> dict[str, str]:
-    pattern = re.compile(tag_filter.pattern)
+    pattern = compile_tag_pattern(tag_filter.pattern)  # RE2, as Flux: linear time in the tag, Go's syntax
     result: dict[str, str] = {}
     for tag in tags:
         match = pattern.search(tag)
@@ -71,7 +90,7 @@ def _filtered(tags: Iterable[str], tag_filter: TagFilter) -> dict[str, str]:
     return result
 
 
-def expand_extract(template: str, match: re.Match[str]) -> str:
+def expand_extract(template: str, match: Match) -> str:
     """``template`` with ``$name``/``${name}``/``$1`` replaced from ``match``, as Go's ``Regexp.Expand``.
 
     A name is the longest run of letters, digits and '_' (``$1x`` is the group named ``1x``, not ``$1``
@@ -116,7 +135,7 @@ def _reference_name(template: str, i: int) -> tuple[str | None, int]:
     return name, k
 
 
-def _group(match: re.Match[str], name: str) -> str:
+def _group(match: Match, name: str) -> str:
     # Go: a number when all digits without a leading zero (and below 1e8), else a group name.
     if name.isdigit() and (name == "0" or not name.startswith("0")) and len(name) <= 8:
         index = int(name)

@@ -122,7 +122,7 @@ class BranchStrategy(Strategy):
         tracks = _tracks(env)
         assert tracks.merge_from is not None
         name = conn.pipeline.name
-        message = tracks.merge_message.format(from_branch=tracks.merge_from, environment=env.name, pipeline=name)
+        message = tracks.merge_commit_message(environment=env.name, pipeline=name)
         merged = conn.repo.merge_no_ff(
             tracks.merge_from,
             tracks.branch,

@@ -193,8 +193,7 @@ def _pipeline(*envs: str) -> str:
                     BRANCH.format("main") + "\n      merge_from: staging\n      merge_message: 'Promote {branch}'",
                 ),
             ],
-            "cannot fill in 'Promote {branch}' (KeyError: 'branch'); the placeholders are {from_branch}, {environment} "
-            "and {pipeline}",
+            "merge_message: '{branch}' is not a placeholder; allowed: {from_branch}, {environment}, {pipeline}",
         ),
     ],
     ids=[

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pipeline.model import ImagePolicy, TagFilter
+from pipeline.load import PipelineError, parse_pipeline
+from pipeline.model import ImagePolicy, TagFilter, compile_tag_pattern
 from tasks.imagepolicy import ImagePolicyError, expand_extract, select_tag
 from tasks.manifests import ManifestError
 from tasks.setters import Change, ObjectRef, apply_to_files
@@ -108,16 +111,68 @@ def test_same_extracted_value_the_later_tag_wins() -> None:
         ("$01", ""),  # a leading zero makes it a name, which does not exist
     ],
 )
-def test_extract_expands_like_go(template: str, expected: str) -> None:
-    match = re.search(r"(?P<branch>\w+)-(?P<ts>\d+)", "main-1700")
+@pytest.mark.parametrize("compile_", [re.compile, compile_tag_pattern], ids=["re", "re2"])
+def test_extract_expands_like_go(template: str, expected: str, compile_: Any) -> None:
+    match = compile_(r"(?P<branch>\w+)-(?P<ts>\d+)").search("main-1700")
     assert match is not None
     assert expand_extract(template, match) == expected
 
 
-def test_extract_of_an_optional_group_that_did_not_match_is_empty() -> None:
-    match = re.search(r"^(a)?(b)$", "b")
+@pytest.mark.parametrize("compile_", [re.compile, compile_tag_pattern], ids=["re", "re2"])
+def test_extract_of_an_optional_group_that_did_not_match_is_empty(compile_: Any) -> None:
+    match = compile_(r"^(a)?(b)$").search("b")
     assert match is not None
     assert expand_extract("[$1][$2]", match) == "[][b]"
+
+
+# --- filter_tags.pattern is RE2, as Flux's (Go regexp) --------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_catastrophic_pattern_matches_in_linear_time() -> None:
+    """Guards the RE2 engine: with Python's backtracking re, (a+)+$ took 3.8 s on a 25-character tag and four
+    times as long per two more characters (a 30-character tag: minutes)."""
+    tags = ["a" * 30 + "!", "a" * 29 + "!", "aaaa"]
+    started = time.monotonic()
+    assert select_tag(tags, TagFilter(pattern=r"(a+)+$"), ImagePolicy(alphabetical="asc")) == "aaaa"
+    assert time.monotonic() - started < 15
+
+
+def test_pattern_has_go_semantics() -> None:
+    """RE2 as Go: \\d is ASCII only (Python's re also matches other scripts' digits)."""
+    tags = ["\u0661\u0662", "12"]
+    assert select_tag(tags, TagFilter(pattern=r"^\d+$"), ImagePolicy(alphabetical="asc")) == "12"
+
+
+PIPELINE = (Path(__file__).resolve().parents[2] / "deployments/examples/image-policy.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"^(?=v)\d+", "uses lookarounds"),
+        (r"^v(?!1)", "uses lookarounds"),
+        (r"(?<=v)1", "uses lookarounds"),
+        (r"(?<!v)1", "uses lookarounds"),
+        (r"^(a)\1$", "uses backreferences"),
+        (r"^(?P<x>a)(?P=x)$", "not a regular expression Flux accepts"),
+        (r"^a++$", "not a regular expression Flux accepts"),  # possessive: Python 3.11 has it, RE2 does not
+        (r"^[unclosed", "not a regular expression Flux accepts"),
+    ],
+)
+def test_patterns_go_regexp_refuses_are_refused_at_validate(pattern: str, reason: str) -> None:
+    """Guards validation with the RE2 engine: what Go's regexp refuses fails at validate, naming the field and
+    Flux (RE2), instead of validating with Python's re and differing from Flux at run time."""
+    old = "pattern: '^v?\\d+\\.\\d+\\.\\d+$'"
+    assert old in PIPELINE
+    text = PIPELINE.replace(old, f"pattern: '{pattern}'")
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, source="image-policy.yaml")
+    problems = [p for p in caught.value.problems if "filter_tags.pattern" in p]
+    assert problems, caught.value.problems
+    assert reason in problems[0]
+    assert "RE2" in problems[0]
+    assert "Flux" in problems[0]
 
 
 # --- apply_to_files ---------------------------------------------------------------------------------------
