@@ -196,8 +196,9 @@ def test_a_tiny_interval_is_refused() -> None:
     """Guards Low 11: interval_seconds 1e-6 (a probe flood) is refused with a clear message; 0.1 is the minimum."""
     with pytest.raises(PipelineError) as refused:
         parse_pipeline(PIPELINE.format(check=json.dumps({"url": "https://shop.example", "interval_seconds": 1e-6})))
-    assert "health_checks[0].interval_seconds: interval_seconds must be at least 0.1 (seconds between probes), got 1e-06" in str(
-        refused.value
+    assert (
+        "health_checks[0].interval_seconds: interval_seconds must be at least 0.1 (seconds between probes), got 1e-06"
+        in str(refused.value)
     )
     assert HealthCheck(url="https://shop.example", interval_seconds=0.1).interval_seconds == 0.1
 
