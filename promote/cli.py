@@ -83,7 +83,15 @@ def _cmd_trigger(args: argparse.Namespace) -> int:
 
 
 def _cmd_flow(args: argparse.Namespace) -> int:
-    """Run a flow in this process (Prefect's ephemeral server, or PREFECT_API_URL if set)."""
+    """Run a flow in this process (Prefect's ephemeral server, or PREFECT_API_URL if set), with our heartbeat
+    instead of Prefect's (no second added to each run: flows/heartbeat.py)."""
+    from flows.heartbeat import runs_without_the_wait
+
+    with runs_without_the_wait():
+        return _run_flow(args)
+
+
+def _run_flow(args: argparse.Namespace) -> int:
     if args.command == "rc":
         from flows.promote_rc import promote_rc
 
