@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.load import PipelineError, load_pipeline
-from tasks.errors import RefusedError
+from tasks.errors import PromoteError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -234,8 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))
-    except RefusedError as exc:  # a bad pipeline file, a trigger the API refused: say why, exit 1
+    except PromoteError as exc:
+        # Everything this tool raises on purpose names the thing and the fix: a bad pipeline file, Git,
+        # credentials, a manifest, the registry, an API that refused. Say it, no traceback, exit 1.
         print(f"promote {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:  # the cache directory, a file that cannot be read or written
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"promote {args.command}: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,0 +1,144 @@
+"""The ``promote`` command line as users run it (a real subprocess): runtime failures and hostile files are a
+named one-line-per-problem message and a nonzero exit, never a traceback or a hang."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.gitserver import make_origin
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PIPELINE = """\
+name: shop
+repository:
+  url: {url}
+{credentials}environments:
+  - name: staging
+    tracks:
+{tracks}
+"""
+TAG_TRACKS = "      kind: tag\n      application_file: apps/staging.yaml"
+IMAGE_TRACKS = """\
+      kind: image-policy
+      path: img
+      policy: flux-system:shop
+      registry: {url: 'http://127.0.0.1:1', repository: shop}
+      choose: {semver: 1.x}"""
+
+
+def promote(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROMOTE_CACHE_DIR": str(cwd / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("NOT_SET_TOKEN_FOR_TEST", None)
+    return subprocess.run(
+        [sys.executable, "-m", "promote.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def _assert_named_failure(proc: subprocess.CompletedProcess[str], prefix: str, *expected: str) -> None:
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    assert prefix in proc.stderr, proc.stderr[-2000:]
+    for text in expected:
+        assert text in proc.stderr, proc.stderr[-2000:]
+
+
+# --- promote plan -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Path:
+    bare, _seed = make_origin(
+        tmp_path,
+        {
+            "apps/staging.yaml": "kind: Application\n",
+            "img/deploy.yaml": 'image: shop:1.0.0 # {"$imagepolicy": "flux-system:shop"}\n',
+        },
+    )
+    return bare
+
+
+@pytest.mark.parametrize(
+    ("url", "credentials", "tracks", "expected"),
+    [
+        ("{missing}", "", TAG_TRACKS, ["git fetch failed", "does not appear to be a git repository"]),
+        (
+            "https://127.0.0.1:1/gitops.git",
+            "  credentials: {token_env: NOT_SET_TOKEN_FOR_TEST}\n",
+            TAG_TRACKS,
+            ["environment variable NOT_SET_TOKEN_FOR_TEST is not set"],
+        ),
+        ("{origin}", "", IMAGE_TRACKS, ["registry http://127.0.0.1:1 did not answer"]),
+    ],
+    ids=["git", "credentials", "registry"],
+)
+def test_plan_runtime_errors_are_messages_not_tracebacks(
+    tmp_path: Path, origin: Path, url: str, credentials: str, tracks: str, expected: list[str]
+) -> None:
+    """Guards the CLI's handling of every PromoteError: a Git failure (GitError) and a registry that does not
+    answer (a TransientError) ended `promote plan` with a traceback, as only RefusedError was caught."""
+    url = url.format(missing=tmp_path / "no-such-repo.git", origin=origin)
+    file = tmp_path / "shop.yaml"
+    file.write_text(PIPELINE.format(url=url, credentials=credentials, tracks=tracks))
+    _assert_named_failure(promote("plan", str(file), cwd=tmp_path), "promote plan: ", *expected)
+
+
+# --- promote validate on files that are not plain UTF-8 YAML -------------------------------------------
+
+
+def test_validate_latin1_file_names_the_line_and_the_encoding(tmp_path: Path) -> None:
+    """Guards the decoding error: a latin-1 file raised UnicodeDecodeError (a traceback)."""
+    file = tmp_path / "shop.yaml"
+    file.write_bytes("name: shop\n# caf\u00e9\n".encode("latin-1"))
+    proc = promote("validate", str(file), cwd=tmp_path)
+    _assert_named_failure(proc, f"{file}: invalid pipeline file", "line 2: not UTF-8 text", "save the file as UTF-8")
+
+
+def test_validate_deep_nesting_is_a_message(tmp_path: Path) -> None:
+    """Guards the nesting bound: 50,000 nested lists raised RecursionError (a traceback)."""
+    file = tmp_path / "shop.yaml"
+    file.write_text("name: shop\nversioning: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    proc = promote("validate", str(file), cwd=tmp_path)
+    _assert_named_failure(proc, f"{file}: invalid pipeline file", "nested more than 64 levels deep")
+    assert len(proc.stderr) < 1000
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_validate_symlink_to_a_device_is_refused_before_reading(tmp_path: Path, device: str) -> None:
+    """Guards the regular-file check: a symlink to /dev/zero was read without end."""
+    if not Path(device).exists():
+        pytest.skip(f"{device} does not exist here")
+    link = tmp_path / "shop.yaml"
+    link.symlink_to(device)
+    proc = promote("validate", str(link), cwd=tmp_path, timeout=120)
+    _assert_named_failure(proc, f"{link}: invalid pipeline file", "not a regular file (a character device)")
+
+
+def test_validate_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """Guards the regular-file check for FIFOs: opening one for reading waited for a writer forever."""
+    fifo = tmp_path / "shop.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    proc = promote("validate", str(fifo), cwd=tmp_path, timeout=120)
+    assert time.monotonic() - started < 60
+    _assert_named_failure(proc, f"{fifo}: invalid pipeline file", "not a regular file (a FIFO)")
+
+
+def test_validate_directory_with_a_fifo_reports_it_and_goes_on(tmp_path: Path) -> None:
+    """A FIFO among the files of a directory is refused like any bad file; the others are still checked."""
+    os.mkfifo(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("name: shop\n")
+    proc = promote("validate", str(tmp_path), cwd=tmp_path, timeout=120)
+    _assert_named_failure(proc, "a.yaml: invalid pipeline file", "a FIFO", "b.yaml: invalid pipeline file")
