@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from tasks.yamledit import (
@@ -26,9 +24,11 @@ from tasks.yamledit import (
     PathKey,
     apply,
     compose,
+    compose_one,
     is_null,
     line_of,
     mapping_value,
+    navigate,
     render,
     scalar_or_none,
     scalar_value,
@@ -112,9 +112,10 @@ def parse_reference(image: str, *, source: str = _DEFAULT_SOURCE) -> KustomizeIm
 def get_kustomize_image(text: str, image: str, *, source: str = _DEFAULT_SOURCE) -> KustomizeImage:
     """Read the ``images:`` entry named ``image`` of a kustomization."""
     docs = compose(text, source)
-    _, _, entry = _find_image_entry(docs, image, source)
+    doc_index, path, entry = _find_image_entry(docs, image, source)
     values = {}
     for _, key in _KUSTOMIZE_FIELDS:
+        navigate(docs[doc_index], (*path, key), source)  # a key given twice is refused, as for a write
         node = mapping_value(entry, key)
         values[key] = None if node is None else scalar_value(node, f"images[{image}].{key}", source)
     return KustomizeImage(image, values["newName"], values["newTag"], values["digest"])
@@ -289,10 +290,8 @@ def _replicas_in_patch(
     content: str, target: Node | None, kind: str | None, name: str | None
 ) -> tuple[tuple[PathKey, ...], ScalarNode, str] | None:
     """Locate the replicas value inside a patch's text, if this patch sets replicas for the target."""
-    try:
-        root = YAML(typ="rt").compose(content)
-    except YAMLError:
-        return None  # not YAML: not a patch we can edit, and kustomize will say so itself
+    # Not YAML (or not one document): not a patch we can edit, and kustomize will say so itself.
+    root = compose_one(content)
     target_kind = scalar_or_none(mapping_value(target, "kind"))
     target_name = scalar_or_none(mapping_value(target, "name"))
     found: tuple[tuple[PathKey, ...], ScalarNode] | None = None
@@ -356,7 +355,8 @@ def get_application_revision(
 ) -> str:
     """Read ``spec.source.targetRevision`` (or ``spec.sources[source_index]``) of an Application."""
     docs = compose(text, source)
-    _, path, node = _find_target_revision(docs, source_index, app_name, source)
+    doc_index, path, node = _find_target_revision(docs, source_index, app_name, source)
+    navigate(docs[doc_index], path, source)  # a key given twice on the way is refused, as for a write
     what = ".".join(str(p) for p in path)
     revision = scalar_value(node, what, source)
     if not revision:

@@ -12,13 +12,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import Node, ScalarNode
 
 from tasks import worktree_paths
 from tasks.manifests import find_setter_markers, set_setter_values
-from tasks.yamledit import ManifestError, mapping_value
+from tasks.yamledit import MAX_FILE_BYTES, ManifestError, compose, mapping_value
 
 __all__ = ["Change", "ObjectRef", "UpdateResult", "apply_to_files"]
 
@@ -100,8 +98,8 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
     found, links = _yaml_files(base)
     for file in found:
         rel = file.relative_to(root.resolve()).as_posix()
-        raw = file.read_bytes()
-        if _MARKER_KEY.encode() not in raw:
+        raw = _read_marked(file, rel)
+        if raw is None:
             continue  # cheap screen, as Flux's reader does, before any YAML parsing
         try:
             text = raw.decode("utf-8")
@@ -140,6 +138,28 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
     return UpdateResult(path=rel_path, policy=policy_ref, image=image, tag=tag, changes=tuple(changes))
 
 
+def _read_marked(file: Path, rel: str) -> bytes | None:
+    """The file's bytes if it holds a setter marker at all, else None. A file over the edit limit (a large CRD
+    bundle beside the manifests) is screened in chunks without loading it; holding a marker, it is refused."""
+    key = _MARKER_KEY.encode()
+    with file.open("rb") as handle:
+        head = handle.read(MAX_FILE_BYTES + 1)
+        if len(head) <= MAX_FILE_BYTES:
+            return head if key in head else None
+        tail = head[-len(key) :]
+        marked = key in head
+        while not marked and (chunk := handle.read(1 << 20)):
+            marked = key in tail + chunk
+            tail = chunk[-len(key) :]
+    if not marked:
+        return None
+    raise ManifestError(
+        rel,
+        f"holds a setter marker but is over {MAX_FILE_BYTES // 1048576} MiB; files that large are not edited "
+        "(split it, or update it by hand)",
+    )
+
+
 def _update_path(root: Path, subpath: str) -> Path:
     if PurePosixPath(subpath).is_absolute() or Path(subpath).is_absolute():
         raise ManifestError(subpath, "the update path must be relative to the repository root")
@@ -170,10 +190,7 @@ def _yaml_files(base: Path) -> tuple[list[Path], list[Path]]:
 
 def _document_objects(text: str, source: str) -> list[tuple[int, int, ObjectRef]]:
     """(first line, last line, object) of each YAML document, 1-based lines."""
-    try:
-        docs = list(YAML(typ="rt").compose_all(text))
-    except YAMLError as exc:
-        raise ManifestError(source, f"not valid YAML: {exc}") from None
+    docs = compose(text, source)  # bounded and read as Flux reads it (tasks.yamledit)
     spans: list[tuple[int, int, ObjectRef]] = []
     for doc in docs:
         if doc is None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from tasks.yamledit import ManifestError, PathKey, apply, compose, line_of, set_scalar
+from tasks.yamledit import ManifestError, PathKey, apply, compose, line_of, navigate, set_scalar
 
 __all__ = ["Index", "Key", "PathSyntaxError", "Select", "get_value", "parse_path", "set_values", "validate_value"]
 
@@ -184,7 +184,9 @@ def _locate(docs: Sequence[Node | None], path: str, source: str) -> tuple[int, t
 
 def get_value(text: str, path: str, *, source: str) -> str:
     """The scalar at ``path`` (its text as written, without quotes)."""
-    _, _, node = _locate(compose(text, source), path, source)
+    docs = compose(text, source)
+    doc, keys, node = _locate(docs, path, source)
+    navigate(docs[doc], keys, source)  # a key given twice on the way: refused, as apply() refuses to write it
     return str(node.value)
 
 
