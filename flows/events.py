@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 Milestone = Literal[
     "rc.cut",
@@ -21,16 +21,7 @@ Milestone = Literal[
     "failed",
     "rolled-back",
 ]
-MILESTONES: Final[tuple[Milestone, ...]] = (
-    "rc.cut",
-    "verified",
-    "approval.waiting",
-    "approval.approved",
-    "approval.rejected",
-    "live",
-    "failed",
-    "rolled-back",
-)
+MILESTONES: Final[tuple[Milestone, ...]] = get_args(Milestone)
 PREFIX: Final = "promote."
 _TEXT_LIMIT = 500  # payload strings: enough for a message, never a whole diff or log
 

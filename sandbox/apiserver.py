@@ -50,6 +50,7 @@ from kubernetes.client import ApiException
 from kubernetes.config import new_client_from_config
 
 from sandbox.patience import DEFAULT_OVERALL_SECONDS, Patience
+from sandbox.patience import tail as log_tail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube-binaries.sh"
@@ -450,7 +451,7 @@ class LocalKubeAPI:
                 for name, proc, _ in self._procs:
                     if proc.poll() is not None:
                         log = self.etcd_log if name == "etcd" else self.apiserver_log
-                        tail = _tail(log)
+                        tail = log_tail(log)
                         if "address already in use" in tail:
                             raise _PortTakenError(name)
                         raise LocalKubeAPIError(
@@ -472,11 +473,11 @@ class LocalKubeAPI:
                         http.close()  # the certificate file may have been read half-written: read it again
                         http = None
                 if (reason := patience.check()) is not None:
-                    tail = _tail(self.apiserver_log)
+                    tail = log_tail(self.apiserver_log)
                     settle = time.monotonic() + 3  # a very short timeout can beat the first log line: wait for it
                     while not tail and time.monotonic() < settle:
                         time.sleep(0.1)
-                        tail = _tail(self.apiserver_log)
+                        tail = log_tail(self.apiserver_log)
                     raise LocalKubeAPIError(
                         f"kube-apiserver was {reason} ({last}); last lines of {self.apiserver_log}:\n{tail}"
                     )
@@ -772,14 +773,6 @@ def _write_private(path: Path, text: str) -> None:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:10]
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        with path.open("rb") as handle:
-            return b"".join(deque(handle, maxlen=lines)).decode(errors="replace").rstrip()
-    except OSError:
-        return f"({path} is missing)"
 
 
 def _run_forwarding_stderr(argv: list[str], cwd: Path) -> tuple[int, str, list[str]]:
