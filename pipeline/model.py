@@ -33,6 +33,7 @@ _ENV_VAR = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 _BLOCK_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
 # Relative path inside the repository: no absolute paths, no "..", no option-looking parts.
 _REPO_PATH = r"^(?!/)(?!.*(^|/)\.\.(/|$))(?!-)[A-Za-z0-9_.@/+-]+$"
+_DNS_NAME = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"  # a DNS name, lowercase
 _IMAGE_NAME = r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*$"
 _POLICY_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
@@ -300,6 +301,14 @@ class ImageRegistry(_Model):
             description="the image name as the manifests write it; default: <registry host>/<repository>",
         ),
     ] = None
+    token_hosts: Annotated[
+        list[Annotated[str, Field(pattern=_DNS_NAME, max_length=253)]],
+        Field(
+            max_length=10,
+            description="hosts of the registry's token service besides the registry's own, to which the "
+            "credentials may be sent (e.g. auth.docker.io)",
+        ),
+    ] = []
 
     @field_validator("url")
     @classmethod

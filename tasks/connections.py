@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.load import load_pipeline
-from pipeline.model import Environment, ImageRegistry, Pipeline
+from pipeline.model import Environment, GitCredentials, ImageRegistry, Pipeline
 from tasks.credentials import git_auth, resolve_token
 from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitError, GitRepository
 from tasks.kube import KubeClient, load_api_client
@@ -87,5 +87,19 @@ def registry_client(registry: ImageRegistry, log: Callable[[str], None] | None =
 
     credentials = registry.credentials
     if credentials is None:
-        return RegistryClient(registry.url, log=log)
-    return RegistryClient(registry.url, username=credentials.username, password=resolve_token(credentials), log=log)
+        return RegistryClient(registry.url, log=log, token_hosts=registry.token_hosts)
+    return RegistryClient(
+        registry.url,
+        username=credentials.username,
+        password=resolve_token(credentials),
+        log=log,
+        token_hosts=registry.token_hosts,
+        credentials_hint=f"registry.credentials ({_source(credentials)})",
+    )
+
+
+def _source(credentials: GitCredentials) -> str:
+    """Where a referenced token comes from, for messages (the reference, never the value)."""
+    if credentials.token_env is not None:
+        return f"username and the token in environment variable {credentials.token_env}"
+    return f"username and the token in Prefect Secret block {credentials.secret_block!r}"

@@ -8,6 +8,12 @@ What real registries do and this client follows:
   means "get a token from the realm" (anonymously, or with basic credentials when we have them; the answer
   holds ``token`` or ``access_token``); ``Basic realm=...`` means "send basic credentials". Tokens are
   cached per scope, so the next page (and the next call) does not ask again.
+* **Where credentials go**: basic credentials travel only to the registry's own host and to the token hosts the
+  pipeline file names (``registry.token_hosts``, e.g. ``auth.docker.io``); a realm on any other host gets an
+  anonymous request or, when the repository needs credentials, a refusal naming the host. Nothing with a
+  credential goes over plain http to a host other than loopback.
+* **Bounds**: a listing, every page and token request and retry included, ends within ``overall_seconds``; a
+  page's body is read up to ``max_page_bytes``.
 * **Throttling and outages**: ``429`` and ``503`` honour ``Retry-After`` (seconds or an HTTP date, capped);
   other 5xx answers and transport errors are retried with jittered exponential backoff. When the attempts
   are used up the error is a :class:`TransientRegistryError`, so a Prefect task retry can try later.
@@ -23,13 +29,15 @@ import email.utils
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from tasks import httpbounds
 from tasks.errors import PromoteError, TransientError
+from tasks.httpbounds import Deadline, Response
 
 __all__ = ["RegistryClient", "RegistryError", "TransientRegistryError"]
 
@@ -40,6 +48,7 @@ _REPOSITORY_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
 _RETRY_AFTER_STATUSES = (429, 503)
 _MAX_PAGES = 10_000  # a registry that keeps answering "next" forever is broken, not large
+_MAX_PAGE_BYTES = 8 << 20  # 1000 tags of 128 characters are 130 KiB; a page of megabytes is not a tag list
 
 
 class RegistryError(PromoteError, RuntimeError):
@@ -77,6 +86,9 @@ class RegistryClient:
         credentials_hint: str = "the registry credentials of the pipeline file (username and token)",
         sleep: Callable[[float], None] = time.sleep,
         log: Log | None = None,
+        token_hosts: Iterable[str] = (),
+        overall_seconds: float = 300.0,
+        max_page_bytes: int = _MAX_PAGE_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -88,6 +100,17 @@ class RegistryClient:
             raise RegistryError("registry credentials need both a username and a password (token)")
         if max_attempts < 1 or page_size < 1:
             raise RegistryError("max_attempts and page_size must be at least 1")
+        for what, value in (("username", username), ("password (token)", password)):
+            if value is not None and httpbounds.has_control_chars(value):
+                # Retrying cannot help: the value itself is wrong (often a secret file's trailing newline pair).
+                raise RegistryError(
+                    f"the registry {what} holds a line break or another control character: check {credentials_hint}"
+                )
+        if username is not None and parts.scheme == "http" and not httpbounds.is_loopback(parts.hostname):
+            raise RegistryError(
+                f"registry URL {httpbounds.shown_url(base_url)} is plain http to a host other than loopback: "
+                "credentials would travel in clear text; use https"
+            )
         self.base_url = f"{parts.scheme}://{parts.netloc}"
         self._origin = _origin(self.base_url)
         self._basic = (username, password) if username is not None and password is not None else None
@@ -103,6 +126,11 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._scope_of: dict[str, str] = {}  # repository -> the scope its last challenge named
         self._use_basic: set[str] = set()  # repositories whose registry asked for basic auth
+        self._withheld_from: dict[str, str] = {}  # repository -> the token host credentials were kept from
+        self._token_hosts = {parts.hostname.lower(), *(h.strip().lower() for h in token_hosts)}
+        self._overall = overall_seconds
+        self._max_page_bytes = max_page_bytes
+        self._deadline = Deadline(overall_seconds)
 
     # --- public surface -----------------------------------------------------------------------------
 
@@ -116,6 +144,7 @@ class RegistryClient:
         tags: list[str] = []
         seen_urls: set[str] = set()
         url = f"{self.base_url}/v2/{repository}/tags/list?n={self._page_size}"
+        self._deadline = Deadline(self._overall)
         with self._client() as client:
             for page in range(1, _MAX_PAGES + 1):
                 seen_urls.add(url)
@@ -137,9 +166,9 @@ class RegistryClient:
 
     def _client(self) -> httpx.Client:
         # One connection pool per listing: nothing is left open between calls (the token cache is ours).
-        return httpx.Client(timeout=self._timeout, transport=self._transport, follow_redirects=False)
+        return httpbounds.client(timeout=self._timeout, transport=self._transport)
 
-    def _get_authorized(self, client: httpx.Client, url: str, repository: str) -> httpx.Response:
+    def _get_authorized(self, client: httpx.Client, url: str, repository: str) -> Response:
         fresh = False  # whether the credentials just sent were obtained for this very challenge
         while True:
             response = self._send(client, url, self._auth_headers(repository), what=f"tags of {repository}")
@@ -152,6 +181,13 @@ class RegistryClient:
             self._forget(repository)
             self._answer_challenge(client, response.headers.get("www-authenticate", ""), repository)
             fresh = True
+        withheld = self._withheld_from.get(repository)
+        if withheld is not None:
+            raise RegistryError(
+                f"registry {self.base_url} refused an anonymous token for {repository} (HTTP 401): its token "
+                f"service is on another host ({withheld}), and credentials are sent there only if the pipeline "
+                f"file lists it: registry.token_hosts: [{withheld}]"
+            )
         if self._basic is None:
             raise RegistryError(
                 f"registry {self.base_url} requires credentials to list the tags of {repository} (HTTP 401 "
@@ -201,17 +237,38 @@ class RegistryClient:
         realm_parts = urlsplit(realm)
         if realm_parts.scheme not in ("http", "https") or not realm_parts.hostname:
             raise RegistryError(f"registry {self.base_url} named a token realm that is not an http(s) URL")
-        if self._basic is not None and realm_parts.scheme == "http" and self.base_url.startswith("https:"):
-            # Never downgrade: credentials meant for an https registry do not travel in clear text.
+        realm_host = realm_parts.hostname.lower()
+        basic = self._basic
+        if basic is not None and realm_parts.scheme == "http" and not httpbounds.is_loopback(realm_host):
+            # Never in clear text: credentials do not travel over http except on this machine.
             raise RegistryError(
-                f"registry {self.base_url} sent its token realm over plain http; refusing to send credentials there"
+                f"registry {self.base_url} sent its token realm over plain http ({realm_host}); refusing to send "
+                "credentials there"
             )
+        if basic is not None and realm_host not in self._token_hosts:
+            # The realm is whatever the registry's 401 says: without this rule, anyone who can answer for the
+            # registry collects our credentials. Ask anonymously; a 401/403 below then names the host to allow.
+            self._log(
+                f"registry {self.base_url}: token service {realm_host} is not the registry's host nor in "
+                "registry.token_hosts: asking it for a token without credentials"
+            )
+            basic = None
+            self._withheld_from[repository] = realm_host
+        else:
+            self._withheld_from.pop(repository, None)
         scope = params.get("scope", f"repository:{repository}:pull")
         query = {k: v for k, v in (("service", params.get("service")), ("scope", scope)) if v}
-        headers = {"Authorization": _basic_header(*self._basic)} if self._basic is not None else {}
+        headers = {"Authorization": _basic_header(*basic)} if basic is not None else {}
         token_url = str(httpx.URL(realm).copy_merge_params(query))
         response = self._send(client, token_url, headers, what=f"a token for {repository}")
         if response.status_code in (401, 403):
+            if basic is None and self._basic is not None:
+                raise RegistryError(
+                    f"registry {self.base_url} refused an anonymous token for {repository} (HTTP "
+                    f"{response.status_code}): its token service is on another host ({realm_host}), and "
+                    f"credentials are sent there only if the pipeline file lists it: "
+                    f"registry.token_hosts: [{realm_host}]"
+                )
             who = f"as {self._basic[0]!r}" if self._basic else "anonymously"
             raise RegistryError(
                 f"the token service of registry {self.base_url} refused a token for {repository} {who} "
@@ -230,10 +287,15 @@ class RegistryClient:
             raise RegistryError(
                 f"the token service of registry {self.base_url} answered without a token for {repository}"
             )
+        if httpbounds.has_control_chars(token):
+            raise RegistryError(
+                f"the token service of registry {self.base_url} answered a token with a line break or another "
+                f"control character for {repository}; refusing to send it (the token service is broken)"
+            )
         self._tokens[scope] = token
         self._scope_of[repository] = scope
 
-    def _checked(self, response: httpx.Response, repository: str) -> httpx.Response:
+    def _checked(self, response: Response, repository: str) -> Response:
         status = response.status_code
         if status == 200:
             return response
@@ -248,21 +310,28 @@ class RegistryClient:
                 f"{self._credentials_hint} may not pull it"
             )
         raise RegistryError(
-            f"registry {self.base_url} answered HTTP {status} for the tags of {repository}: {_error_text(response)}"
+            f"registry {self.base_url} answered HTTP {status} for the tags of {repository}: "
+            f"{httpbounds.scrub(_error_text(response), self._secrets())}"
         )
+
+    def _secrets(self) -> list[str | None]:
+        """What a registry's error body must not repeat to us: our password and the tokens we hold."""
+        return [self._basic[1] if self._basic else None, *self._tokens.values()]
 
     # --- retries ------------------------------------------------------------------------------------
 
-    def _send(self, client: httpx.Client, url: str, headers: dict[str, str], *, what: str) -> httpx.Response:
+    def _send(self, client: httpx.Client, url: str, headers: dict[str, str], *, what: str) -> Response:
         last_problem = ""
         for attempt in range(1, self._max_attempts + 1):
             try:
-                return self._attempt(client, url, headers)
+                return self._attempt(client, url, headers, what)
             except _RetryableError as retry:
                 last_problem = retry.problem
                 if attempt == self._max_attempts:
                     break
                 delay = retry.delay if retry.delay is not None else self._backoff_delay(attempt)
+                if delay >= self._deadline.remaining():
+                    raise self._out_of_time(what) from None
                 self._log(
                     f"registry {self.base_url}: {what}: {retry.problem}; retrying in {delay:.1f}s "
                     f"(attempt {attempt + 1} of {self._max_attempts})"
@@ -273,12 +342,29 @@ class RegistryClient:
             f"{last_problem}; try again later"
         )
 
-    def _attempt(self, client: httpx.Client, url: str, headers: dict[str, str]) -> httpx.Response:
+    def _out_of_time(self, what: str) -> TransientRegistryError:
+        return TransientRegistryError(
+            f"registry {self.base_url} did not answer for {what} within the listing's {self._overall:.0f}s "
+            "overall deadline; the registry is slow or unreachable: try again later"
+        )
+
+    def _attempt(self, client: httpx.Client, url: str, headers: dict[str, str], what: str) -> Response:
         try:
-            response = client.get(url, headers={"Accept": "application/json", **headers})
+            response = httpbounds.request(
+                client,
+                "GET",
+                url,
+                headers={"Accept": "application/json", **headers},
+                deadline=self._deadline,
+                max_bytes=self._max_page_bytes,
+            )
+        except httpbounds.DeadlineExceededError:
+            raise self._out_of_time(what) from None
+        except httpbounds.ResponseTooLargeError as exc:
+            raise RegistryError(f"registry {self.base_url} answered {what} with a {exc}") from None
         except httpx.TransportError as exc:
             # The exception's text names the URL at most (ours hold no secrets), never our headers.
-            raise _RetryableError(f"{type(exc).__name__}: {exc}") from None
+            raise _RetryableError(httpbounds.scrub(f"{type(exc).__name__}: {exc}", self._secrets())) from None
         status = response.status_code
         if status in _RETRY_AFTER_STATUSES:
             delay = _retry_after(response.headers.get("retry-after"), self._max_retry_after)
@@ -294,7 +380,7 @@ class RegistryClient:
 
     # --- pages --------------------------------------------------------------------------------------
 
-    def _page_tags(self, response: httpx.Response, repository: str) -> list[str]:
+    def _page_tags(self, response: Response, repository: str) -> list[str]:
         try:
             body = response.json()
         except ValueError:
@@ -310,7 +396,7 @@ class RegistryClient:
             )
         return list(tags)
 
-    def _next_page(self, response: httpx.Response, url: str, repository: str) -> str | None:
+    def _next_page(self, response: Response, url: str, repository: str) -> str | None:
         for target, rel in _links(response.headers.get_list("link")):
             if "next" not in rel:
                 continue
@@ -380,13 +466,14 @@ def _retry_after(value: str | None, cap: float) -> float | None:
     return max(0.0, min((when - datetime.now(UTC)).total_seconds(), cap))
 
 
-def _error_text(response: httpx.Response) -> str:
-    """The registry's own error codes (``{"errors": [{"code": ..., "message": ...}]}``), or a short body."""
+def _error_text(response: Response) -> str:
+    """The registry's own error codes (``{"errors": [{"code": ..., "message": ...}]}``), or the body; whole, so
+    that secrets are scrubbed before it is cut to length."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200].strip() or "(empty body)"
+        return response.text.strip() or "(empty body)"
     errors = body.get("errors") if isinstance(body, dict) else None
     if isinstance(errors, list) and errors:
         return "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}" for e in errors if isinstance(e, dict))
-    return str(body)[:200]
+    return str(body)

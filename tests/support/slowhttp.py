@@ -124,6 +124,8 @@ class Fixed:
     content_type: str = "text/html; charset=utf-8"
     body: bytes = b"<!doctype html><html><head><title>Prefect Server</title></head><body></body></html>"
     paths: list[tuple[str, str]] = field(default_factory=list)  # method, path
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every answer
+    authorizations: list[str | None] = field(default_factory=list)  # the Authorization header of each request
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -139,7 +141,10 @@ def serve_fixed(state: Fixed) -> Iterator[str]:
                 self.rfile.read(length)
             with state.lock:
                 state.paths.append((self.command, self.path))
+                state.authorizations.append(self.headers.get("Authorization"))
             self.send_response(state.status)
+            for key, value in state.headers.items():
+                self.send_header(key, value)
             self.send_header("Content-Type", state.content_type)
             self.send_header("Content-Length", str(len(state.body)))
             self.end_headers()

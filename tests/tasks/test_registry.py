@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import json
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from sandbox.httpserve import serve_http
 from tasks.registry import RegistryClient, RegistryError, TransientRegistryError
 from tests.support.registry import (
     ISSUER,
@@ -23,6 +26,7 @@ from tests.support.registry import (
     run_registry,
     token_service,
 )
+from tests.support.slowhttp import Big, Fixed, Trickle, serve_big, serve_fixed, serve_trickle
 
 TAGS = ["1.0.0", "1.1.0", "1.2.0-rc.1", "v2.0.0", "latest"]
 PASSWORD = "s3cret-Registry-pw"  # distinctive, so a leak into a message would be found
@@ -65,6 +69,27 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[L
         bundle = workdir / "token-root.pem"
         bundle.write_bytes(service.certificate_pem())
         auth = {"token": {"realm": service.realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}}
+        with run_registry(workdir, auth=auth) as registry:
+            for repository in ("public/app", "private/app"):
+                access = [{"type": "repository", "name": repository, "actions": ["pull", "push"]}]
+                push_image(
+                    registry.url, repository, TAGS, headers={"Authorization": f"Bearer {service.mint('bob', access)}"}
+                )
+            yield registry, service
+
+
+@pytest.fixture(scope="module")
+def registry_with_token_service_elsewhere(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalRegistry, TokenService]]:
+    """A registry on 127.0.0.1 whose 401 names a token service on another host name (``localhost``), as
+    Docker Hub's registry-1.docker.io names auth.docker.io."""
+    workdir = tmp_path_factory.mktemp("registry-token-elsewhere")
+    with token_service({"bob": PASSWORD}, public={"public/app"}) as service:
+        bundle = workdir / "token-root.pem"
+        bundle.write_bytes(service.certificate_pem())
+        realm = service.realm.replace("127.0.0.1", "localhost")
+        auth = {"token": {"realm": realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}}
         with run_registry(workdir, auth=auth) as registry:
             for repository in ("public/app", "private/app"):
                 access = [{"type": "repository", "name": repository, "actions": ["pull", "push"]}]
@@ -266,3 +291,119 @@ def test_flow_steps_retry_registry_trouble_but_not_refusals() -> None:
 
     assert is_transient_failure(TransientRegistryError("429 Too Many Requests after 5 attempts"))
     assert not is_transient_failure(RegistryError("repository org/app not found"))
+
+
+# --- where credentials go, how long a listing takes, what errors show (issue 14 items 3, 4, 9, 15) -------
+
+
+def test_credentials_go_to_a_token_service_on_another_host_only_if_listed(
+    registry_with_token_service_elsewhere: tuple[LocalRegistry, TokenService],
+) -> None:
+    """The realm is whatever the registry's 401 says: credentials follow it only to the registry's own host or a
+    host in registry.token_hosts; otherwise the token is asked for anonymously."""
+    registry, service = registry_with_token_service_elsewhere
+    service.requests.clear()
+    client = RegistryClient(registry.url, username="bob", password=PASSWORD)
+    with pytest.raises(RegistryError, match=r"another host \(localhost\).*registry\.token_hosts: \[localhost\]") as e:
+        client.list_tags("private/app")
+    assert PASSWORD not in str(e.value)
+    assert [r.user for r in service.requests] == [None]  # asked, but without the credentials
+
+    service.requests.clear()
+    assert sorted(client.list_tags("public/app")) == sorted(TAGS)  # a public image needs no credentials
+    assert [r.user for r in service.requests] == [None]
+
+    service.requests.clear()
+    trusting = RegistryClient(registry.url, username="bob", password=PASSWORD, token_hosts=["localhost"])
+    assert sorted(trusting.list_tags("private/app")) == sorted(TAGS)
+    assert [r.user for r in service.requests] == ["bob"]
+
+
+def test_credentials_never_travel_over_plain_http_beyond_loopback() -> None:
+    with pytest.raises(RegistryError, match="plain http to a host other than loopback"):
+        RegistryClient("http://registry.example:5000", username="bob", password=PASSWORD)
+    RegistryClient("http://registry.example:5000")  # anonymous: nothing to leak
+    # A loopback registry whose 401 names a plain-http realm elsewhere, even a listed one: refused before any
+    # request goes there (the realm's host does not resolve, so a request would fail differently).
+    challenge = 'Bearer realm="http://auth.invalid/token",service="registry",scope="repository:app:pull"'
+    fixed = Fixed(status=401, content_type="application/json", body=b"{}", headers={"WWW-Authenticate": challenge})
+    with serve_fixed(fixed) as url:
+        client = RegistryClient(url, username="bob", password=PASSWORD, token_hosts=["auth.invalid"])
+        with pytest.raises(RegistryError, match=r"token realm over plain http \(auth\.invalid\); refusing"):
+            client.list_tags("app")
+    assert [path for _method, path in fixed.paths] == ["/v2/app/tags/list?n=1000"]
+
+
+def test_secrets_in_a_registry_error_body_are_scrubbed_and_the_text_capped() -> None:
+    echo = {"errors": [{"code": "DENIED", "message": f"bad credentials {PASSWORD} " + "x" * 50_000}]}
+    fixed = Fixed(status=400, content_type="application/json", body=json.dumps(echo).encode())
+    denied = r"HTTP 400 .*DENIED: bad credentials <redacted> x"
+    with serve_fixed(fixed) as url, pytest.raises(RegistryError, match=denied) as e:
+        RegistryClient(url, username="bob", password=PASSWORD).list_tags("app")
+    assert PASSWORD not in str(e.value)
+    assert len(str(e.value)) < 400
+
+
+def test_a_token_or_password_with_a_line_break_is_refused_not_retried() -> None:
+    with pytest.raises(RegistryError, match=r"password \(token\) holds a line break.*check the registry"):
+        RegistryClient("http://127.0.0.1:9", username="bob", password=PASSWORD + "\r\n")
+    answered: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def do_GET(self) -> None:
+            answered.append(self.path)
+            if self.path.startswith("/token"):
+                self._json(200, {"token": "abc\r\nX-Injected: 1"})
+                return
+            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            self._json(401, {}, {"WWW-Authenticate": f'Bearer realm="{realm}",service="registry"'})
+
+        def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    recorder = Recorder()
+    with serve_http(Handler, poll_interval=0.05) as url, pytest.raises(RegistryError, match="token with a line") as e:
+        RegistryClient(url, sleep=recorder.sleep).list_tags("app")
+    assert not isinstance(e.value, TransientRegistryError)
+    assert recorder.sleeps == []  # not retried
+    assert len(answered) == 2  # the tag list, the token; never a request carrying the broken token
+
+
+def test_endless_pagination_ends_within_the_listing_deadline() -> None:
+    """Own paging server: a registry that keeps answering "next" is cut off by time, not only by page count."""
+    tags = [f"1.0.{i}" for i in range(50_000)]
+    with paging_registry(tags) as server:
+        client = RegistryClient(server.url, page_size=1, overall_seconds=2)
+        started = time.monotonic()
+        with pytest.raises(TransientRegistryError, match=r"tags of team/app within the listing's 2s"):
+            client.list_tags("team/app")
+        elapsed = time.monotonic() - started
+    assert len(server.requests) > 1  # it did page
+    assert elapsed < 10, f"the 2 s listing took {elapsed:.1f}s"
+
+
+def test_a_trickling_registry_is_cut_off_at_the_listing_deadline() -> None:
+    trickle = Trickle(body=json.dumps({"name": "app", "tags": ["1.0.0"] * 50}).encode(), pause_s=0.2)
+    with serve_trickle(trickle) as url:
+        client = RegistryClient(url, overall_seconds=2, timeout=5)
+        started = time.monotonic()
+        with pytest.raises(TransientRegistryError, match="within the listing's 2s"):
+            client.list_tags("app")
+        elapsed = time.monotonic() - started
+    assert elapsed < 6, f"the 2 s listing took {elapsed:.1f}s against one byte every 0.2 s"
+
+
+def test_a_huge_tag_page_is_not_read_whole() -> None:
+    big = Big(size=64 << 20, declare_length=False)
+    with serve_big(big) as url, pytest.raises(RegistryError, match="over the 1 MiB limit"):
+        RegistryClient(url, max_page_bytes=1 << 20).list_tags("app")
+    assert big.sent < 16 << 20
