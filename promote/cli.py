@@ -59,7 +59,7 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
     api = ApiConfig.from_env()
     decision = {"approve": approve, "approver": args.approver, "reason": args.reason}
     try:
-        state = resume_run(api.url, args.run_id, decision, api_key=api.key)
+        state = resume_run(api.url, args.run_id, decision, api_key=api.key, timeout=args.timeout)
     except ResumeError as exc:
         print(f"promote {'approve' if approve else 'reject'}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -68,17 +68,20 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
 
 
 def _cmd_trigger(args: argparse.Namespace) -> int:
-    from promote.trigger import ApiConfig, create_run, default_idempotency_key, follow, parse_params
+    from promote.trigger import CREATE_SECONDS, ApiConfig, create_run, default_idempotency_key, follow, parse_params
+    from tasks.httpbounds import Deadline
 
     api = ApiConfig.from_env()
     params = parse_params(args.param)
     key = args.idempotency_key or default_idempotency_key(args.deployment, params)
-    run = create_run(api, args.deployment, params, key)
+    # --timeout bounds the whole command, creating the run included; without it only the creation is bounded.
+    deadline = Deadline(args.timeout if args.timeout is not None else CREATE_SECONDS)
+    run = create_run(api, args.deployment, params, key, deadline=deadline)
     ui = api.url.removesuffix("/api")
     print(f"flow run {run['name']} ({run['id']}) of {args.deployment}: {ui}/runs/flow-run/{run['id']}")
     if not args.wait:
         return EXIT_OK
-    final = follow(api, str(run["id"]), print, timeout=args.timeout)
+    final = follow(api, str(run["id"]), print, deadline=deadline if args.timeout is not None else None)
     return EXIT_OK if final == "COMPLETED" else EXIT_FAILED
 
 
@@ -166,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--reason", required=not approve, default="", help="why" + (" (required)" if not approve else "")
         )
         gate.add_argument("--approver", default=os.environ.get("USER", "cli"), help="your name (default: $USER)")
+        gate.add_argument(
+            "--timeout", type=float, default=30.0, help="give up after this many seconds in all (default: 30)"
+        )
         gate.set_defaults(handler=lambda a, approve=approve: _decide(a, approve))
 
     trigger = sub.add_parser(
@@ -178,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("deployment", metavar="DEPLOYMENT", help="FLOW/DEPLOYMENT")
     trigger.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a parameter (repeatable)")
     trigger.add_argument("--wait", action="store_true", help="follow the run and exit with its outcome")
-    trigger.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+    trigger.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="give up after this many seconds in all (creating the run and, with --wait, following it)",
+    )
     trigger.add_argument(
         "--idempotency-key",
         default=None,

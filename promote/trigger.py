@@ -12,9 +12,13 @@ from typing import Any
 
 import httpx
 
+from tasks import httpbounds, prefectapi
 from tasks.errors import RefusedError
+from tasks.httpbounds import Deadline, Response
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+CREATE_SECONDS = 120.0  # creating a run (read the deployment, post the run, retries included) without --timeout
+REQUEST_SECONDS = 30.0  # one request, at most
 
 
 class TriggerError(RefusedError, RuntimeError):
@@ -35,7 +39,7 @@ class ApiConfig:
 
     def client(self) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpbounds.client(base_url=self.url, headers=headers, timeout=REQUEST_SECONDS)
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -99,65 +103,111 @@ def default_idempotency_key(deployment: str, params: Mapping[str, Any]) -> str |
     return f"{ci}-{hashlib.sha256(request.encode()).hexdigest()[:16]}"
 
 
-def create_run(api: ApiConfig, deployment: str, params: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+def create_run(
+    api: ApiConfig,
+    deployment: str,
+    params: dict[str, Any],
+    idempotency_key: str | None,
+    *,
+    deadline: Deadline | None = None,
+) -> dict[str, Any]:
+    """Create a run of ``deployment``; everything ends by ``deadline`` (default: :data:`CREATE_SECONDS`)."""
     if deployment.count("/") != 1:
         raise TriggerError(f"deployment {deployment!r}: expected FLOW/DEPLOYMENT, e.g. promote-production/shop")
+    deadline = deadline or Deadline(CREATE_SECONDS)
     with api.client() as http:
-        response = _request(http, "GET", f"/deployments/name/{deployment}")
+        response = _request(api, http, "GET", f"/deployments/name/{deployment}", deadline)
         if response.status_code == 404:
-            raise TriggerError(f"deployment {deployment} not found at {api.url} (prefect deploy --all first)")
-        _raise_for(response, f"read deployment {deployment}")
-        found = response.json()
+            raise TriggerError(
+                f"deployment {deployment} not found at {httpbounds.shown_url(api.url)} (prefect deploy --all "
+                f"first; or {prefectapi.API_HINT})"
+            )
+        _raise_for(api, response, f"read deployment {deployment}")
+        found = prefectapi.json_object(response, api.url, f"the deployment {deployment}", TriggerError)
         check_params(found.get("parameter_openapi_schema") or {}, params, deployment)
         body: dict[str, Any] = {"parameters": params, "tags": ["ci"]}
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
-        response = _request(http, "POST", f"/deployments/{found['id']}/create_flow_run", json=body)
-        _raise_for(response, f"create a run of {deployment}")
-        return dict(response.json())
+        response = _request(api, http, "POST", f"/deployments/{found.get('id')}/create_flow_run", deadline, json=body)
+        _raise_for(api, response, f"create a run of {deployment}")
+        run = prefectapi.json_object(response, api.url, f"the new run of {deployment}", TriggerError)
+        if not isinstance(run.get("id"), str):
+            raise TriggerError(
+                f"the Prefect API answered the new run of {deployment} without its id: {prefectapi.API_HINT}"
+            )
+        return run
 
 
 def follow(
-    api: ApiConfig, run_id: str, out: Callable[[str], None], *, poll_seconds: float = 2.0, timeout: float | None = None
+    api: ApiConfig,
+    run_id: str,
+    out: Callable[[str], None],
+    *,
+    poll_seconds: float = 2.0,
+    timeout: float | None = None,
+    deadline: Deadline | None = None,
 ) -> str:
-    """Print state changes until the run ends; returns the final state type."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+    """Print state changes until the run ends; returns the final state type. ``deadline`` (or ``timeout``
+    seconds from now) bounds the whole wait, every request and retry included."""
+    if deadline is None and timeout is not None:
+        deadline = Deadline(timeout)
     last = ""
     with api.client() as http:
         while True:
-            response = _request(http, "GET", f"/flow_runs/{run_id}")
-            _raise_for(response, f"read flow run {run_id}")
-            state = response.json().get("state") or {}
-            kind, name = str(state.get("type", "")), str(state.get("name", ""))
+            response = _request(api, http, "GET", f"/flow_runs/{run_id}", deadline)
+            _raise_for(api, response, f"read flow run {run_id}")
+            state = prefectapi.json_object(response, api.url, f"flow run {run_id}", TriggerError).get("state")
+            state = state if isinstance(state, dict) else {}
+            kind, name = str(state.get("type", "")), httpbounds.scrub(str(state.get("name", "")), limit=60)
             if name != last:
-                message = f": {state.get('message')}" if state.get("message") else ""
+                message = f": {httpbounds.scrub(str(state['message']), limit=300)}" if state.get("message") else ""
                 out(f"{time.strftime('%H:%M:%S')} {name}{message}")
                 last = name
             if kind in TERMINAL:
                 return kind
-            if deadline is not None and time.monotonic() > deadline:
-                raise TriggerError(f"run {run_id} still {name} after {timeout:.0f}s")
+            if deadline is not None and deadline.remaining() <= poll_seconds:
+                raise TriggerError(f"run {run_id} still {name} after {deadline.seconds:.0f}s (--timeout)")
             time.sleep(poll_seconds)
 
 
-def _request(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def _request(
+    api: ApiConfig,
+    http: httpx.Client,
+    method: str,
+    path: str,
+    deadline: Deadline | None,
+    *,
+    json: Any = None,
+) -> Response:
+    """One API request, retried on transport errors and 502/503/504, all within ``deadline`` (each request within
+    :data:`REQUEST_SECONDS` when there is none)."""
     for attempt in range(4):
+        bound = deadline.within(REQUEST_SECONDS) if deadline is not None else Deadline(REQUEST_SECONDS)
         try:
-            response = http.request(method, path, **kwargs)
+            response = httpbounds.request(http, method, path, json=json, deadline=bound, max_bytes=prefectapi.MAX_BYTES)
+        except httpbounds.BoundsError as exc:
+            if deadline is not None and deadline.expired():
+                raise TriggerError(
+                    f"the Prefect API at {httpbounds.shown_url(api.url)} did not answer within the "
+                    f"{deadline.seconds:.0f}s overall limit (--timeout)"
+                ) from None
+            raise TriggerError(f"the Prefect API at {httpbounds.shown_url(api.url)}: {exc}") from None
         except httpx.TransportError as exc:
-            if attempt == 3:
-                raise TriggerError(f"cannot reach the Prefect API: {type(exc).__name__}") from None
-            time.sleep(1.5 * 2**attempt)
-            continue
-        if response.status_code in (502, 503, 504) and attempt < 3:
-            time.sleep(1.5 * 2**attempt)
-            continue
-        return response
+            problem = type(exc).__name__
+        else:
+            if response.status_code not in (502, 503, 504):
+                return response
+            problem = f"HTTP {response.status_code}"
+        pause = 1.5 * 2**attempt
+        if attempt == 3 or (deadline is not None and deadline.remaining() <= pause):
+            raise TriggerError(f"cannot reach the Prefect API at {httpbounds.shown_url(api.url)}: {problem}")
+        time.sleep(pause)
     raise AssertionError("unreachable")
 
 
-def _raise_for(response: httpx.Response, what: str) -> None:
+def _raise_for(api: ApiConfig, response: Response, what: str) -> None:
     if response.status_code in (401, 403):
         raise TriggerError(f"cannot {what}: the API refused ({response.status_code}); check PREFECT_API_KEY")
     if response.status_code >= 400:
-        raise TriggerError(f"cannot {what}: HTTP {response.status_code}: {response.text[:300]}")
+        detail = httpbounds.scrub(response.text, [api.key], 300)
+        raise TriggerError(f"cannot {what}: HTTP {response.status_code}: {detail}")

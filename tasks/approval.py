@@ -13,6 +13,8 @@ import httpx
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field, model_validator
 
+from tasks import httpbounds, prefectapi
+
 
 class ApprovalDecision(RunInput):
     """Shown as a form in the Prefect UI when a promotion waits for approval."""
@@ -77,38 +79,60 @@ def resume_run(
     decision: dict[str, Any],
     *,
     api_key: str | None = None,
-    client: httpx.Client | None = None,
+    timeout: float = 30.0,
 ) -> str:
     """POST /flow_runs/{id}/resume with the decision; returns the run's new state name.
 
     The server answers 200 even when it refuses (e.g. the run is not paused): the body's ``status`` says
-    ``ABORT`` or ``REJECT`` with a reason, so the body decides, not the status code.
+    ``ABORT`` or ``REJECT`` with a reason, so the body decides, not the status code. The whole exchange ends
+    within ``timeout`` seconds.
     """
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    http = client or httpx.Client(timeout=30)
     try:
-        response = http.post(
-            f"{api_url.rstrip('/')}/flow_runs/{flow_run_id}/resume",
-            json={"run_input": decision},
-            headers=headers,
-        )
-    except httpx.HTTPError as exc:
-        raise ResumeError(f"cannot reach the Prefect API at {api_url}: {type(exc).__name__}") from None
-    finally:
-        if client is None:
-            http.close()
+        run_id = str(UUID(flow_run_id))
+    except ValueError:
+        # Checked before any request: the id becomes part of the URL path ("../.." would post elsewhere).
+        raise ResumeError(
+            f"{flow_run_id[:80]!r} is not a flow run id: give the run's UUID, as the Prefect UI and the "
+            "approval notification show it (e.g. 0b7c8d6e-1f2a-4b3c-9d4e-5f6a7b8c9d0e)"
+        ) from None
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    deadline = httpbounds.Deadline(timeout)
+    try:
+        with httpbounds.client(timeout=timeout, headers=headers) as http:
+            response = httpbounds.request(
+                http,
+                "POST",
+                f"{api_url.rstrip('/')}/flow_runs/{run_id}/resume",
+                json={"run_input": decision},
+                deadline=deadline,
+                max_bytes=prefectapi.MAX_BYTES,
+            )
+    except httpbounds.BoundsError as exc:
+        raise ResumeError(f"the Prefect API at {httpbounds.shown_url(api_url)}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise ResumeError(
+            f"cannot reach the Prefect API at {httpbounds.shown_url(api_url)}: {type(exc).__name__}"
+        ) from None
     if response.status_code == 404:
-        raise ResumeError(f"flow run {flow_run_id} does not exist")
+        raise ResumeError(f"flow run {run_id} does not exist (or {prefectapi.API_HINT})")
     if response.status_code in (401, 403):
         raise ResumeError(f"the Prefect API refused the request ({response.status_code}); check PREFECT_API_KEY")
     if response.status_code >= 400:
-        raise ResumeError(f"resume failed with HTTP {response.status_code}: {response.text[:300]}")
-    body = response.json()
+        secrets = [api_key]
+        raise ResumeError(
+            f"resume failed with HTTP {response.status_code}: {httpbounds.scrub(response.text, secrets, 300)}"
+        )
+    body = prefectapi.json_object(response, api_url, f"the resume of run {run_id}", ResumeError)
     status = body.get("status")
     if status != "ACCEPT":
-        reason = (body.get("details") or {}).get("reason") or "no reason given"
-        raise ResumeError(f"flow run {flow_run_id} was not resumed ({status}): {reason}")
-    return str((body.get("state") or {}).get("name") or "Running")
+        details = body.get("details")
+        reason = (details.get("reason") if isinstance(details, dict) else None) or "no reason given"
+        raise ResumeError(
+            f"flow run {run_id} was not resumed ({httpbounds.scrub(str(status), limit=40)}): "
+            f"{httpbounds.scrub(str(reason), limit=300)}"
+        )
+    state = body.get("state")
+    return str((state.get("name") if isinstance(state, dict) else None) or "Running")
 
 
 def approval_key(environment: str, rc_tag: str) -> str:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 import httpx
 
 from pipeline.model import Notifications
+from tasks import httpbounds
 
 REDACTED = "<webhook URL redacted>"
+_MAX_ANSWER_BYTES = 64 << 10  # Slack answers "ok"; nothing reads the body
 
 
 class _RedactWebhookURLs(logging.Filter):
@@ -25,21 +27,35 @@ class _RedactWebhookURLs(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._urls: set[str] = set()
+        self._needles: set[str] = set()  # lowercase: spellings of each webhook URL, and the path that holds its token
         self._lock = threading.Lock()
 
     def add(self, url: str) -> None:
+        """Redact ``url`` however a log spells it: httpx logs its normalized form (``HTTP://HOST:443`` becomes
+        ``https://host``), so match the given text, the normalized URL and the path with its query, all
+        case-insensitively (over-redacting is harmless)."""
+        needles = {url.lower()}
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            parsed = None
+        if parsed is not None:
+            needles.add(str(parsed).lower())
+            secret_part = parsed.raw_path.decode("ascii", errors="replace")
+            if len(secret_part) > 1:  # "/" alone carries nothing
+                needles.add(secret_part.lower())
+                needles.add(parsed.path.lower())
         with self._lock:
-            self._urls.add(url)
+            self._needles.update(n for n in needles if len(n) > 1)
 
-    def _redact(self, value: object) -> object:
-        text = str(value)
-        return REDACTED if any(url in text for url in self._urls) else value
+    def _hit(self, value: object) -> bool:
+        text = str(value).lower()
+        return any(needle in text for needle in self._needles)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self._urls and isinstance(record.args, tuple):
-            record.args = tuple(self._redact(arg) for arg in record.args)
-        if self._urls and isinstance(record.msg, str) and any(url in record.msg for url in self._urls):
+        if self._needles and isinstance(record.args, tuple):
+            record.args = tuple(REDACTED if self._hit(arg) else arg for arg in record.args)
+        if self._needles and isinstance(record.msg, str) and self._hit(record.msg):
             record.msg = REDACTED
         return True
 
@@ -68,12 +84,20 @@ def notify(
         return False
     _REDACT.add(url)
     message = f"{text}\n<{link}|Open the run>" if link else text
+    deadline = httpbounds.Deadline(timeout)
     try:
-        response = httpx.post(url, json={"text": message}, timeout=timeout)
-        response.raise_for_status()
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        with httpbounds.client(timeout=timeout) as http:
+            response = httpbounds.request(
+                http, "POST", url, json={"text": message}, deadline=deadline, max_bytes=_MAX_ANSWER_BYTES
+            )
+    except (httpbounds.DeadlineExceededError, httpx.TimeoutException):
+        log(f"notification webhook ({config.webhook_url_env}) failed: no answer within {timeout:g}s")
+        return False
+    except (httpx.HTTPError, httpx.InvalidURL, httpbounds.BoundsError, ValueError) as exc:
         # The exception text can contain the URL (and so its token): log only the kind of failure.
-        status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else type(exc).__name__
-        log(f"notification webhook ({config.webhook_url_env}) failed: {status}")
+        log(f"notification webhook ({config.webhook_url_env}) failed: {type(exc).__name__}")
+        return False
+    if response.status_code >= 300:  # redirects are not followed: they would carry the message elsewhere
+        log(f"notification webhook ({config.webhook_url_env}) failed: {response.status_code}")
         return False
     return True

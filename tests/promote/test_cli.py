@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gitserver import make_origin
+from tests.support.slowhttp import Fixed, Trickle, serve_fixed, serve_trickle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,3 +143,73 @@ def test_validate_directory_with_a_fifo_reports_it_and_goes_on(tmp_path: Path) -
     (tmp_path / "b.yaml").write_text("name: shop\n")
     proc = promote("validate", str(tmp_path), cwd=tmp_path, timeout=120)
     _assert_named_failure(proc, "a.yaml: invalid pipeline file", "a FIFO", "b.yaml: invalid pipeline file")
+
+
+# --- promote approve / trigger against what is not the Prefect API (issue 14 items 4, 7, 16) ----------
+
+RUN_ID = "0b7c8d6e-1f2a-4b3c-9d4e-5f6a7b8c9d0e"
+
+
+def _against(url: str, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    os.environ["PREFECT_API_URL"], previous = url, os.environ.get("PREFECT_API_URL")
+    try:
+        return promote(*args, cwd=cwd, timeout=timeout)
+    finally:
+        if previous is None:
+            del os.environ["PREFECT_API_URL"]
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+
+
+@pytest.mark.parametrize("run_id", ["../../deployments/abc", "abc", "0b7c8d6e/../x", "%2e%2e"])
+def test_approve_refuses_an_id_that_is_not_a_uuid_before_any_request(tmp_path: Path, run_id: str) -> None:
+    """Was: `promote approve ../../deployments/abc` posted to a path outside /api."""
+    fixed = Fixed(status=200, content_type="application/json", body=b'{"status": "ACCEPT"}')
+    with serve_fixed(fixed) as url:
+        proc = _against(f"{url}/api", "approve", run_id, "--reason", "ok", cwd=tmp_path)
+    _assert_named_failure(proc, "promote approve: ", "is not a flow run id")
+    assert fixed.paths == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "named"),
+    [
+        ("text/html; charset=utf-8", b"<!doctype html><html><title>Prefect</title></html>", "an HTML page"),
+        ("application/json", b'[{"id": "x"}]', "a JSON list"),
+    ],
+    ids=["html", "json-list"],
+)
+@pytest.mark.parametrize("command", ["approve", "reject", "trigger"])
+def test_an_answer_that_is_not_the_api_names_the_fix(
+    tmp_path: Path, command: str, content_type: str, body: bytes, named: str
+) -> None:
+    """Was a traceback (JSONDecodeError / AttributeError on a list) when PREFECT_API_URL lacks /api: the UI
+    answers every path with its page."""
+    fixed = Fixed(status=200, content_type=content_type, body=body)
+    args = {
+        "approve": ["approve", RUN_ID],
+        "reject": ["reject", RUN_ID, "--reason", "no"],
+        "trigger": ["trigger", "promote-rc/default"],
+    }[command]
+    with serve_fixed(fixed) as url:
+        proc = _against(url, *args, cwd=tmp_path)
+    _assert_named_failure(proc, f"promote {command}: ", named, "usually ends in /api")
+    assert len(fixed.paths) == 1
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+@pytest.mark.parametrize("command", ["approve", "trigger"])
+def test_timeout_holds_against_a_trickling_api(tmp_path: Path, command: str, phase: str) -> None:
+    """Was: `promote trigger --timeout 10` ran 136 s against a server trickling a byte every 2 s."""
+    trickle = Trickle(phase=phase, pause_s=0.3)  # type: ignore[arg-type]
+    args = {
+        "approve": ["approve", RUN_ID, "--timeout", "3"],
+        "trigger": ["trigger", "promote-rc/default", "--wait", "--timeout", "3"],
+    }[command]
+    with serve_trickle(trickle) as url:
+        started = time.monotonic()
+        proc = _against(f"{url}/api", *args, cwd=tmp_path)
+        elapsed = time.monotonic() - started
+    _assert_named_failure(proc, f"promote {command}: ", "3")
+    # The command's own start (imports) takes a few seconds on a busy machine; the 3 s limit must hold after it.
+    assert elapsed < 30, f"--timeout 3 took {elapsed:.1f}s"

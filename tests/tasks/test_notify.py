@@ -131,7 +131,7 @@ def test_a_hanging_webhook_times_out_without_failing_the_promotion(
     started = time.monotonic()
     assert notify(config(), "shop: promotion FAILED", lines.append, timeout=0.3) is False
     assert time.monotonic() - started < 1.5
-    assert lines == [f"notification webhook ({ENV}) failed: ReadTimeout"]
+    assert lines == [f"notification webhook ({ENV}) failed: no answer within 0.3s"]
     assert_no_secret(lines, caplog, url)
 
 
@@ -165,3 +165,63 @@ def test_nothing_is_sent_without_a_webhook_url(
     cfg = config(None) if setting == "not configured" else config()
     assert notify(cfg, "shop: done", lines.append, link=RUN) is False
     assert state.received == [] and lines == []
+
+
+# --- item 12 of issue 14: the URL however it is spelled; item 4: the timeout holds -----------------------
+
+
+def test_a_url_spelled_differently_from_the_log_is_still_redacted(
+    hook: tuple[Webhook, str], monkeypatch: pytest.MonkeyPatch, lines: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: ``HTTP://LOCALHOST:port/...`` slipped past redaction, as httpx logs ``http://localhost:port/...``."""
+    state, url = hook
+    port = url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1]
+    shouting = f"HTTP://LOCALHOST:{port}/services/{TOKEN}"
+    monkeypatch.setenv(ENV, shouting)
+    assert notify(config(), "shop: done", lines.append) is True
+    assert len(state.received) == 1
+    assert "HTTP Request: POST" in caplog.text  # httpx did log the request, with the URL redacted
+    assert_no_secret(lines, caplog, url)
+    assert "<webhook URL redacted>" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("configured", "logged"),
+    [
+        (f"HTTPS://HOOKS.EXAMPLE:443/services/{TOKEN}", f"https://hooks.example/services/{TOKEN}"),
+        (f"https://Hooks.Example/services/{TOKEN}", f"https://hooks.example/services/{TOKEN}"),
+        (f"https://hooks.example/services/{TOKEN}?a=1", f"http://other.example/services/{TOKEN}?a=1"),
+    ],
+)
+def test_redaction_matches_the_normalized_url_and_the_token_path(configured: str, logged: str) -> None:
+    """The filter on the httpx logger, fed the record httpx writes (its URL argument as httpx normalizes it)."""
+    import httpx
+
+    from tasks import notify as notify_module
+
+    redact = notify_module._RedactWebhookURLs()  # its own: the module's filter holds earlier tests' URLs
+    redact.add(configured)
+    record = logging.LogRecord(
+        "httpx",
+        logging.INFO,
+        __file__,
+        1,
+        'HTTP Request: %s %s "%s %d %s"',
+        ("POST", httpx.URL(logged), "HTTP/1.1", 200, "OK"),
+        None,
+    )
+    redact.filter(record)
+    assert TOKEN not in record.getMessage() and notify_module.REDACTED in record.getMessage()
+
+
+def test_a_trickling_webhook_is_cut_off_at_the_timeout(lines: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: httpx's per-read timeout never tripped against one byte every 0.2 s."""
+    from tests.support.slowhttp import Trickle, serve_trickle
+
+    with serve_trickle(Trickle(body=b"ok" * 100, content_type="text/plain", pause_s=0.2)) as base:
+        monkeypatch.setenv(ENV, f"{base}/services/{TOKEN}")
+        started = time.monotonic()
+        assert notify(config(), "shop: done", lines.append, timeout=1.0) is False
+        elapsed = time.monotonic() - started
+    assert elapsed < 5, f"a 1 s timeout took {elapsed:.1f}s"
+    assert lines == [f"notification webhook ({ENV}) failed: no answer within 1s"]
