@@ -9,6 +9,7 @@ your behalf (and says so) through the same API call as ``promote approve``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -152,71 +153,73 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
         from sandbox.apiserver import LocalKubeAPI, install_crds
         from sandbox.world import SandboxWorld
 
-        say("\n[1/5] starting kube-apiserver + etcd (built once into ~/.cache/gitops-promote) ...")
-        with LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()) as api:
-            say(f"      ready in {api.ready_seconds:.1f}s at {api.url}")
+        say("\n[1/4] starting kube-apiserver + etcd and a Prefect server, side by side ...")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, contextlib.ExitStack() as up:
+            # The two starts wait on different processes: overlapping them takes the shorter off the total.
+            prefect_starting = pool.submit(server.start)
+            up.callback(server.stop)  # also stops a server still starting if the API server failed
+            api = up.enter_context(LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()))
+            say(f"      kube-apiserver ready in {api.ready_seconds:.1f}s at {api.url}")
             admin = new_client_from_config(config_file=str(api.kubeconfig))
             install_crds(admin)
-            say("[2/5] starting a Prefect server (first start migrates its database: ~20 s) ...")
-            with server:
-                say(f"      ready in {server.ready_seconds:.1f}s; UI at {server.url}")
-                world = SandboxWorld(
-                    root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url
+            prefect_starting.result()
+            how = "from the cached migrated database" if server.from_template else "first start: database migrated"
+            say(f"      Prefect server ready in {server.ready_seconds:.1f}s ({how}); UI at {server.url}")
+            world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url)
+            (root / "world").mkdir()
+            with world.running():
+                say("[2/4] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
+                made = [world.create_app(name, strategy=strategy, delay_seconds=delay) for name in _names(apps)]
+                pipelines = root / "pipelines"
+                pipelines.mkdir()
+                for app in made:
+                    shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
+                time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
+                for app in made:
+                    say(f"      {app.name}: {_developer_change(app, registry_url)}")
+                say(f"[3/4] running the nightly flow over {pipelines} ...\n")
+                from flows.heartbeat import runs_without_the_wait
+                from flows.nightly import nightly
+
+                stop = threading.Event()
+                approved: list[str] = []
+                approver = threading.Thread(
+                    target=_approve_paused_runs, args=(server.api_url, stop, approved), daemon=True
                 )
-                (root / "world").mkdir()
-                with world.running():
-                    say("[3/5] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
-                    made = [world.create_app(name, strategy=strategy, delay_seconds=delay) for name in _names(apps)]
-                    pipelines = root / "pipelines"
-                    pipelines.mkdir()
-                    for app in made:
-                        shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
-                    time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
-                    for app in made:
-                        say(f"      {app.name}: {_developer_change(app, registry_url)}")
-                    say(f"[4/5] running the nightly flow over {pipelines} ...\n")
-                    from flows.heartbeat import runs_without_the_wait
-                    from flows.nightly import nightly
+                approver.start()
+                try:
+                    with runs_without_the_wait():
+                        state = nightly(pipelines_dir=str(pipelines), return_state=True)
+                finally:
+                    stop.set()
+                    approver.join(timeout=5)
+                ok = state.is_completed()
+                _drain_prefect_logs()
+                say(f"\n[4/4] summary\n{BANNER}")
+                for app in made:
+                    from sandbox.world import git
 
-                    stop = threading.Event()
-                    approved: list[str] = []
-                    approver = threading.Thread(
-                        target=_approve_paused_runs, args=(server.api_url, stop, approved), daemon=True
-                    )
-                    approver.start()
+                    tags = git(app.origin, "tag", "--list", "--sort=creatordate")
+                    say(f"{app.name}:")
+                    say(f"  tags in origin:      {' '.join(tags.split())}")
+                    for env in app.envs:
+                        short = env.name.removeprefix(f"{app.name}-")
+                        say(f"  {short + ' runs:':<21}{_running_image(world, app, short)}")
+                    last = git(app.origin, "log", "-1", "--format=%s", "main")
+                    say(f"  last commit on main: {last}")
+                    note = git(app.origin, "notes", "--ref=promote", "list")
+                    say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
+                say(f"nightly run: {state.name} ({state.message or 'ok'})")
+                say(f"approvals given on your behalf: {len(approved)}")
+                say(f"artifacts (audit records, verification, health tables): {server.url}/artifacts")
+                say(f"total time: {time.monotonic() - started:.1f}s")
+                if keep:
+                    say(f"\n--keep: the Prefect UI stays up at {server.url} and files in {root}; Ctrl-C to stop")
                     try:
-                        with runs_without_the_wait():
-                            state = nightly(pipelines_dir=str(pipelines), return_state=True)
-                    finally:
-                        stop.set()
-                        approver.join(timeout=5)
-                    ok = state.is_completed()
-                    _drain_prefect_logs()
-                    say(f"\n[5/5] summary\n{BANNER}")
-                    for app in made:
-                        from sandbox.world import git
-
-                        tags = git(app.origin, "tag", "--list", "--sort=creatordate")
-                        say(f"{app.name}:")
-                        say(f"  tags in origin:      {' '.join(tags.split())}")
-                        for env in app.envs:
-                            short = env.name.removeprefix(f"{app.name}-")
-                            say(f"  {short + ' runs:':<21}{_running_image(world, app, short)}")
-                        last = git(app.origin, "log", "-1", "--format=%s", "main")
-                        say(f"  last commit on main: {last}")
-                        note = git(app.origin, "notes", "--ref=promote", "list")
-                        say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
-                    say(f"nightly run: {state.name} ({state.message or 'ok'})")
-                    say(f"approvals given on your behalf: {len(approved)}")
-                    say(f"artifacts (audit records, verification, health tables): {server.url}/artifacts")
-                    say(f"total time: {time.monotonic() - started:.1f}s")
-                    if keep:
-                        say(f"\n--keep: the Prefect UI stays up at {server.url} and files in {root}; Ctrl-C to stop")
-                        try:
-                            while True:
-                                time.sleep(1)
-                        except KeyboardInterrupt:
-                            pass
+                        while True:
+                            time.sleep(1)
+                    except KeyboardInterrupt:
+                        pass
     finally:  # also when something failed: a demo leaves nothing behind unless asked to (--keep)
         if not keep:
             shutil.rmtree(root, ignore_errors=True)

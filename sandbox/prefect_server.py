@@ -1,10 +1,22 @@
 """A real ``prefect server start`` on a free loopback port with a throwaway home, for the sandbox demo and the
-end-to-end tests. Its output goes to a log file; the shutdown noise never reaches the terminal."""
+end-to-end tests. Its output goes to a log file; the shutdown noise never reaches the terminal.
+
+A fresh home's first start migrates an empty database (about a hundred migrations) and registers every block
+type: most of a cold start. The first server started with a given Prefect install leaves a snapshot of its
+database, taken right after it became ready (nothing but the schema and block types in it), in
+``~/.cache/gitops-promote/prefect-db-<key>/``; later servers start from a copy of it, with block registration
+skipped (the snapshot holds it). The key is Prefect's version and every installed ``prefect*`` distribution,
+so an upgrade or a new collection makes a new snapshot. ``PROMOTE_PREFECT_DB_TEMPLATE=0`` turns it off.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -41,6 +53,55 @@ def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
     return env
 
 
+_DB = "prefect.db"
+
+
+def template_dir() -> Path | None:
+    """Where the migrated-database snapshot for this Prefect install lives; None when turned off."""
+    if os.environ.get("PROMOTE_PREFECT_DB_TEMPLATE", "1") == "0":
+        return None
+    installed = sorted(
+        f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions()
+        if str(dist.metadata["Name"] or "").lower().startswith("prefect")
+    )
+    version = importlib.metadata.version("prefect")
+    key = hashlib.sha256("\n".join(installed).encode()).hexdigest()[:12]
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gitops-promote"
+    return base / f"prefect-db-{version}-{key}"
+
+
+def seed_home(home: Path, template: Path | None) -> bool:
+    """Copy the snapshot into a home that has no database yet; False if there is none to copy."""
+    if template is None or not (template / _DB).is_file() or (home / _DB).exists():
+        return False
+    shutil.copyfile(template / _DB, home / _DB)
+    return True
+
+
+def save_template(home: Path, template: Path) -> None:
+    """Snapshot ``home``'s database (the server may be running: SQLite's backup API copies a consistent state,
+    WAL included) into ``template``, atomically: a half-written snapshot is never used."""
+    template.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{template.name}-", dir=template.parent))
+    try:
+        source = sqlite3.connect(f"file:{home / _DB}?mode=ro", uri=True)
+        target = sqlite3.connect(staging / _DB)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        staging.chmod(0o755)
+        staging.rename(template)
+    except OSError:
+        # Another process saved it first (rename onto a non-empty directory fails), or the cache is not
+        # writable: either way this start goes on; the snapshot is only an optimisation.
+        shutil.rmtree(staging, ignore_errors=True)
+    except sqlite3.Error:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 class PrefectServer:
     def __init__(
         self,
@@ -61,6 +122,7 @@ class PrefectServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self.ready_seconds: float | None = None
+        self.from_template = False  # whether this start copied the migrated-database snapshot
 
     @property
     def url(self) -> str:
@@ -83,6 +145,13 @@ class PrefectServer:
         env["PREFECT_SERVER_UI_API_URL"] = self.api_url
         env.pop("PREFECT_API_URL")
         self.home.mkdir(parents=True, exist_ok=True)
+        template = template_dir()
+        fresh = not (self.home / _DB).exists()
+        self.from_template = seed_home(self.home, template)
+        if self.from_template:
+            # The snapshot holds the block types already; Prefect's own memo of that is keyed by the database
+            # path, which differs per home, so it would register them all again.
+            env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
         self._log = self.log_file.open("wb")
         started = time.monotonic()
         self._proc = subprocess.Popen(
@@ -107,6 +176,8 @@ class PrefectServer:
             try:
                 if httpx.get(f"{self.api_url}/health", timeout=5).status_code == 200:
                     self.ready_seconds = time.monotonic() - started
+                    if template is not None and fresh and not self.from_template and not template.exists():
+                        save_template(self.home, template)
                     return self
             except httpx.HTTPError:
                 pass
