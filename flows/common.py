@@ -27,6 +27,7 @@ from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
 from tasks.notify import notify
 from tasks.steps import run_url
+from tasks.windows import HeldError
 
 _TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -159,6 +160,11 @@ def run_record(conn: Connections, key: str, what: str, report: PromotionReport, 
     BaseException and passes through): resumed, it runs again from the top and records then."""
     try:
         yield
+    except HeldError as held:  # not a failure of the promotion: it was not allowed to start (a "frozen" event)
+        report.failure = report.failure or str(held)
+        tell(conn, f"{conn.pipeline.name}: {what} HELD: {held}")
+        _audit_anyway(conn, key, report, started)
+        raise
     except Exception as exc:
         report.failure = report.failure or str(exc)
         tell(conn, f"{conn.pipeline.name}: {what} FAILED: {exc}")
@@ -171,9 +177,13 @@ def run_record(conn: Connections, key: str, what: str, report: PromotionReport, 
             message=str(exc),
             rolled_back_to=report.rolled_back_to,
         )
-        try:
-            audit(key, report, started)
-        except Exception as lost:  # the run reports its own failure, not the missing record
-            conn.log(f"could not write the audit record {key}: {lost}")
+        _audit_anyway(conn, key, report, started)
         raise
     audit(key, report, started)
+
+
+def _audit_anyway(conn: Connections, key: str, report: PromotionReport, started: float) -> None:
+    try:
+        audit(key, report, started)
+    except Exception as lost:  # the run reports its own failure, not the missing record
+        conn.log(f"could not write the audit record {key}: {lost}")

@@ -20,6 +20,8 @@ Milestone = Literal[
     "live",
     "failed",
     "rolled-back",
+    "frozen",
+    "frozen.overridden",
 ]
 MILESTONES: Final[tuple[Milestone, ...]] = get_args(Milestone)
 PREFIX: Final = "promote."
@@ -31,6 +33,7 @@ FOR_RECORD: Final[Mapping[str, Milestone]] = {
     "promoted": "live",
     "approved": "approval.approved",
     "rolled-back": "rolled-back",
+    "override": "frozen.overridden",
 }
 
 

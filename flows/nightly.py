@@ -30,6 +30,7 @@ from pipeline.model import Environment, Pipeline
 from tasks.approval import fail_expired_approvals
 from tasks.connections import open_repository
 from tasks.plan import plan_pipeline
+from tasks.windows import HeldError
 
 # How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).
 CREATE_ATTEMPTS = 3
@@ -123,6 +124,11 @@ def _promote_env(outcome: PipelineOutcome, pipeline: Pipeline, env: Environment,
                 rc=rc,
                 requested_by="nightly",
             )
+    except HeldError as held:
+        # A freeze, a window or the soak time: the pipeline stops here tonight, and that is not a failure.
+        report = PromotionReport(
+            pipeline=pipeline.name, environment=env.name, held=str(held), nothing_to_do=f"held: {held}"
+        )
     except Exception as exc:
         raise PipelineFailedError(stage, exc, outcome) from exc
     outcome.promotions[env.name] = report

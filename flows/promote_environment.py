@@ -18,6 +18,7 @@ def promote_environment(
     rc: str | None = None,
     dry_run: bool = False,
     requested_by: str = "",
+    override_hold: str = "",
 ) -> PromotionReport:
     """Promote ``environment`` from the environment before it: only what passed verification there.
 
@@ -28,5 +29,15 @@ def promote_environment(
             verified in the environment before it
         dry_run: show what would change and change nothing
         requested_by: who asked for this run (CI passes its actor), for the audit record
+        override_hold: promote even if a freeze, a window or the soak time holds it: why (recorded in the
+            audit record and in Git); empty: holds apply
     """
-    return promote("promote-environment", pipeline_file, environment, rc, dry_run=dry_run, requested_by=requested_by)
+    return promote(
+        "promote-environment",
+        pipeline_file,
+        environment,
+        rc,
+        dry_run=dry_run,
+        requested_by=requested_by,
+        override_hold=override_hold,
+    )

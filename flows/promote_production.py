@@ -19,6 +19,7 @@ def promote_production(
     rc: str | None = None,
     dry_run: bool = False,
     requested_by: str = "",
+    override_hold: str = "",
 ) -> PromotionReport:
     """Promote what passed the environment before production to production.
 
@@ -29,5 +30,15 @@ def promote_production(
             one verified upstream (or the registry's choice by policy)
         dry_run: show what would change and change nothing
         requested_by: who asked for this run (CI passes its actor), for the audit record
+        override_hold: promote even if a freeze, a window or the soak time holds it: why (recorded in the
+            audit record and in Git); empty: holds apply
     """
-    return promote("promote-production", pipeline_file, None, rc, dry_run=dry_run, requested_by=requested_by)
+    return promote(
+        "promote-production",
+        pipeline_file,
+        None,
+        rc,
+        dry_run=dry_run,
+        requested_by=requested_by,
+        override_hold=override_hold,
+    )

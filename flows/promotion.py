@@ -12,6 +12,7 @@ from prefect import get_run_logger
 
 from flows import events
 from flows.common import crash_point, environment_lock, record, run_record, tell
+from flows.holds import check_holds
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence
@@ -51,6 +52,7 @@ def promote(
     *,
     dry_run: bool,
     requested_by: str,
+    override_hold: str = "",
 ) -> PromotionReport:
     """Promote ``environment`` (None: the last) from the environment before it."""
     log = get_run_logger()
@@ -84,8 +86,13 @@ def promote(
         if env.gate.approval:
             for expired in fail_expired_approvals():
                 log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
+        # Before the gate (no one is asked to approve what may not go in) and after it (an approval can take
+        # hours, and a freeze may have begun meanwhile).
+        check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by)
         with environment_lock(conn, env) as lock:
             _gate(conn, env, cand, lock, report, resumed=pinned is not None)
+            if env.gate.approval:
+                check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by)
             if cand.tag is not None:
                 tag_release(conn, cand.tag)
                 crash_point("after-tag-push")

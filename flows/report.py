@@ -40,6 +40,8 @@ class PromotionReport(BaseModel):
     verification: str | None = None
     checks: list[str] = []
     failure: str | None = None
+    held: str | None = None  # what held the promotion (a freeze, a window, the soak), if anything did
+    override: str | None = None  # who let it pass anyway, and why
     rolled_back_to: str | None = None
     rollback_verification: str | None = None
     rollback_failure: str | None = None

@@ -8,6 +8,7 @@ module imports no task module and no Git library, so validating a file stays che
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
@@ -22,6 +23,7 @@ from pydantic import (
 from tasks.fluxtemplate import TemplateError, check
 from tasks.refnames import branch_name_problem, ref_name_problem
 from tasks.versions import SemverRange, TagScheme, VersionError
+from tasks.windows import Window, WindowError, parse_duration
 from tasks.yamlpath import PathSyntaxError, parse_path
 
 # Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
@@ -588,10 +590,71 @@ class HealthCheck(_Model):
         return seconds
 
 
+class GateWindow(_Model):
+    """A recurring window: ``deny`` holds promotions while it is open; ``allow`` windows are the only times
+    promotions may happen (tasks/windows.py has the rules)."""
+
+    allow: Annotated[str | None, Field(min_length=1, max_length=300)] = None
+    deny: Annotated[str | None, Field(min_length=1, max_length=300)] = None
+    duration: Annotated[str | float, Field(description="how long each window stays open: 90s, 30m, 2h, 3d, 1w")]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
+    name: Annotated[str, Field(max_length=100)] = ""
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> GateWindow:
+        if (self.allow is None) == (self.deny is None):
+            raise ValueError("a window has exactly one of allow: or deny: (a cron expression or an RRULE)")
+        self.window()  # parses the schedule, the duration and the time zone: errors name them
+        return self
+
+    def window(self) -> Window:
+        schedule = self.allow if self.allow is not None else self.deny
+        assert schedule is not None  # one of them, checked above
+        try:
+            return Window(
+                kind="allow" if self.allow is not None else "deny",
+                schedule=schedule,
+                duration=parse_duration(self.duration),
+                timezone=self.timezone,
+                name=self.name,
+            )
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class Gate(_Model):
     approval: bool = False
     timeout_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] = 3600
     approvers: Annotated[list[ShortText], Field(max_length=100)] = []
+    windows: Annotated[list[GateWindow], Field(max_length=20)] = []
+    min_soak: Annotated[
+        str | float | None,
+        Field(description="the candidate must have been verified upstream at least this long ago: 30m, 2h, 1d"),
+    ] = None
+    when_held: Annotated[
+        Literal["fail", "wait"],
+        Field(description="a promotion held by a window, the freeze or the soak: fail at once, or wait for it"),
+    ] = "fail"
+    max_wait: Annotated[str | float, Field(description="with when_held: wait, give up after this long")] = "24h"
+
+    @field_validator("min_soak", "max_wait")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            try:
+                parse_duration(value)
+            except WindowError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def soak(self) -> timedelta | None:
+        return None if self.min_soak is None else parse_duration(self.min_soak)
+
+    def wait_limit(self) -> timedelta:
+        return parse_duration(self.max_wait)
+
+    def schedule(self) -> list[Window]:
+        return [w.window() for w in self.windows]
 
 
 class Environment(_Model):
@@ -622,7 +685,24 @@ class Pipeline(_Model):
         if duplicates:
             raise ValueError(f"environment names must be unique; repeated: {', '.join(duplicates)}")
         self._promotable_shape()
+        self._holds_where_they_apply()
         return self
+
+    def _holds_where_they_apply(self) -> None:
+        """Windows and the soak time hold promotions *into* an environment from the one before it."""
+        for env in self.environments:
+            if self.upstream_of(env) is not None or (env is self.last and len(self.environments) == 1):
+                if env.gate.min_soak is not None and self.upstream_of(env) is None:
+                    raise ValueError(
+                        f"environment {env.name}: gate.min_soak needs an environment before it to soak in; "
+                        "a single-environment pipeline has none"
+                    )
+                continue
+            if env.gate.windows or env.gate.min_soak is not None:
+                raise ValueError(
+                    f"environment {env.name}: gate.windows and gate.min_soak apply to environments promoted from "
+                    "the one before them; new versions enter this one through promote-rc"
+                )
 
     def _promotable_shape(self) -> None:
         """Refuse chains the flows cannot promote, instead of failing at run time with misleading advice:

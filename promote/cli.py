@@ -67,6 +67,22 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
     return EXIT_OK
 
 
+def _cmd_freeze(args: argparse.Namespace) -> int:
+    from promote import freeze
+    from promote.trigger import ApiConfig
+
+    api = ApiConfig.from_env()
+    if args.state is None:
+        print(freeze.describe(freeze.read(api, timeout=args.timeout)))
+        return EXIT_OK
+    if args.state == "on" and not args.reason.strip():
+        print("promote freeze: --reason is required to turn the freeze on", file=sys.stderr)
+        return EXIT_USAGE
+    value = freeze.switch(api, args.state == "on", args.reason, args.by, timeout=args.timeout)
+    print(freeze.describe(value))
+    return EXIT_OK
+
+
 def _cmd_trigger(args: argparse.Namespace) -> int:
     from promote.trigger import CREATE_SECONDS, ApiConfig, create_run, default_idempotency_key, follow, parse_params
     from tasks.httpbounds import Deadline
@@ -102,12 +118,23 @@ def _run_flow(args: argparse.Namespace) -> int:
     elif args.command == "production":
         from flows.promote_production import promote_production
 
-        state = promote_production(pipeline_file=args.file, rc=args.rc, dry_run=args.dry_run, return_state=True)
+        state = promote_production(
+            pipeline_file=args.file,
+            rc=args.rc,
+            dry_run=args.dry_run,
+            override_hold=args.override_hold,
+            return_state=True,
+        )
     elif args.command == "environment":
         from flows.promote_environment import promote_environment
 
         state = promote_environment(
-            pipeline_file=args.file, environment=args.env, rc=args.rc, dry_run=args.dry_run, return_state=True
+            pipeline_file=args.file,
+            environment=args.env,
+            rc=args.rc,
+            dry_run=args.dry_run,
+            override_hold=args.override_hold,
+            return_state=True,
         )
     elif args.command == "rollback":
         from flows.rollback import rollback
@@ -197,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trigger.set_defaults(handler=_cmd_trigger)
 
+    freeze = sub.add_parser(
+        "freeze",
+        help="show, or turn on or off, the org-wide freeze of gated promotions (through PREFECT_API_URL)",
+        description="The freeze is the Prefect Variable promote_freeze (also settable from the UI): while on, "
+        "every promotion into an environment after the entry is held; rollbacks are not.",
+    )
+    freeze.add_argument("state", nargs="?", choices=["on", "off"], help="omit to show the current state")
+    freeze.add_argument("--reason", default="", help="why (required to turn it on)")
+    freeze.add_argument("--by", default=os.environ.get("USER", "cli"), help="your name (default: $USER)")
+    freeze.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
+    freeze.set_defaults(handler=_cmd_freeze)
+
     for name, text in (
         ("rc", "run promote-rc here: tag the next rc, point staging at it, verify, record"),
         ("production", "run promote-production here: approval, stable tag, production, verify, roll back on failure"),
@@ -211,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "environment":
             cmd.add_argument("env", metavar="ENV", help="the environment to promote (any after the entry)")
         if name in ("production", "environment"):
+            cmd.add_argument(
+                "--override-hold",
+                default="",
+                metavar="REASON",
+                help="promote even during a freeze, outside the gate's windows or before its soak time: why "
+                "(recorded in the audit record and in Git)",
+            )
             cmd.add_argument(
                 "--rc",
                 default=None,

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 NOTES_REF = "promote"
 PROMOTE_TRAILER = "Promoted-By: gitops-promote"
-RecordKind = Literal["verified", "approved", "promoted", "rolled-back"]
+RecordKind = Literal["verified", "approved", "promoted", "rolled-back", "override"]
 
 
 class EvidenceError(RefusedError, ValueError):

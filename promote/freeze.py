@@ -1,0 +1,78 @@
+"""``promote freeze on|off``: the org-wide freeze switch, a Prefect Variable (settable from the UI too) that
+holds every promotion into an environment with a gate (flows/holds.py), through the Prefect REST API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from promote.trigger import ApiConfig, TriggerError
+from tasks import httpbounds, prefectapi
+from tasks.windows import FREEZE_VARIABLE, freeze_hold
+
+TIMEOUT_SECONDS = 30.0
+
+
+class FreezeError(TriggerError):
+    """The switch could not be read or set; the message names the API and the fix."""
+
+
+def read(api: ApiConfig, *, timeout: float = TIMEOUT_SECONDS) -> Any:
+    """The switch's value, None if it was never set."""
+    with api.client() as http:
+        response = _send(api, http, "GET", f"/variables/name/{FREEZE_VARIABLE}", timeout)
+    if response.status_code == 404:
+        return None
+    _check(api, response, "read the freeze switch")
+    return prefectapi.json_object(response, api.url, "the freeze switch", FreezeError).get("value")
+
+
+def switch(api: ApiConfig, on: bool, reason: str, by: str, *, timeout: float = TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Set the switch; the value keeps who set it, when and why (lifting it is recorded the same way)."""
+    value = {"on": on, "reason": reason.strip()[:500], "by": by.strip()[:100], "at": _now()}
+    with api.client() as http:
+        response = _send(api, http, "PATCH", f"/variables/name/{FREEZE_VARIABLE}", timeout, json={"value": value})
+        if response.status_code == 404:  # never set: create it
+            body = {"name": FREEZE_VARIABLE, "value": value, "tags": ["gitops-promote"]}
+            response = _send(api, http, "POST", "/variables/", timeout, json=body)
+    _check(api, response, "set the freeze switch")
+    return value
+
+
+def describe(value: Any) -> str:
+    hold = freeze_hold(value)
+    if hold is not None:
+        return hold.reason
+    if isinstance(value, dict) and value.get("by"):
+        by, at = str(value["by"])[:80], str(value.get("at"))[:40]
+        return f"the org-wide freeze ({FREEZE_VARIABLE}) is off (lifted by {by} at {at})"
+    return f"the org-wide freeze ({FREEZE_VARIABLE}) is off"
+
+
+def _send(
+    api: ApiConfig, http: httpx.Client, method: str, path: str, timeout: float, json: Any = None
+) -> httpbounds.Response:
+    try:
+        return httpbounds.request(
+            http, method, path, json=json, deadline=httpbounds.Deadline(timeout), max_bytes=prefectapi.MAX_BYTES
+        )
+    except httpbounds.BoundsError as exc:
+        raise FreezeError(f"the Prefect API at {httpbounds.shown_url(api.url)}: {exc}") from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # their text may hold the URL: only the kind
+        where = httpbounds.shown_url(api.url)
+        raise FreezeError(f"cannot reach the Prefect API at {where}: {type(exc).__name__}") from None
+
+
+def _check(api: ApiConfig, response: httpbounds.Response, what: str) -> None:
+    if response.status_code in (401, 403):
+        raise FreezeError(f"cannot {what}: the API refused ({response.status_code}); check PREFECT_API_KEY")
+    if response.status_code >= 400:
+        raise FreezeError(
+            f"cannot {what}: HTTP {response.status_code}: {httpbounds.scrub(response.text, [api.key], 300)}"
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
