@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import importlib
 import os
 import shutil
 import sys
@@ -126,6 +127,15 @@ def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag") ->
         return _run(apps, keep, delay, strategy, registry_url)
 
 
+def _wait_for_first_rollout(made: list[SandboxApp], overall_seconds: float = 300) -> None:
+    """The simulated controllers roll out v1.0.0 everywhere first: wait for that (not a fixed pause)."""
+    deadline = time.monotonic() + overall_seconds
+    while any(env.applied is None for app in made for env in app.envs):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the simulated controllers did not roll out v1.0.0 within {overall_seconds:.0f}s")
+        time.sleep(0.1)
+
+
 def _names(apps: int) -> list[str]:
     return ["shop"] if apps == 1 else [f"shop-{i}" for i in range(apps)]
 
@@ -147,6 +157,7 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
         os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
         os.environ["PREFECT_UI_URL"] = server.url
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+        os.environ.setdefault("PROMOTE_APPROVAL_POLL_SECONDS", "1")  # the demo's approval is given at once
 
         from kubernetes.config import new_client_from_config
 
@@ -154,15 +165,18 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
         from sandbox.world import SandboxWorld
 
         say("\n[1/4] starting kube-apiserver + etcd and a Prefect server, side by side ...")
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, contextlib.ExitStack() as up:
-            # The two starts wait on different processes: overlapping them takes the shorter off the total.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool, contextlib.ExitStack() as up:
+            # The two starts wait on different processes: overlapping them takes the shorter off the total;
+            # importing the flows (seconds of Prefect's client modules) overlaps them too.
             prefect_starting = pool.submit(server.start)
+            flows_imported = pool.submit(importlib.import_module, "flows.nightly")
             up.callback(server.stop)  # also stops a server still starting if the API server failed
             api = up.enter_context(LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()))
             say(f"      kube-apiserver ready in {api.ready_seconds:.1f}s at {api.url}")
             admin = new_client_from_config(config_file=str(api.kubeconfig))
             install_crds(admin)
             prefect_starting.result()
+            flows_imported.result()
             how = "from the cached migrated database" if server.from_template else "first start: database migrated"
             say(f"      Prefect server ready in {server.ready_seconds:.1f}s ({how}); UI at {server.url}")
             world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url)
@@ -174,7 +188,7 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                 pipelines.mkdir()
                 for app in made:
                     shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
-                time.sleep(max(0.5, 3 * delay))  # let the simulated Argo CD roll out v1.0.0 first
+                _wait_for_first_rollout(made)
                 for app in made:
                     say(f"      {app.name}: {_developer_change(app, registry_url)}")
                 say(f"[3/4] running the nightly flow over {pipelines} ...\n")

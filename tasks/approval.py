@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -249,11 +250,19 @@ def suspendable(run: Any) -> bool:
     return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
 
 
+def approval_poll_seconds() -> int:
+    """How often a paused run asks the API whether it was answered: ``PROMOTE_APPROVAL_POLL_SECONDS``
+    (1-60, default 5: one small read per paused run; the sandbox demo uses 1 so its approval shows at once)."""
+    raw = os.environ.get("PROMOTE_APPROVAL_POLL_SECONDS", "5").strip()
+    return min(60, max(1, int(raw))) if raw.isdigit() else 5
+
+
 def wait_for_approval(
-    plan: ApprovalPlan, timeout_seconds: float, *, key: str, poll_seconds: int = 5
+    plan: ApprovalPlan, timeout_seconds: float, *, key: str, poll_seconds: int | None = None
 ) -> ApprovalDecision:
     """Pause (local or nested run: the process waits) or suspend (a deployment's run: the worker is freed and
     the flow re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
+    poll_seconds = poll_seconds or approval_poll_seconds()
     from prefect.context import FlowRunContext
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
