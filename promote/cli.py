@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.load import PipelineError, load_pipeline
+from promote.notifications import DEFAULT_EVENTS
 from tasks.errors import PromoteError
 
 EXIT_OK = 0
@@ -64,6 +65,15 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
         print(f"promote {'approve' if approve else 'reject'}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{'approved' if approve else 'rejected'} run {args.run_id} as {args.approver}; it is now {state}")
+    return EXIT_OK
+
+
+def _cmd_notifications(args: argparse.Namespace) -> int:
+    from promote import notifications
+
+    events = notifications.parse_events(args.on)
+    applied = notifications.apply(args.block, events, args.pipeline)
+    print(notifications.describe(applied, args.block, args.pipeline))
     return EXIT_OK
 
 
@@ -235,6 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     freeze.add_argument("--by", default=os.environ.get("USER", "cli"), help="your name (default: $USER)")
     freeze.add_argument("--timeout", type=float, default=30.0, help="give up after this many seconds")
     freeze.set_defaults(handler=_cmd_freeze)
+
+    notifications = sub.add_parser(
+        "notifications",
+        help="send promotion events to a Prefect notification block (sets up an automation, idempotently)",
+        description="Creates or rewrites the Prefect automation 'gitops-promote: notify BLOCK', which sends the "
+        "chosen promotion events (docs/events.md) to a notification block: Slack, Teams, PagerDuty, email, "
+        "a custom webhook. Uses PREFECT_API_URL.",
+    )
+    notifications.add_argument("action", choices=["apply"])
+    notifications.add_argument("--block", required=True, metavar="TYPE/NAME", help="e.g. slack-webhook/ops")
+    notifications.add_argument(
+        "--on",
+        default=",".join(DEFAULT_EVENTS),
+        metavar="EVENTS",
+        help=f"comma-separated event names (default: {','.join(DEFAULT_EVENTS)})",
+    )
+    notifications.add_argument("--pipeline", default=None, help="only this pipeline's events (default: all)")
+    notifications.set_defaults(handler=_cmd_notifications)
 
     for name, text in (
         ("rc", "run promote-rc here: tag the next rc, point staging at it, verify, record"),
