@@ -1,0 +1,359 @@
+"""``promote receive``: an HTTP receiver that turns Docker-registry notifications and Gitea/GitHub/GitLab push
+webhooks into Prefect events (``promote.source.pushed``), which a deployment trigger in prefect.yaml turns into
+promote-rc runs.
+
+* **Who may call it**: forge webhooks carry an HMAC-SHA256 of the body (GitHub ``X-Hub-Signature-256``, Gitea
+  ``X-Gitea-Signature``) or the shared token (GitLab ``X-Gitlab-Token``); registry notifications carry
+  ``Authorization: Bearer <token>`` (the registry's ``notifications.endpoints[].headers``). Secrets come by
+  reference (environment variables), compared in constant time; a refusal is logged with the source address
+  and the reason, never the payload.
+* **Which pipelines**: a registry push goes to the image-policy pipelines whose registry repository it is; a
+  Git push to the pipelines whose repository and branch it is. Pushes made only of this tool's own commits
+  (the ``Promoted-By: gitops-promote`` trailer) are ignored: a promotion's write-back must not start another.
+* **Bursts**: pushes to one pipeline within ``debounce`` seconds of each other give one event (the last push's
+  ref and commit), so a CI job pushing five tags starts one run.
+* **Bounds**: bodies over 1 MiB are refused before they are read; the server answers each request on its own
+  thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from tasks.errors import RefusedError
+from tasks.evidence import PROMOTE_TRAILER
+
+Source = Literal["registry", "github", "gitea", "gitlab"]
+SOURCES: tuple[Source, ...] = ("registry", "github", "gitea", "gitlab")
+EVENT = "promote.source.pushed"
+MAX_BODY = 1 << 20
+_MANIFEST_TYPES = ("manifest", "image.index")  # OCI/Docker manifest and index media types contain one of these
+_ZERO = re.compile(r"^0+$")
+
+log = logging.getLogger("promote.receiver")
+
+
+class ReceiverError(RefusedError, ValueError):
+    """A request the receiver cannot use; the message is short and never repeats the payload."""
+
+
+@dataclass(frozen=True)
+class Push:
+    source: Source
+    repository: str  # registry: the repository (team/app); forges: host/owner/name, normalized
+    ref: str  # registry: the tag; forges: refs/heads/<branch>
+    revision: str  # registry: the manifest digest; forges: the new head commit
+    by: str = ""
+
+
+@dataclass(frozen=True)
+class Route:
+    pipeline: str
+    pipeline_file: str
+    registry_repository: str | None = None  # image-policy pipelines: the registry repository
+    git_repository: str | None = None  # normalized host/owner/name of the GitOps repository
+    branch: str | None = None
+
+
+# --- who may call -----------------------------------------------------------------------------------------
+
+
+def authentic(source: Source, headers: Mapping[str, str], body: bytes, secret: str) -> bool:
+    """Whether the request carries the right signature or token for ``source``."""
+    if not secret:
+        return False
+    get = {k.lower(): v for k, v in headers.items()}.get
+    if source == "registry":
+        given = get("authorization", "")
+        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), secret)
+    if source == "gitlab":
+        return hmac.compare_digest(get("x-gitlab-token", ""), secret)
+    expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    if source == "github":
+        given = get("x-hub-signature-256", "")
+        return given.startswith("sha256=") and hmac.compare_digest(given[7:].lower(), expected)
+    given = get("x-gitea-signature", "") or get("x-hub-signature-256", "").removeprefix("sha256=")
+    return bool(given) and hmac.compare_digest(given.lower(), expected)
+
+
+# --- what was pushed ----------------------------------------------------------------------------------------
+
+
+def parse(source: Source, headers: Mapping[str, str], body: bytes) -> list[Push]:
+    """The pushes in a request (a registry notification can carry many); [] for events that are not pushes."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise ReceiverError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ReceiverError("the body is not a JSON object")
+    if source == "registry":
+        return _registry_pushes(data)
+    kind = {k.lower(): v for k, v in headers.items()}.get(f"x-{source}-event", "")
+    if kind.lower() not in ("push", "push hook"):
+        return []  # a ping, a tag event, an issue comment: nothing to promote
+    return _git_push(source, data)
+
+
+def _registry_pushes(data: dict[str, Any]) -> list[Push]:
+    events = data.get("events")
+    if not isinstance(events, list):
+        raise ReceiverError("a registry notification has an events list")
+    pushes = []
+    for event in events[:1000]:
+        if not isinstance(event, dict) or event.get("action") != "push":
+            continue
+        target = _object(event.get("target"))
+        media = str(target.get("mediaType", ""))
+        tag, repository = target.get("tag"), target.get("repository")
+        if not (isinstance(tag, str) and tag and isinstance(repository, str) and repository):
+            continue  # a blob upload, or a push by digest: no tag to promote
+        if not any(kind in media for kind in _MANIFEST_TYPES):
+            continue
+        actor = _object(event.get("actor"))
+        pushes.append(
+            Push(
+                "registry",
+                repository[:255],
+                tag[:128],
+                str(target.get("digest", ""))[:100],
+                str(actor.get("name", ""))[:100],
+            )
+        )
+    return pushes
+
+
+def _git_push(source: Source, data: dict[str, Any]) -> list[Push]:
+    ref, after = data.get("ref"), data.get("after") or data.get("checkout_sha")
+    if not isinstance(ref, str) or not isinstance(after, str):
+        raise ReceiverError(f"a {source} push names its ref and the new commit (ref, after)")
+    if _ZERO.match(after) or not ref.startswith("refs/heads/"):
+        return []  # a deleted branch, or a tag push
+    project = data.get("project") if source == "gitlab" else data.get("repository")
+    if not isinstance(project, dict):
+        raise ReceiverError(f"a {source} push names its repository")
+    urls = [project.get(key) for key in ("clone_url", "git_http_url", "html_url", "web_url", "ssh_url", "git_ssh_url")]
+    normalized = next((n for u in urls if isinstance(u, str) and (n := normalize_repository(u))), None)
+    if normalized is None:
+        raise ReceiverError(f"a {source} push names no repository URL")
+    listed = data.get("commits")
+    commits = listed if isinstance(listed, list) else []
+    messages = [str(c.get("message", "")) for c in commits if isinstance(c, dict)]
+    if messages and all(PROMOTE_TRAILER in message for message in messages):
+        return []  # only this tool's own write-back commits
+    pusher = data.get("pusher") or data.get("user_username") or data.get("sender") or {}
+    by = (
+        pusher
+        if isinstance(pusher, str)
+        else str(pusher.get("login") or pusher.get("name") or pusher.get("username") or "")
+    )
+    return [Push(source, normalized, ref[:255], after[:64], by[:100])]
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def normalize_repository(url: str) -> str | None:
+    """``https://Git.Example/Team/App.git``, ``git@git.example:team/app``, ``ssh://git@git.example/team/app``
+    -> ``git.example/team/app`` (host lowercase; user info, port, ``.git`` and slashes dropped)."""
+    text = url.strip()
+    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.+)$", text)
+    if scp:
+        host, path = scp.group(1), scp.group(2)
+    else:
+        try:
+            parts = urlsplit(text)
+        except ValueError:
+            return None
+        if not parts.scheme or not parts.hostname:
+            if text.startswith("/"):  # a local path (the sandbox and the tests)
+                return str(Path(text).resolve()).removesuffix(".git").rstrip("/")
+            return None
+        if parts.scheme == "file":
+            return str(Path(parts.path).resolve()).removesuffix(".git").rstrip("/")
+        host, path = parts.hostname, parts.path
+    path = path.strip("/").removesuffix(".git").strip("/")
+    return f"{host.lower()}/{path}" if path else None
+
+
+# --- which pipelines ------------------------------------------------------------------------------------------
+
+
+def routes_from(directory: str | Path) -> list[Route]:
+    """The routes of every valid pipeline file in ``directory`` (invalid ones are logged and skipped)."""
+    from pipeline.load import PipelineError, discover_pipelines, load_pipeline
+
+    routes = []
+    for path in discover_pipelines(directory):
+        try:
+            pipeline = load_pipeline(str(path))
+        except PipelineError as exc:
+            log.warning(f"skipping {path.name}: {str(exc).splitlines()[0][:200]}")
+            continue
+        git = normalize_repository(pipeline.repository.url)
+        registry = next(
+            (env.tracks.registry.repository for env in pipeline.environments if env.tracks.kind == "image-policy"),
+            None,
+        )
+        routes.append(Route(pipeline.name, str(path), registry, git, pipeline.repository.branch))
+    return routes
+
+
+def match(push: Push, routes: list[Route]) -> list[Route]:
+    if push.source == "registry":
+        return [r for r in routes if r.registry_repository == push.repository]
+    branch = push.ref.removeprefix("refs/heads/")
+    return [r for r in routes if r.git_repository == push.repository and r.branch == branch]
+
+
+# --- bursts ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Debouncer:
+    """One call of ``emit`` per pipeline per burst: the last push wins, ``seconds`` after the burst's last push."""
+
+    emit: Callable[[Route, Push, int], None]
+    seconds: float = 10.0
+    _pending: dict[str, tuple[threading.Timer, Route, Push, int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def push(self, route: Route, push: Push) -> None:
+        with self._lock:
+            previous = self._pending.pop(route.pipeline, None)
+            count = 1
+            if previous is not None:
+                previous[0].cancel()
+                count += previous[3]
+            timer = threading.Timer(self.seconds, self._fire, args=(route.pipeline,))
+            timer.daemon = True
+            self._pending[route.pipeline] = (timer, route, push, count)
+            timer.start()
+
+    def _fire(self, pipeline: str) -> None:
+        with self._lock:
+            entry = self._pending.pop(pipeline, None)
+        if entry is not None:
+            _timer, route, push, count = entry
+            self.emit(route, push, count)
+
+    def flush(self) -> None:
+        """Emit what is pending now (shutdown)."""
+        with self._lock:
+            entries = list(self._pending.values())
+            self._pending.clear()
+        for timer, route, push, count in entries:
+            timer.cancel()
+            self.emit(route, push, count)
+
+
+def emit_prefect_event(route: Route, push: Push, count: int) -> None:
+    from prefect.events import emit_event
+
+    emit_event(
+        event=EVENT,
+        resource={
+            "prefect.resource.id": f"promote.pipeline.{route.pipeline}",
+            "prefect.resource.name": route.pipeline,
+            "promote.pipeline": route.pipeline,
+        },
+        payload={
+            "pipeline_file": route.pipeline_file,
+            "source": push.source,
+            "repository": push.repository,
+            "ref": push.ref,
+            "revision": push.revision,
+            "by": push.by or push.source,
+            "pushes": count,
+        },
+    )
+    log.info(f"{route.pipeline}: {push.source} push of {push.ref} ({count} in the burst) -> {EVENT}")
+
+
+# --- the server ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    routes: Callable[[], list[Route]]
+    secrets: Mapping[Source, str]  # source -> its secret or token; a source without one is refused
+    debouncer: Debouncer
+    refused: list[str] = field(default_factory=list)  # reasons, for tests and the log
+
+    def handle(
+        self, source: Source, headers: Mapping[str, str], body: bytes, client: str
+    ) -> tuple[int, dict[str, Any]]:
+        if not authentic(source, headers, body, self.secrets.get(source, "")):
+            reason = f"refused a {source} request from {client}: " + (
+                "no secret configured for it" if not self.secrets.get(source) else "bad signature or token"
+            )
+            self.refused.append(reason)
+            log.warning(reason)
+            return 401, {"error": "bad signature or token"}
+        try:
+            pushes = parse(source, headers, body)
+        except ReceiverError as exc:
+            log.warning(f"a {source} request from {client} was not usable: {exc}")
+            return 400, {"error": str(exc)}
+        routes = self.routes()
+        matched: list[str] = []
+        for push in pushes:
+            for route in match(push, routes):
+                self.debouncer.push(route, push)
+                matched.append(route.pipeline)
+        return 202, {"pushes": len(pushes), "pipelines": sorted(set(matched))}
+
+
+def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
+    """A started server (``serve_forever`` on a daemon thread); ``shutdown()`` stops it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return  # the receiver logs what matters itself; request lines would carry nothing useful
+
+        def do_GET(self) -> None:
+            if self.path == "/healthz":
+                self._answer(200, {"ok": True})
+            else:
+                self._answer(404, {"error": "POST to /registry, /github, /gitea or /gitlab"})
+
+        def do_POST(self) -> None:
+            source = self.path.strip("/").split("?")[0]
+            if source not in SOURCES:
+                self._answer(404, {"error": "POST to /registry, /github, /gitea or /gitlab"})
+                return
+            length = self.headers.get("Content-Length", "")
+            if not length.isdigit():
+                self._answer(411, {"error": "a Content-Length is required"})
+                return
+            if int(length) > MAX_BODY:
+                self._answer(413, {"error": f"bodies over {MAX_BODY >> 20} MiB are refused"})
+                return
+            body = self.rfile.read(int(length))
+            status, answer = receiver.handle(source, dict(self.headers.items()), body, str(self.client_address[0]))
+            self._answer(status, answer)
+
+        def _answer(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
+    return server
