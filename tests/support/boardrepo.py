@@ -74,6 +74,7 @@ class BoardRepo:
 def make_board_repo(root: Path, name: str = "shop") -> BoardRepo:
     """Both environments at v1.0.0 (a tag on the first commit), nothing recorded yet."""
     files = {f"apps/{env}.yaml": APPLICATION.format(env=env, version="v1.0.0") for env in ("staging", "production")}
+    root.mkdir(parents=True, exist_ok=True)
     origin, seed = make_origin(root, files)
     pipeline_file = root / f"{name}.yaml"
     pipeline_file.write_text(PIPELINE.format(name=name, url=origin))
