@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 COLUMNS = ("environment", "version", "commit", "since", "verified", "approved_by", "run", "note")
 CELL_LIMIT = 80  # a cell shows at most this much of a value: versions and reasons come from files and people
+NONE = "\u2014"  # an em dash for "nothing": a bare "-" in a table cell renders as a list bullet in the Prefect UI
 REASON_LIMIT = 60  # longer reasons are left to the audit record (the board names the approver)
 _KEY_UNSAFE = re.compile(r"[^a-z0-9-]+")
 
@@ -151,18 +152,18 @@ def _cut(text: str, limit: int = CELL_LIMIT) -> str:
 
 def _when(at: str | None) -> str:
     """``2026-05-01T12:00:03+00:00`` as ``2026-05-01 12:00:03Z`` (the evidence is written in UTC)."""
-    return at.replace("T", " ").replace("+00:00", "Z") if at else "-"
+    return at.replace("T", " ").replace("+00:00", "Z") if at else NONE
 
 
 def _version(version: str | None) -> str:
     if version is None:
-        return "-"
+        return NONE
     return version[:12] if is_full_sha(version) else _cut(version)
 
 
 def _approval(row: BoardRow) -> str:
     if not row.approved_by:
-        return "-"
+        return NONE
     who = _cut(row.approved_by, 40)
     if row.reason and len(row.reason) <= REASON_LIMIT:
         return f"{who} ({_cut(row.reason)})"
@@ -175,11 +176,11 @@ def board_table(rows: list[BoardRow]) -> list[dict[str, str]]:
         {
             "environment": row.environment,
             "version": _version(row.version),
-            "commit": row.commit[:12] if row.commit else "-",
+            "commit": row.commit[:12] if row.commit else NONE,
             "since": _when(row.since),
             "verified": _when(row.verified),
             "approved_by": _approval(row),
-            "run": row.run or "-",
+            "run": row.run or NONE,
             "note": row.note,
         }
         for row in rows

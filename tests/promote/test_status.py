@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.board import NONE
 from tests.promote.test_cli import promote
 from tests.support.boardrepo import make_board_repo, release_story
 
@@ -21,7 +22,7 @@ def test_status_of_a_directory_prints_each_pipeline_in_chain_order(tmp_path: Pat
     assert lines[0] == f"pipeline shop ({deployments / 'shop.yaml'})"
     assert lines[1].split() == ["environment", "version", "commit", "since", "verified", "approved_by", "run"]
     assert lines[2].split() == [
-        "staging", "v1.0.1-rc1", story.rc_commit[:12], "2026-05-01", "10:00:00Z", "2026-05-01", "10:00:00Z", "-",
+        "staging", "v1.0.1-rc1", story.rc_commit[:12], "2026-05-01", "10:00:00Z", "2026-05-01", "10:00:00Z", NONE,
         "run-rc",
     ]  # fmt: skip
     assert lines[3].split()[:3] == ["production", "v1.0.1", story.rc_commit[:12]]
