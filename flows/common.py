@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from prefect import get_client
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_client, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
@@ -21,7 +21,7 @@ from prefect.runtime import flow_run
 from flows import events
 from flows.report import PromotionReport
 from pipeline.model import Environment
-from tasks import evidence
+from tasks import board, evidence
 from tasks.approval import expire_if_due
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
@@ -148,6 +148,33 @@ def audit(key: str, report: PromotionReport, started: float) -> None:
     create_markdown_artifact(key=key, markdown="\n".join(lines), description="promotion audit record")
 
 
+def _touched(report: PromotionReport) -> bool:
+    """Whether the run wrote to or verified its environment (a dry run, a skip or a refusal before the write
+    leaves the board as it was)."""
+    done = (report.write_back, report.verification, report.rolled_back_to, report.rollback_failure)
+    return not report.dry_run and any(done)
+
+
+def publish_board(conn: Connections) -> None:
+    """Rewrite the pipeline's "what runs where" table artifact from Git (tasks/board.py), as ``promote status``
+    prints it. Never raises: the promotion's outcome is in Git already; a missing board is only logged."""
+    key = board.board_key(conn.pipeline.name)
+    try:
+        conn.repo.fetch()  # another environment's run may have moved the branch or the notes meanwhile
+        rows = board.board_rows(conn.repo, conn.pipeline)
+        create_table_artifact(
+            key=key,
+            table=board.board_table(rows),
+            description=f"what runs where in {conn.pipeline.name}, from Git (`promote status` prints the same)",
+        )
+    except Exception as exc:
+        message = f"could not write the board artifact {key} (the promotion itself is recorded in Git): {exc}"
+        try:
+            get_run_logger().warning(message)
+        except Exception:  # no run context to log in: the pipeline's own log still gets it
+            conn.log(message)
+
+
 def tell(conn: Connections, text: str) -> None:
     """Post ``text`` with a link to this run to the pipeline's webhook, if it has one (never raises)."""
     notify(conn.pipeline.notifications, text, conn.log, link=run_url(flow_run.id))
@@ -178,8 +205,12 @@ def run_record(conn: Connections, key: str, what: str, report: PromotionReport, 
             rolled_back_to=report.rolled_back_to,
         )
         _audit_anyway(conn, key, report, started)
+        if _touched(report):  # a failed write or rollback changed what runs: the board must show it
+            publish_board(conn)
         raise
     audit(key, report, started)
+    if _touched(report):
+        publish_board(conn)
 
 
 def _audit_anyway(conn: Connections, key: str, report: PromotionReport, started: float) -> None:

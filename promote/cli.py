@@ -17,12 +17,18 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    status = EXIT_OK
+def _pipeline_files(targets: Sequence[str]) -> list[Path]:
+    """Files as given, and every *.yaml / *.yml of a directory (sorted)."""
     files: list[Path] = []
-    for target in args.files:
+    for target in targets:
         path = Path(target)
         files.extend(sorted(path.glob("*.y*ml")) if path.is_dir() else [path])
+    return files
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    files = _pipeline_files(args.files)
     if not files:
         print("promote validate: no pipeline files found", file=sys.stderr)
         return EXIT_USAGE
@@ -48,6 +54,45 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         print(plan.render())
         print()
     return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """What runs where, per pipeline, from Git alone (the board artifact's rows: tasks/board.py). A pipeline
+    that cannot be read is named on stderr and the others are still shown; exit 1 if any failed."""
+    import json
+    from dataclasses import asdict
+
+    from tasks.board import board_rows, render_text
+    from tasks.connections import open_repository
+    from tasks.gitrepo import GitRepository
+
+    files = _pipeline_files(args.files)
+    if not files:
+        print("promote status: no pipeline files found", file=sys.stderr)
+        return EXIT_USAGE
+    status = EXIT_OK
+    fetched: dict[str, GitRepository] = {}  # pipelines in one repository share its clone: fetch it once
+    boards: list[dict[str, object]] = []
+    for file in files:
+        try:
+            pipeline = load_pipeline(file)
+            repo = fetched.get(pipeline.repository.url)
+            if repo is None:
+                repo = open_repository(pipeline)
+                repo.fetch()
+                fetched[pipeline.repository.url] = repo
+            rows = board_rows(repo, pipeline)
+        except PromoteError as exc:
+            print(f"promote status: {exc}", file=sys.stderr)
+            status = EXIT_FAILED
+            continue
+        if args.json:
+            boards.append({"file": str(file), "pipeline": pipeline.name, "rows": [asdict(row) for row in rows]})
+        else:
+            print(render_text(f"{pipeline.name} ({file})", rows) + "\n")
+    if args.json:
+        print(json.dumps({"pipelines": boards}, indent=1))
+    return status
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
@@ -189,6 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+", metavar="FILE", help="pipeline file or directory")
     validate.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     validate.set_defaults(handler=_cmd_validate)
+
+    status = sub.add_parser(
+        "status",
+        help="what runs where: each environment's version, commit, since when, verified, approved by (from Git)",
+        description="For every pipeline file (or every *.yaml in a directory), one row per environment in chain "
+        "order: the version the pipeline's branch names, its commit, when it was promoted there, when it was last "
+        "verified there, who approved it, and the run; from the repository and its evidence notes alone (no "
+        "Prefect server). The same table as the board-<pipeline> artifact each promotion run writes.",
+    )
+    status.add_argument("files", nargs="+", metavar="FILE", help="pipeline file or directory")
+    status.add_argument("--json", action="store_true", help="print JSON (full commits, ISO 8601 times)")
+    status.set_defaults(handler=_cmd_status)
 
     plan = sub.add_parser("plan", help="show what a promotion would change in every environment (changes nothing)")
     plan.add_argument("file", metavar="FILE", help="pipeline file")

@@ -1,0 +1,117 @@
+"""The board artifact on a real Prefect server: real promotions (real Git, kube-apiserver, the stand-in Argo CD)
+rewrite ``board-<pipeline>``; its rows are what ``promote status`` computes from Git, and the Prefect UI shows
+it (headless Chromium; the screenshot is kept in test-artifacts/board.png)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
+
+from flows.promote_production import promote_production
+from flows.promote_rc import promote_rc
+from flows.rollback import rollback
+from pipeline.load import load_pipeline
+from sandbox.world import SandboxApp, SandboxWorld, git
+from tasks.approval import resume_run
+from tasks.board import NONE, board_key, board_rows, board_table
+from tasks.connections import open_repository
+from tests.flows.test_flows import ROOT, InThread, api_url, by_pipeline, ready_app, wait_for_state
+from tests.support.webdriver import browser
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
+
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def latest_board(app: SandboxApp) -> tuple[str, list[dict[str, str]]]:
+    """(artifact id, rows) of the newest ``board-<pipeline>`` artifact, read through the Prefect client."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[board_key(app.name)])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no artifact {board_key(app.name)}"
+    data: Any = found[0].data
+    return str(found[0].id), json.loads(data) if isinstance(data, str) else data
+
+
+def from_git(app: SandboxApp) -> list[dict[str, str]]:
+    """What ``promote status`` computes for the pipeline now."""
+    pipeline = load_pipeline(app.pipeline_file)
+    repo = open_repository(pipeline)
+    repo.fetch()
+    return board_table(board_rows(repo, pipeline))
+
+
+def commit_of(app: SandboxApp, tag: str) -> str:
+    return git(app.origin, "rev-parse", f"{tag}^{{commit}}")[:12]
+
+
+def test_promotions_rewrite_the_board_with_what_git_records(world: SandboxWorld) -> None:
+    app = ready_app(world, "board")
+    rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert rc.is_completed(), rc.message
+    _id, rows = latest_board(app)
+    assert [(r["environment"], r["version"]) for r in rows] == [("staging", "v1.0.1-rc1"), ("production", "v1.0.0")]
+    assert rows[0]["run"] == str(rc.state_details.flow_run_id)
+    assert rows[0]["commit"] == commit_of(app, "v1.0.1-rc1") and rows[0]["verified"] != NONE
+
+    running = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    paused = wait_for_state(by_pipeline(app), "PAUSED", timeout=240)
+    resume_run(api_url(), str(paused.id), {"approve": True, "approver": "alice", "reason": "dashboards green"})
+    prod = running.join(timeout=240)
+    assert prod.is_completed(), prod.message
+    _id, rows = latest_board(app)
+    production = rows[1]
+    assert (production["environment"], production["version"]) == ("production", "v1.0.1")
+    assert production["commit"] == commit_of(app, "v1.0.1-rc1")  # the stable tag sits on the rc's commit
+    assert production["approved_by"] == "alice (dashboards green)"
+    assert production["run"] == str(prod.state_details.flow_run_id)
+    assert production["since"] != NONE and production["since"] >= rows[0]["since"]
+    assert rows == from_git(app)  # the artifact and `promote status` print the same cells
+
+    back = rollback(pipeline_file=str(app.pipeline_file), environment="production", return_state=True)
+    assert back.is_completed(), back.message
+    _id, rows = latest_board(app)
+    assert rows[1]["version"] == "v1.0.0" and rows[1]["commit"] == commit_of(app, "v1.0.0")
+    assert rows[1]["approved_by"] == NONE and rows[1]["run"] == str(back.state_details.flow_run_id)
+    assert rows[1]["note"] == "rolled back here from v1.0.1"
+    assert rows == from_git(app)
+
+
+def test_a_dry_run_leaves_the_board_alone(world: SandboxWorld) -> None:
+    app = ready_app(world, "board-dry", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    before, _rows = latest_board(app)
+    app.commit_change("feature: not yet")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), dry_run=True, return_state=True).is_completed()
+    assert latest_board(app)[0] == before
+
+
+def test_the_prefect_ui_shows_the_board(world: SandboxWorld) -> None:
+    app = ready_app(world, "board-ui", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    assert promote_production(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    artifact_id, rows = latest_board(app)
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        with browser() as page:
+            page.open(f"{os.environ['PREFECT_UI_URL']}/artifacts/artifact/{artifact_id}")
+            # Wait on the rendered cells themselves (as long as the browser works: tests/support/webdriver.py).
+            page.find("//*[contains(text(), 'v1.0.1-rc1')]")
+            page.find(f"//*[contains(text(), '{rows[1]['commit']}')]")
+            page.screenshot(ARTIFACTS / "board.png")
+            dom = page.source()
+            (ARTIFACTS / "board.html").write_text(dom)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    assert board_key(app.name) in dom
+    assert all(cell in dom for cell in ("staging", "production", "v1.0.1", rows[1]["run"]))
+    assert (ARTIFACTS / "board.png").stat().st_size > 10_000
