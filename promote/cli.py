@@ -113,6 +113,20 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
     return EXIT_OK
 
 
+def _cmd_receive(args: argparse.Namespace) -> int:
+    from promote import receiver
+
+    receiver.run_forever(
+        args.directory,
+        host=args.host,
+        port=args.port,
+        debounce=args.debounce,
+        secret_env=args.secret_env,
+        registry_token_env=args.registry_token_env,
+    )
+    return EXIT_OK
+
+
 def _cmd_notifications(args: argparse.Namespace) -> int:
     from promote import notifications
 
@@ -320,6 +334,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifications.add_argument("--pipeline", default=None, help="only this pipeline's events (default: all)")
     notifications.set_defaults(handler=_cmd_notifications)
+
+    receive = sub.add_parser(
+        "receive",
+        help="receive registry and Git push webhooks as Prefect events (promote-rc starts on them: prefect.yaml)",
+        description="An HTTP receiver: POST /registry (Docker registry notifications, Authorization: Bearer "
+        "TOKEN), /github and /gitea (HMAC-SHA256 signature), /gitlab (X-Gitlab-Token). Each push to a "
+        "pipeline's registry repository or Git branch becomes one promote.source.pushed event per burst.",
+    )
+    receive.add_argument("directory", nargs="?", default="deployments", metavar="DIR", help="the pipeline files")
+    receive.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    receive.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    receive.add_argument("--debounce", type=float, default=10.0, help="seconds a burst of pushes is merged over")
+    receive.add_argument(
+        "--secret-env",
+        default="PROMOTE_WEBHOOK_SECRET",
+        metavar="VAR",
+        help="environment variable with the forges' webhook secret (default: PROMOTE_WEBHOOK_SECRET)",
+    )
+    receive.add_argument(
+        "--registry-token-env",
+        default="PROMOTE_REGISTRY_WEBHOOK_TOKEN",
+        metavar="VAR",
+        help="environment variable with the registry's bearer token (default: PROMOTE_REGISTRY_WEBHOOK_TOKEN)",
+    )
+    receive.set_defaults(handler=_cmd_receive)
 
     for name, text in (
         ("rc", "run promote-rc here: tag the next rc, point staging at it, verify, record"),

@@ -22,8 +22,10 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -167,7 +169,8 @@ def _object(value: Any) -> dict[str, Any]:
 
 def normalize_repository(url: str) -> str | None:
     """``https://Git.Example/Team/App.git``, ``git@git.example:team/app``, ``ssh://git@git.example/team/app``
-    -> ``git.example/team/app`` (host lowercase; user info, port, ``.git`` and slashes dropped)."""
+    -> ``git.example/team/app`` (lowercase; user info, port, ``.git`` and slashes dropped; a local path stays
+    as it is, resolved)."""
     text = url.strip()
     scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.+)$", text)
     if scp:
@@ -185,7 +188,8 @@ def normalize_repository(url: str) -> str | None:
             return str(Path(parts.path).resolve()).removesuffix(".git").rstrip("/")
         host, path = parts.hostname, parts.path
     path = path.strip("/").removesuffix(".git").strip("/")
-    return f"{host.lower()}/{path}" if path else None
+    # Forges match owner and name case-insensitively (github.com/Team/App is github.com/team/app).
+    return f"{host}/{path}".lower() if path else None
 
 
 # --- which pipelines ------------------------------------------------------------------------------------------
@@ -203,10 +207,9 @@ def routes_from(directory: str | Path) -> list[Route]:
             log.warning(f"skipping {path.name}: {str(exc).splitlines()[0][:200]}")
             continue
         git = normalize_repository(pipeline.repository.url)
-        registry = next(
-            (env.tracks.registry.repository for env in pipeline.environments if env.tracks.kind == "image-policy"),
-            None,
-        )
+        # Whatever tracking reads a registry (today: image-policy) names it in its model.
+        registries = (getattr(env.tracks, "registry", None) for env in pipeline.environments)
+        registry = next((r.repository for r in registries if r is not None), None)
         routes.append(Route(pipeline.name, str(path), registry, git, pipeline.repository.branch))
     return routes
 
@@ -275,7 +278,7 @@ def emit_prefect_event(route: Route, push: Push, count: int) -> None:
             "repository": push.repository,
             "ref": push.ref,
             "revision": push.revision,
-            "by": push.by or push.source,
+            "by": push.by or "anonymous",
             "pushes": count,
         },
     )
@@ -357,3 +360,67 @@ def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
     return server
+
+
+class _CachedRoutes:
+    """Pipeline files are read again at most every ``ttl`` seconds: edits are picked up without a restart."""
+
+    def __init__(self, directory: str | Path, ttl: float = 30.0) -> None:
+        self._directory, self._ttl = directory, ttl
+        self._routes: list[Route] = []
+        self._read_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[Route]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self._ttl:
+                self._routes = routes_from(self._directory)
+                self._read_at = time.monotonic()
+            return self._routes
+
+
+def secrets_from_env(secret_env: str, registry_token_env: str) -> dict[Source, str]:
+    forge = os.environ.get(secret_env, "").strip()
+    token = os.environ.get(registry_token_env, "").strip()
+    if not forge and not token:
+        raise ReceiverError(
+            f"set {secret_env} (the forges' webhook secret) or {registry_token_env} (the registry's bearer "
+            "token), or both: a receiver that checks nothing would let anyone start promotions"
+        )
+    found: dict[Source, str] = {"registry": token} if token else {}
+    if forge:
+        found.update({"github": forge, "gitea": forge, "gitlab": forge})
+    return found
+
+
+def run_forever(
+    directory: str | Path,
+    *,
+    host: str,
+    port: int,
+    debounce: float,
+    secret_env: str,
+    registry_token_env: str,
+    stop: threading.Event | None = None,
+) -> None:
+    """``promote receive``: serve until interrupted (or ``stop`` is set), then send what is still pending."""
+    if not Path(directory).is_dir():
+        raise ReceiverError(f"{str(directory)[:200]} is not a directory of pipeline files")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    routes = _CachedRoutes(directory)
+    count = len(routes())
+    debouncer = Debouncer(emit_prefect_event, seconds=debounce)
+    receiver = Receiver(routes, secrets_from_env(secret_env, registry_token_env), debouncer)
+    server = serve(receiver, host, port)
+    address = f"http://{host}:{server.server_address[1]}"
+    log.info(f"listening on {address}: POST /registry, /github, /gitea, /gitlab; {count} pipeline(s) in {directory}")
+    try:
+        (stop or threading.Event()).wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        debouncer.flush()
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=10)  # the events still queued reach the server before the process ends

@@ -44,8 +44,11 @@ def registry_binary() -> str:
 
 
 @contextmanager
-def run_registry(workdir: Path, *, auth: dict[str, Any] | None = None) -> Iterator[LocalRegistry]:
-    """docker-registry with filesystem storage under ``workdir``; ``auth`` is the config's ``auth:`` map."""
+def run_registry(
+    workdir: Path, *, auth: dict[str, Any] | None = None, notifications: dict[str, Any] | None = None
+) -> Iterator[LocalRegistry]:
+    """docker-registry with filesystem storage under ``workdir``; ``auth`` and ``notifications`` are the config's
+    maps of those names (notifications: where the registry posts its push events)."""
     binary = registry_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -55,6 +58,7 @@ def run_registry(workdir: Path, *, auth: dict[str, Any] | None = None) -> Iterat
         "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}},
         "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
         **({"auth": auth} if auth else {}),
+        **({"notifications": notifications} if notifications else {}),
     }
     config_path = workdir / "config.yml"
     config_path.write_text(json.dumps(config, indent=2))  # JSON is YAML

@@ -63,7 +63,7 @@ def worker(world: SandboxWorld, tmp_path: Path, webhook: tuple[Webhook, str]) ->
     assert created.returncode == 0, created.stdout + created.stderr
     deployed = run(*prefect, "--no-prompt", "deploy", "--all", env=env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    for flow in ("promote-rc", "promote-production", "promote-environment", "nightly", "rollback"):
+    for flow in ("promote-rc", "promote-production", "promote-environment", "nightly", "rollback", "receiver"):
         assert f"{flow}/default" in deployed.stdout, deployed.stdout
     log = (tmp_path / "worker.log").open("w")
     proc = subprocess.Popen(

@@ -185,9 +185,11 @@ def token_service(users: dict[str, str], public: set[str] | None = None) -> Iter
 
 
 @contextmanager
-def run_registry(workdir: Path, *, auth: dict[str, Any] | None = None) -> Iterator[LocalRegistry]:
+def run_registry(
+    workdir: Path, *, auth: dict[str, Any] | None = None, notifications: dict[str, Any] | None = None
+) -> Iterator[LocalRegistry]:
     try:
-        with sandbox_registry.run_registry(workdir, auth=auth) as registry:
+        with sandbox_registry.run_registry(workdir, auth=auth, notifications=notifications) as registry:
             yield registry
     except RegistryUnavailableError as exc:
         pytest.fail(str(exc), pytrace=False)

@@ -1,0 +1,267 @@
+"""The push receiver (promote/receiver.py): signatures and tokens as each sender makes them, the payload shapes
+they document, routing to pipelines, bursts, and the real HTTP server, up to a real docker-registry posting its
+notifications to it and the event arriving at the real Prefect server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from promote import receiver
+from promote.receiver import Debouncer, Push, Receiver, Route, authentic, match, normalize_repository, parse, serve
+from tasks.evidence import PROMOTE_TRAILER
+
+SECRET = "s3cret-webhook-value"
+BODY = b'{"ref": "refs/heads/main"}'
+
+# --- who may call: each sender's own scheme ---------------------------------------------------------------
+
+
+def _hex(body: bytes, secret: str = SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("source", "good", "bad"),
+    [
+        # GitHub: X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body> (docs: "Validating webhook deliveries")
+        ("github", {"X-Hub-Signature-256": f"sha256={_hex(BODY)}"}, {"X-Hub-Signature-256": f"sha256={_hex(b'x')}"}),
+        # Gitea: X-Gitea-Signature: <hex HMAC-SHA256> (modules/webhook deliver.go), no prefix
+        ("gitea", {"X-Gitea-Signature": _hex(BODY)}, {"X-Gitea-Signature": _hex(BODY, "other")}),
+        # GitLab: X-Gitlab-Token: the secret token itself (docs: "Webhooks", secret token)
+        ("gitlab", {"X-Gitlab-Token": SECRET}, {"X-Gitlab-Token": SECRET + "x"}),
+        # distribution: notifications.endpoints[].headers, here Authorization: Bearer <token>
+        ("registry", {"Authorization": f"Bearer {SECRET}"}, {"Authorization": "Bearer nope"}),
+    ],
+)
+def test_signatures_and_tokens(source: receiver.Source, good: dict[str, str], bad: dict[str, str]) -> None:
+    assert authentic(source, good, BODY, SECRET)
+    assert not authentic(source, bad, BODY, SECRET)
+    assert not authentic(source, {}, BODY, SECRET)
+    assert not authentic(source, good, BODY, "")  # no secret configured: nobody gets in
+    lower = {key.lower(): value for key, value in good.items()}  # header names are case-insensitive
+    assert authentic(source, lower, BODY, SECRET)
+
+
+# --- what was pushed --------------------------------------------------------------------------------------
+
+REGISTRY_ENVELOPE = {  # distribution's notifications, docs/notifications.md ("Events" example), trimmed
+    "events": [
+        {
+            "id": "320678d8-ca14-430f-8bb6-4ca139cd83f7",
+            "timestamp": "2016-03-09T14:44:26.402973972-08:00",
+            "action": "push",
+            "target": {
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "size": 708,
+                "digest": "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf",
+                "length": 708,
+                "repository": "team/app",
+                "url": "http://example.com/v2/team/app/manifests/sha256:fea8...",
+                "tag": "1.4.0",
+            },
+            "request": {"id": "6df24a34", "addr": "192.168.64.11:42961", "host": "192.168.100.227:5000"},
+            "actor": {"name": "ci"},
+            "source": {"addr": "xtal.local:5000", "instanceID": "a53db899-3b4b-4a62-a067-8dd013beaca4"},
+        },
+        {  # a layer upload: no tag, not a manifest
+            "action": "push",
+            "target": {"mediaType": "application/octet-stream", "repository": "team/app", "digest": "sha256:aa"},
+        },
+        {"action": "pull", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "tag": "1.3.0"}},
+    ]
+}
+
+
+def _github_push(**changes: Any) -> dict[str, Any]:
+    """GitHub's push event (docs: webhook events and payloads, "push"), the fields the receiver reads."""
+    body: dict[str, Any] = {
+        "ref": "refs/heads/main",
+        "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+        "after": "76ae82c7b1a177c8d03f9e96e0adf2466113728f",
+        "repository": {
+            "full_name": "team/gitops",
+            "clone_url": "https://github.com/Team/GitOps.git",
+            "ssh_url": "git@github.com:Team/GitOps.git",
+        },
+        "pusher": {"name": "alice", "email": "alice@example.org"},
+        "commits": [{"id": "76ae82c7", "message": "feat: faster checkout"}],
+    }
+    body.update(changes)
+    return body
+
+
+def test_registry_notifications_give_one_push_per_pushed_tag() -> None:
+    pushes = parse("registry", {}, json.dumps(REGISTRY_ENVELOPE).encode())
+    assert pushes == [
+        Push(
+            "registry",
+            "team/app",
+            "1.4.0",
+            "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf",
+            "ci",
+        )
+    ]
+
+
+def test_git_pushes_from_each_forge() -> None:
+    github = parse("github", {"X-GitHub-Event": "push"}, json.dumps(_github_push()).encode())
+    assert github == [Push("github", "github.com/team/gitops", "refs/heads/main", _github_push()["after"], "alice")]
+    gitea = {  # Gitea's push payload (modules/structs/hook.go PushPayload): GitHub's shape, pusher.login
+        "ref": "refs/heads/main",
+        "after": "a" * 40,
+        "repository": {"clone_url": "http://gitea.local:3000/team/gitops.git"},
+        "pusher": {"login": "bob"},
+        "commits": [{"message": "fix: typo"}],
+    }
+    assert parse("gitea", {"X-Gitea-Event": "push"}, json.dumps(gitea).encode()) == [
+        Push("gitea", "gitea.local/team/gitops", "refs/heads/main", "a" * 40, "bob")
+    ]
+    gitlab = {  # GitLab's "Push Hook" (docs: webhook events, push events)
+        "object_kind": "push",
+        "ref": "refs/heads/main",
+        "checkout_sha": "b" * 40,
+        "after": "b" * 40,
+        "user_username": "carol",
+        "project": {"git_http_url": "https://gitlab.example.com/team/gitops.git"},
+        "commits": [{"message": "chore: bump"}],
+    }
+    assert parse("gitlab", {"X-Gitlab-Event": "Push Hook"}, json.dumps(gitlab).encode()) == [
+        Push("gitlab", "gitlab.example.com/team/gitops", "refs/heads/main", "b" * 40, "carol")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"X-GitHub-Event": "ping"}, _github_push()),  # not a push
+        ({"X-GitHub-Event": "push"}, _github_push(ref="refs/tags/v1.0.0")),  # a tag push
+        ({"X-GitHub-Event": "push"}, _github_push(after="0" * 40)),  # a deleted branch
+        # only this tool's own write-back commits: a promotion must not start another
+        ({"X-GitHub-Event": "push"}, _github_push(commits=[{"message": f"promote(shop)\n\n{PROMOTE_TRAILER}"}])),
+    ],
+)
+def test_pushes_that_start_nothing(headers: dict[str, str], body: dict[str, Any]) -> None:
+    assert parse("github", headers, json.dumps(body).encode()) == []
+
+
+def test_unusable_bodies_are_named_without_repeating_them() -> None:
+    with pytest.raises(receiver.ReceiverError, match="not JSON"):
+        parse("github", {"X-GitHub-Event": "push"}, b"<html>" + b"x" * 5000)
+    with pytest.raises(receiver.ReceiverError, match="names its repository"):
+        parse("github", {"X-GitHub-Event": "push"}, json.dumps(_github_push(repository="x" * 5000)).encode())
+    with pytest.raises(receiver.ReceiverError, match="events list"):
+        parse("registry", {}, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("url", "normalized"),
+    [
+        ("https://GitHub.com/Team/GitOps.git", "github.com/team/gitops"),
+        ("https://x-access-token:abc@github.com/team/gitops/", "github.com/team/gitops"),
+        ("git@github.com:team/gitops.git", "github.com/team/gitops"),
+        ("ssh://git@github.com:22/team/gitops", "github.com/team/gitops"),
+        ("http://gitea.local:3000/team/gitops", "gitea.local/team/gitops"),
+        ("not a url", None),
+    ],
+)
+def test_repository_urls_are_compared_normalized(url: str, normalized: str | None) -> None:
+    assert normalize_repository(url) == normalized
+
+
+def test_routing_by_registry_repository_or_repository_and_branch() -> None:
+    routes = [
+        Route("shop", "shop.yaml", registry_repository="team/app"),
+        Route("gitops", "gitops.yaml", git_repository="github.com/team/gitops", branch="main"),
+    ]
+    assert [r.pipeline for r in match(Push("registry", "team/app", "1.0", "d"), routes)] == ["shop"]
+    assert match(Push("registry", "team/other", "1.0", "d"), routes) == []
+    git = Push("github", "github.com/team/gitops", "refs/heads/main", "c")
+    assert [r.pipeline for r in match(git, routes)] == ["gitops"]
+    assert match(Push("github", "github.com/team/gitops", "refs/heads/dev", "c"), routes) == []
+
+
+def test_a_burst_gives_one_emission_with_the_last_push() -> None:
+    emitted: list[tuple[str, str, int]] = []
+    done = threading.Event()
+
+    def emit(route: Route, push: Push, count: int) -> None:
+        emitted.append((route.pipeline, push.ref, count))
+        done.set()
+
+    debouncer = Debouncer(emit, seconds=0.5)
+    route = Route("shop", "shop.yaml", registry_repository="team/app")
+    for tag in ("1.0.0", "1.0.1", "1.0.2"):
+        debouncer.push(route, Push("registry", "team/app", tag, "d"))
+    assert done.wait(60), "the burst was never emitted"
+    assert emitted == [("shop", "1.0.2", 3)]
+    assert debouncer._pending == {}  # nothing else is waiting to be sent
+
+
+# --- the server -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def running() -> Iterator[tuple[Receiver, list[tuple[Route, Push, int]], str]]:
+    emitted: list[tuple[Route, Push, int]] = []
+    routes = [Route("shop", "shop.yaml", registry_repository="team/app")]
+    debouncer = Debouncer(lambda route, push, count: emitted.append((route, push, count)), seconds=0.2)
+    rx = Receiver(lambda: routes, {"registry": SECRET, "github": SECRET}, debouncer)
+    server = serve(rx, "127.0.0.1", 0)
+    try:
+        yield rx, emitted, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_a_bad_signature_is_refused_and_logged_without_the_payload(
+    running: tuple[Receiver, list[Any], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    rx, emitted, url = running
+    caplog.set_level(logging.INFO)
+    body = json.dumps({**REGISTRY_ENVELOPE, "marker": "PAYLOAD-MARKER-4711"}).encode()
+    refused = httpx.post(f"{url}/registry", content=body, headers={"Authorization": "Bearer wrong"}, timeout=30)
+    assert refused.status_code == 401
+    assert rx.refused and "bad signature or token" in rx.refused[0]
+    assert "PAYLOAD-MARKER-4711" not in caplog.text and "wrong" not in caplog.text
+    unsigned = httpx.post(f"{url}/gitlab", content=body, headers={"X-Gitlab-Token": SECRET}, timeout=30)
+    assert unsigned.status_code == 401 and "no secret configured" in rx.refused[-1]  # gitlab has none here
+    assert emitted == []
+
+
+def test_accepted_pushes_are_routed(running: tuple[Receiver, list[Any], str]) -> None:
+    _rx, emitted, url = running
+    body = json.dumps(REGISTRY_ENVELOPE).encode()
+    answer = httpx.post(f"{url}/registry", content=body, headers={"Authorization": f"Bearer {SECRET}"}, timeout=30)
+    assert answer.status_code == 202 and answer.json() == {"pushes": 1, "pipelines": ["shop"]}
+    deadline = time.monotonic() + 60
+    while not emitted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(route.pipeline, push.ref) for route, push, _count in emitted] == [("shop", "1.4.0")]
+
+
+def test_oversized_and_unknown_requests(running: tuple[Receiver, list[Any], str]) -> None:
+    _rx, _emitted, url = running
+    big = httpx.post(f"{url}/registry", content=b"x" * ((1 << 20) + 1), timeout=30)
+    assert big.status_code == 413
+    assert httpx.post(f"{url}/elsewhere", content=b"{}", timeout=30).status_code == 404
+    assert httpx.get(f"{url}/healthz", timeout=30).json() == {"ok": True}
+
+
+def test_without_any_secret_the_receiver_does_not_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMOTE_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("PROMOTE_REGISTRY_WEBHOOK_TOKEN", raising=False)
+    with pytest.raises(receiver.ReceiverError, match="a receiver that checks nothing"):
+        receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")
+    assert os.environ.get("PROMOTE_WEBHOOK_SECRET") is None
