@@ -38,8 +38,8 @@ def _promote_rc_runs(pipeline_file: str) -> list[Any]:
 
 def test_a_burst_of_registry_pushes_starts_one_promote_rc_through_the_worker(
     world: SandboxWorld,
-    worker: dict[str, str],
-    tmp_path: Path,  # noqa: F811
+    worker: dict[str, str],  # noqa: F811  (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()

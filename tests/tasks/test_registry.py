@@ -8,7 +8,9 @@ import email.utils
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
@@ -62,33 +64,14 @@ def basic_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRe
         yield registry
 
 
-@pytest.fixture(scope="module")
-def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, TokenService]]:
-    workdir = tmp_path_factory.mktemp("registry-token")
+@contextmanager
+def _token_registry(workdir: Path, realm_host: str = "127.0.0.1") -> Iterator[tuple[LocalRegistry, TokenService]]:
+    """A registry that sends clients to a token service (Docker's token protocol) whose realm names
+    ``realm_host``; public/app and private/app hold TAGS."""
     with token_service({"bob": PASSWORD}, public={"public/app"}) as service:
         bundle = workdir / "token-root.pem"
         bundle.write_bytes(service.certificate_pem())
-        auth = {"token": {"realm": service.realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}}
-        with run_registry(workdir, auth=auth) as registry:
-            for repository in ("public/app", "private/app"):
-                access = [{"type": "repository", "name": repository, "actions": ["pull", "push"]}]
-                push_image(
-                    registry.url, repository, TAGS, headers={"Authorization": f"Bearer {service.mint('bob', access)}"}
-                )
-            yield registry, service
-
-
-@pytest.fixture(scope="module")
-def registry_with_token_service_elsewhere(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LocalRegistry, TokenService]]:
-    """A registry on 127.0.0.1 whose 401 names a token service on another host name (``localhost``), as
-    Docker Hub's registry-1.docker.io names auth.docker.io."""
-    workdir = tmp_path_factory.mktemp("registry-token-elsewhere")
-    with token_service({"bob": PASSWORD}, public={"public/app"}) as service:
-        bundle = workdir / "token-root.pem"
-        bundle.write_bytes(service.certificate_pem())
-        realm = service.realm.replace("127.0.0.1", "localhost")
+        realm = service.realm.replace("127.0.0.1", realm_host)
         auth = {"token": {"realm": realm, "service": SERVICE, "issuer": ISSUER, "rootcertbundle": str(bundle)}}
         with run_registry(workdir, auth=auth) as registry:
             for repository in ("public/app", "private/app"):
@@ -97,6 +80,22 @@ def registry_with_token_service_elsewhere(
                     registry.url, repository, TAGS, headers={"Authorization": f"Bearer {service.mint('bob', access)}"}
                 )
             yield registry, service
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalRegistry, TokenService]]:
+    with _token_registry(tmp_path_factory.mktemp("registry-token")) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def registry_with_token_service_elsewhere(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalRegistry, TokenService]]:
+    """A registry on 127.0.0.1 whose 401 names a token service on another host name (``localhost``), as
+    Docker Hub's registry-1.docker.io names auth.docker.io."""
+    with _token_registry(tmp_path_factory.mktemp("registry-token-elsewhere"), realm_host="localhost") as found:
+        yield found
 
 
 # --- docker-registry ------------------------------------------------------------------------------------
