@@ -5,6 +5,9 @@ The clock is injected so "two minutes later" needs no two minutes; the processes
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -32,12 +35,14 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
     for proc in procs:
-        proc.kill()
+        # The whole group: a grandchild (bash -> python) outlives its parent's kill and would spin on.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
 def _start(procs: list[subprocess.Popen[bytes]], *argv: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(list(argv))
+    proc = subprocess.Popen(list(argv), start_new_session=True)
     procs.append(proc)
     return proc
 
