@@ -16,12 +16,18 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    status = EXIT_OK
+def _pipeline_files(targets: Sequence[str]) -> list[Path]:
+    """Files as given, and every ``*.yaml``/``*.yml`` directly in a directory given."""
     files: list[Path] = []
-    for target in args.files:
+    for target in targets:
         path = Path(target)
         files.extend(sorted(path.glob("*.y*ml")) if path.is_dir() else [path])
+    return files
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    files = _pipeline_files(args.files)
     if not files:
         print("promote validate: no pipeline files found", file=sys.stderr)
         return EXIT_USAGE
@@ -46,6 +52,33 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for plan in plan_pipeline(open_repository(pipeline), pipeline):
         print(plan.render())
         print()
+    return EXIT_OK
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from tasks.measure import measure_pipelines
+    from tasks.metrics import Window, parse_since, render_table
+
+    now = datetime.now(UTC)
+    try:
+        window = Window(parse_since(args.since, now), now)
+    except ValueError as exc:
+        print(f"promote metrics: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files = _pipeline_files(args.files)
+    if not files:
+        print("promote metrics: no pipeline files found", file=sys.stderr)
+        return EXIT_USAGE
+    measured = measure_pipelines([load_pipeline(file) for file in files], window)
+    if args.json:
+        print(json.dumps([m.as_json() for m in measured], indent=1))
+        return EXIT_OK
+    print(f"delivery metrics from {window.since.isoformat(timespec='seconds')} to {now.isoformat(timespec='seconds')}")
+    print("(production: each pipeline's last environment; definitions: docs/metrics.md)\n")
+    print(render_table(measured))
     return EXIT_OK
 
 
@@ -156,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show what a promotion would change in every environment (changes nothing)")
     plan.add_argument("file", metavar="FILE", help="pipeline file")
     plan.set_defaults(handler=_cmd_plan)
+
+    metrics = sub.add_parser(
+        "metrics",
+        help="delivery metrics (DORA) per pipeline from the promotion evidence in Git",
+        description="Deployment frequency, lead time for changes, change failure rate and time to restore of "
+        "each pipeline's production (its last environment), computed from the promotion notes in its repository "
+        "alone. Definitions: docs/metrics.md.",
+    )
+    metrics.add_argument("files", nargs="+", metavar="FILE", help="pipeline file or directory")
+    metrics.add_argument(
+        "--since", default="30d", help="window start: 12h, 30d, 2w, or an ISO date or time (default: 30d)"
+    )
+    metrics.add_argument("--json", action="store_true", help="print JSON (durations in seconds) instead of a table")
+    metrics.set_defaults(handler=_cmd_metrics)
 
     for name, approve in (("approve", True), ("reject", False)):
         gate = sub.add_parser(
