@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -504,6 +505,13 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     assert bad_row.endswith("| - |"), bad_row  # it never reached production
     # Three runs, three audit records (the failed promote-rc's too), each saying it was nested.
     assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
+    # The delivery metrics of the last 30 days, from Git: one production promotion (1 / 30 days = 0.03 a day)
+    # whose lead time is the minutes since the change was committed; the bad one never reached production.
+    metrics = artifacts_of(nightly_id)["delivery-metrics"]  # type: ignore[arg-type]
+    lead = r"(\d+m )?\d+s / (\d+m )?\d+s"
+    assert re.search(rf"^\| {good.name} \| 1 \(0\.03\) \| {lead} \| 0% \(0/1\) \| - / - \|$", metrics, re.M), metrics
+    assert f"| {bad.name} | 0 (0.00) | - / - | n/a (no production promotion) | - / - |" in metrics, metrics
+    assert re.search(rf"^\| \(all pipelines\) \| 1 \(0\.03\) \| {lead} \| 0% \(0/1\) \|", metrics, re.M), metrics
 
 
 def test_promote_plan_on_a_tag_pipeline_shows_each_environment_and_changes_nothing(world: SandboxWorld) -> None:
