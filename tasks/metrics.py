@@ -192,11 +192,10 @@ def record_time(rec: Record) -> datetime:
     return moment
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Failure:
     start: datetime
     tag: str
-    commit: str
     counted: bool  # its deployment is in the window
 
 
@@ -245,12 +244,14 @@ def pipeline_metrics(
                 else:
                     unknown += 1
         elif rec.kind == "failed":
-            open_failures.append(_Failure(at, rec.tag, rec.commit, counted))
+            open_failures.append(_Failure(at, rec.tag, counted))
             if counted:
                 deployments += 1
                 failures += 1
-        elif any((f.tag, f.commit) == (rec.tag, rec.commit) for f in open_failures):
-            restore(at)  # the failed promotion's own rollback, verified before it was recorded
+        elif any(failure.tag == rec.tag for failure in open_failures):
+            # The failed promotion's own rollback, or the rollback flow run on it once that rollback had failed
+            # too (its record then hangs on the rollback's commit): verified before it was recorded.
+            restore(at)
         elif (promoted_at := live.pop(rec.tag, None)) is not None:
             # The rollback flow took a live release back: that deployment failed, and was restored now.
             if promoted_at in window:

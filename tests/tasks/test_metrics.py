@@ -165,6 +165,16 @@ def test_a_rollback_without_a_failed_record_counts_as_a_failure_of_unknown_durat
     assert m.restore_times == () and m.unrestored == 0
 
 
+def test_the_rollback_flow_after_a_failed_rollback_restores_without_a_second_deployment() -> None:
+    history = [
+        rec("failed", "app:1.2", "2024-05-02T00:00:00", sha(2)),  # and its own rollback failed: no record
+        rec("rolled-back", "app:1.2", "2024-05-02T03:00:00", sha(9)),  # on the rollback flow's own commit
+    ]
+    m = pipeline_metrics("shop", "production", history, COMMITTED, WINDOW)
+    assert (m.deployments, m.failures) == (1, 1)  # the failed one only: the rollback is its restore
+    assert m.restore_times == (3 * H,) and m.unrestored == 0  # 03:00 - 00:00
+
+
 def test_a_commit_the_repository_does_not_have_is_counted_apart() -> None:
     history = [rec("promoted", "v1.0.0", "2024-05-02T00:00:00", sha(99))]
     m = pipeline_metrics("shop", "production", history, COMMITTED, WINDOW)
