@@ -8,8 +8,10 @@ import functools
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -29,9 +31,13 @@ from pipeline.load import discover_pipelines, load_pipeline
 from pipeline.model import Environment, Pipeline
 from tasks.approval import fail_expired_approvals
 from tasks.connections import open_repository
+from tasks.measure import OVERALL, measure_pipeline
+from tasks.metrics import DeliveryMetrics, Window, combine, render_markdown
 from tasks.plan import plan_pipeline
 from tasks.windows import HeldError
 
+METRICS_WINDOW = timedelta(days=30)  # the delivery-metrics artifact's window, ending when the nightly ends
+_REASON_LIMIT = 300  # a pipeline that could not be measured: why, cut
 # How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).
 CREATE_ATTEMPTS = 3
 _UNAVAILABLE = frozenset({429, 502, 503, 504})
@@ -198,6 +204,30 @@ def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seco
     return "\n".join(lines)
 
 
+def write_metrics_artifact(files: list[str], warn: Callable[[str], None]) -> None:
+    """The ``delivery-metrics`` artifact: the DORA keys of every pipeline over the last METRICS_WINDOW, from
+    the evidence in Git (docs/metrics.md). Never raises: a report must not fail the promotions it reports on.
+    A pipeline that cannot be measured (unreadable file or notes) gets a line saying why; the rest still count."""
+    try:
+        now = datetime.now(UTC)
+        window = Window(now - METRICS_WINDOW, now)
+        measured: list[DeliveryMetrics] = []
+        missing: list[str] = []
+        for file in files:
+            try:  # the promotion runs fetched these clones moments ago
+                measured.append(measure_pipeline(load_pipeline(file), window, fetch=False))
+            except Exception as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                missing.append(f"- {_cell(file)}: not measured: {_cell(reason[:_REASON_LIMIT])}")
+        rows = [*measured, combine(OVERALL, window, measured)] if measured else []
+        markdown = render_markdown(rows, window) + ("\n\n" + "\n".join(missing) if missing else "")
+        create_markdown_artifact(
+            key="delivery-metrics", markdown=markdown, description="delivery metrics (DORA) from the evidence in Git"
+        )
+    except Exception as exc:
+        warn(f"could not write the delivery-metrics artifact: {exc}")
+
+
 @beats
 @flow(name="nightly", validate_parameters=True)
 def nightly(
@@ -260,6 +290,7 @@ def nightly(
         )
     except Exception as exc:  # the pipelines' outcome decides the run, not a missing report
         log.warning(f"could not write the nightly's audit artifact: {exc}")
+    write_metrics_artifact(files, log.warning)
     if failed:
         raise RuntimeError(f"nightly: {len(failed)} of {len(files)} pipelines failed: {', '.join(failed)}")
     return results

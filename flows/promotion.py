@@ -205,6 +205,8 @@ def _verify_or_roll_back(
         return verify_and_check(conn, env, applied.revision, values)
     except Exception as failure:
         report.failure = str(failure)
+        if cand.changes_anything:  # the write reached the environment: a failed deployment, whatever comes next
+            _record_failure(conn, env, cand, applied, failure)
         if cand.previous is None or not cand.changes_anything:
             raise
         get_run_logger().error(f"{env.name} failed at {cand.label}: {failure}. ROLLING BACK to {cand.previous}")
@@ -222,3 +224,20 @@ def _verify_or_roll_back(
         raise PromotionError(
             f"{env.name} did not come up at {cand.label} ({failure}); ROLLED BACK to {cand.previous}"
         ) from None
+
+
+FAILURE_MESSAGE_LIMIT = 500  # the note keeps why, not a whole controller status dump
+
+
+def _record_failure(conn: Connections, env: Environment, cand: Candidate, applied: Applied, failure: Exception) -> None:
+    """Record that ``env`` was changed to ``cand`` and did not come up, before rolling back (so the rollback's
+    record follows it and the time between them is the time to restore). Never raises: the promotion's own
+    failure is what the run reports. A re-run failing the same way finds the record and adds nothing."""
+    message = str(failure)
+    if len(message) > FAILURE_MESSAGE_LIMIT:
+        message = message[: FAILURE_MESSAGE_LIMIT - 3] + "..."
+    details = {"from": cand.previous, "revision": applied.revision, "message": message}
+    try:
+        record(conn, "failed", env.name, cand.value, cand.anchor, details=details)
+    except Exception as lost:
+        get_run_logger().warning(f"could not record the failed promotion of {env.name} in Git: {lost}")

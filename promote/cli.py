@@ -95,6 +95,33 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from tasks.measure import measure_pipelines
+    from tasks.metrics import Window, parse_since, render_table
+
+    now = datetime.now(UTC)
+    try:
+        window = Window(parse_since(args.since, now), now)
+    except ValueError as exc:
+        print(f"promote metrics: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files = _pipeline_files(args.files)
+    if not files:
+        print("promote metrics: no pipeline files found", file=sys.stderr)
+        return EXIT_USAGE
+    measured = measure_pipelines([load_pipeline(file) for file in files], window)
+    if args.json:
+        print(json.dumps([m.as_json() for m in measured], indent=1))
+        return EXIT_OK
+    print(f"delivery metrics from {window.since.isoformat(timespec='seconds')} to {now.isoformat(timespec='seconds')}")
+    print("(production: each pipeline's last environment; definitions: docs/metrics.md)\n")
+    print(render_table(measured))
+    return EXIT_OK
+
+
 def _decide(args: argparse.Namespace, approve: bool) -> int:
     from promote.trigger import ApiConfig
     from tasks.approval import ResumeError, resume_run
@@ -264,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="show what a promotion would change in every environment (changes nothing)")
     plan.add_argument("file", metavar="FILE", help="pipeline file")
     plan.set_defaults(handler=_cmd_plan)
+
+    metrics = sub.add_parser(
+        "metrics",
+        help="delivery metrics (DORA) per pipeline from the promotion evidence in Git",
+        description="Deployment frequency, lead time for changes, change failure rate and time to restore of "
+        "each pipeline's production (its last environment), computed from the promotion notes in its repository "
+        "alone. Definitions: docs/metrics.md.",
+    )
+    metrics.add_argument("files", nargs="+", metavar="FILE", help="pipeline file or directory")
+    metrics.add_argument(
+        "--since", default="30d", help="window start: 12h, 30d, 2w, or an ISO date or time (default: 30d)"
+    )
+    metrics.add_argument("--json", action="store_true", help="print JSON (durations in seconds) instead of a table")
+    metrics.set_defaults(handler=_cmd_metrics)
 
     for name, approve in (("approve", True), ("reject", False)):
         gate = sub.add_parser(

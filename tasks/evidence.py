@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 NOTES_REF = "promote"
 PROMOTE_TRAILER = "Promoted-By: gitops-promote"
-RecordKind = Literal["verified", "approved", "promoted", "rolled-back", "override"]
+# "failed": a promotion changed the environment and it did not come up (written before any rollback, so the
+# rollback's own record follows it); delivery metrics (tasks/metrics.py) count it as a failed deployment.
+# "override": a held promotion (a freeze, a window, the soak time) went ahead with a reason (flows/holds.py).
+RecordKind = Literal["verified", "approved", "promoted", "rolled-back", "failed", "override"]
 
 
 class EvidenceError(RefusedError, ValueError):
@@ -31,7 +34,7 @@ class Record:
     kind: RecordKind
     pipeline: str
     environment: str
-    tag: str  # the tag the record is about (the rc for "verified"/"approved", the stable tag for "promoted")
+    tag: str  # the tag the record is about (the rc for "verified"/"approved", the stable tag for "promoted"/"failed")
     commit: str
     run: str = ""
     by: str = ""

@@ -24,8 +24,9 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Concatenate, NoReturn, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -49,6 +50,7 @@ _CREDENTIAL_HELPER = (
 _NETWORK_COMMANDS = frozenset({"fetch", "push", "ls-remote"})
 DEFAULT_NETWORK_TIMEOUT = 300.0
 _MAX_STDERR = 1000  # git's stderr can carry what a server sent: only its tail is shown
+_COMMITS_PER_LOG = 500  # commit ids per git log command line: far below any argument-length limit
 
 
 class GitError(PromoteError, RuntimeError):
@@ -488,6 +490,20 @@ class GitRepository:
             if len(fields) == 3:
                 entries.append(LogEntry(sha=fields[0], subject=fields[1], message=fields[2]))
         return entries
+
+    def commit_times(self, commits: Iterable[str]) -> dict[str, datetime]:
+        """The committer time of each of ``commits`` (full ids) the repository has; unknown ones are left out
+        (a note can outlive a force-pushed commit). A few git runs for any number of commits."""
+        wanted = sorted({commit for commit in commits if is_full_sha(commit)})  # never an option or a range
+        times: dict[str, datetime] = {}
+        for start in range(0, len(wanted), _COMMITS_PER_LOG):
+            chunk = wanted[start : start + _COMMITS_PER_LOG]
+            out = self._git("log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %ct", *chunk)
+            for line in out.splitlines():
+                sha, _, stamp = line.partition(" ")
+                if stamp.isdigit():
+                    times[sha] = datetime.fromtimestamp(int(stamp), UTC)
+        return times
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
         try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -271,6 +272,17 @@ def test_production_failure_rolls_back(world: SandboxWorld) -> None:
     assert world.agent.desired_revision(production)[1] == "v1.0.0"  # type: ignore[index]
     rolled = evidence.find(notes(app, "v1.0.1"), "rolled-back", app.name, "production", "v1.0.1")
     assert rolled is not None and rolled.details == {"to": "v1.0.0"}
+    # The failed deployment is in Git too (delivery metrics count it), written before the rollback's record.
+    records = notes(app, "v1.0.1")
+    failed = evidence.find(records, "failed", app.name, "production", "v1.0.1")
+    assert failed is not None and failed.run == str(state.state_details.flow_run_id), failed
+    assert failed.details["from"] == "v1.0.0" and "Degraded" in failed.details["message"], failed.details
+    assert records.index(failed) < records.index(rolled) and failed.at <= rolled.at
+    assert evidence.find(records, "promoted", app.name, "production", "v1.0.1") is None
+    # A re-run that fails the same way adds no second record of the same fact.
+    again = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert again.is_failed() and "did not come up at v1.0.1" in (again.message or ""), again.message
+    assert [r.kind for r in notes(app, "v1.0.1")].count("failed") == 1
 
 
 def test_failing_production_health_checks_roll_back(world: SandboxWorld) -> None:
@@ -304,6 +316,9 @@ def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWor
     assert run_id is not None
     audit = artifacts_of(run_id)[f"promote-production-{app.name}"]
     assert "| failure | " in audit and "| rollback_failure | " in audit and "Degraded" in audit, audit
+    failed = evidence.find(notes(app, "v1.0.1"), "failed", app.name, "production", "v1.0.1")
+    assert failed is not None and failed.run == str(run_id)  # recorded although no rollback followed
+    assert evidence.find(notes(app, "v1.0.1"), "rolled-back", app.name, "production", "v1.0.1") is None
 
 
 def test_rollback_flow_and_dry_run(world: SandboxWorld) -> None:
@@ -490,6 +505,13 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     assert bad_row.endswith("| - |"), bad_row  # it never reached production
     # Three runs, three audit records (the failed promote-rc's too), each saying it was nested.
     assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
+    # The delivery metrics of the last 30 days, from Git: one production promotion (1 / 30 days = 0.03 a day)
+    # whose lead time is the minutes since the change was committed; the bad one never reached production.
+    metrics = artifacts_of(nightly_id)["delivery-metrics"]  # type: ignore[arg-type]
+    lead = r"(\d+m )?\d+s / (\d+m )?\d+s"
+    assert re.search(rf"^\| {good.name} \| 1 \(0\.03\) \| {lead} \| 0% \(0/1\) \| - / - \|$", metrics, re.M), metrics
+    assert f"| {bad.name} | 0 (0.00) | - / - | n/a (no production promotion) | - / - |" in metrics, metrics
+    assert re.search(rf"^\| \(all pipelines\) \| 1 \(0\.03\) \| {lead} \| 0% \(0/1\) \|", metrics, re.M), metrics
 
 
 def test_promote_plan_on_a_tag_pipeline_shows_each_environment_and_changes_nothing(world: SandboxWorld) -> None:
