@@ -57,16 +57,19 @@ def check_holds(
     *,
     override: str,
     requested_by: str,
+    may_wait: bool = True,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Return when nothing holds the promotion (or an override lets it pass); raise :class:`HeldError` when
-    something does and the gate says fail, or when waiting ran past ``gate.max_wait``."""
+    something does and the gate says fail (or ``may_wait`` is False: the caller holds the environment's
+    lock), or when waiting ran past ``gate.max_wait``."""
     log = get_run_logger()
     gate = env.gate
     limit = gate.wait_limit()
     waited_since = clock()
-    announced: str | None = None
+    announced: tuple[str, datetime | None] | None = None  # the reason text changes as time passes; this does not
+    waits = gate.when_held == "wait" and may_wait
     while True:
         now = clock()
         hold = current_hold(conn, env, cand, now)
@@ -75,10 +78,11 @@ def check_holds(
                 log.info(f"the hold on {env.name} has ended; promoting {cand.label}")
             return
         if override.strip():
-            _record_override(conn, env, cand, report, hold, override.strip(), requested_by)
+            if report.override is None:  # once per run: the check runs again inside the lock
+                _record_override(conn, env, cand, report, hold, override.strip(), requested_by)
             return
-        if hold.reason != announced:
-            announced = hold.reason
+        if (hold.kind, hold.until) != announced:
+            announced = (hold.kind, hold.until)
             report.held = hold.reason
             events.emit(
                 "frozen",
@@ -90,12 +94,17 @@ def check_holds(
                 reason=hold.reason,
                 until=hold.until.isoformat() if hold.until else None,
             )
-            if gate.when_held == "wait":
+            if waits:
                 tell(conn, f"{conn.pipeline.name}: {cand.label} waits to enter {env.name}: {hold.reason}")
             log.warning(f"{env.name} is held: {hold.reason}")
         waited = now - waited_since
-        if gate.when_held == "fail" or waited >= limit:
-            why = f" (waited {_minutes(waited)} of gate.max_wait)" if gate.when_held == "wait" else ""
+        if not waits or waited >= limit:
+            if waits:
+                why = f" (waited {_minutes(waited)} of gate.max_wait)"
+            elif gate.when_held == "wait":
+                why = " (it began while the promotion waited for its lock or approval; an approval is kept)"
+            else:
+                why = ""
             raise HeldError(
                 f"{cand.label} was not promoted to {env.name}: {hold.reason}{why}. To promote anyway, run again "
                 "with override_hold='<why>' (recorded in the audit and in Git)"

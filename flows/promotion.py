@@ -86,13 +86,14 @@ def promote(
         if env.gate.approval:
             for expired in fail_expired_approvals():
                 log.warning(f"flow run {expired} waited for approval past its window: ended it as Failed")
-        # Before the gate (no one is asked to approve what may not go in) and after it (an approval can take
-        # hours, and a freeze may have begun meanwhile).
+        # Before the lock and the gate (no one is asked to approve what may not go in; a waiting run holds no
+        # lock), and again inside the lock, right before the write: waiting for the lock or an approval can
+        # take hours, and a freeze may have begun meanwhile. Inside the lock a hold never waits (a rollback
+        # must not queue behind a frozen promotion): it fails, and a re-run reuses the recorded approval.
         check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by)
         with environment_lock(conn, env) as lock:
             _gate(conn, env, cand, lock, report, resumed=pinned is not None)
-            if env.gate.approval:
-                check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by)
+            check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by, may_wait=False)
             if cand.tag is not None:
                 tag_release(conn, cand.tag)
                 crash_point("after-tag-push")

@@ -18,6 +18,7 @@ promote-rc runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -40,6 +41,8 @@ Source = Literal["registry", "github", "gitea", "gitlab"]
 SOURCES: tuple[Source, ...] = ("registry", "github", "gitea", "gitlab")
 EVENT = "promote.source.pushed"
 MAX_BODY = 1 << 20
+_SOCKET_SECONDS = 10.0
+_MAX_CONCURRENT = 32
 _MANIFEST_TYPES = ("manifest", "image.index")  # OCI/Docker manifest and index media types contain one of these
 _ZERO = re.compile(r"^0+$")
 
@@ -57,6 +60,7 @@ class Push:
     ref: str  # registry: the tag; forges: refs/heads/<branch>
     revision: str  # registry: the manifest digest; forges: the new head commit
     by: str = ""
+    aliases: tuple[str, ...] = ()  # forges: the repository's other URLs, normalized
 
 
 @dataclass(frozen=True)
@@ -78,15 +82,20 @@ def authentic(source: Source, headers: Mapping[str, str], body: bytes, secret: s
     get = {k.lower(): v for k, v in headers.items()}.get
     if source == "registry":
         given = get("authorization", "")
-        return given.startswith("Bearer ") and hmac.compare_digest(given[7:].strip(), secret)
+        return given.startswith("Bearer ") and _same(given[7:].strip(), secret)
     if source == "gitlab":
-        return hmac.compare_digest(get("x-gitlab-token", ""), secret)
+        return _same(get("x-gitlab-token", ""), secret)
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     if source == "github":
         given = get("x-hub-signature-256", "")
-        return given.startswith("sha256=") and hmac.compare_digest(given[7:].lower(), expected)
+        return given.startswith("sha256=") and _same(given[7:].lower(), expected)
     given = get("x-gitea-signature", "") or get("x-hub-signature-256", "").removeprefix("sha256=")
-    return bool(given) and hmac.compare_digest(given.lower(), expected)
+    return bool(given) and _same(given.lower(), expected)
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of any two strings (compare_digest refuses non-ASCII str: compare bytes)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape"))
 
 
 # --- what was pushed ----------------------------------------------------------------------------------------
@@ -98,6 +107,8 @@ def parse(source: Source, headers: Mapping[str, str], body: bytes) -> list[Push]
         data = json.loads(body)
     except ValueError:
         raise ReceiverError("the body is not JSON") from None
+    except RecursionError:
+        raise ReceiverError("the body is JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ReceiverError("the body is not a JSON object")
     if source == "registry":
@@ -146,21 +157,20 @@ def _git_push(source: Source, data: dict[str, Any]) -> list[Push]:
     if not isinstance(project, dict):
         raise ReceiverError(f"a {source} push names its repository")
     urls = [project.get(key) for key in ("clone_url", "git_http_url", "html_url", "web_url", "ssh_url", "git_ssh_url")]
-    normalized = next((n for u in urls if isinstance(u, str) and (n := normalize_repository(u))), None)
-    if normalized is None:
+    # Every URL the forge gives: a pipeline may name the repository by any of them (HTTP, SSH, the web URL).
+    names = list(dict.fromkeys(n for u in urls if isinstance(u, str) and (n := normalize_repository(u[:1000]))))
+    if not names:
         raise ReceiverError(f"a {source} push names no repository URL")
+    normalized, aliases = names[0], tuple(names[1:4])
     listed = data.get("commits")
     commits = listed if isinstance(listed, list) else []
     messages = [str(c.get("message", "")) for c in commits if isinstance(c, dict)]
     if messages and all(PROMOTE_TRAILER in message for message in messages):
         return []  # only this tool's own write-back commits
     pusher = data.get("pusher") or data.get("user_username") or data.get("sender") or {}
-    by = (
-        pusher
-        if isinstance(pusher, str)
-        else str(pusher.get("login") or pusher.get("name") or pusher.get("username") or "")
-    )
-    return [Push(source, normalized, ref[:255], after[:64], by[:100])]
+    who = _object(pusher)
+    by = pusher if isinstance(pusher, str) else str(who.get("login") or who.get("name") or who.get("username") or "")
+    return [Push(source, normalized, ref[:255], after[:64], by[:100], aliases)]
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -218,7 +228,8 @@ def match(push: Push, routes: list[Route]) -> list[Route]:
     if push.source == "registry":
         return [r for r in routes if r.registry_repository == push.repository]
     branch = push.ref.removeprefix("refs/heads/")
-    return [r for r in routes if r.git_repository == push.repository and r.branch == branch]
+    names = {push.repository, *push.aliases}
+    return [r for r in routes if r.git_repository in names and r.branch == branch]
 
 
 # --- bursts ------------------------------------------------------------------------------------------------
@@ -231,6 +242,7 @@ class Debouncer:
     emit: Callable[[Route, Push, int], None]
     seconds: float = 10.0
     _pending: dict[str, tuple[threading.Timer, Route, Push, int]] = field(default_factory=dict)
+    _generation: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def push(self, route: Route, push: Push) -> None:
@@ -246,8 +258,12 @@ class Debouncer:
             timer.start()
 
     def _fire(self, pipeline: str) -> None:
+        me = threading.current_thread()
         with self._lock:
-            entry = self._pending.pop(pipeline, None)
+            entry = self._pending.get(pipeline)
+            if entry is None or entry[0] is not me:
+                return  # a timer cancelled too late: the burst now belongs to a newer one
+            del self._pending[pipeline]
         if entry is not None:
             _timer, route, push, count = entry
             self.emit(route, push, count)
@@ -322,9 +338,27 @@ class Receiver:
 def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
     """A started server (``serve_forever`` on a daemon thread); ``shutdown()`` stops it."""
 
+    slots = threading.BoundedSemaphore(_MAX_CONCURRENT)
+
     class Handler(BaseHTTPRequestHandler):
+        timeout = _SOCKET_SECONDS  # a client that stops sending loses its connection (and its thread)
+
         def log_message(self, format: str, *args: object) -> None:
             return  # the receiver logs what matters itself; request lines would carry nothing useful
+
+        def handle_one_request(self) -> None:
+            if not slots.acquire(blocking=False):  # unauthenticated clients must not pile up threads
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.wfile.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+                return
+            try:
+                super().handle_one_request()
+            except Exception as exc:  # never a traceback on stderr with a request in it
+                log.warning(f"a request from {self.client_address[0]} failed: {type(exc).__name__}")
+                self.close_connection = True
+            finally:
+                slots.release()
 
         def do_GET(self) -> None:
             if self.path == "/healthz":
@@ -338,7 +372,7 @@ def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
                 self._answer(404, {"error": "POST to /registry, /github, /gitea or /gitlab"})
                 return
             length = self.headers.get("Content-Length", "")
-            if not length.isdigit():
+            if not (length.isascii() and length.isdigit()):
                 self._answer(411, {"error": "a Content-Length is required"})
                 return
             if int(length) > MAX_BODY:

@@ -265,3 +265,77 @@ def test_without_any_secret_the_receiver_does_not_start(tmp_path: Path, monkeypa
     with pytest.raises(receiver.ReceiverError, match="a receiver that checks nothing"):
         receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")
     assert os.environ.get("PROMOTE_WEBHOOK_SECRET") is None
+
+
+# --- hostile requests (each was an empty reply or a stuck thread) ------------------------------------------
+
+
+def _raw(url: str, data: bytes, wait: float = 30) -> bytes:
+    """Send ``data`` as it is over a socket and read the answer (what httpx would refuse to send)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=wait) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /registry HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n",  # a digit Python calls one
+        b"POST /registry HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xe9t\xe9\r\nContent-Length: 2\r\n\r\n{}",
+        b"POST /gitlab HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: \xff\xfe\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["superscript-length", "non-ascii-bearer", "non-ascii-token"],
+)
+def test_hostile_headers_get_an_answer(running: tuple[Receiver, list[Any], str], request_bytes: bytes) -> None:
+    _rx, _emitted, url = running
+    answer = _raw(url, request_bytes)
+    assert answer.startswith(b"HTTP/1.") and (b" 411 " in answer or b" 401 " in answer), answer[:200]
+
+
+def test_a_signed_odd_payload_is_a_400_not_a_crash(running: tuple[Receiver, list[Any], str]) -> None:
+    _rx, _emitted, url = running
+    for body in (
+        json.dumps(_github_push(pusher=5)).encode(),
+        b"[" * 100_000 + b"]" * 100_000,  # deeper than Python's parser recurses
+    ):
+        signature = {"X-Hub-Signature-256": f"sha256={_hex(body)}", "X-GitHub-Event": "push"}
+        answer = httpx.post(f"{url}/github", content=body, headers=signature, timeout=30)
+        assert answer.status_code in (202, 400), answer.text[:200]
+
+
+def test_a_client_that_stops_sending_is_cut_off(running: tuple[Receiver, list[Any], str]) -> None:
+    """Was: a POST announcing 100 bytes and sending none held its thread forever."""
+    _rx, _emitted, url = running
+    started = time.monotonic()
+    answer = _raw(url, b"POST /registry HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", wait=120)
+    assert answer == b"" or answer.startswith(b"HTTP/1.")
+    assert time.monotonic() - started < 60, "the receiver kept an idle connection open"
+
+
+def test_a_timer_cancelled_too_late_does_not_send_the_next_burst() -> None:
+    emitted: list[str] = []
+    debouncer = Debouncer(lambda route, push, count: emitted.append(push.ref), seconds=3600)
+    route = Route("shop", "shop.yaml", registry_repository="team/app")
+    debouncer.push(route, Push("registry", "team/app", "1.0.0", "d"))
+    late = threading.Thread(target=debouncer._fire, args=("shop",))  # not the pending timer: as if cancelled late
+    late.start()
+    late.join()
+    assert emitted == [] and "shop" in debouncer._pending
+    debouncer.flush()
+    assert emitted == ["1.0.0"]
+
+
+def test_a_push_matches_a_pipeline_by_any_of_the_repository_s_urls() -> None:
+    body = _github_push(
+        repository={"clone_url": "https://github.com/team/gitops.git", "ssh_url": "git@gh.internal:team/gitops"}
+    )
+    [push] = parse("github", {"X-GitHub-Event": "push"}, json.dumps(body).encode())
+    routes = [Route("gitops", "gitops.yaml", git_repository="gh.internal/team/gitops", branch="main")]
+    assert [r.pipeline for r in match(push, routes)] == ["gitops"]
