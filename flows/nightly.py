@@ -176,7 +176,12 @@ def _promotions_cell(outcome: PipelineOutcome) -> str:
     failure = f"FAILED: {outcome.failed}" if outcome.failed else None
     cells = []
     for env, report in outcome.promotions.items():
-        done = "nothing to do" if report.nothing_to_do else f"{report.from_ or '?'} -> {report.version or '?'}"
+        if report.held:
+            done = f"held: {report.held}"
+        elif report.nothing_to_do:
+            done = "nothing to do"
+        else:
+            done = f"{report.from_ or '?'} -> {report.version or '?'}"
         cells.append(done if len(outcome.promotions) == 1 and failure is None else f"{env}: {done}")
     if failure and outcome.failed_in not in (None, "promote-rc"):
         cells.append(failure)

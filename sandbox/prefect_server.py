@@ -20,6 +20,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +61,8 @@ def template_dir() -> Path | None:
     """Where the migrated-database snapshot for this Prefect install lives; None when turned off."""
     if os.environ.get("PROMOTE_PREFECT_DB_TEMPLATE", "1") == "0":
         return None
+    if any(os.environ.get(f"PREFECT_{part}_DATABASE_CONNECTION_URL") for part in ("API", "SERVER")):
+        return None  # the server uses another database: a copied prefect.db would sit unused
     installed = sorted(
         f"{dist.metadata['Name']}=={dist.version}"
         for dist in importlib.metadata.distributions()
@@ -123,6 +126,8 @@ class PrefectServer:
         self._log: IO[bytes] | None = None
         self.ready_seconds: float | None = None
         self.from_template = False  # whether this start copied the migrated-database snapshot
+        # stop() came, maybe before start() (on another thread) launched the process: one server per object.
+        self._stopped = threading.Event()
 
     @property
     def url(self) -> str:
@@ -162,6 +167,9 @@ class PrefectServer:
             start_new_session=True,
         )
         proc = self._proc
+        if self._stopped.is_set():  # stopped while starting (from another thread): do not leave it running
+            self.stop()
+            raise RuntimeError("prefect server: stopped while starting")
         patience = Patience(
             lambda: [proc.pid], [self.log_file], overall_seconds=self.startup_timeout, stall_seconds=self.stall_seconds
         )
@@ -193,6 +201,7 @@ class PrefectServer:
             time.sleep(0.3)
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:

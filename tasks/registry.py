@@ -316,7 +316,13 @@ class RegistryClient:
 
     def _secrets(self) -> list[str | None]:
         """What a registry's error body must not repeat to us: our password and the tokens we hold."""
-        return [self._basic[1] if self._basic else None, *self._tokens.values()]
+        basic = _basic_header(*self._basic) if self._basic else None  # an echoed request header is the credential
+        return [
+            self._basic[1] if self._basic else None,
+            basic,
+            basic.removeprefix("Basic ") if basic else None,
+            *self._tokens.values(),
+        ]
 
     # --- retries ------------------------------------------------------------------------------------
 

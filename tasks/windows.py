@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import islice
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,6 +44,7 @@ __all__ = [
 FREEZE_VARIABLE = "promote_freeze"  # the Prefect Variable that freezes every gated promotion
 _RRULE_ANCHOR = datetime(2022, 1, 3)  # a Monday: where a rule without DTSTART starts counting
 _MAX_LOOKAHEAD = timedelta(days=400)  # a window that opens less than once a year is a mistake, not a plan
+_MAX_OPEN_STARTS = 10_000  # occurrences inside one window's duration: more is a schedule that never closes
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
 
@@ -92,8 +94,10 @@ class Window:
         zone = _zone(self.timezone)
         if self.duration <= timedelta(0):
             raise WindowError("a window's duration must be more than zero")
-        # Parse once now, so a bad schedule is a validation error and not a failure at promotion time.
-        next(self._starts_after(datetime.now(zone)), None)
+        # Evaluate once now, so a bad or runaway schedule is a validation error, not a stall at promotion time.
+        now = datetime.now(zone)
+        next(self._starts_after(now), None)
+        self.open_at(now)
 
     @property
     def label(self) -> str:
@@ -104,9 +108,14 @@ class Window:
         """The occurrence [start, end) that contains ``now``, the latest-starting one if several overlap."""
         local = now.astimezone(_zone(self.timezone))
         found: tuple[datetime, datetime] | None = None
-        for start in self._starts_after(local - self.duration):
+        for count, start in enumerate(self._starts_after(local - self.duration)):
             if start > local:
                 break
+            if count >= _MAX_OPEN_STARTS:
+                raise WindowError(
+                    f"{self.label} opens more than {_MAX_OPEN_STARTS} times within one duration: shorten the "
+                    "duration or make the schedule less frequent"
+                )
             found = (start, start + self.duration)
         return found
 
@@ -223,8 +232,28 @@ def _rrule_starts(text: str, after: datetime) -> Iterator[datetime]:
         raise WindowError(f"RRULE {text[:60]!r} does not parse: {str(exc)[:80]}") from None
     if not isinstance(rule, rrule.rrule):
         raise WindowError("give one RRULE per window (no RRULE sets)")
+    _check_rrule_pace(rule, text)
     for start in rule.xafter(after.replace(tzinfo=None), inc=False):
         yield start.replace(tzinfo=zone)
+
+
+def _check_rrule_pace(rule: rrule.rrule, text: str) -> None:
+    """dateutil counts every occurrence from the rule's start, and searches up to the year 9999 for a rule that
+    never matches (February 31st): refuse both kinds before they cost seconds on every check. Bounded by an
+    UNTIL five years on, so the check itself is cheap."""
+    months = getattr(rule, "_bymonth", None) or range(1, 13)
+    days = getattr(rule, "_bymonthday", None) or ()
+    longest = {2: 29, 4: 30, 6: 30, 9: 30, 11: 30}
+    if days and not any(0 < day <= longest.get(month, 31) for month in months for day in days):
+        # dateutil would search every year up to 9999 for it (seconds per check): refuse it outright.
+        raise WindowError(f"RRULE {text[:60]!r} names days no month it names has (e.g. February 31st)")
+    begins: datetime = getattr(rule, "_dtstart", None) or _RRULE_ANCHOR  # DTSTART, or the anchor without one
+    bounded = rule.replace(until=begins + timedelta(days=5 * 366), count=None)
+    first = list(islice(bounded, 200))
+    if not first:
+        raise WindowError(f"RRULE {text[:60]!r} never occurs within five years of its start")
+    if len(first) == 200 and first[-1] - first[0] < timedelta(days=100):
+        raise WindowError(f"RRULE {text[:60]!r} repeats more than about twice a day: write a frequent window as cron")
 
 
 def _human(delta: timedelta) -> str:

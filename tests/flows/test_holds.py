@@ -72,6 +72,10 @@ def test_a_deny_window_holds_production_and_an_override_is_recorded(world: Sandb
     assert night.is_completed(), night.message
     outcome = next(iter(night.result().values()))
     assert outcome.failed is None and "held: " in (outcome.promotions["production"].nothing_to_do or "")
+    night_id = night.state_details.flow_run_id
+    assert night_id is not None
+    record_of_night = artifacts_of(night_id)["nightly"]  # the nightly's record says why
+    assert "| held: " in record_of_night and "deny window 'change-freeze'" in record_of_night
     assert git(app.origin, "for-each-ref") == before
 
     overridden = promote_production(

@@ -182,3 +182,24 @@ def test_a_window_that_overlaps_itself_says_its_end_is_not_known() -> None:
     assert hold is not None and "until at least" in hold.reason and "its windows overlap" in hold.reason
     weekend = window_hold([WEEKEND], utc(2026, 12, 6, 12, 0))
     assert weekend is not None and "at least" not in weekend.reason
+
+
+@pytest.mark.parametrize(
+    ("schedule", "duration", "message"),
+    [
+        ("* * * * *", timedelta(days=30), "opens more than 10000 times within one duration"),  # was 10 s per check
+        (
+            "FREQ=DAILY;BYHOUR=0,1,2,3,4,5,6,7,8,9,10,11;BYMINUTE=0,30",
+            timedelta(hours=1),
+            "more than about twice a day",
+        ),
+        ("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=31", timedelta(hours=1), "February 31st"),  # was 7 s: searched to 9999
+    ],
+)
+def test_runaway_schedules_are_refused_quickly(schedule: str, duration: timedelta, message: str) -> None:
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(WindowError, match=message):
+        Window("deny", schedule, duration)
+    assert time.monotonic() - started < 2
