@@ -57,10 +57,12 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 from kubernetes.config import new_client_from_config  # noqa: E402
 from prefect import flow  # noqa: E402
 
+from bench.cpu import postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
 from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
 from flows.promote_rc import promote_rc  # noqa: E402
+from sandbox.agent import GitOpsAgent  # noqa: E402
 from sandbox.apiserver import LocalKubeAPI, install_crds  # noqa: E402
 from sandbox.world import SandboxApp, SandboxWorld  # noqa: E402
 from tasks import evidence  # noqa: E402
@@ -145,21 +147,52 @@ class NightlyResult:
     cpu_busy: float  # CPU-seconds the machine was busy (all processes) while it ran
     cpu_stolen: float  # CPU-seconds the hypervisor took away meanwhile
     cpu_total: float
+    pipelines: int = 1
+    client_cpu: float = 0.0  # the flow's process and its Git children, without the stand-in controllers
+    server_cpu: float = 0.0  # the Prefect server process tree
+    database_cpu: float = 0.0  # PostgreSQL's processes (0 on SQLite: inside the server)
+
+    @property
+    def per_pipeline(self) -> float:
+        return (self.client_cpu + self.server_cpu + self.database_cpu) / self.pipelines
+
+
+@dataclass
+class Accounts:
+    """Who to charge CPU to: the Prefect server, PostgreSQL (when it runs it) and the stand-in controllers."""
+
+    server: PrefectServer
+    postgres_data: Path | None = None
+    agent: GitOpsAgent | None = None
+
+    def read(self) -> tuple[float, float, float]:
+        """(client, server, database) CPU-s so far."""
+        agent = self.agent.native_id if self.agent is not None else None
+        client = tree_cpu(os.getpid()) - (thread_cpu(agent) if agent is not None else 0.0)
+        server = tree_cpu(self.server.pid) if self.server.pid is not None else 0.0
+        database = tree_cpu(postmaster_pid(self.postgres_data)) if self.postgres_data is not None else 0.0
+        return client, server, database
+
+
+ACCOUNTS = Accounts(SERVER)
 
 
 def run_nightly(pipelines: Path, max_parallel: int) -> NightlyResult:
     log_start = SERVER.log_file.stat().st_size
+    count = sum(1 for entry in pipelines.iterdir() if entry.is_file())
     before = cpu_seconds()
+    charged_before = ACCOUNTS.read()
     started = time.perf_counter()
     state = nightly(pipelines_dir=str(pipelines), max_parallel=max_parallel, return_state=True)
     seconds = time.perf_counter() - started
     after = cpu_seconds()
+    client, server, database = (a - b for a, b in zip(ACCOUNTS.read(), charged_before, strict=True))
     with SERVER.log_file.open("rb") as log:
         log.seek(log_start)
         refusals = log.read().count(REFUSAL)
     failed = None if state.is_completed() else str(state.message)
     busy, stolen, total = (a - b for a, b in zip(after, before, strict=True))
-    return NightlyResult(seconds, failed, refusals, busy, stolen, total)
+    return NightlyResult(seconds, failed, refusals, busy, stolen, total, count, client, server, database)
 
 
 def describe(result: NightlyResult) -> str:
@@ -167,6 +200,10 @@ def describe(result: NightlyResult) -> str:
     cpu = f"CPU busy {result.cpu_busy:.0f} of {result.cpu_total:.0f} CPU-s ({share:.0%})"
     cpu += f", {result.cpu_stolen:.1f} stolen"
     text = f"{result.seconds:6.2f} s, server refused {result.refusals:3d} writes, {cpu}"
+    text += (
+        f"; per pipeline {result.per_pipeline:.2f} CPU-s (client {result.client_cpu / result.pipelines:.2f}"
+        f" + server {result.server_cpu / result.pipelines:.2f} + database {result.database_cpu / result.pipelines:.2f})"
+    )
     return text + (f", FAILED: {result.failed[:300]}" if result.failed else "")
 
 
@@ -264,6 +301,7 @@ def local_postgres() -> Iterator[str]:
     # synchronous_commit=off: like the SQLite server's WAL with synchronous=NORMAL, no flush per commit.
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c synchronous_commit=off"
     run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
+    ACCOUNTS.postgres_data = data
     try:
         yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/postgres"
     finally:
@@ -307,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         world = SandboxWorld(root=ROOT / "world", api=admin, kubeconfig=api.kubeconfig)
         with world.running():
             assert world.agent is not None
+            ACCOUNTS.agent = world.agent
             world.agent.poll_seconds = 0.02
             empty()  # warm-up: the first flow run pays imports and client setup
             if not args.nightly_only:  # and a first promotion pays the imports of the strategies and clients

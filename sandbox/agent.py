@@ -100,6 +100,11 @@ class GitOpsAgent:
         self._thread = threading.Thread(target=self._run, name="gitops-agent", daemon=True)
         self._thread.start()
 
+    @property
+    def native_id(self) -> int | None:
+        """The agent thread's id in the OS (the bench leaves its CPU out of the client's)."""
+        return self._thread.native_id if self._thread is not None else None
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

@@ -138,6 +138,11 @@ class PrefectServer:
         return f"{self.url}/api"
 
     @property
+    def pid(self) -> int | None:
+        """The server process (the bench counts its CPU), while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    @property
     def log_file(self) -> Path:
         return self.home / "server.log"
 

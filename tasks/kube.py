@@ -20,56 +20,46 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tasks.errors import PromoteError, TransientError
+from tasks import informer
+from tasks.kubeobjects import (
+    APPLICATION,
+    DEPLOYMENT,
+    GIT_REPOSITORY,
+    KUSTOMIZATION,
+    KubeError,
+    Log,
+    ObjectNotFoundError,
+    ObjectRef,
+    Resource,
+    TransientKubeError,
+    VerificationError,
+    describe_api_error,
+    is_transient,
+    short_error,
+)
 from tasks.readiness import Judgement
 
-Log = Callable[[str], None]
+__all__ = [
+    "APPLICATION",
+    "DEPLOYMENT",
+    "GIT_REPOSITORY",
+    "KUSTOMIZATION",
+    "KubeClient",
+    "KubeError",
+    "Log",
+    "ObjectNotFoundError",
+    "ObjectRef",
+    "RequestStats",
+    "Resource",
+    "TransientKubeError",
+    "VerificationError",
+    "describe_api_error",
+    "is_transient",
+    "load_api_client",
+]
 
-# Status codes that mean "try again": the server or the path to it is having a moment.
-_TRANSIENT_STATUS = frozenset({0, 408, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class Resource:
-    """A namespaced resource type, spelled as the API path and RBAC want it."""
-
-    group: str
-    version: str
-    plural: str
-    kind: str
-
-
-APPLICATION = Resource("argoproj.io", "v1alpha1", "applications", "Application")
-KUSTOMIZATION = Resource("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization")
-GIT_REPOSITORY = Resource("source.toolkit.fluxcd.io", "v1", "gitrepositories", "GitRepository")
-DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment")
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    resource: Resource
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.resource.kind} {self.namespace}/{self.name}"
-
-
-class KubeError(PromoteError, RuntimeError):
-    """A Kubernetes API failure that retrying will not fix; the message says what to do."""
-
-
-class ObjectNotFoundError(KubeError):
-    """The object does not exist (404): a wrong name or namespace, a missing CRD, or a lock just released."""
-
-
-class VerificationError(RuntimeError):
-    """The environment reached a terminal bad state (Degraded, Stalled, deadline exceeded) or timed out."""
-
-
-class TransientKubeError(KubeError, TransientError):
-    """Retries for a transient failure were used up."""
-
+# How long a wait gives a new shared watch to list its namespace before it watches its object alone.
+SHARED_WATCH_START_SECONDS = 10.0
 
 # Clients reused within a process for a few minutes: a new one costs ~20 ms of CPU (kubeconfig parse, TLS
 # context, handshake) against 0.4 ms per request on a warm one, and a nightly opens one per environment per
@@ -134,42 +124,6 @@ def _new_api_client(kubeconfig: str | None, context: str | None) -> client.ApiCl
         raise KubeError(f"cannot load Kubernetes credentials from {where}{ctx}: {exc}") from None
 
 
-def _status_message(exc: ApiException) -> str:
-    try:
-        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
-    except (ValueError, AttributeError):
-        return str(exc.reason)
-
-
-def describe_api_error(exc: ApiException, verb: str, ref: ObjectRef) -> KubeError:
-    """Turn 401/403/404/422 into a message naming the object, the verb and, for 403, the RBAC rule."""
-    res = ref.resource
-    message = _status_message(exc)
-    if exc.status == 401:
-        return KubeError(
-            f"{verb} {ref}: the API server rejected the credentials (401 Unauthorized); "
-            "check the token or client certificate in the kubeconfig"
-        )
-    if exc.status == 403:
-        return KubeError(
-            f'{verb} {ref}: forbidden (403): {message}. Missing RBAC rule: apiGroups: ["{res.group}"], '
-            f'resources: ["{res.plural}"], verbs: ["{verb}"] in namespace {ref.namespace} '
-            "(see manifests/rbac/verifier-role.yaml)"
-        )
-    if exc.status == 404:
-        return ObjectNotFoundError(
-            f"{ref} not found ({verb}): check the name and namespace in the pipeline file, and that the "
-            f"{res.kind} CRD ({res.plural}.{res.group}) is installed"
-        )
-    return KubeError(f"{verb} {ref}: HTTP {exc.status}: {message}")
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ApiException):
-        return exc.status in _TRANSIENT_STATUS
-    return isinstance(exc, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
-
-
 @dataclass
 class RequestStats:
     """Requests made by one wait, to show that waiting costs a constant number of calls."""
@@ -180,6 +134,7 @@ class RequestStats:
     events: int = 0
     relists: int = 0
     retries: int = 0
+    shared_watches: int = 0  # waits served by a shared watch (tasks/informer.py): no watch of their own
 
     @property
     def requests(self) -> int:
@@ -195,6 +150,7 @@ class KubeClient:
     max_attempts: int = 6
     watch_timeout_seconds: int = 300  # server-side; a watch is re-opened from the last resourceVersion
     heartbeat_seconds: float = 30.0
+    shared_watches: bool = True  # one watch per (kind, namespace) for all waits in the process
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -213,11 +169,9 @@ class KubeClient:
             if stats is not None:
                 stats.retries += 1
             delay = min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311
-            self.log(f"{verb} {ref}: transient error ({_short_error(last)}), retry {attempt} in {delay:.1f}s")
+            self.log(f"{verb} {ref}: transient error ({short_error(last)}), retry {attempt} in {delay:.1f}s")
             time.sleep(delay)
-        raise TransientKubeError(
-            f"{verb} {ref}: still failing after {self.max_attempts} attempts: {_short_error(last)}"
-        )
+        raise TransientKubeError(f"{verb} {ref}: still failing after {self.max_attempts} attempts: {short_error(last)}")
 
     def get(self, ref: ObjectRef, stats: RequestStats | None = None) -> dict[str, Any]:
         res = ref.resource
@@ -289,36 +243,92 @@ class KubeClient:
     ) -> tuple[dict[str, Any], Judgement]:
         """Watch ``ref`` until ``judge`` says ready (returned) or failed (raised), or ``timeout`` passes.
 
-        One GET, then a watch from its resourceVersion: a constant number of requests however long the wait.
-        On 410 Gone (the resourceVersion expired) it gets the object again and re-watches; a dropped stream
-        is re-opened from the last resourceVersion seen.
+        Through the process's shared watch of the object's kind and namespace (:mod:`tasks.informer`): the
+        API server sees one watch there however many waits are in flight. Where that watch cannot run (no
+        ``list`` on the namespace, or it does not start within a few seconds), the object is watched alone.
         """
         stats = stats if stats is not None else RequestStats()
-        deadline = time.monotonic() + timeout
+        progress = _Progress(what, timeout, self.log, self.heartbeat_seconds)
+        if self.shared_watches:
+            done = self._wait_shared(ref, judge, progress, stats, deleted_is_ready)
+            if done is not None:
+                return done
+        return self._wait_alone(ref, judge, progress, stats, deleted_is_ready)
+
+    def _wait_shared(
+        self,
+        ref: ObjectRef,
+        judge: Callable[[dict[str, Any]], Judgement],
+        progress: _Progress,
+        stats: RequestStats,
+        deleted_is_ready: bool,
+    ) -> tuple[dict[str, Any], Judgement] | None:
+        """Wait through the shared watch; None (after a log line) when the object must be watched alone."""
+        window = min(self.watch_timeout_seconds, informer.MAX_WINDOW_SECONDS)
+        sub = informer.subscribe(self.api, ref, window_seconds=window)
+        hub = sub.hub
+        relists_before = hub.relists
+        stats.shared_watches += 1
+        try:
+            if not hub.synced.wait(max(0.0, min(progress.remaining(), SHARED_WATCH_START_SECONDS))):
+                self.log(f"{progress.what}: {hub} did not start in {SHARED_WATCH_START_SECONDS:.0f}s; watching alone")
+                return None
+            if hub.failure is not None:
+                self.log(f"{progress.what}: {hub.failure}; watching alone")
+                return None
+            sub.changed.clear()
+            obj = sub.current()
+            if obj is None:
+                # Not in the cache: absent, or created a moment ago and the watch has not delivered it yet.
+                obj = self.get(ref, stats)
+            verdict = judge(obj)
+            while True:
+                window_left = progress.settle(verdict)
+                if window_left is None:
+                    return obj, verdict
+                sub.changed.wait(window_left)
+                sub.changed.clear()
+                if hub.relists - relists_before > stats.relists:
+                    stats.relists = hub.relists - relists_before
+                    self.log(f"{progress.what}: watch expired (410 Gone), {hub} listed again")
+                if hub.failure is not None or (hub.stopped and not sub.gone):
+                    self.log(f"{progress.what}: {hub.failure or str(hub) + ' stopped'}; watching alone")
+                    return None
+                events, sub.events = sub.events, 0
+                stats.events += events
+                if sub.gone:
+                    if deleted_is_ready:  # e.g. a released lock: gone is what we waited for
+                        return obj, Judgement.ready(f"{ref} was deleted")
+                    raise VerificationError(f"{progress.what}: {ref} was deleted while waiting")
+                latest = sub.current()
+                if latest is not None:
+                    obj = latest
+                verdict = judge(obj)  # also when nothing changed: time-based rules (health grace) may have moved
+        finally:
+            sub.close()
+
+    def _wait_alone(
+        self,
+        ref: ObjectRef,
+        judge: Callable[[dict[str, Any]], Judgement],
+        progress: _Progress,
+        stats: RequestStats,
+        deleted_is_ready: bool,
+    ) -> tuple[dict[str, Any], Judgement]:
+        """One GET, then a watch of the one object from its resourceVersion.
+
+        A constant number of requests however long the wait. On 410 Gone (the resourceVersion expired) it gets
+        the object again and re-watches; a dropped stream is re-opened from the last resourceVersion seen.
+        """
         obj = self.get(ref, stats)
         verdict = judge(obj)
-        last_message = ""
-        last_log = time.monotonic()
         resource_version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        what = progress.what
         while True:
-            if verdict.state == "ready":
-                self.log(f"{what}: {verdict.message}")
+            window_left = progress.settle(verdict)
+            if window_left is None:
                 return obj, verdict
-            if verdict.state == "failed":
-                raise VerificationError(f"{what}: {verdict.message}")
-            now = time.monotonic()
-            if verdict.message != last_message or now - last_log >= self.heartbeat_seconds:
-                waited = timeout - (deadline - now)
-                self.log(f"{what}: waiting ({waited:.0f}s of {timeout:.0f}s): {verdict.message}")
-                last_message, last_log = verdict.message, now
-            remaining = deadline - now
-            if remaining <= 0:
-                raise VerificationError(
-                    f"{what}: timed out after {timeout:.1f}s; last observed status: {verdict.message}"
-                )
-            window = min(remaining, self.watch_timeout_seconds, self.heartbeat_seconds)
-            if verdict.recheck_in is not None:
-                window = min(window, verdict.recheck_in)
+            window = min(window_left, self.watch_timeout_seconds)
             stats.watches += 1
             try:
                 for event in self._watch_lines(ref, resource_version, max(1, int(window + 0.999))):
@@ -342,7 +352,7 @@ class KubeClient:
                     verdict = judge(obj)
                     if verdict.state != "waiting":
                         break
-                    if verdict.message != last_message:
+                    if progress.changed(verdict):
                         break  # log the change before continuing to watch
                 else:
                     verdict = judge(obj)  # the window ended: time-based rules (health grace) may have moved
@@ -366,15 +376,50 @@ class KubeClient:
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
                 # A dropped or stalled stream: re-open it from the last resourceVersion seen.
                 stats.retries += 1
-                self.log(f"{what}: watch stream interrupted ({_short_error(exc)}), reconnecting")
+                self.log(f"{what}: watch stream interrupted ({short_error(exc)}), reconnecting")
                 time.sleep(random.uniform(0.1, 0.5))  # noqa: S311
+
+
+class _Progress:
+    """One wait's clock and log: ends it on a final verdict, logs each new status (and every heartbeat)."""
+
+    def __init__(self, what: str, timeout: float, log: Log, heartbeat_seconds: float) -> None:
+        self.what = what
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.log = log
+        self.heartbeat_seconds = heartbeat_seconds
+        self.last_message = ""
+        self.last_log = time.monotonic()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def changed(self, verdict: Judgement) -> bool:
+        return verdict.message != self.last_message
+
+    def settle(self, verdict: Judgement) -> float | None:
+        """None when ``verdict`` is ready; raise when it failed or time is up; else how long to wait now."""
+        if verdict.state == "ready":
+            self.log(f"{self.what}: {verdict.message}")
+            return None
+        if verdict.state == "failed":
+            raise VerificationError(f"{self.what}: {verdict.message}")
+        now = time.monotonic()
+        if verdict.message != self.last_message or now - self.last_log >= self.heartbeat_seconds:
+            waited = self.timeout - (self.deadline - now)
+            self.log(f"{self.what}: waiting ({waited:.0f}s of {self.timeout:.0f}s): {verdict.message}")
+            self.last_message, self.last_log = verdict.message, now
+        remaining = self.deadline - now
+        if remaining <= 0:
+            raise VerificationError(
+                f"{self.what}: timed out after {self.timeout:.1f}s; last observed status: {verdict.message}"
+            )
+        window = min(remaining, self.heartbeat_seconds)
+        if verdict.recheck_in is not None:
+            window = min(window, verdict.recheck_in)
+        return window
 
 
 class _GoneError(Exception):
     """The watch's resourceVersion is too old (410 Gone)."""
-
-
-def _short_error(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"[:200]

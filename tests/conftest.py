@@ -34,6 +34,7 @@ from sandbox.apiserver import (
 )
 from sandbox.prefect_server import PrefectServer, free_port
 from sandbox.world import SandboxWorld
+from tasks import informer
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="promote-tests-prefect-home-")
 atexit.register(shutil.rmtree, _PREFECT_HOME, True)
@@ -145,6 +146,7 @@ def _started(config: pytest.Config, name: str) -> Any:
 
 
 def _close(api_client: k8s.ApiClient) -> None:
+    informer.stop_all(api_client)  # a shared watch lingers after its last wait (tasks/informer.py)
     closer: Any = api_client  # ApiClient.close() exists; the typed stubs do not list it
     closer.close()
 

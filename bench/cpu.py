@@ -1,0 +1,61 @@
+"""CPU-seconds by who spent them (Linux /proc): a process and its descendants, one thread of this process.
+
+The nightly bench splits a pipeline's cost into the client (the flow's process, minus the stand-in
+controllers' thread, which the product does not have), the Prefect server and its database.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _fields(stat: str) -> list[str]:
+    # The command name (field 2) is in parentheses and may hold spaces: split after its closing one.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _process(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU-s of the process and of its children it has reaped)."""
+    try:
+        fields = _fields(Path(f"/proc/{pid}/stat").read_text())
+    except (OSError, ValueError):
+        return None  # gone meanwhile
+    # fields[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14-17.
+    return int(fields[1]), sum(int(value) for value in fields[11:15]) / _TICK
+
+
+def tree_cpu(root: int) -> float:
+    """CPU-s of ``root`` and every live descendant (plus what their exited children used)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        found = _process(int(entry.name))
+        if found is not None:
+            parents[int(entry.name)], cpu[int(entry.name)] = found
+    total = 0.0
+    for pid in cpu:
+        walk = pid
+        while walk in parents and walk != root and walk > 1:
+            walk = parents[walk]
+        if walk == root:
+            total += cpu[pid]
+    return total
+
+
+def thread_cpu(native_id: int) -> float:
+    """CPU-s of one thread of this process (0 when it has ended)."""
+    try:
+        fields = _fields(Path(f"/proc/self/task/{native_id}/stat").read_text())
+    except (OSError, ValueError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The PostgreSQL server's pid, from the first line of its data directory's postmaster.pid."""
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
