@@ -42,7 +42,7 @@ def prefect_heartbeats_kept() -> bool:
 @contextlib.contextmanager
 def runs_without_the_wait() -> Iterator[None]:
     """Flow runs started inside this block beat through the hooks of :func:`beats`, not Prefect's thread."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+    from prefect.settings import get_current_settings
 
     configured = get_current_settings().flows.heartbeat_frequency
     if prefect_heartbeats_kept() or configured is None:  # kept on purpose, or heartbeats are off altogether
@@ -50,10 +50,35 @@ def runs_without_the_wait() -> Iterator[None]:
         return
     token = _interval.set(configured)
     try:
-        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with _without_heartbeat():
             yield
     finally:
         _interval.reset(token)
+
+
+# Prefect's temporary_settings copies the whole settings model on every entry (a dump and a validation):
+# entered for every nested run of a nightly, that was most of the client CPU Prefect cost a pipeline. The
+# heartbeat-off copy of a settings object is made once and kept beside the object it came from.
+_derived: dict[int, tuple[Any, Any]] = {}
+_DERIVED_MAX = 16
+
+
+@contextlib.contextmanager
+def _without_heartbeat() -> Iterator[None]:
+    import prefect.context
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    context = prefect.context.get_settings_context()
+    with _lock:
+        found = _derived.get(id(context.settings))
+        # The original is kept in the entry, so its id cannot be reused by another object while cached.
+        if found is None or found[0] is not context.settings:
+            if len(_derived) >= _DERIVED_MAX:
+                _derived.clear()
+            quiet = context.settings.copy_with_update(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+            found = _derived[id(context.settings)] = (context.settings, quiet)
+    with prefect.context.SettingsContext(profile=context.profile, settings=found[1]):
+        yield
 
 
 def _heartbeat_start(flow: Any, flow_run: Any, state: Any) -> None:

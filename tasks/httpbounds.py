@@ -18,9 +18,12 @@ Not covered: the DNS lookup before a connect (the system resolver has its own ti
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import json as jsonlib
+import os
 import re
+import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -193,6 +196,14 @@ def _bind(transport: httpx.BaseTransport | None) -> None:
         pool._network_backend = _DeadlineBackend(backend)
 
 
+@functools.lru_cache(maxsize=8)
+def _ssl_context(verify: bool, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One TLS context per trust setting, shared by every client: building one (loading the CA bundle) cost
+    about as much CPU as the health check it served. Keyed by the variables httpx reads, so a changed
+    SSL_CERT_FILE is honoured; the arguments only key the cache."""
+    return httpx.create_ssl_context(verify=verify)
+
+
 def client(
     *,
     timeout: float = 30.0,
@@ -205,7 +216,7 @@ def client(
     (a redirect would carry our headers to wherever it points)."""
     http = httpx.Client(
         timeout=timeout,
-        verify=verify,
+        verify=_ssl_context(verify, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
         headers=dict(headers or {}),
         base_url=base_url,
         transport=transport,

@@ -305,6 +305,13 @@ class SharedWatch:
                 return
             if self._stop.is_set():
                 return
+            with self._lock:
+                idle = self._count == 0
+            if idle:  # nobody waits: stop instead of retrying (the cluster may be gone); the next wait starts anew
+                with self._lock:
+                    self._stop.set()
+                self._forget(self)
+                return
             self.retries += 1
             _logger.info("%s: %s interrupted (%s), again in %.1fs", self, verb, short_error(trouble), backoff)
             self._stop.wait(backoff)
