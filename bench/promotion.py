@@ -31,13 +31,11 @@ import contextlib
 import inspect
 import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +62,7 @@ from flows.promote_production import promote_production  # noqa: E402
 from flows.promote_rc import promote_rc  # noqa: E402
 from sandbox.agent import GitOpsAgent  # noqa: E402
 from sandbox.apiserver import LocalKubeAPI, install_crds  # noqa: E402
+from sandbox.postgres import PostgresUnavailableError, local_postgres  # noqa: E402
 from sandbox.world import SandboxApp, SandboxWorld  # noqa: E402
 from tasks import evidence  # noqa: E402
 from tasks.connections import connect  # noqa: E402
@@ -265,50 +264,6 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
     print(f"  overhead A'-B                          {fp - db:6.2f} s  (with Prefect's own heartbeat)", flush=True)
 
 
-def postgres_bindir() -> Path | None:
-    """Where PostgreSQL's server programs are: on PATH, or where Debian installs them (not on PATH)."""
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    versions = [p for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parts[-3].isdigit()]
-    return max(versions, key=lambda p: int(p.parts[-3])).parent if versions else None
-
-
-@contextlib.contextmanager
-def local_postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL on loopback; yields the Prefect connection URL. PostgreSQL refuses to run as
-    root, so as root the server runs as ``nobody``."""
-    bindir = postgres_bindir()
-    if bindir is None:
-        raise SystemExit(
-            "the bench runs the Prefect server on PostgreSQL and needs its server programs (initdb, pg_ctl):"
-            " run hack/bench, which installs them (apt-get install postgresql), or put them on PATH;"
-            " --database sqlite runs without them"
-        )
-    as_user = ["runuser", "-u", "nobody", "--"] if os.geteuid() == 0 else []
-    base = Path(tempfile.mkdtemp(prefix="promote-bench-pg-"))
-    if as_user:
-        shutil.chown(base, "nobody")
-    data = base / "data"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-
-    def run(*args: str) -> None:
-        subprocess.run([*as_user, *args], check=True, capture_output=True)
-
-    run(str(bindir / "initdb"), "-D", str(data), "-U", "prefect", "--auth=trust")
-    # synchronous_commit=off: like the SQLite server's WAL with synchronous=NORMAL, no flush per commit.
-    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c synchronous_commit=off"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start")
-    ACCOUNTS.postgres_data = data
-    try:
-        yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/postgres"
-    finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A/B/C (the median is shown)")
@@ -333,8 +288,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         if args.database == "postgresql":
-            url = stack.enter_context(local_postgres())
-            os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url  # read by the server started below
+            try:
+                postgres = stack.enter_context(local_postgres())
+            except PostgresUnavailableError as exc:
+                raise SystemExit(
+                    f"the bench runs the Prefect server on PostgreSQL: {exc};"
+                    " run hack/bench (it installs it), or --database sqlite"
+                ) from None
+            ACCOUNTS.postgres_data = postgres.data
+            os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.url  # read by the server started below
         if not args.server_defaults:
             os.environ.update(SERVER_SETTINGS)
         api = stack.enter_context(LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()))

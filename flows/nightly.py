@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import httpx
 from prefect import Flow, flow, get_run_logger
@@ -103,6 +104,9 @@ class PipelineOutcome:
     promotions: dict[str, PromotionReport] = field(default_factory=dict)
     failed: str | None = None
     failed_in: str | None = None
+    # Fanned out (nightly fan_out="deployments"): the promote-pipeline run and what it said when it ended.
+    run_id: str | None = None
+    summary: str | None = None
 
 
 class PipelineFailedError(RuntimeError):
@@ -188,6 +192,19 @@ def _promotions_cell(outcome: PipelineOutcome) -> str:
     return "; ".join(cells) or "-"
 
 
+def _rc_cell(outcome: PipelineOutcome) -> str:
+    if outcome.rc is not None:
+        rc = " ".join(str(v) for v in (outcome.rc.action, outcome.rc.rc) if v) or "-"
+        return rc + (" (dry run)" if outcome.rc.dry_run else "")
+    # an unexpected error stopped the pipeline at its start
+    return f"FAILED: {outcome.failed}" if outcome.failed and outcome.failed_in in (None, "promote-rc") else "-"
+
+
+def outcome_summary(outcome: PipelineOutcome) -> str:
+    """One line for a pipeline: what promote-rc did, then the promotions after it."""
+    return f"promote-rc: {_rc_cell(outcome)}; then: {_promotions_cell(outcome)}"
+
+
 def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seconds: float) -> str:
     """The nightly's audit record: one row per pipeline file with what promote-rc and the promotions after it
     did (each nested run leaves its own detailed record)."""
@@ -199,13 +216,14 @@ def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seco
         "| pipeline file | promote-rc | promote-production (and the environments before it) |",
         "|---|---|---|",
     ]
+    if any(outcome.run_id for outcome in results.values()):  # fanned out: each run's own closing message
+        lines[-2:] = ["| pipeline file | promote-pipeline run | what it did |", "|---|---|---|"]
+        for file, outcome in results.items():
+            said = f"FAILED: {outcome.failed}" if outcome.failed else outcome.summary or "-"
+            lines.append(f"| {_cell(file)} | {_cell(outcome.run_id or '-')} | {_cell(said)} |")
+        return "\n".join(lines)
     for file, outcome in results.items():
-        if outcome.rc is not None:
-            rc = " ".join(str(v) for v in (outcome.rc.action, outcome.rc.rc) if v) or "-"
-            rc += " (dry run)" if outcome.rc.dry_run else ""
-        else:  # an unexpected error stopped the pipeline at its start
-            rc = f"FAILED: {outcome.failed}" if outcome.failed and outcome.failed_in in (None, "promote-rc") else "-"
-        lines.append(f"| {_cell(file)} | {_cell(rc)} | {_cell(_promotions_cell(outcome))} |")
+        lines.append(f"| {_cell(file)} | {_cell(_rc_cell(outcome))} | {_cell(_promotions_cell(outcome))} |")
     return "\n".join(lines)
 
 
@@ -233,6 +251,92 @@ def write_metrics_artifact(files: list[str], warn: Callable[[str], None]) -> Non
         warn(f"could not write the delivery-metrics artifact: {exc}")
 
 
+FanOut = Literal["threads", "deployments"]
+PIPELINE_DEPLOYMENT = "promote-pipeline/default"
+_FAN_OUT_POLL_SECONDS = 5.0
+
+
+def fanned_outcome(pipeline_file: str, run_id: str, state: State[Any] | None, waited: float) -> PipelineOutcome:
+    """What a promote-pipeline run's state says, as the nightly reports it (None: not final in time)."""
+    outcome = PipelineOutcome(pipeline_file, run_id=run_id)
+    if state is None:
+        outcome.failed = f"did not end within {waited:.0f}s; it goes on running (see the run)"
+    elif state.is_completed():
+        outcome.summary = state.message or "completed"
+    elif state.is_paused():  # waiting for an approval (suspended): nothing held, the gate decides later
+        outcome.summary = f"{state.name}: waiting for approval" + (f" ({state.message})" if state.message else "")
+    else:
+        outcome.failed = f"{state.name}: {state.message or 'no message'}"
+    if outcome.failed:
+        outcome.failed_in = "promote-pipeline"
+    return outcome
+
+
+def fan_out(
+    files: list[str],
+    *,
+    production: bool,
+    dry_run: bool,
+    advance: Advance,
+    deployment: str,
+    wait_seconds: float,
+    poll_seconds: float = _FAN_OUT_POLL_SECONDS,
+) -> dict[str, PipelineOutcome]:
+    """One run of ``deployment`` per pipeline file, picked up by the work pool's workers; wait for them all.
+
+    A run that suspends for an approval counts as done for tonight. Idempotent per nightly run: a retried
+    nightly finds the runs it already started (the idempotency key is the nightly run and the file)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.runtime import flow_run
+
+    log = get_run_logger()
+    parent = flow_run.get_id() or "local"
+    runs: dict[str, str] = {}
+    for file in files:
+        try:
+            run = run_deployment(
+                deployment,
+                parameters={"pipeline_file": file, "production": production, "dry_run": dry_run, "advance": advance},
+                timeout=0,
+                as_subflow=True,
+                idempotency_key=f"nightly-{parent}-{file}",
+            )
+        except ObjectNotFound:
+            raise RuntimeError(
+                f"fan_out=deployments needs the deployment {deployment!r}: run `prefect deploy --all` "
+                "(prefect.yaml defines promote-pipeline/default)"
+            ) from None
+        assert isinstance(run, FlowRun)  # called from sync code: the sync variant
+        runs[file] = str(run.id)
+    log.info(f"started {len(runs)} {deployment} runs; the work pool's workers share them out")
+    started = time.monotonic()
+    pending = {run_id: file for file, run_id in runs.items()}
+    ended: dict[str, State[Any]] = {}
+    last_report = started
+    with get_client(sync_client=True) as client:
+        while pending:
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in pending])),
+                limit=len(pending),
+            )
+            for run in found:
+                if run.state is not None and (run.state.is_final() or run.state.is_paused()):
+                    ended[str(run.id)] = run.state
+                    pending.pop(str(run.id), None)
+            now = time.monotonic()
+            if not pending or now - started >= wait_seconds:
+                break
+            if now - last_report >= 60:
+                log.info(f"{len(ended)} of {len(runs)} pipeline runs ended; waiting for {len(pending)}")
+                last_report = now
+            time.sleep(min(poll_seconds, max(0.1, wait_seconds - (now - started))))
+    waited = time.monotonic() - started
+    return {file: fanned_outcome(file, run_id, ended.get(run_id), waited) for file, run_id in runs.items()}
+
+
 @beats
 @flow(name="nightly", validate_parameters=True)
 def nightly(
@@ -241,6 +345,9 @@ def nightly(
     max_parallel: Annotated[int, Field(ge=1, le=32)] = 10,
     dry_run: bool = False,
     advance: Advance = "all",
+    fan_out_to: FanOut = "threads",
+    pipeline_deployment: str = PIPELINE_DEPLOYMENT,
+    wait_hours: Annotated[float, Field(gt=0, le=48)] = 6.0,
 ) -> dict[str, PipelineOutcome]:
     """Promote every pipeline in ``pipelines_dir``.
 
@@ -251,6 +358,11 @@ def nightly(
         dry_run: show what would change and change nothing
         advance: "all": each pipeline as far along its chain as gates allow; "one-step": every environment
             takes one step per night (what its upstream verified before tonight)
+        fan_out_to: "threads": the pipelines run in this run's process, max_parallel at a time; "deployments":
+            one run of pipeline_deployment per pipeline, shared out by the work pool's workers (their limits,
+            not max_parallel, bound how many run at once)
+        pipeline_deployment: the promote-pipeline deployment fan_out_to="deployments" starts
+        wait_hours: with fan_out_to="deployments", how long to wait for the pipeline runs to end
     """
     log = get_run_logger()
     started = time.monotonic()
@@ -266,6 +378,19 @@ def nightly(
             log.warning(f"could not sweep expired approvals (the next gated promotion will): {exc}")
     results: dict[str, PipelineOutcome] = {}
     failed: list[str] = []
+    if fan_out_to == "deployments":
+        results = fan_out(
+            files,
+            production=production,
+            dry_run=dry_run,
+            advance=advance,
+            deployment=pipeline_deployment,
+            wait_seconds=wait_hours * 3600,
+        )
+        failed = [file for file, outcome in results.items() if outcome.failed]
+        for file in failed:
+            log.error(f"{file}: {results[file].failed} (run {results[file].run_id})")
+        return _close_nightly(results, files, failed, started)
     # Plain threads that carry this run's context (so the subflows are its children), not a task per
     # pipeline: the promote-rc and promote-production runs already show each pipeline, and a task run per
     # pipeline cost the Prefect server about as much as a promotion step.
@@ -286,6 +411,14 @@ def nightly(
                 failed.append(file)
                 results[file] = PipelineOutcome(file, failed=str(exc))
                 log.error(f"{file}: {exc}")
+    return _close_nightly(results, files, failed, started)
+
+
+def _close_nightly(
+    results: dict[str, PipelineOutcome], files: list[str], failed: list[str], started: float
+) -> dict[str, PipelineOutcome]:
+    """The nightly's artifacts and outcome, however the pipelines ran."""
+    log = get_run_logger()
     log.info(f"nightly: {len(files) - len(failed)} of {len(files)} pipelines succeeded")
     try:
         create_markdown_artifact(

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -114,9 +114,13 @@ class PrefectServer:
         *,
         stall_seconds: float = DEFAULT_STALL_SECONDS,
         progress: Callable[[str], None] | None = None,
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
         """``startup_timeout`` is the overall limit; the wait ends earlier when the server makes no progress
-        (no CPU, no log) for ``stall_seconds``. ``progress`` hears about a slow start every 30 s."""
+        (no CPU, no log) for ``stall_seconds``. ``progress`` hears about a slow start every 30 s.
+        ``extra_env`` goes to the server (and :meth:`env`) on top of this process's environment, e.g. a
+        PostgreSQL connection URL for this server only."""
+        self.extra_env = dict(extra_env or {})
         self.home = home or Path(tempfile.mkdtemp(prefix="promote-prefect-"))
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
@@ -147,7 +151,7 @@ class PrefectServer:
         return self.home / "server.log"
 
     def env(self) -> dict[str, str]:
-        return prefect_env(self.home, self.api_url)
+        return {**prefect_env(self.home, self.api_url), **self.extra_env}
 
     def start(self) -> Self:
         env = self.env()
@@ -155,7 +159,8 @@ class PrefectServer:
         env["PREFECT_SERVER_UI_API_URL"] = self.api_url
         env.pop("PREFECT_API_URL")
         self.home.mkdir(parents=True, exist_ok=True)
-        template = template_dir()
+        other_db = any(key.endswith("_DATABASE_CONNECTION_URL") for key in self.extra_env)
+        template = None if other_db else template_dir()
         fresh = not (self.home / _DB).exists()
         self.from_template = seed_home(self.home, template)
         if self.from_template:

@@ -8,6 +8,7 @@ Flux objects need no generated models; the judgement of an object lives in :mod:
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
@@ -150,7 +151,8 @@ class KubeClient:
     max_attempts: int = 6
     watch_timeout_seconds: int = 300  # server-side; a watch is re-opened from the last resourceVersion
     heartbeat_seconds: float = 30.0
-    shared_watches: bool = True  # one watch per (kind, namespace) for all waits in the process
+    # One watch per (kind, namespace) for all waits in the process; PROMOTE_SHARED_WATCHES=0 turns it off.
+    shared_watches: bool = field(default_factory=lambda: os.environ.get("PROMOTE_SHARED_WATCHES", "1") != "0")
 
     @property
     def custom(self) -> client.CustomObjectsApi:

@@ -1,0 +1,148 @@
+"""The nightly fanned out over a work pool: a Prefect server of this test's own on PostgreSQL, `prefect deploy
+--all`, two process workers, and the nightly (itself a deployment run) starting one promote-pipeline run per
+pipeline, which the two workers share out."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.nightly import fanned_outcome
+from sandbox.postgres import INSTALL_HINT, PostgresUnavailableError, local_postgres
+from sandbox.prefect_server import PrefectServer
+from sandbox.world import SandboxWorld
+from tests.flows.test_flows import ROOT, ready_app, tags
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect]
+
+
+def run(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def postgres_prefect() -> Iterator[PrefectServer]:
+    """A Prefect server on a throwaway PostgreSQL (the database many workers should share)."""
+    try:
+        postgres = local_postgres()
+        database = postgres.__enter__()
+    except PostgresUnavailableError:
+        pytest.fail(f"the fan-out test runs a Prefect server on PostgreSQL: {INSTALL_HINT}", pytrace=False)
+    server = PrefectServer(
+        home=Path(tempfile.mkdtemp(prefix="promote-fanout-prefect-")),
+        extra_env={"PREFECT_SERVER_DATABASE_CONNECTION_URL": database.url},
+    )
+    try:
+        with server:
+            yield server
+    finally:
+        postgres.__exit__(None, None, None)
+
+
+def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
+    world: SandboxWorld, postgres_prefect: PrefectServer, tmp_path: Path
+) -> None:
+    env = {
+        **postgres_prefect.env(),
+        "PROMOTE_PROJECT_DIR": str(ROOT),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",  # the workers look for runs every second
+        "PROMOTE_CACHE_DIR": os.environ["PROMOTE_CACHE_DIR"],
+    }
+    prefect = [sys.executable, "-m", "prefect"]
+    created = run(*prefect, "work-pool", "create", "promote", "--type", "process", "--overwrite", env=env)
+    assert created.returncode == 0, created.stdout + created.stderr
+    deployed = run(*prefect, "--no-prompt", "deploy", "--all", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "promote-pipeline/default" in deployed.stdout, deployed.stdout
+
+    apps = [ready_app(world, f"fan{i}", approval=False) for i in range(4)]
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    for app in apps:
+        (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+
+    workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for name in ("one", "two"):
+            log = tmp_path / f"worker-{name}.log"
+            with log.open("wb") as out:
+                # Three runs each at most: the nightly holds a slot while it waits, so neither worker can
+                # take all four pipelines.
+                proc = subprocess.Popen(
+                    [*prefect, "worker", "start", "--pool", "promote", "--name", name, "--limit", "3"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            workers.append((proc, log))
+        nightly = run(
+            sys.executable,
+            "-m",
+            "promote.cli",
+            "trigger",
+            "nightly/default",
+            "--param",
+            f"pipelines_dir={pipelines}",
+            "--param",
+            "fan_out_to=deployments",
+            "--wait",
+            "--timeout",
+            "900",
+            env=env,
+            timeout=960,
+        )
+        logs = {log.name: log.read_text(errors="replace") for _, log in workers}
+        assert nightly.returncode == 0, nightly.stdout + nightly.stderr + "\n".join(logs.values())[-4000:]
+    finally:
+        for proc, _ in workers:
+            proc.terminate()
+        for proc, _ in workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    for app in apps:  # every pipeline went all the way to production
+        assert "v1.0.1" in tags(app), (app.name, tags(app))
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(postgres_prefect.api_url) as client:
+        runs = [r for r in client.read_flow_runs(limit=200) if (r.parameters or {}).get("pipeline_file")]
+        flow_names = {r.flow_id: client.read_flow(r.flow_id).name for r in runs}
+        pipeline_runs = {str(r.id): r for r in runs if flow_names[r.flow_id] == "promote-pipeline"}
+    assert len(pipeline_runs) == 4, [r.name for r in runs]
+    for pipeline_run in pipeline_runs.values():
+        assert pipeline_run.parent_task_run_id is not None  # a child of the nightly in the UI
+        assert pipeline_run.state is not None and pipeline_run.state.is_completed(), pipeline_run.state
+        assert (pipeline_run.state.message or "").startswith("promote-rc: create v1.0.1-rc1; then: v1.0.0 -> v1.0.1")
+    # Which worker ran which pipeline run: each worker logs the runs it submits.
+    ran = {
+        name: {run_id for run_id in pipeline_runs if re.search(rf"submitting flow run '{run_id}'", text)}
+        for name, text in logs.items()
+    }
+    assert all(ran.values()), {name: len(ids) for name, ids in ran.items()}
+    assert set().union(*ran.values()) == set(pipeline_runs)
+
+
+def test_what_a_fanned_out_run_ended_with_is_the_nightly_s_row() -> None:
+    from prefect.states import Completed, Failed, Suspended
+
+    done = fanned_outcome("a.yaml", "r1", Completed(message="promote-rc: create v1.0.1-rc1; then: -"), 10)
+    assert done.summary == "promote-rc: create v1.0.1-rc1; then: -" and done.failed is None
+    waiting = fanned_outcome("b.yaml", "r2", Suspended(), 10)
+    assert waiting.failed is None and "waiting for approval" in (waiting.summary or "")
+    failed = fanned_outcome("c.yaml", "r3", Failed(message="promote-rc: Degraded"), 10)
+    assert failed.failed == "Failed: promote-rc: Degraded" and failed.failed_in == "promote-pipeline"
+    late = fanned_outcome("d.yaml", "r4", None, 21600)
+    assert late.failed is not None and re.search(r"did not end within 21600s", late.failed)
