@@ -32,15 +32,17 @@ import inspect
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 ROOT = Path(tempfile.mkdtemp(prefix="promote-bench-"))
+PROJECT = Path(__file__).resolve().parents[1]
 atexit.register(shutil.rmtree, ROOT, True)
 
 from sandbox.prefect_server import PrefectServer, prefect_env  # noqa: E402
@@ -60,7 +62,7 @@ from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
 from flows.promote_rc import promote_rc  # noqa: E402
-from sandbox.agent import GitOpsAgent  # noqa: E402
+from sandbox.agent import GitOpsAgent, git_cpu_seconds  # noqa: E402
 from sandbox.apiserver import LocalKubeAPI, install_crds  # noqa: E402
 from sandbox.postgres import PostgresUnavailableError, local_postgres  # noqa: E402
 from sandbox.world import SandboxApp, SandboxWorld  # noqa: E402
@@ -163,11 +165,13 @@ class Accounts:
     server: PrefectServer
     postgres_data: Path | None = None
     agent: GitOpsAgent | None = None
+    workers: list[int] = field(default_factory=list)  # process workers: their flow runs are client work
 
     def read(self) -> tuple[float, float, float]:
         """(client, server, database) CPU-s so far."""
         agent = self.agent.native_id if self.agent is not None else None
-        client = tree_cpu(os.getpid()) - (thread_cpu(agent) if agent is not None else 0.0)
+        client = tree_cpu(os.getpid()) - (thread_cpu(agent) if agent is not None else 0.0) - git_cpu_seconds()
+        client += sum(tree_cpu(pid) for pid in self.workers)
         server = tree_cpu(self.server.pid) if self.server.pid is not None else 0.0
         database = tree_cpu(postmaster_pid(self.postgres_data)) if self.postgres_data is not None else 0.0
         return client, server, database
@@ -176,13 +180,13 @@ class Accounts:
 ACCOUNTS = Accounts(SERVER)
 
 
-def run_nightly(pipelines: Path, max_parallel: int) -> NightlyResult:
+def run_nightly(pipelines: Path, max_parallel: int, fan_out_to: str = "threads") -> NightlyResult:
     log_start = SERVER.log_file.stat().st_size
     count = sum(1 for entry in pipelines.iterdir() if entry.is_file())
     before = cpu_seconds()
     charged_before = ACCOUNTS.read()
     started = time.perf_counter()
-    state = nightly(pipelines_dir=str(pipelines), max_parallel=max_parallel, return_state=True)
+    state = nightly(pipelines_dir=str(pipelines), max_parallel=max_parallel, fan_out_to=fan_out_to, return_state=True)
     seconds = time.perf_counter() - started
     after = cpu_seconds()
     client, server, database = (a - b for a, b in zip(ACCOUNTS.read(), charged_before, strict=True))
@@ -264,6 +268,76 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
     print(f"  overhead A'-B                          {fp - db:6.2f} s  (with Prefect's own heartbeat)", flush=True)
 
 
+@contextlib.contextmanager
+def process_workers(count: int, limit: int) -> Iterator[None]:
+    """A process work pool with the project's deployments and ``count`` workers of ``limit`` runs each."""
+    env = {**SERVER.env(), "PROMOTE_PROJECT_DIR": str(PROJECT), "PYTHONPATH": str(PROJECT)}
+    env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
+    prefect = [sys.executable, "-m", "prefect"]
+    for args in (
+        ["work-pool", "create", "promote", "--type", "process", "--overwrite"],
+        ["--no-prompt", "deploy", "--all"],
+    ):
+        done = subprocess.run([*prefect, *args], cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"prefect {' '.join(args)} failed: {(done.stdout + done.stderr)[-2000:]}")
+    procs = []
+    for i in range(count):
+        log = (ROOT / f"worker-{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [*prefect, "worker", "start", "--pool", "promote", "--name", f"bench-{i}", "--limit", str(limit)],
+                cwd=PROJECT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    ACCOUNTS.workers = [proc.pid for proc in procs]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        ACCOUNTS.workers = []
+
+
+def scale(world: SandboxWorld, counts: list[int], modes: list[str], max_parallel: int, workers: int) -> None:
+    """The nightly over 1, 20, 200... pipelines, in each fan-out mode; ratios to one pipeline in that mode."""
+    print(
+        f"nightly at scale, server on PostgreSQL; threads: max_parallel={max_parallel}; deployments: {workers}"
+        f" process workers of {max_parallel // workers} runs each (+1 for the nightly itself):"
+    )
+    print(
+        f"  {'mode':<12} {'pipelines':>9} {'seconds':>8} {'ratio':>7}  CPU-s per pipeline (client + server + database)"
+    )
+    for mode in modes:
+        stack = contextlib.ExitStack()
+        with stack:
+            if mode == "deployments":
+                stack.enter_context(process_workers(workers, max_parallel // workers + 1))
+            one: float | None = None
+            for count in counts:
+                where = ROOT / f"scale-{mode}-{count}"
+                apps = make_pipelines(world, where, f"s{mode[0]}{count}", count)
+                result = run_nightly(where, max_parallel, mode)
+                retire(world, apps)
+                one = result.seconds if count == 1 or one is None else one
+                ratio = result.seconds / one
+                split = (
+                    f"{result.per_pipeline:.2f} ({result.client_cpu / count:.2f} + {result.server_cpu / count:.2f}"
+                    f" + {result.database_cpu / count:.2f})"
+                )
+                failed = f"  FAILED: {result.failed[:200]}" if result.failed else ""
+                print(f"  {mode:<12} {count:>9} {result.seconds:8.2f} {ratio:6.2f}x  {split}{failed}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A/B/C (the median is shown)")
@@ -271,6 +345,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nightly-runs", type=int, default=1, help="how many 1-vs-N nightly comparisons")
     parser.add_argument("--nightly-only", action="store_true", help="skip A/B/C")
     parser.add_argument("--promotion-only", action="store_true", help="only A/B/C, no nightly")
+    parser.add_argument(
+        "--scale",
+        default="",
+        help="instead of the 1-vs-N nightly: the nightly over each of these pipeline counts, e.g. 1,20,200",
+    )
+    parser.add_argument(
+        "--fan-out",
+        default="threads,deployments",
+        help="with --scale: the nightly's fan_out_to modes to compare (threads, deployments)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="with --scale: process workers for deployments")
     parser.add_argument(
         "--max-parallel",
         type=int,
@@ -318,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.nightly_only:
                 overhead(world, args.rounds)
             if args.promotion_only:
+                return 0
+            if args.scale:
+                counts = [int(n) for n in args.scale.split(",")]
+                scale(world, counts, args.fan_out.split(","), args.max_parallel, args.workers)
                 return 0
             n = args.pipelines
             parallel = args.max_parallel

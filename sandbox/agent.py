@@ -17,6 +17,7 @@ It can be told to fail an environment: ``degraded``, ``stalled``, ``stuck`` or `
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 import time
@@ -69,8 +70,29 @@ class SimEnvironment:
     origin: Path | None = None  # this environment's Git origin (default: the agent's)
 
 
+_git_cpu = [0.0]  # CPU-s of the agent's git processes: the bench charges them to the stand-in, not the product
+_git_cpu_lock = threading.Lock()
+
+
 def _git(origin: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(origin), *args], check=True, capture_output=True, text=True).stdout.strip()
+    argv = ["git", "-C", str(origin), *args]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        out, err = proc.stdout.read(), proc.stderr.read()  # small: one object or ref
+        # Reaped here, not by Popen, to read what this one child used (a shared counter would mix threads').
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    with _git_cpu_lock:
+        _git_cpu[0] += usage.ru_utime + usage.ru_stime
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out, err)
+    return out.strip()
+
+
+def git_cpu_seconds() -> float:
+    """CPU-s every agent's git processes used so far in this process."""
+    with _git_cpu_lock:
+        return _git_cpu[0]
 
 
 class GitOpsAgent:

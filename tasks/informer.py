@@ -35,6 +35,10 @@ _PAGE_SIZE = 500
 _MAX_BACKOFF_SECONDS = 10.0
 
 
+def _version(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
 class _GoneError(Exception):
     """The watch's resourceVersion is too old (410 Gone)."""
 
@@ -159,14 +163,10 @@ class SharedWatch:
 
     # -- the watch ---------------------------------------------------------------------------------------------
 
-    def _notify(
-        self, names: Collection[str] | None, *, gone: Collection[str] = (), added: Collection[str] = ()
-    ) -> None:
-        """Wake the waiters of ``names`` (all of them when None); called with the lock held."""
-        for name, subs in self._subscribers.items():
-            if names is not None and name not in names:
-                continue
-            for sub in subs:
+    def _notify(self, names: Collection[str], *, gone: Collection[str] = (), added: Collection[str] = ()) -> None:
+        """Wake the waiters of ``names``; called with the lock held."""
+        for name in names:
+            for sub in self._subscribers.get(name, ()):
                 if name in gone:
                     sub.gone = True
                 elif name in added:
@@ -212,8 +212,9 @@ class SharedWatch:
             old = self._objects
             gone = {name for name in old if name not in items}
             added = {name for name in items if name not in old}
+            changed = {name for name, item in items.items() if name in old and _version(old[name]) != _version(item)}
             self._objects = items
-            self._notify(None, gone=gone, added=added)
+            self._notify(gone | added | changed, gone=gone, added=added)
         self.synced.set()
         return resource_version
 
