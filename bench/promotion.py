@@ -124,6 +124,23 @@ def direct(app: SandboxApp) -> None:
     evidence.record(repo, evidence.Record("promoted", pipeline.name, "production", cand.value, cand.release_commit))
 
 
+SETTLE_SECONDS = 2.0  # the server finishes a run's batched writes (task run recorder: 1 s) meanwhile
+
+
+def charged(fn: Callable[[], object]) -> tuple[float, float, float]:
+    """(client, server, database) CPU-s of ``fn`` and of the server's work it left behind, less what the same
+    processes use idle over as long (the server's own loops)."""
+    idle_from = ACCOUNTS.read()
+    time.sleep(SETTLE_SECONDS)
+    before = ACCOUNTS.read()
+    idle = [b - a for a, b in zip(idle_from, before, strict=True)]
+    fn()
+    time.sleep(SETTLE_SECONDS)
+    after = ACCOUNTS.read()
+    client, server, database = (a - b - i for a, b, i in zip(after, before, idle, strict=True))
+    return client, server, database
+
+
 def timed(fn: Callable[..., object], *args: object) -> float:
     started = time.perf_counter()
     fn(*args)
@@ -230,6 +247,8 @@ def retire(world: SandboxWorld, apps: list[SandboxApp]) -> None:
 def overhead(world: SandboxWorld, rounds: int) -> None:
     """A, A' (Prefect's own heartbeat), B, C and C' interleaved, so all see the same machine noise."""
     flows_s, prefect_beat_s, direct_s, empty_s, empty_beat_s = [], [], [], [], []
+    cpu_a: list[tuple[float, float, float]] = []
+    cpu_b: list[tuple[float, float, float]] = []
 
     def promote(app: SandboxApp) -> None:
         promote_rc(pipeline_file=str(app.pipeline_file))
@@ -244,14 +263,18 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
 
         def ours(a: SandboxApp = a) -> None:
             with runs_without_the_wait():  # how the product starts runs itself (flows/heartbeat.py)
-                flows_s.append(timed(promote, a))
+                cpu_a.append(charged(lambda: flows_s.append(timed(promote, a))))
 
         def prefects(a2: SandboxApp = a2) -> None:
             prefect_beat_s.append(timed(promote, a2))
 
         for measure in (ours, prefects) if i % 2 == 0 else (prefects, ours):  # neither always goes first
             measure()
-        direct_s.append(timed(direct, b))
+
+        def without(b: SandboxApp = b) -> None:
+            direct_s.append(timed(direct, b))
+
+        cpu_b.append(charged(without))
         with runs_without_the_wait():
             empty_s.append(timed(lambda: (empty(), empty())))
         empty_beat_s.append(timed(lambda: (empty(), empty())))
@@ -266,6 +289,12 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
     print(f"  C' the same, Prefect's own heartbeat   {ep:6.2f} s  ({ep / ec:.2f}x C)")
     print(f"  overhead A-B                           {fa - db:6.2f} s  (target < 0.5 s)")
     print(f"  overhead A'-B                          {fp - db:6.2f} s  (with Prefect's own heartbeat)", flush=True)
+    ca, cb = (tuple(med(part) for part in zip(*cpu, strict=True)) for cpu in (cpu_a, cpu_b))
+    print(
+        f"  CPU-s (client + server + database): A {sum(ca):.2f} ({ca[0]:.2f} + {ca[1]:.2f} + {ca[2]:.2f}),"
+        f" B {sum(cb):.2f} ({cb[0]:.2f} + {cb[1]:.2f} + {cb[2]:.2f}); Prefect's share A-B {sum(ca) - sum(cb):.2f}",
+        flush=True,
+    )
 
 
 @contextlib.contextmanager
