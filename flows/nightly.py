@@ -104,7 +104,7 @@ class PipelineOutcome:
     promotions: dict[str, PromotionReport] = field(default_factory=dict)
     failed: str | None = None
     failed_in: str | None = None
-    # Fanned out (nightly fan_out="deployments"): the promote-pipeline run and what it said when it ended.
+    # Fanned out (nightly fan_out_to="deployments"): the promote-pipeline run and what it said when it ended.
     run_id: str | None = None
     summary: str | None = None
 
@@ -254,6 +254,7 @@ def write_metrics_artifact(files: list[str], warn: Callable[[str], None]) -> Non
 FanOut = Literal["threads", "deployments"]
 PIPELINE_DEPLOYMENT = "promote-pipeline/default"
 _FAN_OUT_POLL_SECONDS = 5.0
+_READ_BATCH = 200
 
 
 def fanned_outcome(pipeline_file: str, run_id: str, state: State[Any] | None, waited: float) -> PipelineOutcome:
@@ -306,7 +307,7 @@ def fan_out(
             )
         except ObjectNotFound:
             raise RuntimeError(
-                f"fan_out=deployments needs the deployment {deployment!r}: run `prefect deploy --all` "
+                f"fan_out_to=deployments needs the deployment {deployment!r}: run `prefect deploy --all` "
                 "(prefect.yaml defines promote-pipeline/default)"
             ) from None
         assert isinstance(run, FlowRun)  # called from sync code: the sync variant
@@ -318,10 +319,18 @@ def fan_out(
     last_report = started
     with get_client(sync_client=True) as client:
         while pending:
-            found = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(r) for r in pending])),
-                limit=len(pending),
-            )
+            ids = [UUID(r) for r in pending]
+            found: list[FlowRun] = []
+            try:
+                for at in range(0, len(ids), _READ_BATCH):  # the API answers at most 200 rows a request
+                    batch = ids[at : at + _READ_BATCH]
+                    found += client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch)
+                    )
+            except Exception as exc:
+                if not api_unavailable(exc):
+                    raise
+                log.warning(f"the Prefect API could not answer ({type(exc).__name__}); asking again next poll")
             for run in found:
                 if run.state is not None and (run.state.is_final() or run.state.is_paused()):
                     ended[str(run.id)] = run.state

@@ -1,6 +1,6 @@
 """promote-pipeline: what the nightly does for one pipeline file, as a flow of its own.
 
-The nightly's ``fan_out="deployments"`` starts one run of this flow's deployment per pipeline, so the work
+The nightly's ``fan_out_to="deployments"`` starts one run of this flow's deployment per pipeline, so the work
 pool's workers (on as many machines as there are) share the pipelines out: Prefect's own distribution.
 """
 
