@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.nightly import fanned_outcome
+from flows.nightly import fanned_outcome, nightly_report
 from sandbox.postgres import INSTALL_HINT, PostgresUnavailableError, local_postgres
 from sandbox.prefect_server import PrefectServer
 from sandbox.world import SandboxWorld
@@ -146,3 +146,9 @@ def test_what_a_fanned_out_run_ended_with_is_the_nightly_s_row() -> None:
     assert failed.failed == "Failed: promote-rc: Degraded" and failed.failed_in == "promote-pipeline"
     late = fanned_outcome("d.yaml", "r4", None, 21600)
     assert late.failed is not None and re.search(r"did not end within 21600s", late.failed)
+    report = nightly_report(
+        {o.pipeline_file: o for o in (done, waiting, failed, late)}, started_by="schedule", seconds=1.0
+    )
+    assert "| pipeline file | promote-pipeline run | what it did |" in report
+    assert "| a.yaml | r1 | promote-rc: create v1.0.1-rc1; then: - |" in report
+    assert "| c.yaml | r3 | FAILED: Failed: promote-rc: Degraded |" in report
