@@ -27,8 +27,7 @@ def _process(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), sum(int(value) for value in fields[11:15]) / _TICK
 
 
-def tree_cpu(root: int) -> float:
-    """CPU-s of ``root`` and every live descendant (plus what their exited children used)."""
+def _table() -> tuple[dict[int, int], dict[int, float]]:
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -37,14 +36,29 @@ def tree_cpu(root: int) -> float:
         found = _process(int(entry.name))
         if found is not None:
             parents[int(entry.name)], cpu[int(entry.name)] = found
-    total = 0.0
-    for pid in cpu:
+    return parents, cpu
+
+
+def _tree(root: int, parents: dict[int, int]) -> set[int]:
+    members = set()
+    for pid in parents:
         walk = pid
         while walk in parents and walk != root and walk > 1:
             walk = parents[walk]
         if walk == root:
-            total += cpu[pid]
-    return total
+            members.add(pid)
+    return members
+
+
+def descendants(root: int) -> set[int]:
+    """``root`` and every live process below it."""
+    return _tree(root, _table()[0])
+
+
+def tree_cpu(root: int) -> float:
+    """CPU-s of ``root`` and every live descendant (plus what their exited children used)."""
+    parents, cpu = _table()
+    return sum(cpu[pid] for pid in _tree(root, parents))
 
 
 def thread_cpu(native_id: int) -> float:

@@ -57,7 +57,7 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 from kubernetes.config import new_client_from_config  # noqa: E402
 from prefect import flow  # noqa: E402
 
-from bench.cpu import postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
+from bench.cpu import descendants, postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
 from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
@@ -182,13 +182,14 @@ class Accounts:
     server: PrefectServer
     postgres_data: Path | None = None
     agent: GitOpsAgent | None = None
-    workers: list[int] = field(default_factory=list)  # process workers: their flow runs are client work
+    workers: list[int] = field(default_factory=list)  # process workers: their flow runs are client work too
 
     def read(self) -> tuple[float, float, float]:
         """(client, server, database) CPU-s so far."""
         agent = self.agent.native_id if self.agent is not None else None
         client = tree_cpu(os.getpid()) - (thread_cpu(agent) if agent is not None else 0.0) - git_cpu_seconds()
-        client += sum(tree_cpu(pid) for pid in self.workers)
+        # The workers (and the flow-run processes they start) are this process's descendants: in tree_cpu already.
+        assert all(pid in descendants(os.getpid()) for pid in self.workers)
         server = tree_cpu(self.server.pid) if self.server.pid is not None else 0.0
         database = tree_cpu(postmaster_pid(self.postgres_data)) if self.postgres_data is not None else 0.0
         return client, server, database
