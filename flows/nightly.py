@@ -227,7 +227,7 @@ def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seco
     return "\n".join(lines)
 
 
-def write_metrics_artifact(files: list[str], warn: Callable[[str], None]) -> None:
+def write_metrics_artifact(files: list[str], warn: Callable[[str], None], *, fetch: bool = False) -> None:
     """The ``delivery-metrics`` artifact: the DORA keys of every pipeline over the last METRICS_WINDOW, from
     the evidence in Git (docs/metrics.md). Never raises: a report must not fail the promotions it reports on.
     A pipeline that cannot be measured (unreadable file or notes) gets a line saying why; the rest still count."""
@@ -237,8 +237,8 @@ def write_metrics_artifact(files: list[str], warn: Callable[[str], None]) -> Non
         measured: list[DeliveryMetrics] = []
         missing: list[str] = []
         for file in files:
-            try:  # the promotion runs fetched these clones moments ago
-                measured.append(measure_pipeline(load_pipeline(file), window, fetch=False))
+            try:  # fetch=False: this process's promotion runs fetched these clones moments ago
+                measured.append(measure_pipeline(load_pipeline(file), window, fetch=fetch))
             except Exception as exc:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 missing.append(f"- {_cell(file)}: not measured: {_cell(reason[:_REASON_LIMIT])}")
@@ -399,7 +399,8 @@ def nightly(
         failed = [file for file, outcome in results.items() if outcome.failed]
         for file in failed:
             log.error(f"{file}: {results[file].failed} (run {results[file].run_id})")
-        return _close_nightly(results, files, failed, started)
+        # The promotions ran in other processes, maybe on other machines: this one's clones are behind.
+        return _close_nightly(results, files, failed, started, fetch=True)
     # Plain threads that carry this run's context (so the subflows are its children), not a task per
     # pipeline: the promote-rc and promote-production runs already show each pipeline, and a task run per
     # pipeline cost the Prefect server about as much as a promotion step.
@@ -424,7 +425,7 @@ def nightly(
 
 
 def _close_nightly(
-    results: dict[str, PipelineOutcome], files: list[str], failed: list[str], started: float
+    results: dict[str, PipelineOutcome], files: list[str], failed: list[str], started: float, *, fetch: bool = False
 ) -> dict[str, PipelineOutcome]:
     """The nightly's artifacts and outcome, however the pipelines ran."""
     log = get_run_logger()
@@ -437,7 +438,7 @@ def _close_nightly(
         )
     except Exception as exc:  # the pipelines' outcome decides the run, not a missing report
         log.warning(f"could not write the nightly's audit artifact: {exc}")
-    write_metrics_artifact(files, log.warning)
+    write_metrics_artifact(files, log.warning, fetch=fetch)
     if failed:
         raise RuntimeError(f"nightly: {len(failed)} of {len(files)} pipelines failed: {', '.join(failed)}")
     return results

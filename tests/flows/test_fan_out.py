@@ -4,7 +4,6 @@ pipeline, which the two workers share out."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.nightly import fanned_outcome, nightly_report
 from sandbox.postgres import INSTALL_HINT, PostgresUnavailableError, local_postgres
@@ -55,7 +55,6 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
         "PYTHONPATH": str(ROOT),
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # the workers look for runs every second
-        "PROMOTE_CACHE_DIR": os.environ["PROMOTE_CACHE_DIR"],
     }
     prefect = [sys.executable, "-m", "prefect"]
     created = run(*prefect, "work-pool", "create", "promote", "--type", "process", "--overwrite", env=env)
@@ -70,17 +69,27 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
     for app in apps:
         (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
 
+    for name in ("one", "two"):  # both caches hold every clone as it is before tonight (then stale)
+        status = run(
+            sys.executable, "-m", "promote.cli", "status", str(pipelines),
+            env={**env, "PROMOTE_CACHE_DIR": str(tmp_path / f"cache-{name}")},
+        )  # fmt: skip
+        assert status.returncode == 0, status.stdout + status.stderr
+
     workers: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for name in ("one", "two"):
             log = tmp_path / f"worker-{name}.log"
+            # Each worker keeps its clones in a cache of its own, as on two machines: what one worker's runs
+            # pushed, the other's cache has not fetched.
+            cache = {"PROMOTE_CACHE_DIR": str(tmp_path / f"cache-{name}")}
             with log.open("wb") as out:
                 # Three runs each at most: the nightly holds a slot while it waits, so neither worker can
                 # take all four pipelines.
                 proc = subprocess.Popen(
                     [*prefect, "worker", "start", "--pool", "promote", "--name", name, "--limit", "3"],
                     cwd=ROOT,
-                    env=env,
+                    env={**env, **cache},
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -119,13 +128,23 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
 
     with SyncPrefectClient(postgres_prefect.api_url) as client:
         runs = [r for r in client.read_flow_runs(limit=200) if (r.parameters or {}).get("pipeline_file")]
-        flow_names = {r.flow_id: client.read_flow(r.flow_id).name for r in runs}
+        flow_names = {r.flow_id: client.read_flow(r.flow_id).name for r in client.read_flow_runs(limit=200)}
         pipeline_runs = {str(r.id): r for r in runs if flow_names[r.flow_id] == "promote-pipeline"}
+        nightly_run = next(r for r in client.read_flow_runs(limit=200) if flow_names.get(r.flow_id) == "nightly")
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[nightly_run.id]))
+        )
     assert len(pipeline_runs) == 4, [r.name for r in runs]
     for pipeline_run in pipeline_runs.values():
         assert pipeline_run.parent_task_run_id is not None  # a child of the nightly in the UI
         assert pipeline_run.state is not None and pipeline_run.state.is_completed(), pipeline_run.state
         assert (pipeline_run.state.message or "").startswith("promote-rc: create v1.0.1-rc1; then: v1.0.0 -> v1.0.1")
+    report = {a.key: str(a.data) for a in artifacts}
+    assert "| pipeline file | promote-pipeline run | what it did |" in report["nightly"], report["nightly"]
+    # The delivery metrics come from the nightly's own clones, fetched after the runs (on whichever worker
+    # ran it): one production promotion per pipeline, whichever worker made it.
+    for app in apps:
+        assert f"| {app.name} | 1 (0.03) |" in report["delivery-metrics"], report["delivery-metrics"]
     # Which worker ran which pipeline run: each worker logs the runs it submits.
     ran = {
         name: {run_id for run_id in pipeline_runs if re.search(rf"submitting flow run '{run_id}'", text)}
