@@ -302,7 +302,8 @@ class SharedWatch:
             except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
                 trouble = exc
             except Exception as exc:  # a waiter must hear of it, not wait on a dead thread
-                self._fail(KubeError(f"{self} stopped: {short_error(exc)}"))
+                if not self._stop.is_set():  # a stop shuts the stream down under the read: not a failure
+                    self._fail(KubeError(f"{self} stopped: {short_error(exc)}"))
                 return
             if self._stop.is_set():
                 return
