@@ -14,7 +14,6 @@ falls back to watching the one object.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import weakref
@@ -25,7 +24,15 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tasks.kubeobjects import KubeError, ObjectRef, Resource, describe_api_error, is_transient, short_error
+from tasks.kubeobjects import (
+    KubeError,
+    ObjectRef,
+    Resource,
+    describe_api_error,
+    is_transient,
+    short_error,
+    watch_events,
+)
 
 _logger = logging.getLogger(__name__)  # a shared watch outlives the run that started it: not a run's log
 
@@ -237,15 +244,7 @@ class SharedWatch:
         try:
             if self._stop.is_set():
                 return
-            buffer = b""
-            for chunk in response.stream(amt=None, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
-                if self._stop.is_set():
-                    return
+            yield from watch_events(response, self._stop.is_set)
         finally:
             self._response = None
             response.release_conn()

@@ -7,7 +7,6 @@ Flux objects need no generated models; the judgement of an object lives in :mod:
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import threading
@@ -37,6 +36,7 @@ from tasks.kubeobjects import (
     describe_api_error,
     is_transient,
     short_error,
+    watch_events,
 )
 from tasks.readiness import Judgement
 
@@ -223,13 +223,7 @@ class KubeClient:
             _request_timeout=(10, timeout + 15),
         )
         try:
-            buffer = b""
-            for chunk in response.stream(amt=None, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
+            yield from watch_events(response)
         finally:
             response.release_conn()
 

@@ -5,8 +5,9 @@ waits) and :mod:`tasks.informer` (the shared watches)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -101,3 +102,16 @@ def short_error(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"HTTP {exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def watch_events(response: Any, stopped: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+    """The events of a watch response, one JSON object per line, until it ends or ``stopped()`` says so."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+        if stopped():
+            return
