@@ -7,6 +7,7 @@ controllers' thread, which the product does not have), the Prefect server and it
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -39,11 +40,12 @@ def _table() -> tuple[dict[int, int], dict[int, float]]:
     return parents, cpu
 
 
-def _tree(root: int, parents: dict[int, int]) -> set[int]:
+def _tree(root: int, parents: dict[int, int], exclude: Collection[int] = ()) -> set[int]:
+    """``root`` and its live descendants, without the subtrees of ``exclude``."""
     members = set()
     for pid in parents:
         walk = pid
-        while walk in parents and walk != root and walk > 1:
+        while walk in parents and walk != root and walk > 1 and walk not in exclude:
             walk = parents[walk]
         if walk == root:
             members.add(pid)
@@ -55,10 +57,24 @@ def descendants(root: int) -> set[int]:
     return _tree(root, _table()[0])
 
 
-def tree_cpu(root: int) -> float:
-    """CPU-s of ``root`` and every live descendant (plus what their exited children used)."""
+def tree_cpu(root: int, exclude: Collection[int] = ()) -> float:
+    """CPU-s of ``root`` and every live descendant (plus what their exited children used), leaving out the
+    subtrees rooted at ``exclude`` (servers this process started, charged on their own)."""
     parents, cpu = _table()
-    return sum(cpu[pid] for pid in _tree(root, parents))
+    return sum(cpu[pid] for pid in _tree(root, parents, exclude))
+
+
+def children_named(root: int, names: Collection[str]) -> set[int]:
+    """Live descendants of ``root`` whose command name is one of ``names`` (e.g. kube-apiserver, etcd)."""
+    found = set()
+    for pid in descendants(root):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in names:
+            found.add(pid)
+    return found
 
 
 def thread_cpu(native_id: int) -> float:

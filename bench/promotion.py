@@ -57,7 +57,7 @@ os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 from kubernetes.config import new_client_from_config  # noqa: E402
 from prefect import flow  # noqa: E402
 
-from bench.cpu import descendants, postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
+from bench.cpu import children_named, descendants, postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
 from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
@@ -187,7 +187,11 @@ class Accounts:
     def read(self) -> tuple[float, float, float]:
         """(client, server, database) CPU-s so far."""
         agent = self.agent.native_id if self.agent is not None else None
-        client = tree_cpu(os.getpid()) - (thread_cpu(agent) if agent is not None else 0.0) - git_cpu_seconds()
+        # The Prefect server, kube-apiserver and etcd are this process's children too: not client work.
+        servers = {self.server.pid} if self.server.pid is not None else set()
+        servers |= children_named(os.getpid(), ("kube-apiserver", "etcd"))
+        mine = tree_cpu(os.getpid(), exclude=servers)
+        client = mine - (thread_cpu(agent) if agent is not None else 0.0) - git_cpu_seconds()
         # The workers (and the flow-run processes they start) are this process's descendants: in tree_cpu already.
         assert all(pid in descendants(os.getpid()) for pid in self.workers)
         server = tree_cpu(self.server.pid) if self.server.pid is not None else 0.0
