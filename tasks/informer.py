@@ -28,6 +28,7 @@ from tasks.kubeobjects import (
     KubeError,
     ObjectRef,
     Resource,
+    WatchExpiredError,
     describe_api_error,
     is_transient,
     short_error,
@@ -46,17 +47,13 @@ def _version(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
-class _GoneError(Exception):
-    """The watch's resourceVersion is too old (410 Gone)."""
-
-
 class Subscription:
     """One waiter's view of one object in a shared watch."""
 
     def __init__(self, hub: SharedWatch, name: str) -> None:
         self.hub = hub
         self.name = name
-        self.changed = threading.Event()  # set by the watch whenever this object (or the whole cache) changes
+        self.changed = threading.Event()  # set by the watch whenever this object changes (or the watch stops)
         self.gone = False  # the object was deleted after this waiter saw it
         self.events = 0
 
@@ -254,8 +251,6 @@ class SharedWatch:
             kind = event.get("type")
             body = event.get("object") or {}
             if kind == "ERROR":
-                if body.get("code") == 410:
-                    raise _GoneError
                 raise ApiException(status=body.get("code", 0), reason=body.get("message"))
             resource_version = str((body.get("metadata") or {}).get("resourceVersion") or resource_version)
             if kind == "BOOKMARK":
@@ -284,7 +279,7 @@ class SharedWatch:
                 resource_version = self._watch(resource_version)
                 backoff = 0.2
                 continue
-            except _GoneError:
+            except WatchExpiredError:
                 self.relists += 1
                 _logger.info("%s: watch expired (410 Gone), listing again for every waiter", self)
                 resource_version = None

@@ -33,6 +33,7 @@ from tasks.kubeobjects import (
     Resource,
     TransientKubeError,
     VerificationError,
+    WatchExpiredError,
     describe_api_error,
     is_transient,
     short_error,
@@ -331,8 +332,6 @@ class KubeClient:
                     kind = event.get("type")
                     body = event.get("object") or {}
                     if kind == "ERROR":
-                        if body.get("code") == 410:
-                            raise _GoneError
                         raise describe_api_error(
                             ApiException(status=body.get("code", 0), reason=body.get("message")), "watch", ref
                         )
@@ -352,7 +351,7 @@ class KubeClient:
                         break  # log the change before continuing to watch
                 else:
                     verdict = judge(obj)  # the window ended: time-based rules (health grace) may have moved
-            except _GoneError:
+            except WatchExpiredError:
                 stats.relists += 1
                 self.log(f"{what}: watch expired (410 Gone), getting {ref} again")
                 obj = self.get(ref, stats)
@@ -415,7 +414,3 @@ class _Progress:
         if verdict.recheck_in is not None:
             window = min(window, verdict.recheck_in)
         return window
-
-
-class _GoneError(Exception):
-    """The watch's resourceVersion is too old (410 Gone)."""

@@ -104,14 +104,23 @@ def short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
+class WatchExpiredError(Exception):
+    """The watch's resourceVersion is too old (410 Gone): get or list again, then watch from there."""
+
+
 def watch_events(response: Any, stopped: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
-    """The events of a watch response, one JSON object per line, until it ends or ``stopped()`` says so."""
+    """The events of a watch response, one JSON object per line, until it ends or ``stopped()`` says so.
+
+    An ERROR event for 410 Gone raises :class:`WatchExpiredError`; other ERROR events are the caller's."""
     buffer = b""
     for chunk in response.stream(amt=None, decode_content=True):
         buffer += chunk
         while b"\n" in buffer:
             line, buffer = buffer.split(b"\n", 1)
             if line.strip():
-                yield json.loads(line)
+                event = json.loads(line)
+                if event.get("type") == "ERROR" and (event.get("object") or {}).get("code") == 410:
+                    raise WatchExpiredError
+                yield event
         if stopped():
             return
