@@ -25,14 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes import client as k8s
 from kubernetes.config import new_client_from_config
 
-from bench.verify_latency import judge, pct, status
+from bench.verify_latency import GROUP, X, create_application, judge, pct, status
 from sandbox.apimetrics import resource_requests
 from sandbox.apiserver import LocalKubeAPI, install_crds
 from tasks import informer
 from tasks.kube import APPLICATION, KubeClient, ObjectRef
-
-X, OLD = "1" * 40, "0" * 40
-GROUP = ("argoproj.io", "v1alpha1")
 
 
 def make_apps(api: k8s.ApiClient, namespace: str, count: int) -> list[str]:
@@ -40,18 +37,7 @@ def make_apps(api: k8s.ApiClient, namespace: str, count: int) -> list[str]:
     k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=namespace)))
     names = [f"app-{i:03d}" for i in range(count)]
     for name in names:
-        custom.create_namespaced_custom_object(
-            *GROUP,
-            namespace,
-            "applications",
-            {
-                "apiVersion": "argoproj.io/v1alpha1",
-                "kind": "Application",
-                "metadata": {"name": name},
-                "spec": {"project": "default", "source": {"repoURL": "x", "targetRevision": "v1"}},
-                "status": status(OLD),
-            },
-        )
+        create_application(custom, namespace, name)
     return names
 
 

@@ -54,11 +54,11 @@ def poll_until_ready(kube: KubeClient, ref: ObjectRef, stats: RequestStats, inte
         time.sleep(interval)
 
 
-def trial(api: k8s.ApiClient, kube: KubeClient, ns: str, name: str, mode: str, delay: float) -> tuple[float, int]:
-    custom = k8s.CustomObjectsApi(api)
+def create_application(custom: k8s.CustomObjectsApi, namespace: str, name: str) -> None:
+    """An Application synced to the previous commit (OLD), as each wait of the benches starts."""
     custom.create_namespaced_custom_object(
         *GROUP,
-        ns,
+        namespace,
         "applications",
         {
             "apiVersion": "argoproj.io/v1alpha1",
@@ -68,6 +68,11 @@ def trial(api: k8s.ApiClient, kube: KubeClient, ns: str, name: str, mode: str, d
             "status": status(OLD),
         },
     )
+
+
+def trial(api: k8s.ApiClient, kube: KubeClient, ns: str, name: str, mode: str, delay: float) -> tuple[float, int]:
+    custom = k8s.CustomObjectsApi(api)
+    create_application(custom, ns, name)
     ref = ObjectRef(APPLICATION, ns, name)
     stats = RequestStats()
     returned: list[float] = []
