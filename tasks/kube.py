@@ -275,6 +275,8 @@ class KubeClient:
                 return None
             sub.changed.clear()
             obj = sub.current()
+            if obj is None and sub.gone:  # deleted after this wait subscribed, before its first look
+                return _deleted(ref, progress, {}, deleted_is_ready)
             if obj is None:
                 # Not in the cache: absent, or created a moment ago and the watch has not delivered it yet.
                 obj = self.get(ref, stats)
@@ -294,9 +296,7 @@ class KubeClient:
                 events, sub.events = sub.events, 0
                 stats.events += events
                 if sub.gone:
-                    if deleted_is_ready:  # e.g. a released lock: gone is what we waited for
-                        return obj, Judgement.ready(f"{ref} was deleted")
-                    raise VerificationError(f"{progress.what}: {ref} was deleted while waiting")
+                    return _deleted(ref, progress, obj, deleted_is_ready)
                 latest = sub.current()
                 if latest is not None:
                     obj = latest
@@ -339,10 +339,8 @@ class KubeClient:
                     if kind == "BOOKMARK":
                         continue
                     stats.events += 1
-                    if kind == "DELETED":
-                        if deleted_is_ready:  # e.g. a released lock: gone is what we waited for
-                            return body, Judgement.ready(f"{ref} was deleted")
-                        raise VerificationError(f"{what}: {ref} was deleted while waiting")
+                    if kind == "DELETED":  # e.g. a released lock: gone may be what the caller waits for
+                        return _deleted(ref, progress, body, deleted_is_ready)
                     obj = body
                     verdict = judge(obj)
                     if verdict.state != "waiting":
@@ -373,6 +371,15 @@ class KubeClient:
                 stats.retries += 1
                 self.log(f"{what}: watch stream interrupted ({short_error(exc)}), reconnecting")
                 time.sleep(random.uniform(0.1, 0.5))  # noqa: S311
+
+
+def _deleted(
+    ref: ObjectRef, progress: _Progress, last: dict[str, Any], deleted_is_ready: bool
+) -> tuple[dict[str, Any], Judgement]:
+    """The end of a wait whose object was deleted: what it waited for (a released lock), or a failure."""
+    if deleted_is_ready:
+        return last, Judgement.ready(f"{ref} was deleted")
+    raise VerificationError(f"{progress.what}: {ref} was deleted while waiting")
 
 
 class _Progress:
