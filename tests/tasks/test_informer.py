@@ -61,6 +61,24 @@ def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def start_waits(kube: KubeClient, namespace: str, names: list[str]) -> tuple[dict[str, RequestStats], list[Background]]:
+    """One wait per Application in a thread of its own, each with its stats."""
+    stats = {name: RequestStats() for name in names}
+    waits = [
+        Background(
+            lambda name=name: kube.wait_for(
+                ObjectRef(APPLICATION, namespace, name), judge, timeout=60, what=name, stats=stats[name]
+            )
+        )
+        for name in names
+    ]
+    return stats, waits
+
+
+def wait_for_the_list(api: k8s.ApiClient) -> None:
+    wait_until(lambda: bool(informer.active(api)) and informer.active(api)[0].synced.is_set(), "the first list")
+
+
 def test_many_waits_share_one_list_and_one_watch(
     own_client: k8s.ApiClient, kube_client: k8s.ApiClient, namespace: str
 ) -> None:
@@ -69,15 +87,7 @@ def test_many_waits_share_one_list_and_one_watch(
         make_app(kube_client, namespace, name, argo_status(OLD))
     kube = KubeClient(own_client)
     before = applications(kube_client)
-    stats = {name: RequestStats() for name in names}
-    waits = {
-        name: Background(
-            lambda name=name: kube.wait_for(
-                ObjectRef(APPLICATION, namespace, name), judge, timeout=60, what=name, stats=stats[name]
-            )
-        )
-        for name in names
-    }
+    stats, waits = start_waits(kube, namespace, names)
     wait_until(lambda: sum(s.shared_watches for s in stats.values()) == len(names), "every wait to subscribe")
     hubs = informer.active(own_client)
     assert len(hubs) == 1
@@ -86,7 +96,7 @@ def test_many_waits_share_one_list_and_one_watch(
     assert during.open_watches <= 1, f"the server saw {during.open_watches} more open watches"
     for name in names:
         set_app_status(kube_client, namespace, name, argo_status(X))
-    for name, wait in waits.items():
+    for name, wait in zip(names, waits, strict=True):
         _, verdict = wait.join(60)
         assert verdict.state == "ready", name
     after = applications(kube_client) - before
@@ -106,15 +116,7 @@ def test_a_wait_that_alone_would_watch_by_itself_counts_its_own_watch(
         make_app(kube_client, namespace, name, argo_status(OLD))
     kube = KubeClient(own_client, shared_watches=False)
     before = applications(kube_client)
-    stats = {name: RequestStats() for name in names}
-    waits = [
-        Background(
-            lambda name=name: kube.wait_for(
-                ObjectRef(APPLICATION, namespace, name), judge, timeout=60, what=name, stats=stats[name]
-            )
-        )
-        for name in names
-    ]
+    stats, waits = start_waits(kube, namespace, names)
     wait_until(lambda: all(s.watches for s in stats.values()), "every wait to open its watch")
     for name in names:
         set_app_status(kube_client, namespace, name, argo_status(X))
@@ -138,15 +140,7 @@ def test_410_gone_relists_once_for_every_waiter(
     make_app(kube_client, elsewhere, "noise", argo_status(OLD))
     # Watch windows of one second: the shared watch re-opens from its last resourceVersion every second.
     kube = KubeClient(own_client, watch_timeout_seconds=1)
-    stats = {name: RequestStats() for name in names}
-    waits = [
-        Background(
-            lambda name=name: kube.wait_for(
-                ObjectRef(APPLICATION, namespace, name), judge, timeout=60, what=name, stats=stats[name]
-            )
-        )
-        for name in names
-    ]
+    stats, waits = start_waits(kube, namespace, names)
     wait_until(lambda: sum(s.shared_watches for s in stats.values()) == len(names), "every wait to subscribe")
     (hub,) = informer.active(own_client)
     wait_until(hub.synced.is_set, "the first list")
@@ -175,7 +169,7 @@ def test_an_object_created_after_the_list_is_found_and_followed(
     first = Background(
         lambda: kube.wait_for(ObjectRef(APPLICATION, namespace, "first"), judge, timeout=60, what="first")
     )
-    wait_until(lambda: bool(informer.active(own_client)) and informer.active(own_client)[0].synced.is_set(), "list")
+    wait_for_the_list(own_client)
     make_app(kube_client, namespace, "late", argo_status(OLD))
     stats = RequestStats()
     late = Background(
@@ -197,16 +191,25 @@ def test_deletion_ends_a_wait_as_the_caller_asked(
     make_app(kube_client, namespace, "lock", argo_status(OLD))
     make_app(kube_client, namespace, "shop", argo_status(OLD))
     kube = KubeClient(own_client)
+    stats = {name: RequestStats() for name in ("lock", "shop")}
     released = Background(
         lambda: kube.wait_for(
-            ObjectRef(APPLICATION, namespace, "lock"), judge, timeout=60, what="lock", deleted_is_ready=True
+            ObjectRef(APPLICATION, namespace, "lock"),
+            judge,
+            timeout=60,
+            what="lock",
+            deleted_is_ready=True,
+            stats=stats["lock"],
         )
     )
     vanished = Background(
-        lambda: kube.wait_for(ObjectRef(APPLICATION, namespace, "shop"), judge, timeout=60, what="shop")
+        lambda: kube.wait_for(
+            ObjectRef(APPLICATION, namespace, "shop"), judge, timeout=60, what="shop", stats=stats["shop"]
+        )
     )
-    wait_until(lambda: bool(informer.active(own_client)) and informer.active(own_client)[0].synced.is_set(), "list")
-    time.sleep(0.2)  # both subscribed (the list was made for the first of them)
+    wait_for_the_list(own_client)
+    # Both waits hold their subscription (progress, not a fixed pause) before anything is deleted.
+    wait_until(lambda: all(s.shared_watches for s in stats.values()), "both waits to subscribe")
     custom = k8s.CustomObjectsApi(kube_client)
     for name in ("lock", "shop"):
         custom.delete_namespaced_custom_object("argoproj.io", "v1alpha1", namespace, "applications", name)
