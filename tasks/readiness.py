@@ -182,8 +182,8 @@ def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str 
     """Flux has applied ``revision`` and calls the Kustomization ready, by the rules ``flux reconcile`` applies.
 
     Each step names the upstream rule it ports; tests/tasks/test_readiness_upstream.py has one table row per rule.
-    On top of them (ours): a Stalled or terminal Ready=False for our revision fails fast, and the applied revision
-    must be ours.
+    On top of them (ours): a Stalled or terminal Ready=False for our revision fails fast, also beside the
+    Reconciling=True (ProgressingWithRetry) that real Flux writes with it, and the applied revision must be ours.
     """
     meta = ks.get("metadata") or {}
     status = ks.get("status") or {}
@@ -214,10 +214,22 @@ def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str 
     # flux2 cmd/flux/reconcile.go reconciliationHandled: nothing counts until Flux echoes our request token.
     if requested_at is not None and status.get("lastHandledReconcileAt") != requested_at:
         return Judgement.waiting(f"reconcile request {requested_at} not handled yet ({where})")
+    # Ours: a Ready=False reason Flux will not fix by retrying, for our revision and this spec, fails fast
+    # (kstatus would call it InProgress until the timeout). Flux writes it beside Reconciling=True with reason
+    # ProgressingWithRetry: kustomize-controller internal/controller/kustomization_controller.go finalizeStatus
+    # gives Reconciling that reason exactly when an attempt has *ended* with Ready=False, after spending the
+    # Kustomization's own spec.timeout on it (health checks included); the retry is a new attempt at the same
+    # revision on the next interval, not progress on this one.
+    terminal = (
+        ready.get("status") == "False"
+        and ready.get("reason") in FLUX_TERMINAL_REASONS
+        and for_this_generation(ready)
+        and flux_revision_matches(attempted, revision)
+    )
     # kstatus checkGenericProperties: Reconciling=True is InProgress, even beside Ready=True (fluxcd/pkg
     # runtime/conditions/check/fail.go check_FAIL0003: Ready=True may stay while reconciling), and
     # fluxcd/pkg runtime/conditions/getter.go IsStalled: Stalled counts only while Reconciling is not True.
-    if reconciling.get("status") == "True":
+    if reconciling.get("status") == "True" and not (terminal and reconciling.get("reason") == "ProgressingWithRetry"):
         return Judgement.waiting(f"Flux is reconciling ({_cap(reconciling.get('reason', '-'))}; {where})")
     # kstatus checkGenericProperties: Stalled=True is Failed, with the condition's message; kstatus looks at it
     # only once the generation is observed, and kustomize-controller leaves status.observedGeneration behind on
@@ -231,14 +243,7 @@ def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str 
         return Judgement.failed(
             f"Kustomization is Stalled ({_cap(stalled.get('reason'))}): {_cap(stalled.get('message', ''), 300)}"
         )
-    # Ours: a Ready=False reason Flux will not fix by retrying, for our revision and this spec, fails fast
-    # (kstatus would call it InProgress until the timeout).
-    if (
-        ready.get("status") == "False"
-        and ready.get("reason") in FLUX_TERMINAL_REASONS
-        and for_this_generation(ready)
-        and flux_revision_matches(attempted, revision)
-    ):
+    if terminal:
         return Judgement.failed(
             f"Ready=False ({ready['reason']}) at {_short(revision)}: {_cap(ready.get('message', ''), 300)}"
         )

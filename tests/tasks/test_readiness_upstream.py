@@ -152,6 +152,62 @@ FLUX_RULES: list[tuple[str, dict[str, Any], str, str]] = [
         "failed",
         "Ready=False (HealthCheckFailed)",
     ),
+    # ours, on kustomize-controller internal/controller/kustomization_controller.go finalizeStatus: Reconciling
+    # gets reason ProgressingWithRetry exactly when an attempt ended with Ready=False; a terminal reason for our
+    # revision and this spec beside it fails fast (real Flux never writes Stalled for a failed health check or
+    # build: tests/data/flux/ has the recorded statuses).
+    (
+        "ready-false-terminal-beside-progressing-with-retry",
+        kustomization(
+            ready_condition("False", "HealthCheckFailed", observedGeneration=2),
+            cond("Reconciling", "True", "ProgressingWithRetry", "Detecting drift for revision", observedGeneration=2),
+            observed=-1,
+        ),
+        "failed",
+        "Ready=False (HealthCheckFailed)",
+    ),
+    (
+        "build-failed-beside-progressing-with-retry",
+        kustomization(
+            ready_condition("False", "BuildFailed", observedGeneration=2),
+            cond("Reconciling", "True", "ProgressingWithRetry", observedGeneration=2),
+        ),
+        "failed",
+        "Ready=False (BuildFailed)",
+    ),
+    # kstatus generic.go: Reconciling=True with reason Progressing is an attempt in flight: Ready=False from the
+    # attempt before may still be replaced by this one.
+    (
+        "ready-false-terminal-beside-progressing",
+        kustomization(
+            ready_condition("False", "HealthCheckFailed", observedGeneration=2),
+            cond("Reconciling", "True", "Progressing", observedGeneration=2),
+        ),
+        "waiting",
+        "Flux is reconciling (Progressing",
+    ),
+    # ours: ProgressingWithRetry beside a reason Flux may fix by retrying (the artifact is not there yet) waits.
+    (
+        "ready-false-retrying-beside-progressing-with-retry",
+        kustomization(
+            ready_condition("False", "ArtifactFailed", observedGeneration=2),
+            cond("Reconciling", "True", "ProgressingWithRetry", observedGeneration=2),
+        ),
+        "waiting",
+        "Flux is reconciling (ProgressingWithRetry",
+    ),
+    # ours: the failed attempt was for another revision (ours not tried yet): wait.
+    (
+        "ready-false-terminal-for-the-previous-revision-beside-retry",
+        kustomization(
+            ready_condition("False", "HealthCheckFailed", observedGeneration=2),
+            cond("Reconciling", "True", "ProgressingWithRetry", observedGeneration=2),
+            lastAttemptedRevision=f"main@sha1:{OLD}",
+            lastAppliedRevision=f"main@sha1:{OLD}",
+        ),
+        "waiting",
+        "Flux is reconciling (ProgressingWithRetry",
+    ),
     # kstatus status.go checkReadyCondition: Ready=Unknown is InProgress.
     (
         "ready-unknown",
