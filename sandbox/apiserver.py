@@ -3,7 +3,7 @@
 Nothing runs controllers: no scheduler, no controller-manager, no Argo CD, no Flux. Objects are validated,
 stored, versioned, watched and authorized exactly as in a cluster, and tests write the status a controller
 would have written (through ``/status`` where the resource has that subresource). The binaries come from
-``hack/build-kube-binaries.sh``, which builds them once into a cache outside the repository.
+``hack/build-cluster-binaries``, which builds them once into a cache outside the repository.
 
 Tokens are generated with :mod:`secrets` and written only to owner-readable files (the static token file,
 kubeconfigs). They never appear on a command line, in a log or in a ``repr``.
@@ -53,7 +53,7 @@ from sandbox.patience import DEFAULT_OVERALL_SECONDS, Patience
 from sandbox.patience import tail as log_tail
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD_SCRIPT = REPO_ROOT / "hack" / "build-kube-binaries.sh"
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-cluster-binaries"
 MANIFESTS_DIR = REPO_ROOT / "manifests"
 CRD_DIR = MANIFESTS_DIR / "crds"
 RBAC_DIR = MANIFESTS_DIR / "rbac"
@@ -181,7 +181,7 @@ class LocalKubeAPI:
 
     @staticmethod
     def ensure_binaries() -> KubeBinaries:
-        """Find the binaries, building them with ``hack/build-kube-binaries.sh`` if needed (minutes, once).
+        """Find the binaries, building them with ``hack/build-cluster-binaries kube`` if needed (minutes, once).
 
         ``$PROMOTE_KUBE_BIN_DIR`` names a directory that already holds them and skips the script.
         """
@@ -196,7 +196,7 @@ class LocalKubeAPI:
             return binaries
         if not BUILD_SCRIPT.is_file():
             raise KubeBinariesUnavailableError(f"{BUILD_SCRIPT} is missing: cannot build kube-apiserver and etcd")
-        returncode, stdout, stderr_tail = _run_forwarding_stderr(["bash", str(BUILD_SCRIPT)], cwd=REPO_ROOT)
+        returncode, stdout, stderr_tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), "kube"], cwd=REPO_ROOT)
         directory = stdout.strip().splitlines()[-1] if stdout.strip() else ""
         built = KubeBinaries.in_directory(Path(directory)) if directory else None
         if returncode != 0 or built is None or built.missing():
@@ -373,7 +373,7 @@ class LocalKubeAPI:
         (work / "logs").mkdir(parents=True, exist_ok=True)
         data = work / "etcd-data"
         shutil.rmtree(data, ignore_errors=True)  # a retry after a port clash starts from scratch
-        client_port, peer_port, secure_port = _free_ports(3)
+        client_port, peer_port, secure_port = free_ports(3)
         self._etcd_url = f"http://127.0.0.1:{client_port}"
         peer = f"http://127.0.0.1:{peer_port}"
         self._spawn(
@@ -435,7 +435,7 @@ class LocalKubeAPI:
                 env=env,
                 cwd=self.workdir,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop them in order
-                preexec_fn=_die_with_parent(on_parent_death),
+                preexec_fn=die_with_parent(on_parent_death),
             )
         except BaseException:
             log_file.close()
@@ -730,7 +730,7 @@ def _close(api_client: k8s.ApiClient) -> None:
     closer.close()
 
 
-def _die_with_parent(signum: signal.Signals) -> Callable[[], None] | None:
+def die_with_parent(signum: signal.Signals) -> Callable[[], None] | None:
     """On Linux, started from the main thread: have the kernel signal the child when this process dies.
 
     That covers what no ``finally`` or ``atexit`` can: a SIGKILLed test run or a crashed interpreter would
@@ -753,7 +753,7 @@ def _die_with_parent(signum: signal.Signals) -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
     try:
         for sock in sockets:
@@ -775,7 +775,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:10]
 
 
-def _run_forwarding_stderr(argv: list[str], cwd: Path) -> tuple[int, str, list[str]]:
+def run_forwarding_stderr(argv: list[str], cwd: Path) -> tuple[int, str, list[str]]:
     """Run a command; its stderr goes on to ours live (a first build takes minutes) and its tail is kept."""
     tail: deque[str] = deque(maxlen=20)
     try:

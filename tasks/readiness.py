@@ -267,6 +267,17 @@ def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str 
     return Judgement.ready(f"Ready and applied at {_short(revision)}")
 
 
+def flux_manages(ks: dict[str, Any], *, namespace: str, name: str, group: str, kind: str) -> bool:
+    """The Kustomization's inventory lists the object: Flux applied it (server-side) before it said Ready.
+
+    kustomize-controller api/v1 inventory.go: each ``status.inventory.entries[].id`` is fluxcd/pkg ssa
+    ``ObjMetadata`` ``<namespace>_<name>_<group>_<kind>`` (cli-utils object.ObjMetadata.String).
+    """
+    entries = ((ks.get("status") or {}).get("inventory") or {}).get("entries") or []
+    wanted = f"{namespace}_{name}_{group}_{kind}"
+    return isinstance(entries, list) and any(isinstance(e, dict) and e.get("id") == wanted for e in entries)
+
+
 # --- Deployment rollout (as kubectl rollout status) ---------------------------------------------------
 
 
@@ -282,8 +293,14 @@ def image_matches(image: str, expected: str) -> bool:
 
 
 def judge_deployment(
-    deployment: dict[str, Any], *, expected_image: str | None = None, container: str | None = None
+    deployment: dict[str, Any],
+    *,
+    expected_image: str | None = None,
+    container: str | None = None,
+    image_is_final: bool = False,
 ) -> Judgement:
+    """As ``kubectl rollout status``, of the promoted image. ``image_is_final``: the GitOps controller has applied
+    our revision to this Deployment, so a different image is what Git says there and fails instead of waiting."""
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
@@ -296,7 +313,13 @@ def judge_deployment(
             return Judgement.failed(f"Deployment {name} has no container {container!r} (it has: {names})")
         images = [c.get("image", "") for c in chosen]
         if not any(image_matches(image, expected_image) for image in images):
-            return Judgement.waiting(f"Deployment {name} runs {', '.join(images)}, want {expected_image}")
+            running = ", ".join(_cap(image, 200) for image in images[:3])
+            if image_is_final:
+                return Judgement.failed(
+                    f"Deployment {name} runs {running}, want {_cap(expected_image, 200)}: the revision the GitOps "
+                    "controller applied sets that image (check what the promotion wrote, or verify.deployments)"
+                )
+            return Judgement.waiting(f"Deployment {name} runs {running}, want {_cap(expected_image, 200)}")
     generation = meta.get("generation") or 0
     observed = status.get("observedGeneration") or 0
     if observed < generation:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,7 @@ from tasks.kube import (
     RequestStats,
     VerificationError,
 )
-from tasks.readiness import judge_application, judge_deployment, judge_kustomization
+from tasks.readiness import Judgement, flux_manages, judge_application, judge_deployment, judge_kustomization
 from tasks.strategies import strategy_for
 
 ARGO_REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
@@ -111,18 +112,40 @@ def _wait_argocd(
 
 def _wait_flux(
     kube: KubeClient, gitops: FluxKustomizationRef, revision: str, env: Environment, stats: RequestStats, timeout: float
-) -> str:
+) -> tuple[str, dict[str, Any]]:
     ref = ObjectRef(KUSTOMIZATION, gitops.namespace, gitops.name)
     token = request_flux_reconcile(kube, ref)
     stats.patches += 2
-    _, verdict = kube.wait_for(
+    ks, verdict = kube.wait_for(
         ref,
         lambda ks: judge_kustomization(ks, revision, requested_at=token),
         timeout=timeout,
         what=f"[{env.name}] {ref}",
         stats=stats,
     )
-    return verdict.message
+    return verdict.message, ks
+
+
+# How long a Deployment that Flux applied at our revision may still show another image before that counts as
+# what Git says: a watch or list can be served a moment behind the write Flux made before it said Ready.
+FINAL_IMAGE_GRACE_SECONDS = 5.0
+
+
+def _final_image_judge(
+    judge: Callable[[dict[str, Any]], Judgement], final: Callable[[dict[str, Any]], Judgement], since: float
+) -> Callable[[dict[str, Any]], Judgement]:
+    """``final`` once the grace after ``since`` is over; until then ``judge``, re-judged when the grace ends."""
+
+    def decide(deployment: dict[str, Any]) -> Judgement:
+        left = FINAL_IMAGE_GRACE_SECONDS - (time.monotonic() - since)
+        if left <= 0:
+            return final(deployment)
+        verdict = judge(deployment)
+        if verdict.state == "waiting" and final(deployment).state == "failed":
+            return Judgement.waiting(verdict.message, recheck_in=left)
+        return verdict
+
+    return decide
 
 
 def expected_image_for(deployment: DeploymentRef, env: Environment, values: dict[str, str]) -> str | None:
@@ -154,20 +177,36 @@ def verify_environment(
         return left
 
     gitops = env.verify.gitops
+    flux_applied: dict[str, Any] | None = None  # the Kustomization as Flux reported our revision applied
+    applied_at = 0.0
     if gitops is not None:
         started = time.monotonic()
         if isinstance(gitops, ArgoApplicationRef):
             message = _wait_argocd(kube, gitops, revision, env, result.stats, remaining())
         else:
-            message = _wait_flux(kube, gitops, revision, env, result.stats, remaining())
+            message, flux_applied = _wait_flux(kube, gitops, revision, env, result.stats, remaining())
+        applied_at = time.monotonic()
         result.steps.append(
-            StepResult(f"{gitops.kind} {gitops.namespace}/{gitops.name}", message, time.monotonic() - started)
+            StepResult(f"{gitops.kind} {gitops.namespace}/{gitops.name}", message, applied_at - started)
         )
     for deployment in env.verify.deployments:
         started = time.monotonic()
         ref = ObjectRef(DEPLOYMENT, deployment.namespace, deployment.name)
         expected = expected_image_for(deployment, env, values)
-        judge = functools.partial(judge_deployment, expected_image=expected, container=deployment.container)
+        judge: Callable[[dict[str, Any]], Judgement] = functools.partial(
+            judge_deployment, expected_image=expected, container=deployment.container
+        )
+        if flux_applied is not None and expected is not None:
+            # Flux applied this Deployment at our revision before it said Ready (it is in the inventory): another
+            # image is what Git says, and no later event will change it. Fail on it instead of timing out.
+            managed = flux_manages(
+                flux_applied, namespace=deployment.namespace, name=deployment.name, group="apps", kind="Deployment"
+            )
+            if managed:
+                final = functools.partial(
+                    judge_deployment, expected_image=expected, container=deployment.container, image_is_final=True
+                )
+                judge = _final_image_judge(judge, final, applied_at)
         _, verdict = kube.wait_for(
             ref,
             judge,

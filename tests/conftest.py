@@ -25,13 +25,16 @@ from kubernetes import client as k8s
 from kubernetes.config import new_client_from_config
 
 from sandbox.apiserver import (
+    RBAC_DIR,
     KubeBinaries,
     KubeBinariesUnavailableError,
     LocalKubeAPI,
     TokenUser,
+    apply_manifests,
     delete_namespace,
     install_crds,
 )
+from sandbox.cluster import ClusterBinaries, ClusterBinariesUnavailableError, RealCluster
 from sandbox.prefect_server import PrefectServer, free_port
 from sandbox.world import SandboxWorld
 from tasks import informer
@@ -65,7 +68,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     failure of each test that needs it.
     """
     uses = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    if session.config.option.collectonly or not uses & {"kube_api", "prefect_api"}:
+    if session.config.option.collectonly or not uses & {"kube_api", "prefect_api", "real_cluster"}:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     servers: dict[str, object] = {}
@@ -82,6 +85,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             except KubeBinariesUnavailableError as exc:
                 binaries = exc
             starts.append(threading.Thread(target=_start_kube, args=(servers, binaries)))
+        if "real_cluster" in uses:
+            try:
+                cluster_binaries: ClusterBinaries | ClusterBinariesUnavailableError = ClusterBinaries.ensure()
+            except ClusterBinariesUnavailableError as exc:
+                cluster_binaries = exc
+            starts.append(threading.Thread(target=_start_real_cluster, args=(servers, cluster_binaries, say)))
         if "prefect_api" in uses:
             starts.append(threading.Thread(target=_start_prefect, args=(servers, say)))
         for thread in starts:
@@ -113,6 +122,33 @@ def _start_kube(servers: dict[str, object], binaries: KubeBinaries | KubeBinarie
     servers["kube_api"] = api
 
 
+def _start_real_cluster(
+    servers: dict[str, object],
+    binaries: ClusterBinaries | ClusterBinariesUnavailableError,
+    say: Callable[[str], None],
+) -> None:
+    if isinstance(binaries, ClusterBinariesUnavailableError):
+        servers["real_cluster"] = f"the real-controller tests need their binaries: {binaries}"
+        return
+    cluster = RealCluster(
+        binaries=binaries, users=[TokenUser.generate(VERIFIER_USER)], progress=lambda line: say(f"real cluster: {line}")
+    )
+    try:
+        cluster.start()
+        admin = cluster.api.api_client()
+        try:
+            apply_manifests(admin, RBAC_DIR / "verifier-role.yaml")
+        finally:
+            _close(admin)
+    except Exception as exc:  # reported by the fixture, test by test
+        cluster.stop()
+        servers["real_cluster"] = (
+            f"the real cluster (API server, controller-manager, scheduler, KWOK, Flux) did not start: {exc}"
+        )
+        return
+    servers["real_cluster"] = cluster
+
+
 def _start_prefect(servers: dict[str, object], say: Callable[[str], None]) -> None:
     server = PrefectServer(home=Path(_PREFECT_HOME) / "server", port=_PREFECT_PORT, progress=say)
     try:
@@ -132,7 +168,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             APILogWorker.drain_all(timeout=30)
             EventsWorker.drain_all(timeout=30)
     for server in session.config.stash.get(_SERVERS, {}).values():
-        if isinstance(server, LocalKubeAPI | PrefectServer):
+        if isinstance(server, LocalKubeAPI | PrefectServer | RealCluster):
             server.stop()
 
 
@@ -221,3 +257,76 @@ def world(
 
 def unique(name: str) -> str:
     return f"{name}-{secrets.token_hex(3)}"
+
+
+# --- the real cluster: kube-controller-manager, kube-scheduler, KWOK and Flux (sandbox/cluster.py) -------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session")
+def real_cluster(pytestconfig: pytest.Config) -> RealCluster:
+    """kube-apiserver + etcd with the real controller-manager, scheduler, KWOK (one fake node) and Flux's
+    source- and kustomize-controller, for the session. Built on first use (hack/build-cluster-binaries)."""
+    cluster: RealCluster = _started(pytestconfig, "real_cluster")
+    return cluster
+
+
+@pytest.fixture
+def real_admin(real_cluster: RealCluster) -> Iterator[k8s.ApiClient]:
+    """An admin (``system:masters``) client of the real cluster."""
+    api_client = real_cluster.api.api_client()
+    yield api_client
+    _close(api_client)
+
+
+@pytest.fixture
+def real_namespace(
+    request: pytest.FixtureRequest, real_cluster: RealCluster, real_admin: k8s.ApiClient
+) -> Iterator[str]:
+    """A namespace of the real cluster for one test; the verifier user may do there what
+    manifests/rbac/verifier-role.yaml grants (a RoleBinding), nothing more. When the test fails, the last
+    lines of every component's log are printed (shown in the report)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"r-{slug}-{secrets.token_hex(3)}"
+    core = k8s.CoreV1Api(real_admin)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    apply_manifests(
+        real_admin,
+        [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "gitops-promote-verifier", "namespace": name},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "gitops-promote-verifier",
+                },
+                "subjects": [{"kind": "User", "name": VERIFIER_USER, "apiGroup": "rbac.authorization.k8s.io"}],
+            }
+        ],
+    )
+    yield name
+    if request.node.stash.get(_CALL_FAILED, False):
+        print(f"\n=== logs of the real cluster's components (test namespace {name}) ===\n{real_cluster.log_tails()}")
+    # The real namespace controller (in kube-controller-manager) empties it; Flux removes its finalizers.
+    with contextlib.suppress(k8s.ApiException):
+        core.delete_namespace(name)
+
+
+@pytest.fixture
+def real_verifier(real_cluster: RealCluster) -> Iterator[k8s.ApiClient]:
+    """A client of the real cluster as the ``verifier`` token user (least privilege: see ``real_namespace``)."""
+    api_client = real_cluster.api.api_client(VERIFIER_USER)
+    yield api_client
+    _close(api_client)

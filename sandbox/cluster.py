@@ -1,0 +1,374 @@
+"""A real cluster on loopback: kube-apiserver + etcd (:mod:`sandbox.apiserver`), the real kube-controller-manager
+and kube-scheduler, KWOK playing the kubelet of one fake node, and Flux's source-controller and
+kustomize-controller with their upstream CRDs.
+
+Nothing here writes a status: Deployments roll out because the controller-manager makes ReplicaSets and Pods,
+the scheduler binds them to the KWOK node and KWOK moves them through the stages in ``sandbox/kwok/stages.yaml``;
+Flux fetches Git over HTTP and applies what it finds. Tests judge what these controllers write.
+
+The binaries come from ``hack/build-cluster-binaries kube kwok flux`` (built once per machine, into a versioned
+cache). Every process logs to ``<workdir>/logs/<component>.log``; :meth:`RealCluster.log_tails` gives the
+last lines of each for a failure report.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import httpx
+from kubernetes import client as k8s
+from kubernetes.client import ApiException
+
+from sandbox.apiserver import (
+    BUILD_SCRIPT,
+    REPO_ROOT,
+    KubeBinaries,
+    LocalKubeAPI,
+    LocalKubeAPIError,
+    TokenUser,
+    apply_manifests,
+    die_with_parent,
+    free_ports,
+    install_crds,
+    run_forwarding_stderr,
+)
+from sandbox.patience import DEFAULT_OVERALL_SECONDS, Patience
+from sandbox.patience import tail as log_tail
+
+KWOK_DIR = Path(__file__).resolve().parent / "kwok"
+KWOK_STAGES = KWOK_DIR / "stages.yaml"
+KWOK_NODE = KWOK_DIR / "node.yaml"
+NODE_NAME = "kwok-node-0"
+FLUX_NAMESPACE = "flux-system"
+COMPONENTS = ("kube", "kwok", "flux")
+_STOP_GRACE_SECONDS = 10.0
+
+
+def _close(api_client: k8s.ApiClient) -> None:
+    closer: Any = api_client  # ApiClient.close() exists; the stubs do not list it
+    closer.close()
+
+
+class ClusterBinariesUnavailableError(LocalKubeAPIError):
+    """The controllers are not built and could not be built here."""
+
+
+@dataclass(frozen=True)
+class ClusterBinaries:
+    """Where the build script put each component (see ``hack/build-cluster-binaries``)."""
+
+    kube: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+    kwok: Path  # kwok
+    flux: Path  # source-controller, kustomize-controller, crds/
+
+    @property
+    def apiserver(self) -> KubeBinaries:
+        return KubeBinaries.in_directory(self.kube)
+
+    @property
+    def flux_crds(self) -> Path:
+        return self.flux / "crds"
+
+    def program(self, name: str) -> Path:
+        where = {
+            "kube-controller-manager": self.kube,
+            "kube-scheduler": self.kube,
+            "kwok": self.kwok,
+            "source-controller": self.flux,
+            "kustomize-controller": self.flux,
+        }[name]
+        return where / name
+
+    def missing(self) -> list[Path]:
+        names = ("kube-controller-manager", "kube-scheduler", "kwok", "source-controller", "kustomize-controller")
+        programs = [*self.apiserver.missing(), *(self.program(n) for n in names)]
+        return [p for p in programs if not (p.is_file() and os.access(p, os.X_OK))]
+
+    @classmethod
+    def ensure(cls) -> ClusterBinaries:
+        """Find the binaries, building what is missing (minutes per component, once per machine; progress on
+        stderr)."""
+        returncode, stdout, stderr_tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), *COMPONENTS], REPO_ROOT)
+        lines = stdout.strip().splitlines()
+        script = BUILD_SCRIPT.relative_to(REPO_ROOT)
+        if returncode != 0 or len(lines) != len(COMPONENTS):
+            tail = "\n".join(stderr_tail) or "(no output)"
+            raise ClusterBinariesUnavailableError(
+                f"the real controllers are not built and could not be built ({script} {' '.join(COMPONENTS)} "
+                f"exited {returncode}). It needs Go 1.26+ (`go` on PATH) with access to the Go module proxy, "
+                f"and caches them under ~/.cache/gitops-promote. Its last output:\n{tail}"
+            )
+        found = cls(*(Path(line) for line in lines))
+        if missing := found.missing():
+            raise ClusterBinariesUnavailableError(
+                f"{script} finished but these are missing or not executable: {', '.join(map(str, missing))}"
+            )
+        return found
+
+
+@dataclass
+class _Process:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    handle: IO[bytes]
+
+
+class RealCluster:
+    """The API server and the real controllers, started in order, stopped in reverse. Use as a context manager.
+
+    ``users`` are extra token users of the API server (for least-privilege tests), as for :class:`LocalKubeAPI`.
+    ``flux=False`` leaves Flux out (its CRDs too). ``progress`` receives one line per step of the start.
+    """
+
+    def __init__(
+        self,
+        *,
+        binaries: ClusterBinaries,
+        users: Iterable[TokenUser] = (),
+        flux: bool = True,
+        startup_timeout: float = DEFAULT_OVERALL_SECONDS,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.binaries = binaries
+        self.with_flux = flux
+        self.api = LocalKubeAPI(users=users, binaries=binaries.apiserver, startup_timeout=startup_timeout)
+        self.startup_timeout = startup_timeout
+        self._progress = progress
+        self._procs: list[_Process] = []
+        self._health_urls: dict[str, str] = {}
+        self.flux_storage_url: str | None = None
+        self.timings: dict[str, float] = {}  # seconds from the start to each step
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (group ``system:masters``), which the controllers use too."""
+        return self.api.kubeconfig
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.api.workdir / "logs"
+
+    def start(self) -> Self:
+        began = time.monotonic()
+
+        def step(what: str) -> None:
+            self.timings[what] = round(time.monotonic() - began, 1)
+            self._progress(f"{what} ({self.timings[what]:.1f}s)")
+
+        atexit.register(self.stop)
+        try:
+            self.api.start()
+            step("kube-apiserver ready")
+            self._start_kube_controllers()
+            admin = self.api.api_client()
+            try:
+                apply_manifests(admin, KWOK_NODE)
+                if self.with_flux:
+                    install_crds(admin, self.binaries.flux_crds, timeout=300)
+                    namespace = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=FLUX_NAMESPACE))
+                    k8s.CoreV1Api(admin).create_namespace(namespace)
+                    self._start_flux()
+                step("controllers started")
+                self._wait_until_ready(admin, began)
+            finally:
+                _close(admin)
+            step("node Ready, controller-manager serving" + (", Flux ready" if self.with_flux else ""))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the controllers (SIGTERM, SIGKILL after a grace period), then the API server."""
+        for process in reversed(self._procs):
+            if process.proc.poll() is None:
+                process.proc.terminate()
+        for process in reversed(self._procs):
+            try:
+                process.proc.wait(timeout=_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.proc.kill()
+                process.proc.wait()
+            process.handle.close()
+        self._procs.clear()
+        self.api.stop()
+        atexit.unregister(self.stop)
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The last lines of every component's log, for a failure report."""
+        parts = []
+        for name, path in self.log_files().items():
+            parts.append(f"--- {name} ({path}) ---\n{log_tail(path, lines)}")
+        return "\n".join(parts)
+
+    def log_files(self) -> dict[str, Path]:
+        files = {"kube-apiserver": self.api.apiserver_log, "etcd": self.api.etcd_log}
+        return files | {p.name: p.log for p in self._procs}
+
+    def pids(self) -> list[int]:
+        return [p.proc.pid for p in self._procs]
+
+    # --- internals ----------------------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        log = self.logs_dir / f"{name}.log"
+        handle = log.open("ab")
+        full_env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **(env or {})}
+        for var in ("NO_PROXY", "no_proxy"):  # every component talks to 127.0.0.1 only
+            full_env[var] = ",".join(filter(None, [full_env.get(var, ""), "127.0.0.1", "localhost"]))
+        try:
+            proc = subprocess.Popen(
+                [str(self.binaries.program(name)), *argv],
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=self.api.workdir,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
+            )
+        except BaseException:
+            handle.close()
+            raise
+        self._procs.append(_Process(name, proc, log, handle))
+
+    def _start_kube_controllers(self) -> None:
+        kubeconfig = str(self.kubeconfig)
+        auth = [f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}"]
+        auth.append(f"--authorization-kubeconfig={kubeconfig}")
+        self._spawn(
+            "kube-controller-manager",
+            [
+                *auth,
+                "--leader-elect=false",
+                "--secure-port=0",
+                # This controller publishes the API server's serving CA as a ClusterTrustBundle; the sandbox's
+                # self-signed serving certificate is no CA, so it would retry (and log) forever.
+                "--controllers=*,-kube-apiserver-serving-clustertrustbundle-publisher-controller",
+                f"--service-account-private-key-file={self.api.workdir / 'auth' / 'service-account.key'}",
+                f"--root-ca-file={self.api.ca_file}",
+                "--use-service-account-credentials=false",
+                "--concurrent-deployment-syncs=2",
+                "--concurrent-replicaset-syncs=2",
+            ],
+        )
+        self._spawn("kube-scheduler", [*auth, "--leader-elect=false", "--secure-port=0"])
+        self._spawn(
+            "kwok",
+            [
+                f"--kubeconfig={kubeconfig}",
+                f"--config={KWOK_STAGES}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=127.0.0.1",
+                "--node-lease-duration-seconds=40",
+            ],
+        )
+
+    def _start_flux(self) -> None:
+        storage, metrics_source, health_source, metrics_ks, health_ks = free_ports(5)
+        storage_dir = self.api.workdir / "flux-storage"
+        storage_dir.mkdir(exist_ok=True)
+        self.flux_storage_url = f"http://127.0.0.1:{storage}"
+        self._health_urls = {
+            "source-controller": f"http://127.0.0.1:{health_source}/readyz",
+            "kustomize-controller": f"http://127.0.0.1:{health_ks}/readyz",
+        }
+        common = ["--enable-leader-election=false", "--watch-all-namespaces=true", "--events-addr=", "--log-level=info"]
+        env = {"RUNTIME_NAMESPACE": FLUX_NAMESPACE}
+        self._spawn(
+            "source-controller",
+            [
+                f"--storage-path={storage_dir}",
+                f"--storage-addr=127.0.0.1:{storage}",
+                f"--storage-adv-addr=127.0.0.1:{storage}",
+                f"--metrics-addr=127.0.0.1:{metrics_source}",
+                f"--health-addr=127.0.0.1:{health_source}",
+                *common,
+            ],
+            env,
+        )
+        self._spawn(
+            "kustomize-controller",
+            [
+                f"--metrics-addr=127.0.0.1:{metrics_ks}",
+                f"--health-addr=127.0.0.1:{health_ks}",
+                "--no-remote-bases=true",  # a test's kustomization must not reach out of the loopback Git server
+                *common,
+            ],
+            env,
+        )
+
+    def _wait_until_ready(self, admin: k8s.ApiClient, began: float) -> None:
+        core = k8s.CoreV1Api(admin)
+        patience = Patience(
+            self.pids,
+            [p.log for p in self._procs],
+            overall_seconds=max(0.0, self.startup_timeout - (time.monotonic() - began)),
+        )
+        pending = {"node Ready", "default ServiceAccount", *self._health_urls}
+        last: dict[str, str] = {}
+        with httpx.Client(timeout=5.0, trust_env=False) as http:
+            while pending:
+                for process in self._procs:
+                    if process.proc.poll() is not None:
+                        raise LocalKubeAPIError(
+                            f"{process.name} exited with code {process.proc.returncode} while the cluster started; "
+                            f"last lines of {process.log}:\n{log_tail(process.log)}"
+                        )
+                if "node Ready" in pending:
+                    last["node Ready"] = _node_state(core)
+                    if last["node Ready"] == "Ready":
+                        pending.discard("node Ready")
+                if "default ServiceAccount" in pending:
+                    # The controller-manager's serviceaccount controller creates it: proof that it runs.
+                    try:
+                        core.read_namespaced_service_account("default", "default")
+                        pending.discard("default ServiceAccount")
+                    except ApiException as exc:
+                        last["default ServiceAccount"] = f"HTTP {exc.status}"
+                for name, url in self._health_urls.items():
+                    if name in pending:
+                        try:
+                            answer = http.get(url)
+                            if answer.status_code == 200:
+                                pending.discard(name)
+                            last[name] = f"/readyz answered {answer.status_code}"
+                        except httpx.HTTPError as exc:
+                            last[name] = f"/readyz: {type(exc).__name__}"
+                if not pending:
+                    return
+                if (reason := patience.check()) is not None:
+                    waiting = "; ".join(f"{name}: {last.get(name, 'no answer yet')}" for name in sorted(pending))
+                    raise LocalKubeAPIError(f"the real cluster was {reason}, waiting for {waiting}\n{self.log_tails()}")
+                time.sleep(0.2)
+
+
+def _node_state(core: k8s.CoreV1Api) -> str:
+    try:
+        node: Any = core.read_node(NODE_NAME)
+    except ApiException as exc:
+        return f"HTTP {exc.status}"
+    for condition in (node.status.conditions if node.status is not None else None) or []:
+        if condition.type == "Ready":
+            return "Ready" if condition.status == "True" else f"Ready={condition.status} ({condition.reason})"
+    return "no Ready condition yet"
