@@ -289,19 +289,18 @@ def real_admin(real_cluster: RealCluster) -> Iterator[k8s.ApiClient]:
     _close(api_client)
 
 
-@pytest.fixture
-def real_namespace(
-    request: pytest.FixtureRequest, real_cluster: RealCluster, real_admin: k8s.ApiClient
+@contextlib.contextmanager
+def make_real_namespace(
+    request: pytest.FixtureRequest, cluster: RealCluster, admin: k8s.ApiClient, name: str, *, show_logs: bool = True
 ) -> Iterator[str]:
-    """A namespace of the real cluster for one test; the verifier user may do there what
-    manifests/rbac/verifier-role.yaml grants (a RoleBinding), nothing more. When the test fails, the last
-    lines of every component's log are printed (shown in the report)."""
-    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"r-{slug}-{secrets.token_hex(3)}"
-    core = k8s.CoreV1Api(real_admin)
+    """A namespace of the real cluster where the verifier user may do what manifests/rbac/verifier-role.yaml
+    grants (a RoleBinding), nothing more. When the test fails, the last lines of every component's log are
+    printed (shown in the report) unless ``show_logs`` is off (another namespace of the test shows them). Deleted
+    afterwards: the real namespace controller empties it."""
+    core = k8s.CoreV1Api(admin)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
     apply_manifests(
-        real_admin,
+        admin,
         [
             {
                 "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -316,12 +315,23 @@ def real_namespace(
             }
         ],
     )
-    yield name
-    if request.node.stash.get(_CALL_FAILED, False):
-        print(f"\n=== logs of the real cluster's components (test namespace {name}) ===\n{real_cluster.log_tails()}")
-    # The real namespace controller (in kube-controller-manager) empties it; Flux removes its finalizers.
-    with contextlib.suppress(k8s.ApiException):
-        core.delete_namespace(name)
+    try:
+        yield name
+    finally:
+        if show_logs and request.node.stash.get(_CALL_FAILED, False):
+            print(f"\n=== the real cluster's logs (namespace {name}) ===\n{cluster.log_tails()}")
+        with contextlib.suppress(k8s.ApiException):
+            core.delete_namespace(name)
+
+
+@pytest.fixture
+def real_namespace(
+    request: pytest.FixtureRequest, real_cluster: RealCluster, real_admin: k8s.ApiClient
+) -> Iterator[str]:
+    """A namespace of the real cluster for one test, with the verifier bound to its role (make_real_namespace)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    with make_real_namespace(request, real_cluster, real_admin, f"r-{slug}-{secrets.token_hex(3)}") as name:
+        yield name
 
 
 @pytest.fixture

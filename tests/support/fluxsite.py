@@ -185,7 +185,7 @@ class FluxSite:
                 if exc.status != 404:
                     raise
             status = last.get("status") or {}
-            ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+            ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
             if ready.get("status") == "True" and str(status.get("lastAppliedRevision", "")).endswith(commit):
                 return last
             time.sleep(0.2)
@@ -230,8 +230,9 @@ class StatusRecorder:
     def _watch(self, kind: str, lister: Callable[..., Any]) -> None:
         version = ""
         while not self._stop.is_set():
-            stream = watch.Watch()
+            stream: Any = watch.Watch()
             try:
+                event: Any
                 for event in stream.stream(
                     lister, resource_version=version, timeout_seconds=5, allow_watch_bookmarks=False
                 ):

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tasks.readiness import image_matches, judge_application, judge_deployment, judge_kustomization
+from tasks.readiness import flux_manages, image_matches, judge_application, judge_deployment, judge_kustomization
 
 X = "a" * 40
 OLD = "b" * 40
@@ -199,6 +199,28 @@ def test_progress_deadline_exceeded_fails() -> None:
 def test_wrong_image_waits_and_unknown_container_fails() -> None:
     assert judge_deployment(deployment(image="app:v1.2.2"), expected_image="v1.2.3").state == "waiting"
     assert judge_deployment(deployment(), expected_image="v1.2.3", container="sidecar").state == "failed"
+
+
+def test_wrong_image_fails_once_it_is_final_and_the_message_is_bounded() -> None:
+    """After the GitOps controller applied our revision, another image is what Git says: a failure, not a wait."""
+    verdict = judge_deployment(deployment(image="app:v1.2.2"), expected_image="v1.2.3", image_is_final=True)
+    assert verdict.state == "failed"
+    assert "runs app:v1.2.2, want v1.2.3" in verdict.message
+    assert (
+        judge_deployment(deployment(image="app:v1.2.3"), expected_image="v1.2.3", image_is_final=True).state == "ready"
+    )
+    huge = judge_deployment(deployment(image="app:" + "x" * 10_000), expected_image="v1", image_is_final=True)
+    assert len(huge.message) < 600
+
+
+def test_flux_manages_reads_the_inventory_ids() -> None:
+    """kustomize-controller api/v1 inventory.go: entries[].id is <namespace>_<name>_<group>_<kind>."""
+    ks = {"status": {"inventory": {"entries": [{"id": "shop_web_apps_Deployment", "v": "v1"}]}}}
+    assert flux_manages(ks, namespace="shop", name="web", group="apps", kind="Deployment")
+    assert not flux_manages(ks, namespace="shop", name="api", group="apps", kind="Deployment")
+    assert not flux_manages(ks, namespace="other", name="web", group="apps", kind="Deployment")
+    for broken in ({}, {"status": {"inventory": {"entries": "x"}}}, {"status": {"inventory": {"entries": [3, None]}}}):
+        assert not flux_manages(broken, namespace="shop", name="web", group="apps", kind="Deployment")
 
 
 @pytest.mark.parametrize(
