@@ -507,7 +507,12 @@ def create_objects(
                     "apiVersion": "source.toolkit.fluxcd.io/v1",
                     "kind": "GitRepository",
                     "metadata": {"name": env.name, "namespace": env.namespace},
-                    "spec": {"interval": "1m", "url": "file:///sandbox/origin.git", "ref": {"branch": env.branch}},
+                    # Flux's own schema takes http(s):// and ssh:// URLs only; the agent reads env.origin itself.
+                    "spec": {
+                        "interval": "1m",
+                        "url": "https://git.sandbox.local/origin.git",
+                        "ref": {"branch": env.branch},
+                    },
                 },
             )
             custom.create_namespaced_custom_object(

@@ -506,20 +506,44 @@ class _PortTakenError(Exception):
 # --- CRDs, manifests and namespaces through the API -----------------------------------------------------------
 
 
-def install_crds(api_client: k8s.ApiClient, directory: Path = CRD_DIR, *, timeout: float = 30.0) -> list[str]:
-    """Apply every CRD in ``directory`` (server-side apply), wait until each one is Established, and warm it up.
+def flux_crds_dir() -> Path:
+    """The upstream Flux CRDs (source- and kustomize-controller), as their module zips ship them: fetched once
+    from the Go module proxy by ``hack/build-cluster-binaries flux-crds`` (checked against the pinned go.sum,
+    nothing built) into the cache."""
+    returncode, stdout, stderr_tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), "flux-crds"], cwd=REPO_ROOT)
+    directory = Path(stdout.strip().splitlines()[-1]) if stdout.strip() else None
+    if returncode != 0 or directory is None or not directory.is_dir():
+        tail = "\n".join(stderr_tail) or "(no output)"
+        raise KubeBinariesUnavailableError(
+            f"the Flux CRDs could not be fetched ({BUILD_SCRIPT.relative_to(REPO_ROOT)} flux-crds exited "
+            f"{returncode}): it needs Go (`go` on PATH) with access to the Go module proxy. Its last output:\n{tail}"
+        )
+    return directory
 
+
+def install_crds(
+    api_client: k8s.ApiClient, directories: Path | Sequence[Path] | None = None, *, timeout: float = 30.0
+) -> list[str]:
+    """Apply every CRD in ``directories`` (server-side apply), wait until each one is Established, and warm it up.
+
+    By default: Argo CD's (``manifests/crds``) and the upstream Flux CRDs (:func:`flux_crds_dir`).
     The first request to a new custom resource waits about a second for its watch cache to start; one list
     per CRD, all at once, pays that here instead of inside the first test that touches it.
     Returns the CRD names. Safe to call again: applying the same manifests changes nothing.
     """
-    documents = load_manifests(directory)
-    if not documents:
-        raise LocalKubeAPIError(f"no CRD manifests in {directory}")
-    for doc in documents:
-        if doc.get("kind") != "CustomResourceDefinition":
-            kind = doc.get("kind")
-            raise LocalKubeAPIError(f"{directory} holds a {kind!r}; only CustomResourceDefinitions belong there")
+    if directories is None:
+        directories = [CRD_DIR, flux_crds_dir()]
+    sources = [directories] if isinstance(directories, Path) else list(directories)
+    documents = []
+    for directory in sources:
+        found = load_manifests(directory)
+        if not found:
+            raise LocalKubeAPIError(f"no CRD manifests in {directory}")
+        for doc in found:
+            if doc.get("kind") != "CustomResourceDefinition":
+                kind = doc.get("kind")
+                raise LocalKubeAPIError(f"{directory} holds a {kind!r}; only CustomResourceDefinitions belong there")
+        documents += found
     apply_manifests(api_client, documents)
     names = [str(doc["metadata"]["name"]) for doc in documents]
     wait_for_crds_established(api_client, names, timeout=timeout)

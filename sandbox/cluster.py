@@ -49,7 +49,7 @@ KWOK_STAGES = KWOK_DIR / "stages.yaml"
 KWOK_NODE = KWOK_DIR / "node.yaml"
 NODE_NAME = "kwok-node-0"
 FLUX_NAMESPACE = "flux-system"
-COMPONENTS = ("kube", "kwok", "flux")
+COMPONENTS = ("kube", "kwok", "flux", "flux-crds")
 _STOP_GRACE_SECONDS = 10.0
 
 
@@ -68,15 +68,12 @@ class ClusterBinaries:
 
     kube: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler
     kwok: Path  # kwok
-    flux: Path  # source-controller, kustomize-controller, crds/
+    flux: Path  # source-controller, kustomize-controller
+    flux_crds: Path  # their upstream CRDs
 
     @property
     def apiserver(self) -> KubeBinaries:
         return KubeBinaries.in_directory(self.kube)
-
-    @property
-    def flux_crds(self) -> Path:
-        return self.flux / "crds"
 
     def program(self, name: str) -> Path:
         where = {

@@ -20,7 +20,12 @@ from tests.conftest import VERIFIER_USER, make_real_namespace
 from tests.support.fluxsite import IMAGE, FluxSite, deployment, served_site
 from tests.support.gitserver import run_git
 
-pytestmark = [pytest.mark.real_controllers, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
+pytestmark = [
+    pytest.mark.kube,
+    pytest.mark.real_controllers,
+    pytest.mark.prefect,
+    pytest.mark.usefixtures("prefect_api"),
+]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from tasks.readiness import flux_revision_matches
 from tasks.verification import verify_environment
 from tests.support.fluxsite import IMAGE, KUSTOMIZATION_FILE, FluxSite, StatusRecorder, deployment, served_site
 
-pytestmark = pytest.mark.real_controllers
+pytestmark = [pytest.mark.kube, pytest.mark.real_controllers]
 
 READY_DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"  # sandbox/kwok/stages.yaml: hold a pod's readiness
 VERIFY_TIMEOUT = 300.0  # far above every failure's expected time: a failure must come from Flux's report

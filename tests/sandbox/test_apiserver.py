@@ -185,16 +185,24 @@ def test_flux_objects_have_a_status_subresource(kube_client: k8s.ApiClient, name
     assert created["metadata"]["generation"] == 1
     assert created["status"] == {"observedGeneration": -1}  # the upstream default; a status in the body is dropped
 
+    # Fields both kinds have, each condition complete: the upstream schemas require type, status, reason,
+    # message and lastTransitionTime, and drop fields they do not define.
+    condition = {"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded", "message": "ok"}
     ready = {
         "observedGeneration": 1,
-        "lastAppliedRevision": "main@sha1:0123456789abcdef0123456789abcdef01234567",
-        "conditions": [{"type": "Ready", "status": "True", "reason": "ReconciliationSucceeded", "message": "ok"}],
+        "lastHandledReconcileAt": "2026-12-06T10:00:00Z",
+        "conditions": [{**condition, "lastTransitionTime": "2026-12-06T10:00:00Z"}],
     }
     after_status = custom.patch_namespaced_custom_object_status(
         group, version, namespace, plural, "apps", {"status": ready}
     )
     assert after_status["status"] == ready
     assert after_status["metadata"]["generation"] == 1
+    with pytest.raises(ApiException) as incomplete:  # Flux's own schema is in force: what a controller never writes
+        custom.patch_namespaced_custom_object_status(
+            group, version, namespace, plural, "apps", {"status": {"conditions": [condition]}}
+        )
+    assert incomplete.value.status == 422
 
     ignored = custom.patch_namespaced_custom_object(
         group, version, namespace, plural, "apps", {"status": {"observedGeneration": 9}}
