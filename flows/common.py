@@ -21,7 +21,9 @@ from prefect.runtime import flow_run
 from flows import events
 from flows.report import PromotionReport
 from pipeline.model import Environment
+from pipeline.paths import configured_roots, confine, default_roots
 from tasks import board, evidence
+from tasks import markdown as md
 from tasks.approval import expire_if_due
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
@@ -122,6 +124,20 @@ def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, com
         events.emit(milestone, conn.pipeline.name, env, version=tag, commit=commit, **extra)
 
 
+def pipeline_path(path: str) -> str:
+    """``path`` as a flow run may read it: confined to the pipeline roots (pipeline/paths.py) when
+    PROMOTE_PIPELINE_ROOTS is set or the run belongs to a deployment (its parameters are anyone's who can start
+    a run); as given for a run started in this process (the CLI, a test)."""
+    roots = configured_roots()
+    if roots is None:
+        context = FlowRunContext.get()
+        run = context.flow_run if context is not None else None
+        if run is None or run.deployment_id is None:
+            return path
+        roots = default_roots()
+    return str(confine(path, roots))
+
+
 def started_by() -> str:
     context = FlowRunContext.get()
     run = context.flow_run if context is not None else None
@@ -141,10 +157,10 @@ def started_by() -> str:
 def audit(key: str, report: PromotionReport, started: float) -> None:
     """The run's markdown record: who, what, which versions and commits, decisions, results, timings."""
     rows = [*report.rows(), ("started_by", started_by()), ("duration_s", str(round(time.monotonic() - started, 1)))]
-    lines = [f"# {key}", "", "| field | value |", "|---|---|"]
-    lines += [f"| {name} | {value.replace('|', '/')} |" for name, value in rows]
+    lines = [f"# {md.text(key)}", "", "| field | value |", "|---|---|"]
+    lines += [f"| {md.cell(name)} | {md.cell(value, 2000)} |" for name, value in rows]
     if report.diff:
-        lines += ["", "```diff", report.diff.rstrip(), "```"]
+        lines += ["", md.code_block(report.diff, "diff")]
     create_markdown_artifact(key=key, markdown="\n".join(lines), description="promotion audit record")
 
 
@@ -164,7 +180,7 @@ def publish_board(conn: Connections) -> None:
         rows = board.board_rows(conn.repo, conn.pipeline)
         create_table_artifact(
             key=key,
-            table=board.board_table(rows),
+            table=[{k: md.cell(v) for k, v in row.items()} for row in board.board_table(rows)],
             description=f"what runs where in {conn.pipeline.name}, from Git (`promote status` prints the same)",
         )
     except Exception as exc:

@@ -22,7 +22,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
-from flows.common import started_by
+from flows.common import pipeline_path, started_by
 from flows.heartbeat import beats, runs_without_the_wait
 from flows.promote_environment import promote_environment
 from flows.promote_production import promote_production
@@ -30,6 +30,7 @@ from flows.promote_rc import promote_rc
 from flows.report import PromotionReport
 from pipeline.load import discover_pipelines, load_pipeline
 from pipeline.model import Environment, Pipeline
+from tasks import markdown as md
 from tasks.approval import fail_expired_approvals
 from tasks.connections import open_repository
 from tasks.measure import OVERALL, measure_pipeline
@@ -173,7 +174,7 @@ def promote_pipeline(pipeline_file: str, production: bool, dry_run: bool, advanc
 
 
 def _cell(text: object) -> str:
-    return str(text).replace("|", "/").replace("\n", " ")
+    return md.cell(text, 1000)
 
 
 def _promotions_cell(outcome: PipelineOutcome) -> str:
@@ -211,7 +212,7 @@ def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seco
     lines = [
         "# nightly",
         "",
-        f"started by {started_by}; {len(results)} pipeline(s) in {seconds:.1f}s",
+        f"started by {md.text(started_by)}; {len(results)} pipeline(s) in {seconds:.1f}s",
         "",
         "| pipeline file | promote-rc | promote-production (and the environments before it) |",
         "|---|---|---|",
@@ -375,7 +376,8 @@ def nightly(
     """
     log = get_run_logger()
     started = time.monotonic()
-    files = [str(p) for p in discover_pipelines(pipelines_dir)]
+    # Each file too: a symlink in the directory must not lead out of the roots.
+    files = [pipeline_path(str(p)) for p in discover_pipelines(pipeline_path(pipelines_dir))]
     if not files:
         log.warning(f"no pipeline files in {pipelines_dir}")
         return {}

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
+from flows.common import pipeline_path
 from flows.heartbeat import beats
 from flows.nightly import Advance, PipelineFailedError, outcome_summary, promote_pipeline
 
@@ -33,7 +34,7 @@ def promote_pipeline_flow(
         advance: "all": as far along the chain as gates allow; "one-step": one environment per night
     """
     try:
-        outcome = promote_pipeline(pipeline_file, production, dry_run, advance)
+        outcome = promote_pipeline(pipeline_path(pipeline_file), production, dry_run, advance)
     except PipelineFailedError as exc:
         get_run_logger().error(f"{pipeline_file}: {exc.stage}: {exc}")
         raise RuntimeError(f"{exc.stage}: {exc}") from exc

@@ -9,7 +9,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from flows import events
-from flows.common import crash_point, environment_lock, record, run_record, tell
+from flows.common import crash_point, environment_lock, pipeline_path, record, run_record, tell
 from flows.heartbeat import beats
 from flows.report import PromotionReport
 from pipeline.model import Environment
@@ -41,7 +41,7 @@ def promote_rc(
     """
     log = get_run_logger()
     started = time.monotonic()
-    conn = connect(pipeline_file, log.info)
+    conn = connect(pipeline_path(pipeline_file), log.info)
     pipeline, env = conn.pipeline, conn.pipeline.entry
     report = PromotionReport(
         pipeline=pipeline.name, environment=env.name, strategy=env.tracks.kind, requested_by=requested_by

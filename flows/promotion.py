@@ -11,7 +11,7 @@ import time
 from prefect import get_run_logger
 
 from flows import events
-from flows.common import crash_point, environment_lock, record, run_record, tell
+from flows.common import crash_point, environment_lock, pipeline_path, record, run_record, tell
 from flows.holds import check_holds
 from flows.report import PromotionReport
 from pipeline.model import Environment
@@ -57,7 +57,7 @@ def promote(
     """Promote ``environment`` (None: the last) from the environment before it."""
     log = get_run_logger()
     started = time.monotonic()
-    conn = connect(pipeline_file, log.info)
+    conn = connect(pipeline_path(pipeline_file), log.info)
     pipeline = conn.pipeline
     report = PromotionReport(
         pipeline=pipeline.name, environment=environment or pipeline.last.name, requested_by=requested_by
@@ -126,11 +126,26 @@ def _gate(
     twice); otherwise, with ``gate.approval``, wait for a person and raise unless they approve."""
     pipeline = conn.pipeline
     approval = evidence.find_record(conn.repo, "approved", pipeline.name, env.name, cand.record_tag)
+    problem = approval_problem(approval, env, cand.anchor) if approval is not None else None
+    if problem is not None:
+        get_run_logger().warning(f"a recorded approval of {cand.record_tag} does not count: {problem}")
+        approval = None
     if approval is not None:
         report.approver, report.reason, report.approved = approval.by, approval.reason, True
         get_run_logger().info(f"approval already recorded: {approval.by} at {approval.at}")
     elif env.gate.approval:
         _approve(conn, env, cand, lock, report, resumed=resumed)
+
+
+def approval_problem(approval: evidence.Record, env: Environment, commit: str) -> str | None:
+    """Why a recorded approval does not let this promotion through, or None: it must be for the commit being
+    promoted (a tag can be deleted and cut again elsewhere), and its approver allowed by the gate as configured
+    now (``gate.approvers`` may have changed since)."""
+    if approval.commit != commit:
+        return f"it approved commit {approval.commit[:12]}, this is {commit[:12]}"
+    if env.gate.approvers and approval.by not in env.gate.approvers:
+        return f"{approval.by[:64]!r} is not in {env.name}'s gate.approvers"
+    return None
 
 
 def _approve(

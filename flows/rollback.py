@@ -6,7 +6,7 @@ import time
 
 from prefect import flow, get_run_logger
 
-from flows.common import environment_lock, record, run_record, tell
+from flows.common import environment_lock, pipeline_path, record, run_record, tell
 from flows.heartbeat import beats
 from flows.report import PromotionReport
 from tasks.connections import connect
@@ -36,7 +36,7 @@ def rollback(
     """
     log = get_run_logger()
     started = time.monotonic()
-    conn = connect(pipeline_file, log.info)
+    conn = connect(pipeline_path(pipeline_file), log.info)
     pipeline = conn.pipeline
     report = PromotionReport(pipeline=pipeline.name, environment=environment, requested_by=requested_by)
     with run_record(conn, f"rollback-{pipeline.name}", f"rollback of {environment}", report, started):

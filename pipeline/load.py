@@ -155,16 +155,28 @@ def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
     try:
         document = yaml.load(text)
     except YAMLError as exc:
-        raise PipelineError(source, [f"not valid YAML: {exc}"]) from None
+        raise PipelineError(source, [_yaml_problem(exc)]) from None
     except RecursionError:
         raise PipelineError(source, [_too_deep()]) from None
     if not isinstance(document, dict):
         raise PipelineError(source, ["the file must be a YAML mapping with name, repository and environments"])
+    if not any(key in document for key in ("name", "repository", "environments")):
+        # Not a pipeline file at all (a path pointed at the wrong file, or at a secret): say so without repeating
+        # any of it; its keys could be a password file's lines.
+        raise PipelineError(
+            source,
+            [
+                "not a pipeline file: it has none of name, repository, environments at the top level "
+                "(its content is not repeated here)"
+            ],
+        )
     problem = _expansion_problem(document)
     if problem is not None:
         raise PipelineError(source, [problem])
     try:
         return Pipeline.model_validate(document)
+    except RecursionError:
+        raise PipelineError(source, [_too_deep()]) from None
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -177,6 +189,15 @@ def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
             where = f"line {line}: " if line else ""
             problems.append(f"{where}{path}: {_describe(dict(error), document)}")
         raise PipelineError(source, problems) from None
+
+
+def _yaml_problem(exc: YAMLError) -> str:
+    """Where and what, without the snippet of the file the YAML library quotes (the file may not be a pipeline
+    file at all, and the snippet is its content)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = str(getattr(exc, "problem", None) or "the YAML does not parse")
+    return f"{where}not valid YAML ({_cap(problem, 120)})"
 
 
 def _too_large(size: int) -> str:

@@ -22,6 +22,7 @@ from pydantic import (
 
 from tasks.fluxtemplate import TemplateError, check
 from tasks.refnames import branch_name_problem, ref_name_problem
+from tasks.signatures import load_public_key
 from tasks.versions import SemverRange, TagScheme, VersionError
 from tasks.windows import Window, WindowError, parse_duration
 from tasks.yamlpath import PathSyntaxError, parse_path
@@ -137,6 +138,17 @@ class GitAuthor(_Model):
     name: ShortText = "gitops-promote"
     email: Annotated[str, Field(min_length=1, max_length=254)] = "gitops-promote@localhost"
 
+    @field_validator("name", "email")
+    @classmethod
+    def _identity(cls, value: str) -> str:
+        # git writes "name <email>" into every commit: control characters (a NUL ends git's argument) and angle
+        # brackets would break it, and git itself refuses them only when it commits, mid-promotion.
+        if re.search(r"[\x00-\x1f\x7f<>]", value):
+            raise ValueError("may not contain control characters (newlines, NUL) or angle brackets")
+        if not value.strip():
+            raise ValueError("may not be blank")
+        return value
+
 
 class Repository(_Model):
     url: Annotated[str, Field(min_length=1, description="clone URL or local path of the GitOps repository")]
@@ -164,6 +176,16 @@ class Repository(_Model):
             )
         if url.startswith("-"):
             raise ValueError("a repository URL may not start with '-'")
+        # Git's remote helpers: "ext::<command>" runs a command, "fd::<n>" talks to a file descriptor; a pipeline
+        # file (or whoever can edit one) must not make the worker run anything. Only these transports are read.
+        transport = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)::", url)
+        if transport or (scheme_url and not re.match(r"^(https?|ssh|git|file)://", url, re.IGNORECASE)):
+            raise ValueError(
+                "use an https://, ssh://, git://, file:// URL, a scp-like host:path or a local path; other "
+                "transports (ext::, fd::, remote helpers) are refused"
+            )
+        if "\x00" in url or re.search(r"[\x00-\x1f\x7f]", url):
+            raise ValueError("the URL contains control characters")
         return url
 
     @field_validator("branch")
@@ -665,6 +687,51 @@ class Environment(_Model):
     gate: Gate = Gate()
 
 
+class SecretRef(_Model):
+    """A secret by reference: an environment variable or a Prefect Secret block, never the value."""
+
+    env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
+    secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.secret_block is None):
+            raise ValueError("set exactly one of env (an environment variable) or secret_block")
+        return self
+
+
+class Evidence(_Model):
+    """Signed evidence (docs/safety.md#evidence-nobody-can-forge): with ``trusted_keys``, a record in
+    refs/notes/promote counts only when one of these keys signed it; the workers sign with ``signing_key``."""
+
+    trusted_keys: Annotated[
+        list[Annotated[str, Field(max_length=1000)]],
+        Field(max_length=20, description="OpenSSH ed25519 public key lines whose signatures count"),
+    ] = []
+    signing_key: SecretRef | None = Field(
+        default=None, description="the ed25519 private key the workers sign new records with (by reference)"
+    )
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _keys(cls, keys: list[str]) -> list[str]:
+        for index, line in enumerate(keys):
+            try:
+                load_public_key(line)
+            except ValueError as exc:
+                raise ValueError(f"trusted_keys[{index}]: {exc}") from None
+        return keys
+
+    @model_validator(mode="after")
+    def _signs_when_it_requires(self) -> Evidence:
+        if self.trusted_keys and self.signing_key is None:
+            raise ValueError(
+                "trusted_keys is set, so records must be signed: set signing_key (env: or secret_block:) to the "
+                "private key of one of them, held by the workers"
+            )
+        return self
+
+
 class Notifications(_Model):
     webhook_url_env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
 
@@ -677,6 +744,7 @@ class Pipeline(_Model):
     versioning: Versioning = Versioning()
     environments: Annotated[list[Environment], Field(min_length=1)]
     notifications: Notifications = Notifications()
+    evidence: Evidence = Evidence()
 
     @model_validator(mode="after")
     def _environments(self) -> Pipeline:
@@ -687,6 +755,17 @@ class Pipeline(_Model):
         self._promotable_shape()
         self._holds_where_they_apply()
         return self
+
+    def warnings(self) -> list[str]:
+        """What is valid but unsafe, for ``promote validate`` to say."""
+        gated = [env.name for env in self.environments if env.gate.approval]
+        if gated and not self.evidence.trusted_keys:
+            return [
+                f"{', '.join(gated)} {'is' if len(gated) == 1 else 'are'} gated, but evidence.trusted_keys is not "
+                "set: anyone who can push refs/notes/promote can write an approval or a verification that counts. "
+                "Set evidence.trusted_keys and evidence.signing_key (docs/safety.md#evidence-nobody-can-forge)"
+            ]
+        return []
 
     def _holds_where_they_apply(self) -> None:
         """Windows and the soak time hold promotions *into* an environment from the one before it."""

@@ -41,6 +41,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             continue
         if not args.quiet:
             print(f"{file}: ok (pipeline {pipeline.name}: {' -> '.join(pipeline.names)})")
+        for warning in pipeline.warnings():
+            print(f"{file}: warning: {warning}", file=sys.stderr)
     return status
 
 
@@ -62,8 +64,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from tasks.board import board_rows, render_text
-    from tasks.connections import open_repository
+    from tasks.board import board_rows, ignored_lines, render_text
+    from tasks.connections import evidence_policy, open_repository
     from tasks.gitrepo import GitRepository
 
     files = _pipeline_files(args.files)
@@ -81,15 +83,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 repo = open_repository(pipeline)
                 repo.fetch()
                 fetched[pipeline.repository.url] = repo
+            repo.evidence_policy = evidence_policy(pipeline, signing=False)  # each pipeline trusts its own keys
             rows = board_rows(repo, pipeline)
+            ignored = ignored_lines(repo, pipeline)
         except PromoteError as exc:
             print(f"promote status: {exc}", file=sys.stderr)
             status = EXIT_FAILED
             continue
         if args.json:
-            boards.append({"file": str(file), "pipeline": pipeline.name, "rows": [asdict(row) for row in rows]})
+            rows_json = [asdict(row) for row in rows]
+            boards.append({"file": str(file), "pipeline": pipeline.name, "rows": rows_json, "ignored": ignored})
         else:
-            print(render_text(f"{pipeline.name} ({file})", rows) + "\n")
+            text = render_text(f"{pipeline.name} ({file})", rows)
+            if ignored:
+                text += "\nevidence ignored (it does not count for any promotion):\n" + "\n".join(
+                    f"  {line}" for line in ignored
+                )
+            print(text + "\n")
     if args.json:
         print(json.dumps({"pipelines": boards}, indent=1))
     return status
@@ -166,16 +176,17 @@ def _cmd_notifications(args: argparse.Namespace) -> int:
 def _cmd_freeze(args: argparse.Namespace) -> int:
     from promote import freeze
     from promote.trigger import ApiConfig
+    from tasks.terminal import printable
 
     api = ApiConfig.from_env()
     if args.state is None:
-        print(freeze.describe(freeze.read(api, timeout=args.timeout)))
+        print(printable(freeze.describe(freeze.read(api, timeout=args.timeout))))
         return EXIT_OK
     if args.state == "on" and not args.reason.strip():
         print("promote freeze: --reason is required to turn the freeze on", file=sys.stderr)
         return EXIT_USAGE
     value = freeze.switch(api, args.state == "on", args.reason, args.by, timeout=args.timeout)
-    print(freeze.describe(value))
+    print(printable(freeze.describe(value)))
     return EXIT_OK
 
 

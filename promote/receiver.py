@@ -25,8 +25,10 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,7 +44,10 @@ SOURCES: tuple[Source, ...] = ("registry", "github", "gitea", "gitlab")
 EVENT = "promote.source.pushed"
 MAX_BODY = 1 << 20
 _SOCKET_SECONDS = 10.0
+_REQUEST_SECONDS = 10.0  # a whole request (line, headers, body) must arrive within this, however it trickles
 _MAX_CONCURRENT = 32
+_MAX_PER_CLIENT = 16  # connections from one address at once (forges send from few; floods come from one)
+_EVICTABLE_AFTER = 1.0  # a connection still sending its request after this long may make room for a new one
 _MANIFEST_TYPES = ("manifest", "image.index")  # OCI/Docker manifest and index media types contain one of these
 _ZERO = re.compile(r"^0+$")
 
@@ -91,6 +96,22 @@ def authentic(source: Source, headers: Mapping[str, str], body: bytes, secret: s
         return given.startswith("sha256=") and _same(given[7:].lower(), expected)
     given = get("x-gitea-signature", "") or get("x-hub-signature-256", "").removeprefix("sha256=")
     return bool(given) and _same(given.lower(), expected)
+
+
+def _stale(body: bytes, window: float) -> str | None:
+    """Why a signed GitHub push is too old to act on (``repository.pushed_at``, inside the signed body), or None:
+    a captured delivery replayed after the replay window has been forgotten must not start a promotion."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    repository = data.get("repository") if isinstance(data, dict) else None
+    pushed = repository.get("pushed_at") if isinstance(repository, dict) else None
+    if isinstance(pushed, int) and not isinstance(pushed, bool):
+        age = time.time() - pushed
+        if age > window:
+            return f"the push is {age / 3600:.0f} hours old (repository.pushed_at): a replayed delivery"
+    return None
 
 
 def _same(given: str, expected: str) -> bool:
@@ -216,6 +237,9 @@ def routes_from(directory: str | Path) -> list[Route]:
         except PipelineError as exc:
             log.warning(f"skipping {path.name}: {str(exc).splitlines()[0][:200]}")
             continue
+        except Exception as exc:  # one odd file must not stop the receiver (or take it down at start)
+            log.warning(f"skipping {path.name}: could not read it ({type(exc).__name__})")
+            continue
         git = normalize_repository(pipeline.repository.url)
         # Whatever tracking reads a registry (today: image-policy) names it in its model.
         registries = (getattr(env.tracks, "registry", None) for env in pipeline.environments)
@@ -304,12 +328,34 @@ def emit_prefect_event(route: Route, push: Push, count: int) -> None:
 # --- the server ------------------------------------------------------------------------------------------------
 
 
+REPLAY_SECONDS = 24 * 3600.0  # a delivery seen again within this is answered, and starts nothing
+_REPLAY_ENTRIES = 10_000
+
+
 @dataclass
 class Receiver:
     routes: Callable[[], list[Route]]
     secrets: Mapping[Source, str]  # source -> its secret or token; a source without one is refused
     debouncer: Debouncer
     refused: list[str] = field(default_factory=list)  # reasons, for tests and the log
+    replay_seconds: float = REPLAY_SECONDS
+    # What was delivered, by the hash of its signed content (a replayed request carries the same body and
+    # signature; the delivery id headers are not signed, so they cannot tell a replay apart): hash -> when.
+    _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    _seen_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _replayed(self, source: Source, body: bytes) -> bool:
+        key = hashlib.sha256(source.encode() + b"\0" + body).hexdigest()
+        now = time.monotonic()
+        with self._seen_lock:
+            while self._seen and (
+                len(self._seen) > _REPLAY_ENTRIES or now - next(iter(self._seen.values())) > self.replay_seconds
+            ):
+                self._seen.popitem(last=False)
+            if key in self._seen:
+                return True
+            self._seen[key] = now
+            return False
 
     def handle(
         self, source: Source, headers: Mapping[str, str], body: bytes, client: str
@@ -326,6 +372,13 @@ class Receiver:
         except ReceiverError as exc:
             log.warning(f"a {source} request from {client} was not usable: {exc}")
             return 400, {"error": str(exc)}
+        stale = _stale(body, self.replay_seconds)
+        if stale:
+            log.warning(f"refused a {source} delivery from {client}: {stale}")
+            return 409, {"error": stale}
+        if self._replayed(source, body):
+            log.warning(f"a {source} delivery from {client} was already received: not acted on again")
+            return 200, {"duplicate": True}
         routes = self.routes()
         matched: list[str] = []
         for push in pushes:
@@ -335,10 +388,96 @@ class Receiver:
         return 202, {"pushes": len(pushes), "pipelines": sorted(set(matched))}
 
 
-def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
+@dataclass(eq=False)
+class _Connection:
+    client: str
+    sock: Any
+    started: float = field(default_factory=time.monotonic)
+    receiving: bool = True  # still sending its request (nothing authenticated yet)
+
+    def cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+
+
+class ConnectionGate:
+    """Who may hold one of the receiver's request slots, so that slow or silent clients cannot starve pushes.
+
+    At most ``limit`` requests at once, ``per_client`` from one address. When full, the connection that has been
+    sending its request the longest (past ``evictable_after``) is cut to make room: a forge sends its whole push
+    at once and is never the oldest sender, while a client that trickles bytes keeps being the one cut. Every
+    request must also arrive whole within ``request_seconds`` (one timer, not per read). Counted in ``cut``.
+    """
+
+    def __init__(
+        self,
+        limit: int = _MAX_CONCURRENT,
+        per_client: int = _MAX_PER_CLIENT,
+        *,
+        request_seconds: float = _REQUEST_SECONDS,
+        evictable_after: float = _EVICTABLE_AFTER,
+    ) -> None:
+        self.limit, self.per_client = limit, per_client
+        self.request_seconds, self.evictable_after = request_seconds, evictable_after
+        self._open: list[_Connection] = []
+        self._lock = threading.Lock()
+        self.cut = 0
+        self._reaper = threading.Thread(target=self._reap, daemon=True)
+        self._stop = threading.Event()
+        self._reaper.start()
+
+    def admit(self, client: str, sock: Any) -> _Connection | None:
+        """A slot for a new request, or None (answer 503): nothing could be made room for."""
+        with self._lock:
+            now = time.monotonic()
+            mine = [c for c in self._open if c.client == client]
+            for crowd, bound in ((mine, self.per_client), (self._open, self.limit)):
+                if len(crowd) >= bound and not self._evict(crowd, now):
+                    return None
+            connection = _Connection(client, sock, now)
+            self._open.append(connection)
+            return connection
+
+    def _evict(self, crowd: list[_Connection], now: float) -> bool:
+        slow = [c for c in crowd if c.receiving and now - c.started >= self.evictable_after]
+        if not slow:
+            return False
+        oldest = min(slow, key=lambda c: c.started)
+        oldest.cut()
+        self._open.remove(oldest)
+        if oldest in crowd:
+            crowd.remove(oldest)
+        self.cut += 1
+        return True
+
+    def received(self, connection: _Connection) -> None:
+        """The whole request is in: from here on the slot is working, not waiting, and is not cut."""
+        with self._lock:
+            connection.receiving = False
+
+    def release(self, connection: _Connection) -> None:
+        with self._lock:
+            if connection in self._open:
+                self._open.remove(connection)
+
+    def _reap(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                now = time.monotonic()
+                late = [c for c in self._open if c.receiving and now - c.started > self.request_seconds]
+                for connection in late:
+                    connection.cut()
+                    self._open.remove(connection)
+                    self.cut += 1
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def serve(receiver: Receiver, host: str, port: int, gate: ConnectionGate | None = None) -> ThreadingHTTPServer:
     """A started server (``serve_forever`` on a daemon thread); ``shutdown()`` stops it."""
 
-    slots = threading.BoundedSemaphore(_MAX_CONCURRENT)
+    slots = gate or ConnectionGate()
 
     class Handler(BaseHTTPRequestHandler):
         timeout = _SOCKET_SECONDS  # a client that stops sending loses its connection (and its thread)
@@ -347,20 +486,23 @@ def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
             return  # the receiver logs what matters itself; request lines would carry nothing useful
 
         def handle_one_request(self) -> None:
-            if not slots.acquire(blocking=False):  # unauthenticated clients must not pile up threads
+            connection = slots.admit(str(self.client_address[0]), self.connection)
+            if connection is None:  # unauthenticated clients must not pile up threads
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.wfile.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
                 return
+            self._slot = connection
             try:
                 super().handle_one_request()
             except Exception as exc:  # never a traceback on stderr with a request in it
                 log.warning(f"a request from {self.client_address[0]} failed: {type(exc).__name__}")
                 self.close_connection = True
             finally:
-                slots.release()
+                slots.release(connection)
 
         def do_GET(self) -> None:
+            slots.received(self._slot)
             if self.path == "/healthz":
                 self._answer(200, {"ok": True})
             else:
@@ -379,6 +521,10 @@ def serve(receiver: Receiver, host: str, port: int) -> ThreadingHTTPServer:
                 self._answer(413, {"error": f"bodies over {MAX_BODY >> 20} MiB are refused"})
                 return
             body = self.rfile.read(int(length))
+            if len(body) < int(length):  # cut off (the request deadline) or the client hung up
+                self.close_connection = True
+                return
+            slots.received(self._slot)
             status, answer = receiver.handle(source, dict(self.headers.items()), body, str(self.client_address[0]))
             self._answer(status, answer)
 
@@ -413,17 +559,45 @@ class _CachedRoutes:
             return self._routes
 
 
+MIN_SECRET_LENGTH = 16
+
+
 def secrets_from_env(secret_env: str, registry_token_env: str) -> dict[Source, str]:
-    forge = os.environ.get(secret_env, "").strip()
-    token = os.environ.get(registry_token_env, "").strip()
-    if not forge and not token:
+    """Each sender's secret: ``secret_env`` is the HMAC key of GitHub and Gitea (``<secret_env>_GITHUB`` and
+    ``<secret_env>_GITEA`` give each its own); GitLab sends its token in plain text, so it only ever gets its own,
+    ``<secret_env>_GITLAB``, never the HMAC key; the registry's bearer token is ``registry_token_env``."""
+    shared = os.environ.get(secret_env, "").strip()
+    found: dict[Source, str] = {}
+    names: dict[Source, str] = {}
+    senders: list[tuple[Source, str]] = [
+        ("github", f"{secret_env}_GITHUB"),
+        ("gitea", f"{secret_env}_GITEA"),
+        ("gitlab", f"{secret_env}_GITLAB"),
+        ("registry", registry_token_env),
+    ]
+    for source, variable in senders:
+        own = os.environ.get(variable, "").strip()
+        value = own or (shared if source in ("github", "gitea") else "")
+        if value:
+            found[source], names[source] = value, variable if own else secret_env
+    if not found:
         raise ReceiverError(
-            f"set {secret_env} (the forges' webhook secret) or {registry_token_env} (the registry's bearer "
-            "token), or both: a receiver that checks nothing would let anyone start promotions"
+            f"set {secret_env} (GitHub's and Gitea's webhook secret), {secret_env}_GITLAB (GitLab's token) or "
+            f"{registry_token_env} (the registry's bearer token): a receiver that checks nothing would let anyone "
+            "start promotions"
         )
-    found: dict[Source, str] = {"registry": token} if token else {}
-    if forge:
-        found.update({"github": forge, "gitea": forge, "gitlab": forge})
+    for source, value in found.items():
+        if len(value) < MIN_SECRET_LENGTH:
+            raise ReceiverError(
+                f"{names[source]} is shorter than {MIN_SECRET_LENGTH} characters: a guessable secret protects "
+                "nothing (make one with: openssl rand -hex 24)"
+            )
+    plain = {found.get("gitlab"), found.get("registry")} - {None}
+    if plain & {found.get("github"), found.get("gitea")}:
+        raise ReceiverError(
+            "GitLab's token and the registry's bearer token travel in plain text: neither may be the same as an "
+            "HMAC secret (GitHub's, Gitea's), or whoever reads one could sign pushes; give each its own"
+        )
     return found
 
 

@@ -15,6 +15,7 @@ from prefect.input import RunInput
 from pydantic import ConfigDict, Field, model_validator
 
 from tasks import httpbounds, prefectapi
+from tasks import markdown as md
 
 
 class ApprovalDecision(RunInput):
@@ -52,20 +53,23 @@ class ApprovalPlan:
     file_diff: str
 
     def markdown(self) -> str:
+        """The form's text. Commit subjects, versions and the diff are anyone's text: escaped (tasks/markdown.py)."""
         lines = [
-            f"## Approve promotion of **{self.pipeline}** to **{self.environment}**",
+            f"## Approve promotion of **{md.text(self.pipeline)}** to **{md.text(self.environment)}**",
             "",
-            f"- version: `{self.from_version or '(none)'}` -> `{self.to_version}`",
-            f"- release candidate: `{self.rc_tag}` at commit `{self.commit[:12]}`",
-            f"- staging evidence: {self.evidence}",
+            f"- version: {md.code(self.from_version or '(none)')} -> {md.code(self.to_version)}",
+            f"- release candidate: {md.code(self.rc_tag)} at commit {md.code(self.commit[:12])}",
+            f"- staging evidence: {md.text(self.evidence)}",
             "",
             f"### Commits ({len(self.commits)})",
         ]
-        lines += [f"- `{sha[:12]}` {subject}" for sha, subject in self.commits[:30]] or ["- (none)"]
+        lines += [f"- {md.code(sha[:12])} {md.text(subject, 200)}" for sha, subject in self.commits[:30]] or [
+            "- (none)"
+        ]
         if len(self.commits) > 30:
             lines.append(f"- ... and {len(self.commits) - 30} more")
         if self.file_diff:
-            lines += ["", "### Change", "```diff", self.file_diff.rstrip(), "```"]
+            lines += ["", "### Change", md.code_block(self.file_diff, "diff")]
         lines += ["", "Tick **approve** and give your name to proceed; to reject, leave it unticked and say why."]
         return "\n".join(lines)
 

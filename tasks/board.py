@@ -25,6 +25,7 @@ from tasks.connections import Connections
 from tasks.errors import PromoteError
 from tasks.refnames import is_full_sha
 from tasks.strategies import strategy_for
+from tasks.terminal import printable
 
 if TYPE_CHECKING:
     from tasks.gitrepo import GitRepository
@@ -187,11 +188,25 @@ def board_table(rows: list[BoardRow]) -> list[dict[str, str]]:
     ]
 
 
+def ignored_lines(repo: GitRepository, pipeline: Pipeline) -> list[str]:
+    """The pipeline's evidence that does not count (unsigned or foreign-signed records where keys are trusted,
+    and notes that are not this tool's), one line each, as printable text."""
+    lines = []
+    for item in evidence.ignored_records(repo):
+        rec = item.record
+        if rec is None:
+            lines.append(f"{item.commit[:12]}: {item.reason}")
+        elif rec.pipeline == pipeline.name:
+            what = f"{_cut(rec.kind, 20)} {_cut(rec.environment, 40)} {_version(rec.tag)} by {_cut(rec.by, 40)!r}"
+            lines.append(f"{item.commit[:12]}: {what}: {item.reason}")
+    return [printable(line) for line in lines]
+
+
 def render_text(pipeline: str, rows: list[BoardRow]) -> str:
     """The table for a terminal: a heading line, then aligned columns (``note`` only when some row has one)."""
-    cells = board_table(rows)
+    cells = [{key: printable(value) for key, value in cell.items()} for cell in board_table(rows)]
     columns = [c for c in COLUMNS if c != "note" or any(cell["note"] for cell in cells)]
     widths = {c: max([len(c), *(len(cell[c]) for cell in cells)]) for c in columns}
-    lines = [f"pipeline {pipeline}", "  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    lines = [f"pipeline {printable(pipeline)}", "  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
     lines += ["  ".join(cell[c].ljust(widths[c]) for c in columns).rstrip() for cell in cells]
     return "\n".join(lines)

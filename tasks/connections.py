@@ -6,12 +6,15 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from pipeline.load import load_pipeline
 from pipeline.model import Environment, GitCredentials, ImageRegistry, Pipeline
-from tasks.credentials import git_auth, resolve_token
-from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitError, GitRepository
+from tasks.credentials import git_auth, resolve_secret, resolve_token
+from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitError, GitRepository, display_url
+from tasks.httpbounds import is_loopback
 from tasks.kube import KubeClient, load_api_client
+from tasks.signatures import EvidencePolicy, SigningKeyError, Trust, load_private_key
 
 if TYPE_CHECKING:
     from tasks.registry import RegistryClient
@@ -39,15 +42,49 @@ def git_network_timeout() -> float:
     return seconds
 
 
-def open_repository(pipeline: Pipeline) -> GitRepository:
+def open_repository(pipeline: Pipeline, *, signing: bool = False) -> GitRepository:
+    """The pipeline's repository, reading evidence by its trusted keys. ``signing``: also load the key that signs
+    new records (what promotions need; reading commands do not hold it)."""
     repo_cfg = pipeline.repository
+    parts = urlsplit(repo_cfg.url)
+    if repo_cfg.credentials is not None and parts.scheme.lower() == "http" and not is_loopback(parts.hostname):
+        # Basic auth over plain http gives the token to anyone on the path (as the registry client refuses too).
+        raise GitError(
+            f"repository.url {display_url(repo_cfg.url)} is plain http to a host other than loopback, and "
+            "repository.credentials would send the token in clear text: use https://"
+        )
     return GitRepository(
         repo_cfg.url,
         cache_dir(),
         auth=git_auth(repo_cfg.credentials),
         author=Author(repo_cfg.author.name, repo_cfg.author.email),
         network_timeout=git_network_timeout(),
+        evidence_policy=evidence_policy(pipeline, signing=signing),
     )
+
+
+def evidence_policy(pipeline: Pipeline, *, signing: bool) -> EvidencePolicy:
+    """The trusted keys of ``pipeline.evidence``, and with ``signing`` its signing key, loaded now: a promotion
+    that could not sign its records must fail before it changes anything."""
+    config = pipeline.evidence
+    trust = Trust.from_lines(config.trusted_keys)
+    if not signing or config.signing_key is None:
+        return EvidencePolicy(trust=trust)
+    where = (
+        f"environment variable {config.signing_key.env}"
+        if config.signing_key.env
+        else f"Prefect Secret block {config.signing_key.secret_block!r}"
+    )
+    try:
+        signer = load_private_key(resolve_secret(config.signing_key, "evidence signing key"))
+    except SigningKeyError as exc:
+        raise SigningKeyError(f"evidence.signing_key ({where}): {exc}") from None
+    if trust.required and not trust.counts_key(signer.public_key()):
+        raise SigningKeyError(
+            f"evidence.signing_key ({where}) is not one of evidence.trusted_keys: records it signs would not count; "
+            "add its public key (ssh-keygen -y -f KEY) to trusted_keys"
+        )
+    return EvidencePolicy(trust=trust, signer=signer)
 
 
 class Connections:
@@ -78,7 +115,7 @@ class Connections:
 
 def connect(pipeline_file: str, log: Callable[[str], None]) -> Connections:
     pipeline = load_pipeline(pipeline_file)
-    return Connections(pipeline=pipeline, repo=open_repository(pipeline), log=log)
+    return Connections(pipeline=pipeline, repo=open_repository(pipeline, signing=True), log=log)
 
 
 def registry_client(registry: ImageRegistry, log: Callable[[str], None] | None = None) -> RegistryClient:

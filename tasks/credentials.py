@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import cast
 
-from pipeline.model import GitCredentials
+from pipeline.model import GitCredentials, SecretRef
 from tasks.errors import RefusedError
 from tasks.gitrepo import GitAuth
 
@@ -15,27 +15,36 @@ class CredentialsError(RefusedError, RuntimeError):
 
 
 def resolve_token(credentials: GitCredentials) -> str:
-    if credentials.token_env is not None:
-        token = os.environ.get(credentials.token_env, "")
+    return read_secret(credentials.token_env, credentials.secret_block, "token")
+
+
+def resolve_secret(ref: SecretRef, what: str) -> str:
+    return read_secret(ref.env, ref.secret_block, what)
+
+
+def read_secret(env: str | None, secret_block: str | None, what: str) -> str:
+    """The value of an environment variable or of a Prefect Secret block (exactly one is given)."""
+    if env is not None:
+        token = os.environ.get(env, "")
         if not token:
             raise CredentialsError(
-                f"environment variable {credentials.token_env} is not set or empty; export the token there "
-                "(the pipeline file names the variable, it never holds the token)"
+                f"environment variable {env} is not set or empty; export the {what} there "
+                f"(the pipeline file names the variable, it never holds the {what})"
             )
         return token
-    assert credentials.secret_block is not None  # guaranteed by the model
+    assert secret_block is not None  # guaranteed by the model
     from prefect.blocks.system import Secret  # imported late: plain CLI commands stay fast
 
     try:
-        block = cast("Secret[str]", Secret.load(credentials.secret_block))  # sync call outside an event loop
+        block = cast("Secret[str]", Secret.load(secret_block))  # sync call outside an event loop
     except ValueError:
         raise CredentialsError(
-            f"Prefect Secret block {credentials.secret_block!r} does not exist; create it in the UI "
-            f"(Blocks -> Secret) or with Secret(value=...).save({credentials.secret_block!r})"
+            f"Prefect Secret block {secret_block!r} does not exist; create it in the UI "
+            f"(Blocks -> Secret) or with Secret(value=...).save({secret_block!r})"
         ) from None
     value = block.get()
     if not isinstance(value, str) or not value:
-        raise CredentialsError(f"Prefect Secret block {credentials.secret_block!r} holds no string token")
+        raise CredentialsError(f"Prefect Secret block {secret_block!r} holds no string {what}")
     return value
 
 

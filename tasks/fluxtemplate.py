@@ -896,8 +896,13 @@ def _truthy(value: Any) -> bool:
 
 
 def _compile(template: str) -> _Emit:
-    tree = _Parser(template).parse()
-    return _Compiler(template).nodes(tree, _DATA, {"": _DATA})
+    try:
+        tree = _Parser(template).parse()
+        return _Compiler(template).nodes(tree, _DATA, {"": _DATA})
+    except RecursionError:
+        # A parenthesised pipeline a few hundred deep exhausts Python's stack: an error, not a crash (it once
+        # took `promote receive` down at start, reading the pipeline files).
+        raise TemplateError("nested too deeply (parentheses or blocks); flatten it") from None
 
 
 def check(template: str) -> None:

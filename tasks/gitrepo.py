@@ -22,6 +22,7 @@ import re
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -35,6 +36,7 @@ import git
 
 from tasks.errors import PromoteError, TransientError
 from tasks.refnames import is_full_sha, is_valid_branch_name, is_valid_tag_name
+from tasks.signatures import EvidencePolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -218,6 +220,7 @@ class GitRepository:
         author: Author = Author(),
         push_attempts: int = 5,
         network_timeout: float = DEFAULT_NETWORK_TIMEOUT,
+        evidence_policy: EvidencePolicy | None = None,
     ) -> None:
         if url.startswith("-"):
             raise GitError("a repository URL may not start with '-'")
@@ -228,6 +231,8 @@ class GitRepository:
         self.author = author
         self.push_attempts = push_attempts
         self.network_timeout = network_timeout
+        # How evidence notes are signed and which signatures count (tasks/evidence.py reads it).
+        self.evidence_policy = evidence_policy
         key = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.path = Path(cache_dir).expanduser() / f"repo-{key}"
         self._repo: git.Repo | None = None
@@ -498,7 +503,9 @@ class GitRepository:
         times: dict[str, datetime] = {}
         for start in range(0, len(wanted), _COMMITS_PER_LOG):
             chunk = wanted[start : start + _COMMITS_PER_LOG]
-            out = self._git("log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %ct", *chunk)
+            out = self._git(
+                "log", "--no-walk=unsorted", "--ignore-missing", "--format=%H %ct", "--end-of-options", *chunk
+            )
             for line in out.splitlines():
                 sha, _, stamp = line.partition(" ")
                 if stamp.isdigit():
@@ -506,8 +513,12 @@ class GitRepository:
         return times
 
     def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is an ancestor of ``descendant``; False for anything that is not a revision
+        (values can come from commit messages: "--output=x" must never reach git as an option)."""
+        if any(value.startswith("-") or not value or len(value) > 256 for value in (ancestor, descendant)):
+            return False
         try:
-            self._git("merge-base", "--is-ancestor", ancestor, descendant)
+            self._git("merge-base", "--is-ancestor", "--end-of-options", ancestor, descendant)
         except GitError:
             return False
         return True
@@ -571,7 +582,10 @@ class GitRepository:
         for line in self._git("notes", f"--ref={notes_ref}", "list").splitlines():
             blob, _, annotated = line.partition(" ")
             if blob and annotated:
-                notes[annotated] = repo.git.get_object_data(blob)[3].decode("utf-8").removesuffix("\n")
+                # A note is anyone's text: one that is not UTF-8 is read with replacement characters (and then
+                # is not a record of this tool) instead of stopping every reader.
+                data = repo.git.get_object_data(blob)[3]
+                notes[annotated] = data.decode("utf-8", errors="replace").removesuffix("\n")
         self._notes_cache[notes_ref] = (tip, notes)
         return dict(notes)
 
@@ -597,7 +611,12 @@ class GitRepository:
             new = update(old)
             if new == old:
                 return new
-            self._git("notes", f"--ref={notes_ref}", "add", "--force", f"--message={new}", commit)
+            # From a file, not --message: a note of any size fits (no argument length limit) and stays out of
+            # the process list.
+            with tempfile.NamedTemporaryFile("w", dir=self.path / ".git", prefix="promote-note-", suffix=".txt") as f:
+                f.write(new)
+                f.flush()
+                self._git("notes", f"--ref={notes_ref}", "add", "--force", f"--file={f.name}", commit)
             try:
                 self._git("push", "origin", f"refs/notes/{notes_ref}:refs/notes/{notes_ref}")
                 return new

@@ -54,6 +54,9 @@ def branch_name_problem(name: str) -> str | None:
     problem = ref_name_problem(name)
     if problem is None and _PSEUDO_REF.fullmatch(name):
         problem = f"{name} is a name git gives its own pseudo-refs (HEAD, FETCH_HEAD, ORIG_HEAD, MERGE_HEAD ...)"
+    if problem is None and name.startswith("refs/"):
+        # "refs/heads/main" as a branch name is the branch refs/heads/refs/heads/main: give the short name.
+        problem = f"give the branch's short name ({name.removeprefix('refs/heads/')[:60]}), not a full ref"
     return problem
 
 

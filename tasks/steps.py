@@ -18,6 +18,7 @@ from prefect.tasks import Task, exponential_backoff
 
 from pipeline.model import Environment, Pipeline
 from tasks import evidence
+from tasks import markdown as md
 from tasks.connections import Connections
 from tasks.errors import is_transient
 from tasks.gitrepo import TagResult
@@ -123,8 +124,8 @@ def _verify(conn: Connections, env: Environment, revision: str, values: dict[str
     create_markdown_artifact(
         key=f"verification-{conn.pipeline.name}-{env.name}",
         markdown="\n".join(
-            [f"## {env.name} runs `{revision[:12]}`", ""]
-            + [f"- **{s.what}**: {s.message} ({s.seconds:.1f}s)" for s in result.steps]
+            [f"## {md.text(env.name)} runs {md.code(revision[:12])}", ""]
+            + [f"- **{md.text(s.what)}**: {md.text(s.message, 600)} ({s.seconds:.1f}s)" for s in result.steps]
             + ["", f"API requests: {result.stats.requests} (watch events: {result.stats.events})"]
         ),
         description=f"{env.name} verification",
@@ -142,7 +143,9 @@ def _health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str])
     if results:
         create_table_artifact(
             key=f"health-{pipeline.name}-{env.name}",
-            table=results_table(results),
+            table=[
+                {k: md.cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in results_table(results)
+            ],
             description=f"{env.name} health checks",
         )
     for result in results:

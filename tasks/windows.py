@@ -15,6 +15,8 @@ promotion while any of them is open; if a gate lists ``allow`` windows, a promot
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,8 @@ FREEZE_VARIABLE = "promote_freeze"  # the Prefect Variable that freezes every ga
 _RRULE_ANCHOR = datetime(2022, 1, 3)  # a Monday: where a rule without DTSTART starts counting
 _MAX_LOOKAHEAD = timedelta(days=400)  # a window that opens less than once a year is a mistake, not a plan
 _MAX_OPEN_STARTS = 10_000  # occurrences inside one window's duration: more is a schedule that never closes
+_MAX_RRULE_AGE = timedelta(days=10 * 366)  # dateutil counts every occurrence from DTSTART: keep it recent
+_MAX_RRULE_STEPS = 20_000  # occurrences an RRULE is expanded to (DTSTART to about two years ahead), at most
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, None: 1}
 
@@ -96,7 +100,14 @@ class Window:
             raise WindowError("a window's duration must be more than zero")
         # Evaluate once now, so a bad or runaway schedule is a validation error, not a stall at promotion time.
         now = datetime.now(zone)
-        next(self._starts_after(now), None)
+        first_two = list(islice(self._starts_after(now), 2))
+        if len(first_two) == 2 and self.duration / max(first_two[1] - first_two[0], timedelta(seconds=1)) > (
+            _MAX_OPEN_STARTS
+        ):
+            raise WindowError(
+                f"{self.label} opens more than {_MAX_OPEN_STARTS} times within one duration: shorten the "
+                "duration or make the schedule less frequent"
+            )
         self.open_at(now)
 
     @property
@@ -105,19 +116,14 @@ class Window:
         return f"{what} ({self.schedule[:60]} for {_human(self.duration)}, {self.timezone})"
 
     def open_at(self, now: datetime) -> tuple[datetime, datetime] | None:
-        """The occurrence [start, end) that contains ``now``, the latest-starting one if several overlap."""
+        """The occurrence [start, end) that contains ``now``, the latest-starting one if several overlap (all
+        last ``duration``, so the latest start at or before ``now`` is the one). One step back in the schedule,
+        whatever the duration: a check costs the same for a window every minute as for one a year."""
         local = now.astimezone(_zone(self.timezone))
-        found: tuple[datetime, datetime] | None = None
-        for count, start in enumerate(self._starts_after(local - self.duration)):
-            if start > local:
-                break
-            if count >= _MAX_OPEN_STARTS:
-                raise WindowError(
-                    f"{self.label} opens more than {_MAX_OPEN_STARTS} times within one duration: shorten the "
-                    "duration or make the schedule less frequent"
-                )
-            found = (start, start + self.duration)
-        return found
+        start = self._latest_start(local)
+        if start is None or start + self.duration <= local:
+            return None
+        return (start, start + self.duration)
 
     def next_start(self, now: datetime) -> datetime | None:
         """The first occurrence starting after ``now`` (within about a year), or None."""
@@ -125,17 +131,31 @@ class Window:
         start = next(self._starts_after(local), None)
         return start if start is not None and start - local <= _MAX_LOOKAHEAD else None
 
+    def _latest_start(self, at: datetime) -> datetime | None:
+        """The latest occurrence starting at or before ``at`` (in the window's zone)."""
+        text = self.schedule.strip()
+        if _is_rrule(text):
+            return self._rrule.latest(at)
+        return next(self._cron(at + timedelta(microseconds=1), reverse=True), None)  # reverse: strictly before
+
     def _starts_after(self, after: datetime) -> Iterator[datetime]:
         """Occurrences strictly after ``after`` (timezone-aware, in the window's zone), in order."""
         text = self.schedule.strip()
         if _is_rrule(text):
-            yield from _rrule_starts(text, after)
+            yield from self._rrule.after(after)
             return
+        yield from self._cron(after)
+
+    def _cron(self, at: datetime, *, reverse: bool = False) -> Iterator[datetime]:
+        text = self.schedule.strip()
         try:
-            sim = CronSim(text, after)
+            return iter(CronSim(text, at, reverse=reverse))
         except CronSimError as exc:
             raise WindowError(f"schedule {text[:60]!r} is neither a cron expression ({exc}) nor an RRULE") from None
-        yield from sim
+
+    @functools.cached_property
+    def _rrule(self) -> _Occurrences:
+        return _Occurrences.of(self.schedule.strip(), _zone(self.timezone))
 
 
 def window_hold(windows: Sequence[Window], now: datetime) -> Hold | None:
@@ -219,22 +239,65 @@ def _is_rrule(text: str) -> bool:
     return head.startswith(("FREQ=", "RRULE:", "DTSTART"))
 
 
-def _rrule_starts(text: str, after: datetime) -> Iterator[datetime]:
-    """Occurrences in local wall time: the rule (its DTSTART too) is read in the window's zone, so a daily
-    18:00 stays 18:00 across daylight saving, as with cron."""
-    zone = after.tzinfo
+class _Occurrences:
+    """An RRULE's starts from its DTSTART to about two years ahead, expanded once (at most
+    :data:`_MAX_RRULE_STEPS`), then searched by bisection: dateutil can only count from the start."""
+
+    def __init__(self, starts: list[datetime], horizon: datetime, text: str, zone: Any) -> None:
+        self.starts, self.horizon, self.text, self.zone = starts, horizon, text, zone
+
+    @classmethod
+    def of(cls, text: str, zone: Any) -> _Occurrences:
+        rule = _parse_rrule(text)
+        horizon = datetime.now(zone).replace(tzinfo=None) + 2 * _MAX_LOOKAHEAD
+        starts: list[datetime] = []
+        for start in rule:
+            if start > horizon:
+                break
+            if len(starts) >= _MAX_RRULE_STEPS:
+                raise WindowError(
+                    f"RRULE {text[:60]!r} has more than {_MAX_RRULE_STEPS} occurrences from its DTSTART to two "
+                    "years from now: move DTSTART forward or make it repeat less often"
+                )
+            starts.append(start.replace(tzinfo=zone))
+        return cls(starts, horizon.replace(tzinfo=zone), text, zone)
+
+    def _fresh(self, at: datetime) -> _Occurrences:
+        # A process that runs for years passes the horizon: expand again from then on.
+        return self if at + _MAX_LOOKAHEAD < self.horizon else _Occurrences.of(self.text, self.zone)
+
+    def latest(self, at: datetime) -> datetime | None:
+        current = self._fresh(at)
+        index = bisect.bisect_right(current.starts, at)
+        return current.starts[index - 1] if index else None
+
+    def after(self, after: datetime) -> Iterator[datetime]:
+        current = self._fresh(after)
+        yield from current.starts[bisect.bisect_right(current.starts, after) :]
+
+
+def _parse_rrule(text: str) -> rrule.rrule:
+    """The rule, read in local wall time (its DTSTART too), so a daily 18:00 stays 18:00 across daylight saving,
+    as with cron. Refused: more than daily, a DTSTART more than ten years back, rule sets, days no month has."""
     if re.search(r"FREQ=(SECONDLY|MINUTELY|HOURLY)", text, re.IGNORECASE):
         # dateutil counts every occurrence from the start: hourly rules get slow, and cron says it better.
         raise WindowError("an RRULE window repeats at most daily: write an hourly window as cron (e.g. 0 * * * *)")
     try:
         rule = rrule.rrulestr(text, dtstart=_RRULE_ANCHOR, ignoretz=True, cache=False)
-    except (ValueError, TypeError) as exc:
-        raise WindowError(f"RRULE {text[:60]!r} does not parse: {str(exc)[:80]}") from None
+    except Exception as exc:  # dateutil raises several kinds (ValueError, KeyError, ...) on odd input
+        raise WindowError(f"RRULE {text[:60]!r} does not parse: {str(exc)[:80] or type(exc).__name__}") from None
     if not isinstance(rule, rrule.rrule):
         raise WindowError("give one RRULE per window (no RRULE sets)")
+    begins: datetime = getattr(rule, "_dtstart", None) or _RRULE_ANCHOR
+    if begins.tzinfo is not None:
+        begins = begins.replace(tzinfo=None)
+    if begins < datetime.now() - _MAX_RRULE_AGE:
+        raise WindowError(
+            f"RRULE {text[:60]!r} starts (DTSTART) more than ten years ago: every check would count each "
+            "occurrence since then. Move DTSTART to a recent date on the same weekday and time"
+        )
     _check_rrule_pace(rule, text)
-    for start in rule.xafter(after.replace(tzinfo=None), inc=False):
-        yield start.replace(tzinfo=zone)
+    return rule
 
 
 def _check_rrule_pace(rule: rrule.rrule, text: str) -> None:

@@ -57,6 +57,7 @@ def worker(world: SandboxWorld, tmp_path: Path, webhook: tuple[Webhook, str]) ->
         "PROMOTE_PROJECT_DIR": str(ROOT),
         "PYTHONPATH": str(ROOT),
         "PREFECT_LOGGING_LEVEL": "INFO",
+        "PROMOTE_PIPELINE_ROOTS": str(tmp_path),  # deployment runs read pipeline files only under these
     }
     prefect = [sys.executable, "-m", "prefect"]
     created = run(*prefect, "work-pool", "create", "promote", "--type", "process", "--overwrite", env=env)
@@ -110,6 +111,17 @@ def test_deploy_trigger_approve_complete(
         "bump=huge", env=env,
     )  # fmt: skip
     assert ill_typed.returncode == 1 and "bump" in ill_typed.stderr, ill_typed.stdout + ill_typed.stderr
+    # A deployment run reads pipeline files only under the roots: not a file elsewhere on the worker, and its
+    # content is never repeated (was: /etc/shadow lines in the run's failure message).
+    secret = world.root.parent.parent / f"{world.root.parent.name}-not-a-pipeline.yaml"  # outside the roots
+    secret.write_text("root:$6$HASHED-SECRET-4711:19000:0:99999:7:::\n")
+    outside = run(
+        *promote, "trigger", "promote-rc/default", "--param", f"pipeline_file={secret}", "--wait", "--timeout",
+        "240", env=env,
+    )  # fmt: skip
+    assert outside.returncode == 1, outside.stdout + outside.stderr
+    assert "outside the pipeline roots" in outside.stdout + outside.stderr, outside.stdout + outside.stderr
+    assert "HASHED-SECRET-4711" not in outside.stdout + outside.stderr
     rc = run(
         *promote,
         "trigger",

@@ -55,6 +55,7 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
         "PYTHONPATH": str(ROOT),
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_WORKER_QUERY_SECONDS": "1",  # the workers look for runs every second
+        "PROMOTE_PIPELINE_ROOTS": str(tmp_path),  # deployment runs read pipeline files only under these
     }
     prefect = [sys.executable, "-m", "prefect"]
     created = run(*prefect, "work-pool", "create", "promote", "--type", "process", "--overwrite", env=env)

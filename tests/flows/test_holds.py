@@ -140,3 +140,56 @@ def test_min_soak_holds_then_a_waiting_gate_promotes_once_soaked(world: SandboxW
     # Records carry whole seconds: a soak of N s shows as at least N - 1.
     soaked = datetime.fromisoformat(promoted[0].at) - datetime.fromisoformat(verified.at)
     assert soaked.total_seconds() >= soak - 1, (soaked, soak)
+
+
+def promote_cli_at(api_url_value: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PREFECT_API_URL": api_url_value}
+    return subprocess.run(
+        [sys.executable, "-m", "promote.cli", *args], capture_output=True, text=True, env=env, timeout=240, check=False
+    )
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_frozen_server_read_through_a_wrong_url_is_an_error_not_off() -> None:
+    """PREFECT_API_URL without /api: the UI's server answers 404 for any path. That says nothing about the switch,
+    so `promote freeze` fails naming the fix instead of reporting a frozen server unfrozen."""
+    on = promote_cli("freeze", "on", "--reason", "audit", "--by", "carol")
+    try:
+        assert on.returncode == 0, on.stderr[-2000:]
+        wrong = api_url().removesuffix("/api")
+        shown = promote_cli_at(wrong, "freeze")
+        assert shown.returncode != 0, shown.stdout
+        assert "is off" not in shown.stdout
+        assert "end in /api" in shown.stderr or "ends in /api" in shown.stderr, shown.stderr[-2000:]
+    finally:
+        off = promote_cli("freeze", "off", "--by", "carol")
+    assert off.returncode == 0, off.stderr[-2000:]
+
+
+def test_freeze_on_against_a_server_answering_an_html_page_says_nothing_was_set() -> None:
+    """A proxy or the UI answering 200 with a page for everything: `freeze on` must not print "is on"."""
+    from http.server import BaseHTTPRequestHandler
+
+    from sandbox.httpserve import serve_http
+
+    class Page(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+        def _page(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = b"<html><body>Prefect</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_PATCH = do_POST = _page  # noqa: N815
+
+    with serve_http(Page) as url:
+        on = promote_cli_at(f"{url}/api", "freeze", "on", "--reason", "audit", "--by", "carol")
+        shown = promote_cli_at(f"{url}/api", "freeze")
+    assert on.returncode != 0 and "is on" not in on.stdout, on.stdout
+    assert "HTML page" in on.stderr, on.stderr[-2000:]
+    assert shown.returncode != 0 and "is off" not in shown.stdout

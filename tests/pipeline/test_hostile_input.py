@@ -125,3 +125,29 @@ def test_deep_nesting_is_refused_without_recursion_error() -> None:
     for depth in (70, 5000):
         problems = _problems(MINIMAL + "versioning: " + "[" * depth + "]" * depth + "\n")
         assert problems == ["mappings and lists are nested more than 64 levels deep; a pipeline file needs a handful"]
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "message"),
+    [
+        ("url: /srv/git/gitops.git", "url: fd::3", "other transports (ext::, fd::, remote helpers) are refused"),
+        ("url: /srv/git/gitops.git", "url: 'ext::sh -c touch% /tmp/pwned'", "are refused"),
+        ("url: /srv/git/gitops.git", "url: 'foo://host/repo.git'", "are refused"),
+        ("url: /srv/git/gitops.git", "url: /srv/git/gitops.git\n  branch: refs/heads/main", "short name (main)"),
+        (
+            "url: /srv/git/gitops.git",
+            'url: /srv/git/gitops.git\n  author: {name: "bot\\0evil", email: bot@x}',
+            "control characters",
+        ),
+        (
+            "url: /srv/git/gitops.git",
+            'url: /srv/git/gitops.git\n  author: {name: "bot <root@x>", email: bot@x}',
+            "angle brackets",
+        ),
+    ],
+    ids=["fd-transport", "ext-transport", "unknown-scheme", "full-ref-branch", "nul-in-author", "brackets-in-author"],
+)
+def test_repository_settings_git_would_misuse_are_validation_errors(replace: str, by: str, message: str) -> None:
+    """Each passed validate and failed (or ran a command) only when git used it, mid-promotion."""
+    problems = _problems(MINIMAL.replace(replace, by))
+    assert any(message in problem for problem in problems), problems

@@ -4,6 +4,7 @@ notifications to it and the event arriving at the real Prefect server."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -339,3 +340,128 @@ def test_a_push_matches_a_pipeline_by_any_of_the_repository_s_urls() -> None:
     [push] = parse("github", {"X-GitHub-Event": "push"}, json.dumps(body).encode())
     routes = [Route("gitops", "gitops.yaml", git_repository="gh.internal/team/gitops", branch="main")]
     assert [r.pipeline for r in match(push, routes)] == ["gitops"]
+
+
+# --- starving the receiver: slow clients must not keep signed pushes out -----------------------------------
+
+
+class Trickler:
+    """A client that opens a request and then sends one byte every ``pause`` seconds (never finishing in time)."""
+
+    def __init__(self, url: str, pause: float) -> None:
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=60)
+        self.pause = pause
+        self.closed_at: float | None = None
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        data = b"POST /github HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+        try:
+            for index in range(len(data)):
+                self.sock.sendall(data[index : index + 1])
+                time.sleep(self.pause)
+        except OSError:
+            pass
+        self.closed_at = time.monotonic()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def test_slow_clients_do_not_starve_signed_pushes(running: tuple[Receiver, list[Any], str]) -> None:
+    """Was: 40 unauthenticated connections trickling a byte every 5 s made 12 of 13 signed pushes get 503 over
+    40 s (32 slots, and a 10 s timeout per read, not per request). Now the oldest trickler makes room for each
+    new request, and every request must arrive whole within 10 s."""
+    _rx, _emitted, url = running
+    tricklers = [Trickler(url, pause=5.0) for _ in range(40)]
+    try:
+        time.sleep(2.0)  # they hold every slot (and more) before the pushes come
+        answers = []
+        for index in range(13):  # thirteen different pushes (the same one again would be a replay)
+            body = json.dumps(_github_push(after=f"{index:040x}")).encode()
+            signature = {"X-Hub-Signature-256": f"sha256={_hex(body)}", "X-GitHub-Event": "push"}
+            answers.append(httpx.post(f"{url}/github", content=body, headers=signature, timeout=30).status_code)
+            time.sleep(1.0)
+        assert answers == [202] * 13, answers
+    finally:
+        for trickler in tricklers:
+            trickler.close()
+
+
+def test_a_request_that_trickles_is_cut_after_the_request_deadline(running: tuple[Receiver, list[Any], str]) -> None:
+    """A byte every 2 s never trips a per-read timeout; the whole request has 10 s."""
+    _rx, _emitted, url = running
+    slow = Trickler(url, pause=2.0)
+    deadline = time.monotonic() + 60
+    while slow.closed_at is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    slow.close()
+    assert slow.closed_at is not None, "the receiver kept a trickling request for a minute"
+    assert slow.closed_at - slow.started < 20
+
+
+def test_a_pipeline_file_nested_too_deeply_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """One pipeline's message template nested ~330 deep once took the receiver down at start."""
+    deep = "{{" + "(" * 330 + ".Updated" + ")" * 330 + "}}"
+    (tmp_path / "deep.yaml").write_text(
+        "name: deep\nrepository: {url: /srv/git/x.git}\nenvironments:\n  - name: staging\n    tracks:\n"
+        "      kind: image-policy\n      path: apps\n      policy: flux-system:web\n"
+        "      registry: {url: 'http://127.0.0.1:5000', repository: team/web, image: registry.local/web}\n"
+        f"      choose: {{semver: 1.x.x}}\n      message_template: '{deep}'\n"
+    )
+    (tmp_path / "ok.yaml").write_text(
+        "name: ok\nrepository: {url: /srv/git/y.git}\nenvironments:\n  - name: staging\n    tracks:\n"
+        "      kind: tag\n      application_file: apps/staging.yaml\n"
+    )
+    assert [route.pipeline for route in receiver.routes_from(tmp_path)] == ["ok"]
+
+
+def test_a_replayed_delivery_starts_nothing_again(running: tuple[Receiver, list[Any], str]) -> None:
+    """Was: a captured signed push could be sent again without limit. The same signed content within the replay
+    window is answered 200 (a forge's own redelivery gets no error) and starts nothing; an old GitHub push
+    (repository.pushed_at, inside the signed body) is refused after the window."""
+    _rx, emitted, url = running
+    body = json.dumps(REGISTRY_ENVELOPE).encode()
+    bearer = {"Authorization": f"Bearer {SECRET}"}
+    first = httpx.post(f"{url}/registry", content=body, headers=bearer, timeout=30)
+    again = httpx.post(f"{url}/registry", content=body, headers={**bearer, "X-Delivery": "new-id"}, timeout=30)
+    assert (first.status_code, again.status_code, again.json()) == (202, 200, {"duplicate": True})
+    deadline = time.monotonic() + 60
+    while not emitted and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # past the debounce: a second emission would be here by now
+    assert len(emitted) == 1
+    repository = {**_github_push()["repository"], "pushed_at": 1_600_000_000}
+    old = json.dumps(_github_push(repository=repository)).encode()
+    signature = {"X-Hub-Signature-256": f"sha256={_hex(old)}", "X-GitHub-Event": "push"}
+    stale = httpx.post(f"{url}/github", content=old, headers=signature, timeout=30)
+    assert stale.status_code == 409 and "replayed delivery" in stale.json()["error"]
+
+
+def test_each_forge_gets_its_own_secret_and_short_ones_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Was: one secret was GitHub's HMAC key and GitLab's plain-text token at once, and a 1-character secret
+    was accepted."""
+    for name in ("PROMOTE_WEBHOOK_SECRET", "PROMOTE_WEBHOOK_SECRET_GITHUB", "PROMOTE_WEBHOOK_SECRET_GITEA",
+                 "PROMOTE_WEBHOOK_SECRET_GITLAB", "PROMOTE_REGISTRY_WEBHOOK_TOKEN"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROMOTE_WEBHOOK_SECRET", "h" * 32)
+    found = receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")
+    assert found == {"github": "h" * 32, "gitea": "h" * 32}  # GitLab never gets the HMAC key
+    monkeypatch.setenv("PROMOTE_WEBHOOK_SECRET_GITLAB", "g" * 32)
+    monkeypatch.setenv("PROMOTE_WEBHOOK_SECRET_GITEA", "t" * 32)
+    found = receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")
+    assert found == {"github": "h" * 32, "gitea": "t" * 32, "gitlab": "g" * 32}
+    monkeypatch.setenv("PROMOTE_WEBHOOK_SECRET_GITLAB", "h" * 32)
+    with pytest.raises(receiver.ReceiverError, match="plain text"):
+        receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")
+    monkeypatch.delenv("PROMOTE_WEBHOOK_SECRET_GITLAB")
+    monkeypatch.setenv("PROMOTE_WEBHOOK_SECRET", "x")
+    with pytest.raises(receiver.ReceiverError, match="PROMOTE_WEBHOOK_SECRET is shorter than 16 characters"):
+        receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")

@@ -279,3 +279,12 @@ def test_range_variables_end_with_their_range() -> None:
         check("{{ range $img := .Updated.Images }}{{ end }}{{ $img }}")
     with pytest.raises(TemplateError, match=r"undefined variable \$img"):
         check("{{ range $img := .Updated.Images }}{{ else }}{{ $img }}{{ end }}")
+
+
+def test_a_template_nested_hundreds_deep_is_an_error_not_a_crash() -> None:
+    """Was a RecursionError that took `promote receive` down at start (it reads every pipeline file)."""
+    from tasks.fluxtemplate import TemplateError, check
+
+    deep = "{{" + "(" * 330 + ".Updated" + ")" * 330 + "}}"
+    with pytest.raises(TemplateError, match="nested too deeply"):
+        check(deep)

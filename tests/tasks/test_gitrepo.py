@@ -500,3 +500,40 @@ def test_a_repository_url_carrying_a_token_is_refused_at_validation_and_never_sh
     assert "SECRETVALUE" not in message
     assert "SECRETVALUE" not in display_url(url)
     assert display_url(url).lower().endswith("git.example.org/platform/gitops.git")
+
+
+def test_option_like_revisions_from_commit_messages_never_reach_git_as_options(
+    origin: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A branch promotion reads revisions out of commit messages ("Rolled-back-source: ..."): text like
+    --output=FILE must be a revision that does not exist, not an option git acts on."""
+    bare, _seed = origin
+    repo = GitRepository(str(bare), tmp_path / "cache")
+    repo.fetch()
+    head = repo.resolve("main")
+    target = tmp_path / "written-by-git"
+    for hostile in (f"--output={target}", "-h", ""):
+        assert repo.is_ancestor(hostile, head) is False
+        assert repo.is_ancestor(head, hostile) is False
+    assert not target.exists()
+    assert repo.is_ancestor(head, head) is True
+
+
+def test_a_token_never_goes_over_plain_http_to_another_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the registry client already refused: Basic auth over http is the token in clear text on the path."""
+    from pipeline.load import parse_pipeline
+    from tasks.connections import open_repository
+
+    monkeypatch.setenv("PROMOTE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GIT_TOKEN_FOR_TEST", "t" * 20)
+
+    def pipeline(url: str) -> str:
+        return (
+            f"name: shop\nrepository:\n  url: {url}\n  credentials: {{token_env: GIT_TOKEN_FOR_TEST}}\n"
+            "environments:\n  - name: staging\n    tracks: {kind: tag, application_file: apps/staging.yaml}\n"
+        )
+
+    with pytest.raises(GitError, match="plain http to a host other than loopback"):
+        open_repository(parse_pipeline(pipeline("http://git.example.com/team/gitops.git")))
+    assert open_repository(parse_pipeline(pipeline("http://127.0.0.1:3000/team/gitops.git"))) is not None
+    assert open_repository(parse_pipeline(pipeline("https://git.example.com/team/gitops.git"))) is not None
