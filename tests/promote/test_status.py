@@ -69,3 +69,15 @@ def test_status_names_a_broken_pipeline_and_still_shows_the_others(tmp_path: Pat
 def test_status_without_pipeline_files_is_a_usage_error(tmp_path: Path) -> None:
     proc = promote("status", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 2 and "promote status: no pipeline files found" in proc.stderr
+
+
+def test_escape_sequences_from_notes_are_shown_not_acted_on(tmp_path: Path) -> None:
+    """Was: an approver name or reason holding terminal escapes reached the terminal raw (clearing the screen,
+    rewriting the line)."""
+    board = make_board_repo(tmp_path)
+    release_story(board, approver="mallory\x1b[2J\x1b[H", reason="ok\rAPPROVED")
+    proc = promote("status", str(board.pipeline_file), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "mallory" in proc.stdout  # shown ...
+    assert "\x1b" not in proc.stdout and "\r" not in proc.stdout  # ... as text, not as escape sequences
+    assert "\\x1b[2J" in proc.stdout

@@ -91,7 +91,7 @@ class Story:
     first_commit: str
 
 
-def release_story(board: BoardRepo) -> Story:
+def release_story(board: BoardRepo, approver: str = "alice", reason: str = "dashboards green") -> Story:
     """v1.0.1-rc1 cut and verified in staging (run-rc), approved by alice, promoted to production (run-prod),
     each step recorded as the flows record it."""
     first = run_git(board.seed, "rev-parse", "v1.0.0^{commit}")
@@ -100,7 +100,7 @@ def release_story(board: BoardRepo) -> Story:
     board.point("staging", "v1.0.1-rc1")
     board.record("verified", "staging", "v1.0.1-rc1", rc_commit, "2026-05-01T10:00:00+00:00", run="run-rc")
     approved_at = "2026-05-01T11:00:00+00:00"
-    board.record("approved", "production", "v1.0.1-rc1", rc_commit, approved_at, by="alice", reason="dashboards green")
+    board.record("approved", "production", "v1.0.1-rc1", rc_commit, approved_at, by=approver, reason=reason)
     board.tag("v1.0.1", rc_commit)
     board.point("production", "v1.0.1")
     details = {"rc": "v1.0.1-rc1", "from": "v1.0.0", "revision": rc_commit}
