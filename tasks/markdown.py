@@ -12,10 +12,11 @@ import re
 from urllib.parse import quote, urlsplit
 
 # Inline syntax only (the text is one line inside a cell or after a list marker): emphasis, code, links and
-# images (escaping the brackets is enough), raw HTML and autolinks, entities, strikethrough, table pipes.
+# images (an escaped "[" opens neither), raw HTML and autolinks (an escaped "<" starts neither), entities,
+# strikethrough, table pipes. Nothing else is escaped, so "1.0.0 -> 1.0.1" stays readable in the raw text.
 # An underscore inside a word is never emphasis (CommonMark): only one at a word's edge is escaped, so
 # snake_case names stay readable in the raw text.
-_SPECIAL = re.compile(r"([\\`*\[\]<>|~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+_SPECIAL = re.compile(r"([\\`*\[<|~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _BACKTICKS = re.compile(r"`+")
 
