@@ -115,8 +115,11 @@ def add_record(note: str | None, record: Record, trust: Trust | None = None) -> 
         previous = None
     if isinstance(previous, dict) and isinstance(previous.get("records"), list):
         kept = [item for item in previous["records"] if _record_from(item) is None]
-        if "kept" in previous:
-            kept.append(previous["kept"])
+        earlier = previous.get("kept")
+        if isinstance(earlier, list):  # kept by an earlier write: stays one flat list
+            kept.extend(earlier)
+        elif earlier is not None:
+            kept.append(earlier)
         if kept:
             body["kept"] = kept
     elif note and foreign:

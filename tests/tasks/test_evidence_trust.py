@@ -164,8 +164,9 @@ def test_a_note_that_is_not_ours_stops_no_reader_and_a_write_keeps_it(
         assert evidence.find_record(repo, "approved", "shop", "production", "v1.0.1-rc1") is None
         assert "not in this tool's format" in evidence.ignored_records(repo)[0].reason
         evidence.record(repo, approved(commit))
+        evidence.record(repo, approved(commit, tag="v1.0.2-rc1"))  # a second write keeps it once, flat
         written = json.loads(run_git(bare, "notes", "--ref=promote", "show", commit))
-        assert [r["by"] for r in written["records"]] == ["alice"]
+        assert [r["tag"] for r in written["records"]] == ["v1.0.1-rc1", "v1.0.2-rc1"]
         kept = written["kept"]
         assert kept == [note] or kept == [{"kind": 3}], kept
 
