@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -104,14 +105,21 @@ def resume_run(
     deadline = httpbounds.Deadline(timeout)
     try:
         with httpbounds.client(timeout=timeout, headers=headers) as http:
-            response = httpbounds.request(
-                http,
-                "POST",
-                f"{api_url.rstrip('/')}/flow_runs/{run_id}/resume",
-                json={"run_input": decision},
-                deadline=deadline,
-                max_bytes=prefectapi.MAX_BYTES,
-            )
+            for attempt in range(1, 7):
+                response = httpbounds.request(
+                    http,
+                    "POST",
+                    f"{api_url.rstrip('/')}/flow_runs/{run_id}/resume",
+                    json={"run_input": decision},
+                    deadline=deadline,
+                    max_bytes=prefectapi.MAX_BYTES,
+                )
+                # 503 (its database busy) and 429: the server did not act on the request, so asking again is
+                # safe; Prefect's own client retries these too. Anything else is the answer.
+                pause = min(8.0, 0.5 * 2**attempt)
+                if response.status_code not in (429, 503) or pause >= deadline.remaining():
+                    break
+                time.sleep(pause)
     except httpbounds.BoundsError as exc:
         raise ResumeError(f"the Prefect API at {httpbounds.shown_url(api_url)}: {exc}") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
