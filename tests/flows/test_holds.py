@@ -193,3 +193,19 @@ def test_freeze_on_against_a_server_answering_an_html_page_says_nothing_was_set(
     assert on.returncode != 0 and "is on" not in on.stdout, on.stdout
     assert "HTML page" in on.stderr, on.stderr[-2000:]
     assert shown.returncode != 0 and "is off" not in shown.stdout
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_freeze_reason_with_escape_sequences_is_shown_not_acted_on() -> None:
+    """Was: the reason (anyone with the Variable's edit right writes it) reached the terminal raw."""
+    on = promote_cli("freeze", "on", "--reason", "audit\x1b[2J\x1b[31m now", "--by", "carol\r")
+    try:
+        assert on.returncode == 0, on.stderr[-2000:]
+        shown = promote_cli("freeze")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        for output in (on.stdout, shown.stdout):
+            assert "\x1b" not in output and "\r" not in output, repr(output)
+            assert "audit\\x1b[2J" in output
+    finally:
+        off = promote_cli("freeze", "off", "--by", "carol")
+    assert off.returncode == 0, off.stderr[-2000:]
