@@ -81,7 +81,7 @@ def test_recorded_failures_beside_reconciling_fail_fast(path: Path) -> None:
             )
         )
     assert any(
-        ready == record["expect_message"] and reconciling == ("True") and reason == "ProgressingWithRetry"
+        ready == record["expect_message"] and reconciling == "True" and reason == "ProgressingWithRetry"
         for ready, reconciling, reason, _ in shapes
     ), shapes
     assert not any(stalled for *_, stalled in shapes), shapes
