@@ -749,7 +749,7 @@ def _request(
 # --- small helpers ---------------------------------------------------------------------------------------------
 
 
-def _close(api_client: k8s.ApiClient) -> None:
+def close_client(api_client: k8s.ApiClient) -> None:
     closer: Any = api_client  # ApiClient.close() exists; the stubs do not list it
     closer.close()
 
@@ -850,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 try:
                     install_crds(client)
                 finally:
-                    _close(client)
+                    close_client(client)
             print(f"kube-apiserver {api.url} ready in {api.ready_seconds:.1f}s (logs in {api.workdir / 'logs'})")
             print(f"export KUBECONFIG={api.kubeconfig}")
             for user in users:

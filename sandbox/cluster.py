@@ -36,6 +36,7 @@ from sandbox.apiserver import (
     LocalKubeAPIError,
     TokenUser,
     apply_manifests,
+    close_client,
     die_with_parent,
     free_ports,
     install_crds,
@@ -51,11 +52,6 @@ NODE_NAME = "kwok-node-0"
 FLUX_NAMESPACE = "flux-system"
 COMPONENTS = ("kube", "kwok", "flux", "flux-crds")
 _STOP_GRACE_SECONDS = 10.0
-
-
-def _close(api_client: k8s.ApiClient) -> None:
-    closer: Any = api_client  # ApiClient.close() exists; the stubs do not list it
-    closer.close()
 
 
 class ClusterBinariesUnavailableError(LocalKubeAPIError):
@@ -186,7 +182,7 @@ class RealCluster:
                 step("controllers started")
                 self._wait_until_ready(admin, began)
             finally:
-                _close(admin)
+                close_client(admin)
             step("node Ready, controller-manager serving" + (", Flux ready" if self.with_flux else ""))
         except BaseException:
             self.stop()
