@@ -679,14 +679,6 @@ class Gate(_Model):
         return [w.window() for w in self.windows]
 
 
-class Environment(_Model):
-    name: Annotated[str, Field(pattern=_ENV_NAME)]
-    tracks: Tracking
-    verify: Verification = Verification()
-    health_checks: list[HealthCheck] = []
-    gate: Gate = Gate()
-
-
 class SecretRef(_Model):
     """A secret by reference: an environment variable or a Prefect Secret block, never the value."""
 
@@ -698,6 +690,104 @@ class SecretRef(_Model):
         if (self.env is None) == (self.secret_block is None):
             raise ValueError("set exactly one of env (an environment variable) or secret_block")
         return self
+
+
+class Write(_Model):
+    """How a promotion's change reaches the environment's branch: pushed (the default), or as a pull request
+    that a person or a policy merges (docs/pull-requests.md)."""
+
+    mode: Literal["push", "pull-request"] = "push"
+    provider: Annotated[Literal["gitea"] | None, Field(description="the forge that hosts the repository")] = None
+    api_url: Annotated[
+        str | None,
+        Field(max_length=500, description="the forge's API root; default: from repository.url (https://host/api/v1)"),
+    ] = None
+    base: Annotated[str | None, Field(description="the branch the pull request merges into (the one written)")] = None
+    labels: Annotated[list[ShortText], Field(max_length=20)] = []
+    reviewers: Annotated[list[ShortText], Field(max_length=20)] = []
+    token: SecretRef | None = Field(
+        default=None, description="the forge API token by reference; default: the repository's credentials"
+    )
+    rollback: Annotated[
+        Literal["pull-request", "push"],
+        Field(description="a failed promotion is undone through a pull request too, or pushed at once"),
+    ] = "pull-request"
+    merge_timeout: Annotated[
+        str | float, Field(description="how long a pull request may wait for its merge: 90m, 2d, 1w")
+    ] = "7d"
+    rollback_timeout: Annotated[
+        str | float, Field(description="how long a rollback's pull request may wait for its merge")
+    ] = "1h"
+    branch_prefix: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")] = (
+        "promote"
+    )
+
+    @field_validator("merge_timeout", "rollback_timeout")
+    @classmethod
+    def _duration(cls, value: str | float) -> str | float:
+        try:
+            seconds = parse_duration(value).total_seconds()
+        except WindowError as exc:
+            raise ValueError(str(exc)) from None
+        if not 60 <= seconds <= 30 * 86400:
+            raise ValueError("must be between 1 minute and 30 days")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        if not re.match(r"^https?://[^/@?#\s]+(/[^?#@\s]*)?$", url) or re.search(r"[\x00-\x1f\x7f]", url):
+            raise ValueError(
+                "must be an http(s) URL without user info, query or fragment, such as https://git.example/api/v1"
+            )
+        return url
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, branch: str | None) -> str | None:
+        return None if branch is None else _checked_branch(branch)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Write:
+        if self.mode == "pull-request" and self.provider is None:
+            raise ValueError("mode pull-request needs provider (the forge that hosts the repository: gitea)")
+        if self.mode == "push":
+            extra = [
+                name
+                for name in ("provider", "api_url", "base", "labels", "reviewers", "token")
+                if getattr(self, name) not in (None, [])
+            ]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} only apply with mode: pull-request")
+        if ".." in self.branch_prefix or self.branch_prefix.endswith(("/", ".", ".lock")):
+            raise ValueError("branch_prefix must be a valid start of a branch name (no '..', no trailing '/' or '.')")
+        return self
+
+    def merge_seconds(self) -> float:
+        return parse_duration(self.merge_timeout).total_seconds()
+
+    def rollback_seconds(self) -> float:
+        return parse_duration(self.rollback_timeout).total_seconds()
+
+
+class Environment(_Model):
+    name: Annotated[str, Field(pattern=_ENV_NAME)]
+    tracks: Tracking
+    verify: Verification = Verification()
+    health_checks: list[HealthCheck] = []
+    gate: Gate = Gate()
+    write: Write = Write()
+
+    @property
+    def pull_requests(self) -> bool:
+        return self.write.mode == "pull-request"
+
+    def written_branch(self, repository_branch: str) -> str:
+        """The branch a promotion of this environment writes (a pull request's base)."""
+        tracked = getattr(self.tracks, "branch", None)
+        return tracked if self.tracks.kind == "branch" and isinstance(tracked, str) else repository_branch
 
 
 class Evidence(_Model):
@@ -754,7 +844,32 @@ class Pipeline(_Model):
             raise ValueError(f"environment names must be unique; repeated: {', '.join(duplicates)}")
         self._promotable_shape()
         self._holds_where_they_apply()
+        self._pull_requests_where_they_can()
         return self
+
+    def _pull_requests_where_they_can(self) -> None:
+        """A pull request needs a forge to open it on and a token to open it with, and merges into the branch
+        the environment's promotion writes."""
+        for env in self.environments:
+            write = env.write
+            if write.mode != "pull-request":
+                continue
+            written = env.written_branch(self.repository.branch)
+            if write.base is not None and write.base != written:
+                raise ValueError(
+                    f"environment {env.name}: write.base is {write.base!r}, but its promotions write branch "
+                    f"{written!r}: the pull request must merge into that branch (omit write.base, or fix it)"
+                )
+            if write.token is None and self.repository.credentials is None:
+                raise ValueError(
+                    f"environment {env.name}: write.mode pull-request needs a forge token: set write.token (env: or "
+                    "secret_block:) or repository.credentials"
+                )
+            if write.api_url is None and not re.match(r"^https?://[^/]+/[^/]+/[^/]+?(\.git)?/?$", self.repository.url):
+                raise ValueError(
+                    f"environment {env.name}: the forge API cannot be derived from repository.url (it is not "
+                    "http(s)://host/owner/name): set write.api_url, such as https://git.example/api/v1"
+                )
 
     def warnings(self) -> list[str]:
         """What is valid but unsafe, for ``promote validate`` to say."""

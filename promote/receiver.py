@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from tasks.errors import RefusedError
 from tasks.evidence import PROMOTE_TRAILER
+from tasks.repourls import normalize_repository
 
 Source = Literal["registry", "github", "gitea", "gitlab"]
 SOURCES: tuple[Source, ...] = ("registry", "github", "gitea", "gitlab")
@@ -196,31 +196,6 @@ def _git_push(source: Source, data: dict[str, Any]) -> list[Push]:
 
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def normalize_repository(url: str) -> str | None:
-    """``https://Git.Example/Team/App.git``, ``git@git.example:team/app``, ``ssh://git@git.example/team/app``
-    -> ``git.example/team/app`` (lowercase; user info, port, ``.git`` and slashes dropped; a local path stays
-    as it is, resolved)."""
-    text = url.strip()
-    scp = re.match(r"^[\w.-]+@([\w.-]+):(?!//)(.+)$", text)
-    if scp:
-        host, path = scp.group(1), scp.group(2)
-    else:
-        try:
-            parts = urlsplit(text)
-        except ValueError:
-            return None
-        if not parts.scheme or not parts.hostname:
-            if text.startswith("/"):  # a local path (the sandbox and the tests)
-                return str(Path(text).resolve()).removesuffix(".git").rstrip("/")
-            return None
-        if parts.scheme == "file":
-            return str(Path(parts.path).resolve()).removesuffix(".git").rstrip("/")
-        host, path = parts.hostname, parts.path
-    path = path.strip("/").removesuffix(".git").strip("/")
-    # Forges match owner and name case-insensitively (github.com/Team/App is github.com/team/app).
-    return f"{host}/{path}".lower() if path else None
 
 
 # --- which pipelines ------------------------------------------------------------------------------------------

@@ -88,6 +88,20 @@ class PushRejectedError(GitError):
     """The remote kept moving for every attempt."""
 
 
+class ForeignCommitError(GitError):
+    """A pull request's branch carries a commit this tool did not write: it is never pushed over."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Inside :meth:`GitRepository.proposing`: a write meant for ``base`` is made on base's tip as usual, and
+    pushed to ``head`` (a pull request's branch) instead. ``own_marker`` is in every commit this tool writes."""
+
+    base: str
+    head: str
+    own_marker: str
+
+
 @dataclass(frozen=True)
 class GitAuth:
     """HTTP(S) credentials: a username and a token. ``repr`` hides the token."""
@@ -242,6 +256,7 @@ class GitRepository:
         self._lock_depth = 0
         self._lock_fd: int | None = None
         self._cache_checked = False
+        self._proposal: Proposal | None = None
 
     def __repr__(self) -> str:
         return f"GitRepository({display_url(self.url)!r})"
@@ -655,6 +670,8 @@ class GitRepository:
             if not paths or not self._git("status", "--porcelain", "--", *paths):
                 return CommitResult(commit=self.resolve(branch), changed=False, attempts=attempt)
             self._git("add", "--", *paths)
+            if (proposed := self._proposed_already(branch, tree=self._git("write-tree"))) is not None:
+                return CommitResult(commit=proposed, changed=True, attempts=attempt)
             text = message() if callable(message) else message
             self._git("commit", "--no-verify", f"--message={text}")
             if (pushed := self._push_head(branch, attempt)) is not None:
@@ -672,23 +689,87 @@ class GitRepository:
             self._git("read-tree", "-u", "--reset", target)
             if not self._git("diff", "--cached", "--name-only"):
                 return CommitResult(commit=self._git("rev-parse", "HEAD"), changed=False, attempts=attempt)
+            if (proposed := self._proposed_already(branch, tree=self._git("write-tree"))) is not None:
+                return CommitResult(commit=proposed, changed=True, attempts=attempt)
             self._git("commit", "--no-verify", f"--message={message}")
             if (pushed := self._push_head(branch, attempt)) is not None:
                 return pushed
         raise AssertionError("unreachable")
 
-    def _push_head(self, branch: str, attempt: int) -> CommitResult | None:
-        """Push HEAD to ``branch``: the result, or None when the remote moved and another attempt is left."""
-        head = self._git("rev-parse", "HEAD")
+    # --- pull requests' branches ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def proposing(self, base: str, head: str, own_marker: str) -> Iterator[None]:
+        """Inside the block, writes meant for ``base`` go to branch ``head`` (see :class:`Proposal`): the same
+        edit, commit, retry on a moving remote and re-run check; a re-run whose ``head`` already proposes the
+        same change on base's tip pushes nothing; a ``head`` made on an older tip of ``base`` is made again on
+        the new one (a rebase) when it holds only this tool's commits, and refused otherwise."""
+        validate_ref_name(base)
+        validate_ref_name(head)
+        if head == base:
+            raise GitError(f"a pull request's branch cannot be the branch it merges into ({base})")
+        self._proposal = Proposal(base, head, own_marker)
         try:
-            self._git("push", "origin", f"HEAD:refs/heads/{branch}")
+            yield
+        finally:
+            self._proposal = None
+
+    def _proposed_already(self, branch: str, *, tree: str | None = None, contains: str | None = None) -> str | None:
+        """Inside :meth:`proposing`, for a write to its base: the remote ``head`` when it already proposes this
+        change (made on base's current tip, with ``tree``, containing ``contains``); else None."""
+        proposal = self._proposal
+        if proposal is None or proposal.base != branch:
+            return None
+        head = self._commit_of(f"refs/remotes/origin/{proposal.head}")
+        if head is None or not self.is_ancestor(self.resolve(f"refs/remotes/origin/{branch}"), head):
+            return None
+        if tree is not None and self._git("rev-parse", "--verify", "--end-of-options", f"{head}^{{tree}}") != tree:
+            return None
+        if contains is not None and not self.is_ancestor(contains, head):
+            return None
+        return head
+
+    def _push_target(self, branch: str) -> tuple[str, list[str]]:
+        """Where HEAD goes for a write to ``branch``, with the push options: ``branch`` itself, or a proposal's
+        ``head`` with a lease on what it holds now (never over someone else's commit)."""
+        proposal = self._proposal
+        if proposal is None or proposal.base != branch:
+            return branch, []
+        remote = self._commit_of(f"refs/remotes/origin/{proposal.head}")
+        if remote is not None:
+            # What the pull request's branch has that neither its base nor the new head has: commits that would be
+            # lost by pushing over it. Only this tool's own (an earlier attempt at this change) may go.
+            out = self._git(
+                "log", "--format=%H%x1f%s%x1f%B%x1e", remote, f"^refs/remotes/origin/{branch}", "^HEAD", "--"
+            )
+            foreign = [
+                fields[:2]
+                for record in out.split("\x1e")
+                if len(fields := record.strip("\n").split("\x1f")) == 3 and proposal.own_marker not in fields[2]
+            ]
+            if foreign:
+                listing = ", ".join(f"{sha[:12]} {subject[:60]}" for sha, subject in foreign[:3])
+                raise ForeignCommitError(
+                    f"branch {proposal.head} of {display_url(self.url)} has {len(foreign)} commit(s) this tool did not "
+                    f"write ({listing}); it is not pushed over: bring the pull request up to date with {branch} by "
+                    "hand (or close it and delete the branch), then run the promotion again"
+                )
+        return proposal.head, [f"--force-with-lease=refs/heads/{proposal.head}:{remote or ''}"]
+
+    def _push_head(self, branch: str, attempt: int) -> CommitResult | None:
+        """Push HEAD to ``branch`` (or, proposing, to the pull request's branch): the result, or None when the
+        remote moved and another attempt is left."""
+        head = self._git("rev-parse", "HEAD")
+        target, options = self._push_target(branch)
+        try:
+            self._git("push", *options, "origin", f"HEAD:refs/heads/{target}")
             return CommitResult(commit=head, changed=True, attempts=attempt)
         except GitError as exc:
             if not _is_rejection(exc):
                 raise
             if attempt == self.push_attempts:
                 raise PushRejectedError(
-                    f"gave up pushing to {branch} of {display_url(self.url)} after {attempt} attempts: "
+                    f"gave up pushing to {target} of {display_url(self.url)} after {attempt} attempts: "
                     "the branch kept moving"
                 ) from None
         _backoff(attempt)
@@ -729,6 +810,8 @@ class GitRepository:
             target_tip = self._git("rev-parse", "HEAD")
             if self.is_ancestor(source_tip, target_tip) and not undo:
                 return CommitResult(commit=target_tip, changed=False, attempts=attempt)
+            if (proposed := self._proposed_already(target, contains=source_tip)) is not None and not undo:
+                return CommitResult(commit=proposed, changed=True, attempts=attempt)
             only_target = [
                 entry
                 for entry in self.log(source_tip, target_tip, merges=False)

@@ -174,6 +174,18 @@ class Strategy(ABC):
     def rollback_plan(self, conn: Connections, env: Environment, to_version: str | None) -> RollbackPlan:
         """The rollback flow's target: ``to_version`` or what ``env`` ran before its last promotion."""
 
+    @abstractmethod
+    def holds(self, conn: Connections, env: Environment, candidate: Candidate, commit: str) -> bool:
+        """Whether ``commit`` (of the environment's branch) carries ``candidate``'s write: after a pull request
+        merged, whatever the forge made of it (a merge, a squash, a rebase)."""
+
+    def merged(
+        self, conn: Connections, env: Environment, candidate: Candidate, proposed: Applied | None, tip: str
+    ) -> Applied:
+        """The write once its pull request merged, ``tip`` being the base's commit that holds it: what the
+        GitOps controller syncs, so the revision to verify (a tag's Application names its own revision)."""
+        return Applied(commit=tip, changed=True, revision=tip)
+
     def verified_key(self, candidate: Candidate, applied: Applied) -> tuple[str, str]:
         """(key, commit) of the ``verified`` record a promotion leaves for the environment after it: the value
         it now runs, on the commit the evidence hangs on."""

@@ -166,6 +166,9 @@ class BranchStrategy(Strategy):
         candidate = Candidate(env.name, self.kind, source, before, source, anchor, None, source)
         return RollbackPlan(source, f"the tree before {merge[:12]}", candidate, Applied(merge, True, merge))
 
+    def holds(self, conn: Connections, env: Environment, candidate: Candidate, commit: str) -> bool:
+        return conn.repo.is_ancestor(candidate.value, commit)
+
     def verified_key(self, candidate: Candidate, applied: Applied) -> tuple[str, str]:
         # The next environment merges from this one's branch: what it verified is the merge commit.
         return applied.revision, applied.revision

@@ -103,6 +103,9 @@ class CopiedValueStrategy(Strategy):
     def values(self, conn: Connections, env: Environment, value: str, revision: str) -> dict[str, str]:
         return verification_values(value, revision)
 
+    def holds(self, conn: Connections, env: Environment, candidate: Candidate, commit: str) -> bool:
+        return self.read_at(conn, env, commit) == candidate.value
+
     def expects_image(self) -> bool:
         return True
 

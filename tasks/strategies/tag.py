@@ -162,6 +162,15 @@ class TagStrategy(Strategy):
         revision = candidate.release_commit or conn.repo.resolve(candidate.value)
         return Applied(written.commit, written.changed, revision)
 
+    def holds(self, conn: Connections, env: Environment, candidate: Candidate, commit: str) -> bool:
+        return files.read(conn.repo, commit, application_edit(env)) == candidate.value
+
+    def merged(
+        self, conn: Connections, env: Environment, candidate: Candidate, proposed: Applied | None, tip: str
+    ) -> Applied:
+        revision = candidate.release_commit or conn.repo.resolve(candidate.value)
+        return Applied(commit=tip, changed=True, revision=revision)
+
     def _point(self, conn: Connections, env: Environment, value: str) -> CommitResult:
         pipeline = conn.pipeline
         return files.point(

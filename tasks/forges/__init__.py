@@ -1,0 +1,60 @@
+"""The forges a promotion opens pull requests on: one client module per provider behind :func:`forge_for`, the
+only switch on ``write.provider`` in the product. tasks/forges/base.py holds the interface they share."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from pipeline.model import Environment, Pipeline
+from tasks.credentials import read_secret
+from tasks.forges.base import Forge, ForgeError
+
+__all__ = ["forge_for", "forge_location", "token_hint"]
+
+
+def forge_location(repository_url: str, api_url: str | None) -> tuple[str, str]:
+    """(the API root, owner/name) of the repository at ``repository_url``; the API root is ``api_url`` when
+    given, else ``scheme://host[:port]/api/v1`` (Gitea's, at the root of its host)."""
+    parts = urlsplit(repository_url)
+    match = re.match(r"^/+(?P<owner>[^/]+)/(?P<name>[^/]+?)(?:\.git)?/*$", parts.path)
+    if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
+        raise ForgeError(
+            "the forge repository is read from repository.url, which must be http(s)://host/owner/name for pull "
+            "requests"
+        )
+    root = api_url or f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/api/v1"
+    return root.rstrip("/"), f"{match['owner']}/{match['name']}"
+
+
+def token_hint(pipeline: Pipeline, env: Environment) -> str:
+    """Where the forge token comes from, for messages: the reference, never the value."""
+    ref = env.write.token
+    if ref is not None:
+        return f"environment variable {ref.env}" if ref.env else f"Prefect Secret block {ref.secret_block!r}"
+    credentials = pipeline.repository.credentials
+    assert credentials is not None  # the model requires one of the two for pull requests
+    if credentials.token_env is not None:
+        return f"environment variable {credentials.token_env} (repository.credentials)"
+    return f"Prefect Secret block {credentials.secret_block!r} (repository.credentials)"
+
+
+def forge_for(pipeline: Pipeline, env: Environment, *, timeout: float = 30.0) -> Forge:
+    """The client of the forge ``env``'s pull requests go to, with its token."""
+    write = env.write
+    if write.provider is None:
+        raise ForgeError(f"environment {env.name} opens no pull requests (write.mode is {write.mode})")
+    ref = write.token
+    if ref is not None:
+        token = read_secret(ref.env, ref.secret_block, "forge token")
+    else:
+        credentials = pipeline.repository.credentials
+        assert credentials is not None  # the model requires one of the two for pull requests
+        token = read_secret(credentials.token_env, credentials.secret_block, "token")
+    api_url, repository = forge_location(pipeline.repository.url, write.api_url)
+    hint = token_hint(pipeline, env)
+    if write.provider == "gitea":
+        from tasks.forges.gitea import GiteaForge
+
+        return GiteaForge(api_url, repository, token.strip(), token_hint=hint, timeout=timeout)
+    raise ForgeError(f"unknown forge {write.provider!r}")  # pragma: no cover - the model allows only these

@@ -1,0 +1,109 @@
+"""What every forge client answers, and the values that travel between a client and the promotion.
+
+A forge is where the GitOps repository lives and its pull requests are decided (Gitea today; GitHub and GitLab
+add one module each). The promotion needs six things from it, nothing more:
+
+* :meth:`Forge.find_pull_request` / :meth:`Forge.pull_request`: the promotion's pull request, by its head
+  branch or its number, with its state (open, merged, closed) and, once merged, the commit it left on the base;
+* :meth:`Forge.open_pull_request`: open one, with labels and reviewers;
+* :meth:`Forge.set_commit_status`: pending / success / failure on a commit, with a link to the run;
+* :meth:`Forge.comment`: a comment on the pull request (the verification's outcome).
+
+Every call ends within the client's overall deadline. Tokens come by reference and appear in no message: errors
+name the forge, the repository, the HTTP status and the variable that holds the token.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from tasks.errors import PromoteError, RefusedError, TransientError
+
+PullRequestState = Literal["open", "merged", "closed"]
+CommitState = Literal["pending", "success", "failure", "error"]
+
+# What a commit status says at most (forges cut or refuse longer ones: GitHub at 140 characters).
+STATUS_DESCRIPTION_LIMIT = 140
+STATUS_CONTEXT = "gitops-promote"
+
+
+class ForgeError(PromoteError, RuntimeError):
+    """The forge refused or could not answer; the message names the forge, the repository and the fix."""
+
+
+class ForgeAuthError(ForgeError, RefusedError):
+    """The forge refused the token (401/403): retrying with the same token cannot help."""
+
+
+class ForgeRefusedError(ForgeError, RefusedError):
+    """The forge refused the request as asked (404, 409, 422): retrying cannot help."""
+
+
+class TransientForgeError(ForgeError, TransientError):
+    """The forge was unavailable or throttling for every attempt; a later try may succeed."""
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """One pull request as the forge reports it now."""
+
+    number: int
+    url: str  # the web page, for people
+    state: PullRequestState
+    head: str  # the head branch
+    head_sha: str
+    base: str
+    title: str = ""
+    merge_commit: str | None = None  # set once merged: the commit the merge left on the base (merge, squash, rebase)
+    merged_by: str = ""
+    closed_by: str = ""
+
+    def short(self) -> str:
+        return f"pull request #{self.number}"
+
+
+class Forge(ABC):
+    """One repository on one forge, with a token; every method is one bounded exchange (or a few)."""
+
+    provider: str  # "gitea", "github", "gitlab": for messages
+    repository: str  # owner/name, for messages
+
+    @abstractmethod
+    def find_pull_request(self, head: str, base: str) -> PullRequest | None:
+        """The pull request from ``head`` into ``base`` that is open, or else the newest merged one; None if
+        there is neither (a closed, unmerged one is an earlier decision: a new promotion opens a new one)."""
+
+    @abstractmethod
+    def pull_request(self, number: int) -> PullRequest:
+        """Pull request ``number`` as it is now."""
+
+    @abstractmethod
+    def open_pull_request(
+        self,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        *,
+        labels: Sequence[str] = (),
+        reviewers: Sequence[str] = (),
+    ) -> PullRequest:
+        """Open a pull request from ``head`` into ``base``. Labels that do not exist on the forge are named in
+        the error (nothing is created behind the user's back)."""
+
+    @abstractmethod
+    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
+        """Post a commit status under the context ``gitops-promote`` (a later one replaces it)."""
+
+    @abstractmethod
+    def comment(self, number: int, body: str) -> None:
+        """Add a comment to pull request ``number``."""
+
+
+def status_description(text: str) -> str:
+    """``text`` cut to what every forge takes as a status description, on one line."""
+    line = " ".join(text.split())
+    return line if len(line) <= STATUS_DESCRIPTION_LIMIT else line[: STATUS_DESCRIPTION_LIMIT - 3] + "..."

@@ -1,0 +1,247 @@
+"""Gitea's REST API (``/api/v1``), as much of it as a promotion needs (tasks/forges/base.py says what).
+
+Endpoints, from Gitea's own API description (templates/swagger/v1_json.tmpl of code.gitea.io/gitea v1.26.0):
+``GET/POST /repos/{owner}/{repo}/pulls`` (the list filters by ``state`` and ``base_branch``, not by head, so
+the head is matched here), ``GET /repos/{owner}/{repo}/pulls/{index}``, ``GET /repos/{owner}/{repo}/labels``,
+``POST /repos/{owner}/{repo}/statuses/{sha}``, ``POST /repos/{owner}/{repo}/issues/{index}/comments``.
+Authentication is ``Authorization: token <token>``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from tasks import httpbounds
+from tasks.forges.base import (
+    CommitState,
+    Forge,
+    ForgeAuthError,
+    ForgeError,
+    ForgeRefusedError,
+    PullRequest,
+    PullRequestState,
+    TransientForgeError,
+    status_description,
+)
+
+_MAX_BYTES = 4 << 20  # a page of 50 pull requests with long bodies is well under this
+_PAGE = 50
+_PAGES = 4  # closed pull requests looked through for a merged one: the newest 200
+_ATTEMPTS = 5
+
+
+class GiteaForge(Forge):
+    provider = "gitea"
+
+    def __init__(
+        self,
+        api_url: str,
+        repository: str,
+        token: str,
+        *,
+        token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
+        timeout: float = 30.0,
+    ) -> None:
+        """``api_url``: ``https://host[/prefix]/api/v1``; ``repository``: ``owner/name``; ``token_hint`` names
+        where the token comes from, for messages (never the token)."""
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ForgeError(f"the Gitea API URL must be http(s)://host/api/v1, not {httpbounds.shown_url(api_url)}")
+        if parts.scheme == "http" and not httpbounds.is_loopback(parts.hostname):
+            raise ForgeError(
+                f"refusing to send the Gitea token over plain http to {parts.hostname[:80]}: use https "
+                "(plain http is allowed to loopback only)"
+            )
+        if httpbounds.has_control_chars(token):
+            raise ForgeAuthError(f"{token_hint} holds a line break or another control character; fix the token")
+        owner, _, name = repository.partition("/")
+        if not owner or not name or "/" in name:
+            raise ForgeError(f"a Gitea repository is owner/name, not {repository[:100]!r}")
+        self.api_url = api_url.rstrip("/")
+        self.repository = repository
+        self._path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        self._token = token
+        self._hint = token_hint
+        self._timeout = timeout
+
+    # --- the exchange ---------------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        not_yet: bool = False,
+    ) -> Any:
+        """One request (retried on 5xx, 429 and network errors) within the overall deadline; the JSON answer.
+        ``not_yet``: a 404 may mean "not seen yet" and is asked again too (Gitea takes a push into its branch
+        table asynchronously: a pull request opened right after its branch was pushed is refused for about 1 s)."""
+        deadline = httpbounds.Deadline(self._timeout)
+        headers = {"Authorization": f"token {self._token}", "Accept": "application/json"}
+        url = f"{self.api_url}{self._path}{path}"
+        last = ""
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with httpbounds.client(timeout=self._timeout, headers=headers) as http:
+                    response = httpbounds.request(http, method, url, deadline=deadline, max_bytes=_MAX_BYTES, json=json)
+            except httpbounds.BoundsError as exc:
+                raise TransientForgeError(f"Gitea ({self.repository}): {what}: {exc}") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                last = type(exc).__name__
+            else:
+                if response.status_code in ok:
+                    try:
+                        return response.json() if response.content else None
+                    except ValueError:
+                        raise ForgeError(
+                            f"Gitea ({self.repository}): {what}: the answer is not JSON; is {self._shown()} the "
+                            "API (it ends in /api/v1)?"
+                        ) from None
+                retry = response.status_code >= 500 or response.status_code == 429
+                if not retry and not (not_yet and response.status_code == 404 and attempt < _ATTEMPTS):
+                    self._refuse(response, what)
+                last = f"HTTP {response.status_code}"
+            pause = min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
+            if attempt == _ATTEMPTS or pause >= deadline.remaining():
+                break
+            time.sleep(pause)
+        raise TransientForgeError(f"Gitea ({self.repository}) at {self._shown()}: {what}: {last}, every attempt")
+
+    def _refuse(self, response: httpbounds.Response, what: str) -> None:
+        status = response.status_code
+        if status in (401, 403):
+            raise ForgeAuthError(
+                f"Gitea refused the token (HTTP {status}) for {self.repository}: {what}; check {self._hint} (it "
+                "needs the repository scope: write for pull requests and statuses)"
+            )
+        message = ""
+        try:
+            body = response.json()
+            if isinstance(body, dict):
+                message = str(body.get("message") or "")
+        except ValueError:
+            pass
+        detail = httpbounds.scrub(message, [self._token], 200)
+        if status == 404:
+            raise ForgeRefusedError(
+                f"Gitea ({self.repository}): {what}: not found (HTTP 404); check the repository URL, and that "
+                f"{self._hint} may see the repository" + (f" ({detail})" if detail else "")
+            )
+        raise ForgeRefusedError(f"Gitea ({self.repository}): {what}: HTTP {status}" + (f": {detail}" if detail else ""))
+
+    def _shown(self) -> str:
+        return httpbounds.shown_url(self.api_url)
+
+    # --- pull requests -----------------------------------------------------------------------------------------
+
+    def _pull(self, data: Any) -> PullRequest:
+        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+            raise ForgeError(f"Gitea ({self.repository}): a pull request without a number in the answer")
+        head, base = data.get("head") or {}, data.get("base") or {}
+        merged = bool(data.get("merged"))
+        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
+        merged_by = data.get("merged_by") or {}
+        return PullRequest(
+            number=data["number"],
+            url=str(data.get("html_url") or "")[:500],
+            state=state,
+            head=str(head.get("ref") or "")[:255],
+            head_sha=str(head.get("sha") or "")[:64],
+            base=str(base.get("ref") or "")[:255],
+            title=str(data.get("title") or "")[:300],
+            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
+            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
+        )
+
+    def _list(self, state: str, base: str, page: int, sort: str) -> list[PullRequest]:
+        query = f"?state={state}&base_branch={quote(base, safe='')}&sort={sort}&page={page}&limit={_PAGE}"
+        data = self._call("GET", f"/pulls{query}", f"listing {state} pull requests into {base}")
+        if not isinstance(data, list):
+            raise ForgeError(f"Gitea ({self.repository}): the pull request list is not a list")
+        return [self._pull(item) for item in data]
+
+    def find_pull_request(self, head: str, base: str) -> PullRequest | None:
+        for page in range(1, _PAGES + 1):
+            found = self._list("open", base, page, "recentupdate")
+            match = next((pr for pr in found if pr.head == head), None)
+            if match is not None:
+                return match
+            if len(found) < _PAGE:
+                break
+        for page in range(1, _PAGES + 1):
+            found = self._list("closed", base, page, "recentclose")
+            match = next((pr for pr in found if pr.head == head and pr.state == "merged"), None)
+            if match is not None:
+                return match
+            if len(found) < _PAGE:
+                break
+        return None
+
+    def pull_request(self, number: int) -> PullRequest:
+        return self._pull(self._call("GET", f"/pulls/{int(number)}", f"reading pull request #{number}"))
+
+    def _label_ids(self, names: Sequence[str]) -> list[int]:
+        if not names:
+            return []
+        known: dict[str, int] = {}
+        for page in range(1, 11):
+            data = self._call("GET", f"/labels?page={page}&limit={_PAGE}", "listing the repository's labels")
+            items = data if isinstance(data, list) else []
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("id"), int):
+                    known[str(item.get("name"))] = item["id"]
+            if len(items) < _PAGE:
+                break
+        missing = [name for name in names if name not in known]
+        if missing:
+            raise ForgeRefusedError(
+                f"Gitea ({self.repository}) has no label {', '.join(repr(m[:50]) for m in missing[:5])}: create it "
+                "in the repository's labels, or remove it from write.labels"
+            )
+        return [known[name] for name in names]
+
+    def open_pull_request(
+        self,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        *,
+        labels: Sequence[str] = (),
+        reviewers: Sequence[str] = (),
+    ) -> PullRequest:
+        payload: dict[str, Any] = {"head": head, "base": base, "title": title, "body": body}
+        if labels:
+            payload["labels"] = self._label_ids(labels)
+        if reviewers:
+            payload["reviewers"] = list(reviewers)
+        data = self._call(
+            "POST", "/pulls", f"opening a pull request from {head} into {base}", json=payload, ok=(201,), not_yet=True
+        )
+        return self._pull(data)
+
+    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
+        payload: dict[str, Any] = {
+            "state": state,
+            "context": "gitops-promote",
+            "description": status_description(description),
+        }
+        if target_url:
+            payload["target_url"] = target_url
+        self._call(
+            "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
+        )
+
+    def comment(self, number: int, body: str) -> None:
+        self._call(
+            "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
+        )
