@@ -13,6 +13,14 @@ from prefect import get_run_logger
 from flows import events
 from flows.common import crash_point, environment_lock, pipeline_path, record, run_record, tell
 from flows.holds import check_holds
+from flows.pullrequest import (
+    pinned_pull_request,
+    report_outcome,
+    report_pending,
+    roll_back_through_pull_request,
+    through_pull_request,
+    with_pinned_previous,
+)
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence
@@ -25,6 +33,7 @@ from tasks.approval import (
     wait_for_approval,
 )
 from tasks.connections import Connections, connect
+from tasks.forges.base import PullRequest
 from tasks.health import CheckResult
 from tasks.locks import EnvironmentLock
 from tasks.steps import (
@@ -68,9 +77,10 @@ def promote(
         report.strategy = env.tracks.kind
         pinned = pinned_candidate(env.name)  # set when this run was suspended at the gate: promote exactly that
         if pinned is not None:
-            log.info(f"resumed after the approval gate: promoting {pinned}, the version that was up for approval")
+            log.info(f"resumed after a suspension: promoting {pinned}, the version it was suspended for")
+        pull = pinned_pull_request(env.name) if env.pull_requests else None  # its pull request, once opened
         try:
-            cand = choose_candidate(conn, env, pinned or requested, fetch=True)
+            cand = with_pinned_previous(choose_candidate(conn, env, pinned or requested, fetch=True), pull)
         except NothingToPromoteError as nothing:
             log.info(str(nothing))
             report.nothing_to_do = str(nothing)
@@ -90,19 +100,43 @@ def promote(
         # lock), and again inside the lock, right before the write: waiting for the lock or an approval can
         # take hours, and a freeze may have begun meanwhile. Inside the lock a hold never waits (a rollback
         # must not queue behind a frozen promotion): it fails, and a re-run reuses the recorded approval.
-        check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by)
+        # A pull request already opened was let through the holds when it was opened; once merged, what it
+        # changed must be verified whatever began since.
+        if pull is None:
+            check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by)
         with environment_lock(conn, env) as lock:
             _gate(conn, env, cand, lock, report, resumed=pinned is not None)
-            check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by, may_wait=False)
-            if cand.tag is not None:
-                tag_release(conn, cand.tag)
-                crash_point("after-tag-push")
-            applied = apply_promotion(conn, env, cand)
+
+            def before_write() -> None:
+                check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by, may_wait=False)
+
+            pr: PullRequest | None = None
+            if env.pull_requests:
+                applied, pr = through_pull_request(
+                    conn, env, cand, lock, report, pinned=pull, before_write=before_write
+                )
+            else:
+                before_write()
+                if cand.tag is not None:
+                    tag_release(conn, cand.tag)
+                    crash_point("after-tag-push")
+                applied = apply_promotion(conn, env, cand)
             crash_point("after-write-back")
             report.write_back = applied.commit
-            verification, checks = _verify_or_roll_back(conn, env, cand, applied, report)
+            if pr is not None:
+                report_pending(conn, env, applied.commit)
+            try:
+                verification, checks = _verify_or_roll_back(conn, env, cand, applied, report)
+            except Exception as failure:
+                if pr is not None:
+                    report_outcome(conn, env, pr, applied.commit, ok=False, text=str(failure))
+                raise
+            if pr is not None:
+                report_outcome(conn, env, pr, applied.commit, ok=True, text=verification.summary())
             details = {"rc": cand.record_tag, "from": cand.previous, "revision": applied.revision}
             details["verification"] = verification.summary()
+            if pr is not None:
+                details |= {"pull_request": f"#{pr.number} {pr.url}", "merged_by": pr.merged_by or "unknown"}
             record(conn, "promoted", env.name, cand.value, cand.anchor, by=requested_by, details=details)
             if pipeline.downstream_of(env) is not None:  # a chain: the next environment takes it from here
                 key, commit = strategy_for(env).verified_key(cand, applied)
@@ -227,7 +261,10 @@ def _verify_or_roll_back(
             raise
         get_run_logger().error(f"{env.name} failed at {cand.label}: {failure}. ROLLING BACK to {cand.previous}")
         try:
-            back, back_values = roll_back_promotion(conn, env, cand, applied)
+            if env.pull_requests and env.write.rollback == "pull-request":
+                back, back_values = roll_back_through_pull_request(conn, env, cand, applied, str(failure))
+            else:
+                back, back_values = roll_back_promotion(conn, env, cand, applied)
             report.rollback_verification = verify(conn, env, back.revision, back_values).summary()
             report.rolled_back_to = cand.previous
             record(conn, "rolled-back", env.name, cand.value, cand.anchor, details={"to": cand.previous})

@@ -45,6 +45,8 @@ class PromotionReport(BaseModel):
     rolled_back_to: str | None = None
     rollback_verification: str | None = None
     rollback_failure: str | None = None
+    pull_request: str | None = None  # write.mode pull-request: the pull request's page
+    merged_by: str | None = None
     diff: str = ""
 
     def __getitem__(self, name: str) -> Any:

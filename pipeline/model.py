@@ -854,6 +854,11 @@ class Pipeline(_Model):
             write = env.write
             if write.mode != "pull-request":
                 continue
+            if env is self.entry and len(self.environments) > 1:
+                raise ValueError(
+                    f"environment {env.name}: it is where promote-rc cuts release candidates, which it writes by "
+                    "push; pull requests are for the environments promoted after it (set write.mode there)"
+                )
             written = env.written_branch(self.repository.branch)
             if write.base is not None and write.base != written:
                 raise ValueError(

@@ -172,7 +172,7 @@ class Gitea:
         return env
 
     def _cli(self, binary: Path, *args: str) -> str:
-        done = subprocess.run(  # noqa: S603 - our own binary, fixed arguments
+        done = subprocess.run(
             [str(binary), "--config", str(self.config), "--work-path", str(self.workdir), *args],
             capture_output=True,
             text=True,
@@ -196,7 +196,7 @@ class Gitea:
         self._progress(f"starting Gitea on {self.url}")
         began = time.monotonic()
         self._log_handle = self.log.open("ab")
-        self._proc = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
+        self._proc = subprocess.Popen(
             [str(binary), "web", "--config", str(self.config), "--work-path", str(self.workdir)],
             stdin=subprocess.DEVNULL,
             stdout=self._log_handle,
@@ -223,19 +223,23 @@ class Gitea:
                 f"{ADMIN}@localhost",
                 "--must-change-password=false",
             )
-            self.token = self._cli(
-                binary,
-                "admin",
-                "user",
-                "generate-access-token",
-                "--username",
-                ADMIN,
-                "--token-name",
-                "promote-tests",
-                "--scopes",
-                "all",
-                "--raw",
-            ).strip().splitlines()[-1]  # as root, Gitea warns on stdout first
+            self.token = (
+                self._cli(
+                    binary,
+                    "admin",
+                    "user",
+                    "generate-access-token",
+                    "--username",
+                    ADMIN,
+                    "--token-name",
+                    "promote-tests",
+                    "--scopes",
+                    "all",
+                    "--raw",
+                )
+                .strip()
+                .splitlines()[-1]
+            )  # as root, Gitea warns on stdout first
         except BaseException:
             self.stop()
             raise
@@ -257,7 +261,9 @@ class Gitea:
             except httpx.HTTPError:
                 pass
             if (why := patience.check()) is not None:
-                raise GiteaUnavailableError(f"Gitea did not come up: {why}; its log ({self.log}):\n{log_tail(self.log)}")
+                raise GiteaUnavailableError(
+                    f"Gitea did not come up: {why}; its log ({self.log}):\n{log_tail(self.log)}"
+                )
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -296,6 +302,10 @@ class Gitea:
         """An empty repository of the admin's; its clone URL (http, token by the credential helper)."""
         self.api("POST", "/user/repos", {"name": name, "private": False, "auto_init": False, "default_branch": "main"})
         return f"{self.url}/{owner}/{name}.git"
+
+    def repository_path(self, name: str, *, owner: str = ADMIN) -> Path:
+        """Where Gitea keeps the repository on disk (a bare repository: the simulated controllers read it)."""
+        return self.workdir / "repositories" / owner.lower() / f"{name.lower()}.git"
 
     def push_url(self, clone_url: str) -> str:
         """``clone_url`` with the admin's credentials, for a test's own ``git push`` (never the tool's)."""

@@ -19,10 +19,13 @@ from typing import Literal
 from kubernetes import client
 
 from sandbox.agent import GitOpsAgent, SimDeployment, SimEnvironment, create_objects
+from sandbox.gitea import ADMIN as GITEA_ADMIN
+from sandbox.gitea import Gitea
 from sandbox.healthapp import serve_health
 
 Strategy = Literal["tag", "branch", "overlay", "image-policy", "helm", "chain"]
 STRATEGIES: tuple[Strategy, ...] = ("tag", "branch", "overlay", "image-policy", "helm", "chain")
+FORGE_TOKEN_ENV = "PROMOTE_SANDBOX_FORGE_TOKEN"  # noqa: S105 - the variable's name: apps on a forge read the token there
 CHAIN: tuple[str, ...] = ("dev", "qa", "staging", "production")  # the "chain" strategy: tags through four
 EXAMPLE_CHART = Path(__file__).resolve().parent.parent / "deployments" / "examples" / "helm" / "charts" / "shop"
 
@@ -241,6 +244,8 @@ class SandboxWorld:
         delay_seconds: float = 0.2,
         verify_timeout: float = 120,
         health_checks: bool = True,
+        forge: Gitea | None = None,
+        pull_requests: tuple[str, ...] = ("production",),
     ) -> SandboxApp:
         """An application promoted by ``strategy``: release tags (Argo CD), a staging -> main branch merge
         (Flux), Kustomize overlays on main (Argo CD), or an image policy over ``registry_url`` (Flux)."""
@@ -248,10 +253,19 @@ class SandboxWorld:
             raise ValueError("an image-policy app needs the world's registry_url (a registry with its tags)")
         base = self.root / name
         base.mkdir(parents=True)
-        origin = base / "origin.git"
-        git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
         work = base / "work"
-        git(base, "clone", "--quiet", str(origin), str(work))
+        if forge is None:
+            origin = base / "origin.git"
+            git(base, "init", "--quiet", "--bare", "--initial-branch=main", str(origin))
+            url = str(origin)
+            git(base, "clone", "--quiet", str(origin), str(work))
+        else:
+            # On the forge: the tool clones and pushes over HTTP with its token; the simulated controllers read
+            # Gitea's own bare repository on disk, as they read a local origin.
+            url = forge.create_repository(name)
+            origin = forge.repository_path(name)
+            git(base, "init", "--quiet", "--initial-branch=main", str(work))
+            git(work, "remote", "add", "origin", forge.push_url(url))
         git(work, "checkout", "--quiet", "-B", "main")
         names = CHAIN if strategy == "chain" else ("staging", "production")
         files = _files(name) if strategy in ("tag", "overlay") else {}
@@ -285,7 +299,17 @@ class SandboxWorld:
         create_objects(self.api, envs, initial_image=f"registry.sandbox.local/{name}:1.0.0")
         pipeline = base / f"{name}.yaml"
         pipeline.write_text(
-            self._pipeline(name, origin, strategy, approval, approval_timeout, verify_timeout, health_checks, names)
+            self._pipeline(
+                name,
+                url,
+                strategy,
+                approval,
+                approval_timeout,
+                verify_timeout,
+                health_checks,
+                names,
+                pull_requests=pull_requests if forge is not None else (),
+            )
         )
         app = SandboxApp(name=name, origin=origin, workdir=work, pipeline_file=pipeline, envs=envs, strategy=strategy)
         self.apps.append(app)
@@ -324,13 +348,15 @@ class SandboxWorld:
     def _pipeline(
         self,
         name: str,
-        origin: Path,
+        origin: Path | str,
         strategy: Strategy,
         approval: bool,
         approval_timeout: float,
         verify_timeout: float,
         checks: bool,
         names: tuple[str, ...] = ("staging", "production"),
+        *,
+        pull_requests: tuple[str, ...] = (),
     ) -> str:
         def tracks(env: str) -> str:
             if strategy == "helm":
@@ -402,6 +428,14 @@ class SandboxWorld:
         kind: argocd
         name: {name}-{env}
         namespace: argocd"""
+            write = (
+                """
+    write:
+      mode: pull-request
+      provider: gitea"""
+                if env in pull_requests
+                else ""
+            )
             image = "registry.sandbox.local/" + name + ":{version}" if strategy in ("tag", "chain") else None
             expect = f'\n          expect_image: "{image}"' if image else ""
             return f"""
@@ -416,14 +450,22 @@ class SandboxWorld:
           namespace: {name}-{env}
           container: {name}{expect}
       timeout_seconds: {verify_timeout}
-      health_grace_seconds: 0.5{health}{gate}"""
+      health_grace_seconds: 0.5{health}{gate}{write}"""
 
+        credentials = (
+            f"""
+  credentials:
+    token_env: {FORGE_TOKEN_ENV}
+    username: {GITEA_ADMIN}"""
+            if pull_requests
+            else ""
+        )
         return f"""\
 # Sandbox pipeline (generated): {name} promoted by {strategy}, verified against the local API server.
 name: {name}
 repository:
   url: {origin}
-  branch: main
+  branch: main{credentials}
 versioning:
   tag_prefix: v
   bump: patch

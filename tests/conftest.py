@@ -35,6 +35,7 @@ from sandbox.apiserver import (
     install_crds,
 )
 from sandbox.cluster import ClusterBinaries, ClusterBinariesUnavailableError, RealCluster
+from sandbox.gitea import Gitea
 from sandbox.prefect_server import PrefectServer, free_port
 from sandbox.world import SandboxWorld
 from tasks import informer
@@ -68,7 +69,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     failure of each test that needs it.
     """
     uses = {name for item in session.items for name in getattr(item, "fixturenames", ())}
-    if session.config.option.collectonly or not uses & {"kube_api", "prefect_api", "real_cluster"}:
+    if session.config.option.collectonly or not uses & {"kube_api", "prefect_api", "real_cluster", "gitea"}:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     servers: dict[str, object] = {}
@@ -93,6 +94,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             starts.append(threading.Thread(target=_start_real_cluster, args=(servers, cluster_binaries, say)))
         if "prefect_api" in uses:
             starts.append(threading.Thread(target=_start_prefect, args=(servers, say)))
+        if "gitea" in uses:
+            starts.append(threading.Thread(target=_start_gitea, args=(servers, say)))
         for thread in starts:
             thread.start()
         for thread in starts:
@@ -159,6 +162,16 @@ def _start_prefect(servers: dict[str, object], say: Callable[[str], None]) -> No
     servers["prefect_api"] = server
 
 
+def _start_gitea(servers: dict[str, object], say: Callable[[str], None]) -> None:
+    forge = Gitea(Path(tempfile.mkdtemp(prefix="promote-tests-gitea-")), progress=lambda line: say(f"gitea: {line}"))
+    try:
+        forge.start()  # builds Gitea first when this machine has not (minutes, once; progress on stderr)
+    except Exception as exc:  # reported by the fixture, test by test
+        servers["gitea"] = f"the pull-request tests need a real Gitea: {exc}"
+        return
+    servers["gitea"] = forge
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if "prefect" in sys.modules:  # flush what tests logged and emitted while the server is still up
         from prefect.events.worker import EventsWorker
@@ -168,7 +181,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             APILogWorker.drain_all(timeout=30)
             EventsWorker.drain_all(timeout=30)
     for server in session.config.stash.get(_SERVERS, {}).values():
-        if isinstance(server, LocalKubeAPI | PrefectServer | RealCluster):
+        if isinstance(server, LocalKubeAPI | PrefectServer | RealCluster | Gitea):
             server.stop()
 
 
@@ -237,6 +250,14 @@ def prefect_api(pytestconfig: pytest.Config) -> str:
     server: PrefectServer = _started(pytestconfig, "prefect_api")
     assert os.environ["PREFECT_API_URL"] == server.api_url
     return server.api_url
+
+
+@pytest.fixture(scope="session")
+def gitea(pytestconfig: pytest.Config) -> Gitea:
+    """A real Gitea for the session (sandbox/gitea.py), with an admin user and its token; tests make their own
+    repositories in it."""
+    forge: Gitea = _started(pytestconfig, "gitea")
+    return forge
 
 
 @pytest.fixture

@@ -1,0 +1,250 @@
+"""A promotion through a pull request: open it (once), wait for its merge without holding a worker, and hand
+the merged write to the verification. The Git and forge work is in tasks/proposals.py; this module adds the
+Prefect parts: the pin that survives a suspension, the suspension itself, the commit status and the comment.
+
+A run from a deployment suspends while the pull request is open (the worker is free) and is resumed by
+``promote receive`` when the forge says it merged or closed, or by the pull-request sweeper that asks the forge
+(flows/pullrequest_sweeper.py). A resumed run re-runs from the top, finds its pin, and asks the forge itself:
+a resume is only a nudge, never trusted as the outcome. A run that cannot be suspended (started in-process, or
+nested in a nightly) waits in its process, asking the forge every few seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.runtime import flow_run
+
+from flows.common import crash_point, tell
+from flows.report import PromotionReport
+from pipeline.model import Environment
+from tasks import markdown as md
+from tasks.approval import pin_candidate, suspendable
+from tasks.connections import Connections
+from tasks.forges import forge_for
+from tasks.forges.base import CommitState, Forge, ForgeError, PullRequest
+from tasks.locks import EnvironmentLock
+from tasks.proposals import ProposalError, Proposed, merged_write, pause_key_prefix, propose, wait_for_decision
+from tasks.steps import _RETRYING, tag_release
+from tasks.strategies import strategy_for
+from tasks.strategies.base import Applied, Candidate
+
+
+class PullRequestClosedError(ProposalError):
+    """The pull request was closed without merging: the promotion ends, nothing else changed."""
+
+
+def _pin_key(environment: str) -> str:
+    return re.sub(r"[^a-z0-9-]+", "-", f"promote-pull-request-{environment}".lower()).strip("-")[:100]
+
+
+def pin_pull_request(environment: str, number: int, cand: Candidate) -> None:
+    """Remember in the flow run which pull request it waits for, and what the environment ran before: a resumed
+    run re-runs from the top, and by then the base may already hold the new value."""
+    from prefect.input import create_flow_run_input, read_flow_run_input
+
+    if not flow_run.id:
+        return
+    key = _pin_key(environment)
+    if read_flow_run_input(key) is None:
+        create_flow_run_input(key, {"number": number, "previous": cand.previous, "value": cand.record_tag})
+
+
+def pinned_pull_request(environment: str) -> dict[str, Any] | None:
+    """What this flow run pinned before it was suspended for a pull request's merge, if anything."""
+    from prefect.input import read_flow_run_input
+
+    if not flow_run.id:
+        return None
+    value = read_flow_run_input(_pin_key(environment))
+    return value if isinstance(value, dict) and isinstance(value.get("number"), int) else None
+
+
+def with_pinned_previous(cand: Candidate, pinned: dict[str, Any] | None) -> Candidate:
+    """``cand`` with what the environment ran before the pull request (once merged, the base holds the new value
+    and the strategy would see it as "running")."""
+    if pinned is None or not isinstance(pinned.get("previous"), str | None):
+        return cand
+    return dataclasses.replace(cand, previous=pinned.get("previous"))
+
+
+@task(name="propose-pull-request", **_RETRYING)
+def propose_step(conn: Connections, forge: Forge, env: Environment, cand: Candidate) -> Proposed:
+    proposed = propose(conn, forge, env, cand)
+    pr = proposed.pull_request
+    if pr is not None:
+        get_run_logger().info(f"[{env.name}] {pr.short()} ({pr.state}) from {proposed.head}: {pr.url}")
+    return proposed
+
+
+@task(name="read-pull-request", **_RETRYING)
+def read_pull_request(forge: Forge, number: int) -> PullRequest:
+    return forge.pull_request(number)
+
+
+def poll_seconds() -> float:
+    """How often a waiting process asks the forge: ``PROMOTE_PULL_REQUEST_POLL_SECONDS`` (1-300, default 10)."""
+    raw = os.environ.get("PROMOTE_PULL_REQUEST_POLL_SECONDS", "10").strip()
+    return float(min(300, max(1, int(raw)))) if raw.isdigit() else 10.0
+
+
+def _next_pause_key(prefix: str) -> str:
+    """A pause key not used by this run before: Prefect lets a key pause a run once, and a run resumed while its
+    pull request is still open (a webhook for another event, the sweeper's base check) must be able to wait again."""
+    from uuid import UUID
+
+    from prefect import get_client
+
+    used: set[str] = set()
+    if flow_run.id:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(flow_run.id))
+            used = set(run.empirical_policy.pause_keys or ())
+    attempt = 1
+    while f"{prefix}{attempt}" in used:
+        attempt += 1
+    return f"{prefix}{attempt}"
+
+
+def wait_for_merge(
+    conn: Connections, forge: Forge, env: Environment, cand: Candidate, pr: PullRequest, lock: EnvironmentLock
+) -> PullRequest:
+    """Suspend until ``pr`` is merged or closed (raises Prefect's Pause: the run ends here and re-runs from the
+    top once resumed), or, where the run cannot be suspended, wait in the process."""
+    from prefect.context import FlowRunContext
+    from prefect.flow_runs import suspend_flow_run
+
+    seconds = env.write.merge_seconds()
+    context = FlowRunContext.get()
+    if suspendable(context.flow_run if context is not None else None):
+        lock.hold_for(seconds + 600)  # a suspended run has no process to renew it
+        pin_candidate(env.name, cand.record_tag)
+        key = _next_pause_key(pause_key_prefix(conn.pipeline.repository.url, pr.number))
+        get_run_logger().info(
+            f"[{env.name}] suspended until {pr.short()} is merged or closed (at most {seconds / 3600:.0f} h): {pr.url}"
+        )
+        suspend_flow_run(timeout=int(seconds), key=key)
+        lock.hold_for(0)
+        return read_pull_request(forge, pr.number)
+    log = get_run_logger().info
+    log(f"[{env.name}] waiting in this process for {pr.short()} to be merged or closed: {pr.url}")
+    return wait_for_decision(forge, pr.number, seconds, log, poll_seconds=poll_seconds())
+
+
+def through_pull_request(
+    conn: Connections,
+    env: Environment,
+    cand: Candidate,
+    lock: EnvironmentLock,
+    report: PromotionReport,
+    *,
+    pinned: dict[str, Any] | None,
+    before_write: Any,
+) -> tuple[Applied, PullRequest | None]:
+    """The write of a promotion as a pull request: opened (or found), waited for, and checked once merged.
+    ``before_write()`` runs right before anything is written (the holds check), only when nothing was written
+    yet. Returns the merged write and its pull request (None: the base held the value already)."""
+    log = get_run_logger().info
+    forge = forge_for(conn.pipeline, env)
+    pr = read_pull_request(forge, int(pinned["number"])) if pinned else None
+    proposed_applied: Applied | None = None
+    if pr is None or pr.state == "open":
+        if pr is None:
+            before_write()
+            if cand.tag is not None:
+                tag_release(conn, cand.tag)
+                crash_point("after-tag-push")
+        # Also on a resume while open: the base may have moved, and the change is made again on its tip.
+        proposed = propose_step(conn, forge, env, cand)
+        proposed_applied = proposed.applied
+        found = proposed.pull_request
+        if found is None or (proposed.applied is None and found.state != "merged"):
+            log(f"[{env.name}] {proposed.base} already holds {cand.label}: no pull request needed")
+            tip = conn.repo.resolve(proposed.base)
+            return strategy_for(env).merged(conn, env, cand, None, tip), None
+        pr = found
+        report.pull_request = pr.url
+        pin_pull_request(env.name, pr.number, cand)
+        crash_point("after-pull-request")
+        if pr.state == "open":
+            if pinned is None:
+                tell(conn, f"{conn.pipeline.name}: {cand.label} waits for the merge of {pr.short()} into {env.name}")
+            _status(forge, pr.head_sha, "pending", f"waiting for the merge, then verifying {env.name}")
+            pr = wait_for_merge(conn, forge, env, cand, pr, lock)
+    report.pull_request = pr.url
+    if pr.state == "closed":
+        raise PullRequestClosedError(
+            f"{pr.short()} was closed without merging: {env.name} was not changed ({pr.url}); promote again to "
+            "open a new one"
+        )
+    report.merged_by = pr.merged_by or None
+    applied = merged_write(conn, env, cand, proposed_applied, pr)
+    log(f"[{env.name}] {pr.short()} merged by {pr.merged_by or 'someone'}: verifying {applied.revision[:12]}")
+    return applied, pr
+
+
+def run_url() -> str | None:
+    """The Prefect UI page of this run (PREFECT_UI_URL must be set for one)."""
+    try:
+        url = flow_run.ui_url
+    except Exception:  # no run context, or no UI URL configured
+        return None
+    return str(url) if url else None
+
+
+def _status(forge: Forge, sha: str, state: CommitState, description: str) -> None:
+    """A commit status; a forge that refuses it does not stop the promotion (it is a report, not a step)."""
+    try:
+        forge.set_commit_status(sha, state, description, run_url())
+    except ForgeError as exc:
+        get_run_logger().warning(f"could not set the commit status of {sha[:12]}: {exc}")
+
+
+def report_outcome(conn: Connections, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
+    """The verification's outcome on the forge: a commit status on the merge and a comment on the pull request."""
+    forge = forge_for(conn.pipeline, env)
+    _status(forge, commit, "success" if ok else "failure", text)
+    link = run_url()
+    lines = [f"**{'Verified' if ok else 'Failed'}** in {md.text(env.name)}: {md.text(text, 1000)}"]
+    if link:
+        lines.append(f"\nPrefect run: {md.link(link, 'details')}")
+    try:
+        forge.comment(pr.number, "\n".join(lines))
+    except ForgeError as exc:
+        get_run_logger().warning(f"could not comment on {pr.short()}: {exc}")
+
+
+def report_pending(conn: Connections, env: Environment, commit: str) -> None:
+    _status(forge_for(conn.pipeline, env), commit, "pending", f"verifying {env.name}")
+
+
+def roll_back_through_pull_request(
+    conn: Connections, env: Environment, cand: Candidate, applied: Applied, why: str
+) -> tuple[Applied, dict[str, str]]:
+    """Undo a failed promotion through a pull request of its own, waited for in this process (an incident does
+    not wait for a sweeper), at most ``write.rollback_timeout``. Returns the merged rollback and the values to
+    verify it with."""
+    from tasks.proposals import propose as open_proposal
+
+    log = get_run_logger().info
+    forge = forge_for(conn.pipeline, env)
+    proposed = open_proposal(conn, forge, env, cand, rollback_of=applied, why=why)
+    back_cand = dataclasses.replace(cand, value=cand.previous or "", release_commit=None, tag=None)
+    strategy = strategy_for(env)
+    pr = proposed.pull_request
+    if pr is None:
+        tip = conn.repo.resolve(proposed.base)
+        back = strategy.merged(conn, env, back_cand, None, tip)
+        return back, strategy.values(conn, env, back_cand.value, back.revision)
+    if pr.state == "open":
+        log(f"[{env.name}] ROLLBACK proposed as {pr.short()}: merge it to restore {cand.previous}: {pr.url}")
+        tell(conn, f"{conn.pipeline.name}: {env.name} failed; merge {pr.url} to roll back to {cand.previous}")
+        pr = wait_for_decision(forge, pr.number, env.write.rollback_seconds(), log, poll_seconds=poll_seconds())
+    if pr.state == "closed":
+        raise PullRequestClosedError(f"the rollback {pr.short()} was closed without merging ({pr.url})")
+    back = merged_write(conn, env, back_cand, proposed.applied, pr)
+    return back, strategy.values(conn, env, back_cand.value, back.revision)
