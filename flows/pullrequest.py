@@ -28,7 +28,9 @@ from tasks.connections import Connections
 from tasks.forges import forge_for
 from tasks.forges.base import CommitState, Forge, ForgeError, PullRequest
 from tasks.locks import EnvironmentLock
-from tasks.proposals import ProposalError, Proposed, merged_write, pause_key_prefix, propose, wait_for_decision
+from tasks.merges import PIN_PREFIX, pause_key_prefix
+from tasks.proposals import ProposalError, Proposed, merged_write, propose, wait_for_decision
+from tasks.repourls import normalize_repository
 from tasks.steps import _RETRYING, tag_release
 from tasks.strategies import strategy_for
 from tasks.strategies.base import Applied, Candidate
@@ -39,7 +41,7 @@ class PullRequestClosedError(ProposalError):
 
 
 def _pin_key(environment: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", f"promote-pull-request-{environment}".lower()).strip("-")[:100]
+    return re.sub(r"[^a-z0-9-]+", "-", f"{PIN_PREFIX}{environment}".lower()).strip("-")[:100]
 
 
 def pin_pull_request(environment: str, number: int, cand: Candidate) -> None:
@@ -51,7 +53,8 @@ def pin_pull_request(environment: str, number: int, cand: Candidate) -> None:
         return
     key = _pin_key(environment)
     if read_flow_run_input(key) is None:
-        create_flow_run_input(key, {"number": number, "previous": cand.previous, "value": cand.record_tag})
+        pin = {"number": number, "environment": environment, "previous": cand.previous, "value": cand.record_tag}
+        create_flow_run_input(key, pin)
 
 
 def pinned_pull_request(environment: str) -> dict[str, Any] | None:
@@ -123,7 +126,8 @@ def wait_for_merge(
     if suspendable(context.flow_run if context is not None else None):
         lock.hold_for(seconds + 600)  # a suspended run has no process to renew it
         pin_candidate(env.name, cand.record_tag)
-        key = _next_pause_key(pause_key_prefix(conn.pipeline.repository.url, pr.number))
+        url = conn.pipeline.repository.url
+        key = _next_pause_key(pause_key_prefix(normalize_repository(url) or url, pr.number))
         get_run_logger().info(
             f"[{env.name}] suspended until {pr.short()} is merged or closed (at most {seconds / 3600:.0f} h): {pr.url}"
         )

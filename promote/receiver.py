@@ -69,6 +69,17 @@ class Push:
 
 
 @dataclass(frozen=True)
+class PullRequestDecided:
+    """A forge says pull request ``number`` was merged or closed: runs waiting for it are resumed (they ask the
+    forge themselves; this is only the nudge)."""
+
+    source: Source
+    repositories: tuple[str, ...]  # every URL the forge gave for the repository, normalized
+    number: int
+    merged: bool
+
+
+@dataclass(frozen=True)
 class Route:
     pipeline: str
     pipeline_file: str
@@ -138,6 +149,62 @@ def parse(source: Source, headers: Mapping[str, str], body: bytes) -> list[Push]
     if kind.lower() not in ("push", "push hook"):
         return []  # a ping, a tag event, an issue comment: nothing to promote
     return _git_push(source, data)
+
+
+_PULL_REQUEST_EVENTS = {"github": "pull_request", "gitea": "pull_request", "gitlab": "merge request hook"}
+
+
+def parse_pull_request(source: Source, headers: Mapping[str, str], body: bytes) -> PullRequestDecided | None:
+    """A merged or closed pull request in a forge's webhook, or None for anything else (opened, edited, a push)."""
+    if source == "registry":
+        return None
+    kind = {k.lower(): v for k, v in headers.items()}.get(f"x-{source}-event", "")
+    if kind.lower() != _PULL_REQUEST_EVENTS[source]:
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ReceiverError("the body is not JSON") from None
+    if not isinstance(data, dict):
+        raise ReceiverError("the body is not a JSON object")
+    if source == "gitlab":
+        attributes = _object(data.get("object_attributes"))
+        action, number = attributes.get("action"), attributes.get("iid")
+        if action not in ("merge", "close"):
+            return None
+        merged, project = action == "merge", _object(data.get("project"))
+    else:
+        pull = _object(data.get("pull_request"))
+        if data.get("action") != "closed":
+            return None
+        number, merged, project = (
+            pull.get("number", data.get("number")),
+            bool(pull.get("merged")),
+            _object(data.get("repository")),
+        )
+    if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+        raise ReceiverError(f"a {source} pull request event names its number")
+    urls = [project.get(key) for key in ("clone_url", "git_http_url", "html_url", "web_url", "ssh_url", "git_ssh_url")]
+    names = tuple(dict.fromkeys(n for u in urls if isinstance(u, str) and (n := normalize_repository(u[:1000]))))
+    if not names:
+        raise ReceiverError(f"a {source} pull request event names no repository URL")
+    return PullRequestDecided(source, names[:4], number, merged)
+
+
+def resume_waiting_runs(event: PullRequestDecided) -> None:
+    """Resume the runs waiting for the pull request (on a thread of its own: the forge gets its answer at once)."""
+    from tasks.merges import resume_for
+
+    def work() -> None:
+        try:
+            resumed = resume_for(event.repositories, event.number)
+        except Exception as exc:  # the sweeper resumes them later; say why this did not
+            log.warning(f"could not resume the runs waiting for pull request #{event.number}: {type(exc).__name__}")
+            return
+        verb = "merged" if event.merged else "closed"
+        log.info(f"pull request #{event.number} of {event.repositories[0]} {verb}: resumed {len(resumed)} run(s)")
+
+    threading.Thread(target=work, name=f"resume-pr-{event.number}", daemon=True).start()
 
 
 def _registry_pushes(data: dict[str, Any]) -> list[Push]:
@@ -314,6 +381,7 @@ class Receiver:
     debouncer: Debouncer
     refused: list[str] = field(default_factory=list)  # reasons, for tests and the log
     replay_seconds: float = REPLAY_SECONDS
+    on_pull_request: Callable[[PullRequestDecided], None] = resume_waiting_runs
     # What was delivered, by the hash of its signed content (a replayed request carries the same body and
     # signature; the delivery id headers are not signed, so they cannot tell a replay apart): hash -> when.
     _seen: OrderedDict[str, float] = field(default_factory=OrderedDict)
@@ -343,7 +411,8 @@ class Receiver:
             log.warning(reason)
             return 401, {"error": "bad signature or token"}
         try:
-            pushes = parse(source, headers, body)
+            decided = parse_pull_request(source, headers, body)
+            pushes = parse(source, headers, body) if decided is None else []
         except ReceiverError as exc:
             log.warning(f"a {source} request from {client} was not usable: {exc}")
             return 400, {"error": str(exc)}
@@ -354,6 +423,9 @@ class Receiver:
         if self._replayed(source, body):
             log.warning(f"a {source} delivery from {client} was already received: not acted on again")
             return 200, {"duplicate": True}
+        if decided is not None:
+            self.on_pull_request(decided)
+            return 202, {"pull_request": decided.number, "merged": decided.merged}
         routes = self.routes()
         matched: list[str] = []
         for push in pushes:

@@ -721,7 +721,8 @@ class GitRepository:
         if proposal is None or proposal.base != branch:
             return None
         head = self._commit_of(f"refs/remotes/origin/{proposal.head}")
-        if head is None or not self.is_ancestor(self.resolve(f"refs/remotes/origin/{branch}"), head):
+        base = self._commit_of(f"refs/remotes/origin/{branch}")
+        if head is None or base is None or not self.is_ancestor(base, head):
             return None
         if tree is not None and self._git("rev-parse", "--verify", "--end-of-options", f"{head}^{{tree}}") != tree:
             return None

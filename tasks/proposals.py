@@ -23,7 +23,6 @@ from tasks.errors import RefusedError
 from tasks.forges.base import Forge, ForgeRefusedError, PullRequest, TransientForgeError
 from tasks.gitrepo import GitRepository
 from tasks.refnames import branch_name_problem
-from tasks.repourls import normalize_repository
 from tasks.strategies import strategy_for
 from tasks.strategies.base import Applied, Candidate
 
@@ -227,10 +226,3 @@ def wait_for_decision(
             left = (deadline - time.monotonic()) / 60
             log(f"waiting for pull request #{number} to be merged ({left:.0f} minutes left): {pr.url if pr else ''}")
         time.sleep(min(poll_seconds, max(0.1, deadline - time.monotonic())))
-
-
-def pause_key_prefix(repository_url: str, number: int) -> str:
-    """The start of the pause key of a run waiting for pull request ``number`` of the repository: the receiver
-    and the sweeper find the run by it (Prefect keys are [a-z0-9-], at most 100 characters)."""
-    digest = hashlib.sha256((normalize_repository(repository_url) or repository_url).encode()).hexdigest()[:16]
-    return f"merge-{digest}-{int(number)}-"

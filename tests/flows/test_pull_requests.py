@@ -124,3 +124,129 @@ def test_a_pull_request_closed_unmerged_ends_the_run_and_changes_nothing(world: 
     assert f"pull request #{pr['number']} was closed without merging" in str(state.message)
     assert git(app.origin, "rev-parse", "main") == main_before
     assert evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1") is None
+
+
+def test_a_wrong_token_names_the_forge_and_the_variable(
+    world: SandboxWorld, forge: Gitea, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = forge_app(world, forge, "prtoken", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    # The Git token is the forge token here: give the forge API a wrong one of its own.
+    text = app.pipeline_file.read_text().replace(
+        "      provider: gitea", "      provider: gitea\n      token: {env: PROMOTE_TEST_WRONG_FORGE_TOKEN}"
+    )
+    app.pipeline_file.write_text(text)
+    monkeypatch.setenv("PROMOTE_TEST_WRONG_FORGE_TOKEN", "0" * 40)
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_failed()
+    message = str(state.message)
+    assert "Gitea refused the token (HTTP 401)" in message, message
+    assert "PROMOTE_TEST_WRONG_FORGE_TOKEN" in message and "0" * 40 not in message
+
+
+def test_base_moved_under_an_open_pull_request_is_rebased_then_merged(world: SandboxWorld, forge: Gitea) -> None:
+    app = forge_app(world, forge, "prbase", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    first = wait_for_pull_request(forge, app)
+    # Someone changes the same file on main meanwhile: the pull request no longer merges cleanly.
+    git(app.workdir, "fetch", "--quiet", "origin")
+    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
+    path = app.workdir / "apps" / "production" / f"{app.name}.yaml"
+    path.write_text(path.read_text().replace("targetRevision: v1.0.0", "targetRevision: v1.0.0 "))
+    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production")
+    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
+    moved = git(app.origin, "rev-parse", "main")
+    # A second promotion of the same version (a re-run, a resume) makes the change again on the new tip, on the
+    # same branch and pull request, and pushes only over its own commit.
+    from tasks.connections import connect
+    from tasks.forges import forge_for
+    from tasks.proposals import propose
+    from tasks.strategies import strategy_for
+
+    conn = connect(str(app.pipeline_file), lambda line: None)
+    conn.repo.fetch()
+    env = conn.pipeline.environment("production")
+    cand = strategy_for(env).candidate(conn, env, None)
+    again = propose(conn, forge_for(conn.pipeline, env), env, cand)
+    assert again.pull_request is not None and again.pull_request.number == first["number"]
+    assert git(app.origin, "rev-parse", f"{again.head}^") == moved  # made again on the moved main
+    # Someone else's commit on the promotion's branch is never pushed over.
+    git(app.workdir, "fetch", "--quiet", "origin")
+    git(app.workdir, "checkout", "--quiet", "-B", "fix", f"origin/{again.head}")
+    (app.workdir / "NOTE.md").write_text("reviewer's fix\n")
+    git(app.workdir, "add", "NOTE.md")
+    git(app.workdir, "commit", "--quiet", "-m", "review: note")
+    git(app.workdir, "push", "--quiet", "origin", f"HEAD:{again.head}")
+    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
+    path.write_text(path.read_text() + "# ops again\n")
+    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production again")
+    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
+    from tasks.gitrepo import ForeignCommitError
+
+    with pytest.raises(ForeignCommitError, match=r"commit\(s\) this tool did not write .*review: note"):
+        propose(conn, forge_for(conn.pipeline, env), env, cand)
+    pr = forge.api("GET", f"{repo_api(app)}/pulls/{first['number']}")
+    assert pr["head"]["sha"] == git(app.origin, "rev-parse", again.head)  # the reviewer's commit stands
+    git(app.workdir, "fetch", "--quiet", "origin")
+    git(app.workdir, "checkout", "--quiet", "-B", "fix", f"origin/{again.head}")
+    git(app.workdir, "merge", "--quiet", "--no-edit", "-X", "ours", "origin/main")
+    git(app.workdir, "push", "--quiet", "origin", f"HEAD:{again.head}")
+    merge(forge, app, first["number"])
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message
+
+
+@pytest.mark.parametrize("point", ["after-pull-request"])
+def test_a_crash_right_after_the_pull_request_was_opened_repeats_nothing(
+    world: SandboxWorld, forge: Gitea, point: str
+) -> None:
+    import subprocess
+    import sys
+
+    app = forge_app(world, forge, "prcrash", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    code = (
+        "from flows.promote_production import promote_production; "
+        f"promote_production(pipeline_file={str(app.pipeline_file)!r})"
+    )
+    crashed = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PROMOTE_CRASH_AT": point},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert crashed.returncode == 86, crashed.stdout[-2000:] + crashed.stderr[-2000:]
+    first = wait_for_pull_request(forge, app)
+    head = first["head"]["sha"]
+    assert statuses(forge, app, head) == []  # it died before saying anything on the forge
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    # The re-run finds the pull request and its branch: it reports on the same commit, opens and pushes nothing.
+    wait_for_status(forge, app, head, "pending")
+    pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=all")
+    assert len(pulls) == 1 and pulls[0]["head"]["sha"] == head
+    merge(forge, app, first["number"])
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message
+    assert len(forge.api("GET", f"{repo_api(app)}/pulls?state=all")) == 1
+    subjects = git(app.origin, "log", "--format=%s", "main").splitlines()
+    assert sum(s.startswith(f"promote({app.name}): production") for s in subjects) == 1, subjects
+
+
+def test_a_four_environment_chain_where_only_production_opens_a_pull_request(world: SandboxWorld, forge: Gitea) -> None:
+    from flows.promote_environment import promote_environment
+
+    app = forge_app(world, forge, "prchain", strategy="chain", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    for env in ("qa", "staging"):
+        state = promote_environment(pipeline_file=str(app.pipeline_file), environment=env, return_state=True)
+        assert state.is_completed(), state.message
+    assert forge.api("GET", f"{repo_api(app)}/pulls?state=all") == []  # pushed, as configured
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    pr = wait_for_pull_request(forge, app)
+    assert pr["head"]["ref"] == f"promote/{app.name}/production/v1.0.1"
+    merge(forge, app, pr["number"], "squash")
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message

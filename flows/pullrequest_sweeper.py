@@ -1,0 +1,35 @@
+"""pull-request-sweeper: the fallback for promotions waiting for a pull request's merge when no webhook reaches
+``promote receive``. Every few minutes (prefect.yaml), one bounded round: for each suspended run, one read of its
+pull request on the forge; merged or closed ones are resumed, ones past write.merge_timeout end as Failed."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from flows.common import pipeline_path
+from tasks.forges import forge_for
+from tasks.merges import sweep
+
+
+def pull_request_state(pipeline_file: str, environment: str, number: int) -> str:
+    """open / merged / closed, as the pipeline's forge says now (its pipeline file read under the roots)."""
+    from pipeline.load import load_pipeline
+
+    pipeline = load_pipeline(pipeline_path(pipeline_file))
+    return forge_for(pipeline, pipeline.environment(environment), timeout=20).pull_request(number).state
+
+
+@flow(name="pull-request-sweeper", validate_parameters=True)
+def pull_request_sweeper(limit: int = 50) -> dict[str, int]:
+    """Resume the promotions whose pull request was merged or closed (the fallback when no webhook arrives).
+
+    Args:
+        limit: at most this many waiting runs are looked at (one forge read each) per round
+    """
+    log = get_run_logger()
+    result = sweep(pull_request_state, limit=max(1, min(limit, 500)), say=log.info)
+    log.info(
+        f"looked at {result.looked_at} waiting run(s): {result.resumed} resumed, {result.expired} past their window, "
+        f"{result.problems} could not be checked"
+    )
+    return {"looked_at": result.looked_at, "resumed": result.resumed, "expired": result.expired}

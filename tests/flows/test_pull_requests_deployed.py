@@ -1,0 +1,147 @@
+"""Promotions through pull requests as deployments run them: a process worker, the run suspended while the pull
+request is open (no worker held), resumed by ``promote receive`` on Gitea's webhook, or by the sweeper when no
+webhook arrives. Real Gitea, real Prefect server and worker, the session's API server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+from prefect.deployments import run_deployment
+
+from flows.promote_rc import promote_rc
+from flows.pullrequest_sweeper import pull_request_sweeper
+from promote.receiver import Debouncer, Receiver, serve
+from sandbox.gitea import Gitea
+from sandbox.world import SandboxWorld
+from tests.flows.test_e2e import ARTIFACTS, webhook, worker  # noqa: F401 - fixtures
+from tests.flows.test_flows import read_run
+from tests.flows.test_pull_requests import forge, forge_app, merge, repo_api, wait_for_pull_request  # noqa: F401
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
+
+SECRET = "pull-request-webhook-secret-for-tests"
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    got = Receiver(lambda: [], {"gitea": SECRET}, Debouncer(lambda *args: None, seconds=0.1))
+    server = serve(got, "127.0.0.1", 0)
+    try:
+        yield got, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def suspended_run(app_file: Path) -> UUID:
+    flow_run = run_deployment("promote-production/default", parameters={"pipeline_file": str(app_file)}, timeout=0)
+    return flow_run.id
+
+
+def wait_for(run_id: UUID, name: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_run(run_id).state
+        if state is not None and state.name == name:
+            return
+        if state is not None and state.is_final():
+            raise AssertionError(f"flow run {run_id} ended {state.name}: {state.message}")
+        time.sleep(0.3)
+    raise AssertionError(f"flow run {run_id} was not {name} within {timeout}s (it is {read_run(run_id).state})")
+
+
+def left_suspension(run_id: UUID, timeout: float = 120) -> float:
+    """Seconds until the run is no longer Suspended."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        state = read_run(run_id).state
+        if state is not None and state.name != "Suspended":
+            return time.monotonic() - began
+        time.sleep(0.1)
+    raise AssertionError(f"flow run {run_id} was still Suspended after {timeout}s")
+
+
+def wait_final(run_id: UUID, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_run(run_id).state
+        if state is not None and state.is_final():
+            assert state.is_completed(), f"{state.name}: {state.message}"
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"flow run {run_id} did not finish within {timeout}s")
+
+
+def note(line: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "pull-request-resume.txt").open("a") as out:
+        out.write(line + "\n")
+
+
+def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
+    forge: Gitea,  # noqa: F811 - before the worker: it exports the forge token the worker's runs read
+    world: SandboxWorld,
+    worker: dict[str, str],  # noqa: F811
+    receiver: tuple[Receiver, str],
+) -> None:
+    got, url = receiver
+    app = forge_app(world, forge, "prhook", approval=False)
+    forge.api(
+        "POST",
+        f"{repo_api(app)}/hooks",
+        {
+            "type": "gitea",
+            "active": True,
+            "events": ["pull_request"],
+            "config": {"url": f"{url}/gitea", "content_type": "json", "secret": SECRET},
+        },
+    )
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run_id = suspended_run(app.pipeline_file)
+    wait_for(run_id, "Suspended")  # the worker is free while the pull request is open
+    pr = wait_for_pull_request(forge, app)
+
+    # A forged "merged" delivery is refused before anything is read; the run stays suspended.
+    body = json.dumps({"action": "closed", "number": pr["number"], "pull_request": {"merged": True}}).encode()
+    forged = httpx.post(
+        f"{url}/gitea",
+        content=body,
+        headers={"X-Gitea-Event": "pull_request", "X-Gitea-Signature": "0" * 64, "Content-Type": "application/json"},
+    )
+    assert forged.status_code == 401
+    assert any("bad signature" in reason for reason in got.refused)
+    assert read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert signature  # the same body, signed, would be accepted: only the signature made the difference
+
+    merge(forge, app, pr["number"])
+    seconds = left_suspension(run_id)
+    note(f"webhook: merged -> resumed in {seconds:.2f}s")
+    wait_final(run_id)
+
+
+def test_without_a_webhook_the_sweeper_resumes_the_promotion(
+    forge: Gitea,  # noqa: F811
+    world: SandboxWorld,
+    worker: dict[str, str],  # noqa: F811
+) -> None:
+    app = forge_app(world, forge, "prpoll", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run_id = suspended_run(app.pipeline_file)
+    wait_for(run_id, "Suspended")
+    pr = wait_for_pull_request(forge, app)
+    quiet = pull_request_sweeper()  # still open: nothing resumed
+    assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
+    merge(forge, app, pr["number"])
+    began = time.monotonic()
+    swept = pull_request_sweeper()
+    assert swept["resumed"] >= 1
+    note(f"sweeper: merged -> resumed in {time.monotonic() - began + left_suspension(run_id):.2f}s (one round)")
+    wait_final(run_id)
