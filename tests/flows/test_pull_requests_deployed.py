@@ -19,8 +19,8 @@ from prefect.deployments import run_deployment
 from flows.promote_rc import promote_rc
 from flows.pullrequest_sweeper import pull_request_sweeper
 from promote.receiver import Debouncer, Receiver, serve
-from sandbox.gitea import Gitea
-from sandbox.world import SandboxWorld
+from sandbox.gitea import ADMIN, Gitea
+from sandbox.world import SandboxWorld, git
 from tests.flows.test_e2e import ARTIFACTS, webhook, worker  # noqa: F401 - fixtures
 from tests.flows.test_flows import read_run
 from tests.flows.test_pull_requests import forge, forge_app, merge, repo_api, wait_for_pull_request  # noqa: F401
@@ -108,18 +108,31 @@ def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
     wait_for(run_id, "Suspended")  # the worker is free while the pull request is open
     pr = wait_for_pull_request(forge, app)
 
-    # A forged "merged" delivery is refused before anything is read; the run stays suspended.
-    body = json.dumps({"action": "closed", "number": pr["number"], "pull_request": {"merged": True}}).encode()
-    forged = httpx.post(
-        f"{url}/gitea",
-        content=body,
-        headers={"X-Gitea-Event": "pull_request", "X-Gitea-Signature": "0" * 64, "Content-Type": "application/json"},
-    )
+    # A delivery without the right signature is refused before anything is read; the run stays suspended.
+    clone_url = f"{forge.url}/{ADMIN}/{app.name}.git"
+    body = json.dumps(
+        {
+            "action": "closed",
+            "number": pr["number"],
+            "pull_request": {"number": pr["number"], "merged": True},
+            "repository": {"clone_url": clone_url},
+        }
+    ).encode()
+    headers = {"X-Gitea-Event": "pull_request", "Content-Type": "application/json"}
+    forged = httpx.post(f"{url}/gitea", content=body, headers={**headers, "X-Gitea-Signature": "0" * 64})
     assert forged.status_code == 401
     assert any("bad signature" in reason for reason in got.refused)
+    time.sleep(1)
     assert read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
+    # Signed but untrue ("merged" while it is open, as a leaked secret could send): the run wakes, asks Gitea
+    # itself, and goes back to waiting; main is not touched.
+    main_before = git(app.origin, "rev-parse", "main")
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    assert signature  # the same body, signed, would be accepted: only the signature made the difference
+    nudged = httpx.post(f"{url}/gitea", content=body, headers={**headers, "X-Gitea-Signature": signature})
+    assert nudged.status_code == 202, nudged.text
+    left_suspension(run_id)
+    wait_for(run_id, "Suspended")
+    assert git(app.origin, "rev-parse", "main") == main_before
 
     merge(forge, app, pr["number"])
     seconds = left_suspension(run_id)
