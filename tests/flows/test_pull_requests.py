@@ -250,3 +250,41 @@ def test_a_four_environment_chain_where_only_production_opens_a_pull_request(wor
     merge(forge, app, pr["number"], "squash")
     state = run.join(timeout=300)
     assert state.is_completed(), state.message
+
+
+@pytest.mark.parametrize("rollback", ["pull-request", "push"])
+def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
+    world: SandboxWorld, forge: Gitea, rollback: str
+) -> None:
+    app = forge_app(world, forge, "prback", approval=False)
+    if rollback == "push":
+        app.pipeline_file.write_text(
+            app.pipeline_file.read_text().replace("      provider: gitea", "      provider: gitea\n      rollback: push")
+        )
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    production = app.env("production")
+    production.failure, production.failure_ref = "degraded", "v1.0.1"
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    pr = wait_for_pull_request(forge, app)
+    merge(forge, app, pr["number"])
+    if rollback == "pull-request":
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=open")
+            if pulls:
+                break
+            time.sleep(0.3)
+        assert pulls and pulls[0]["head"]["ref"] == f"promote/{app.name}/production/rollback-v1.0.0", pulls
+        assert "Roll back" in pulls[0]["title"] and "Degraded" in pulls[0]["body"]
+        merge(forge, app, pulls[0]["number"])
+    state = run.join(timeout=300)
+    assert state.is_failed()
+    assert "ROLLED BACK to v1.0.0" in str(state.message), state.message
+    assert "targetRevision: v1.0.0" in git(app.origin, "show", f"main:apps/production/{app.name}.yaml")
+    merged = forge.api("GET", f"{repo_api(app)}/pulls/{pr['number']}")
+    combined = forge.api("GET", f"{repo_api(app)}/commits/{merged['merge_commit_sha']}/status")
+    assert combined["state"] == "failure", combined  # on the merge: what production ran, and failed
+    rolled = evidence.find(notes(app, "v1.0.1-rc1"), "rolled-back", app.name, "production", "v1.0.1")
+    assert rolled is not None and rolled.details == {"to": "v1.0.0"}
+    comments = forge.api("GET", f"{repo_api(app)}/issues/{pr['number']}/comments")
+    assert any("Failed" in c["body"] for c in comments), comments
