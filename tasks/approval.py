@@ -244,6 +244,8 @@ def expire_if_due(client: Any, run: Any, now: datetime) -> bool:
     # Only suspended runs: a paused (local) run's own process fails it when its timeout passes.
     if state is None or state.type.value != "PAUSED" or state.name != "Suspended" or deadline is None:
         return False
+    if (state.state_details.pause_key or "").startswith("merge-"):
+        return False  # waiting for a pull request's merge, not an approval: the pull-request sweeper ends it
     if deadline > now:
         return False
     waited = f" (the window closed at {deadline.isoformat(timespec='seconds')})"

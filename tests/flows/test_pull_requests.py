@@ -259,7 +259,9 @@ def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
     app = forge_app(world, forge, "prback", approval=False)
     if rollback == "push":
         app.pipeline_file.write_text(
-            app.pipeline_file.read_text().replace("      provider: gitea", "      provider: gitea\n      rollback: push")
+            app.pipeline_file.read_text().replace(
+                "      provider: gitea", "      provider: gitea\n      rollback: push"
+            )
         )
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     production = app.env("production")

@@ -465,3 +465,86 @@ def test_each_forge_gets_its_own_secret_and_short_ones_are_refused(monkeypatch: 
     monkeypatch.setenv("PROMOTE_WEBHOOK_SECRET", "x")
     with pytest.raises(receiver.ReceiverError, match="PROMOTE_WEBHOOK_SECRET is shorter than 16 characters"):
         receiver.secrets_from_env("PROMOTE_WEBHOOK_SECRET", "PROMOTE_REGISTRY_WEBHOOK_TOKEN")
+
+
+# --- pull requests decided: the runs waiting for them are resumed --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "headers", "body", "merged"),
+    [
+        # Gitea: X-Gitea-Event: pull_request, action "closed", pull_request.merged (modules/structs/hook.go)
+        (
+            "gitea",
+            {"X-Gitea-Event": "pull_request"},
+            {
+                "action": "closed",
+                "number": 7,
+                "pull_request": {"number": 7, "merged": True},
+                "repository": {
+                    "clone_url": "http://git.example/Team/App.git",
+                    "html_url": "http://git.example/team/app",
+                },
+            },
+            True,
+        ),
+        # GitHub: X-GitHub-Event: pull_request, action "closed", pull_request.merged (webhook events and payloads)
+        (
+            "github",
+            {"X-GitHub-Event": "pull_request"},
+            {
+                "action": "closed",
+                "number": 7,
+                "pull_request": {"number": 7, "merged": False},
+                "repository": {"clone_url": "https://git.example/team/app.git"},
+            },
+            False,
+        ),
+        # GitLab: X-Gitlab-Event: Merge Request Hook, object_attributes.action "merge" / "close", iid
+        (
+            "gitlab",
+            {"X-Gitlab-Event": "Merge Request Hook"},
+            {
+                "object_kind": "merge_request",
+                "object_attributes": {"iid": 7, "action": "merge"},
+                "project": {"git_http_url": "https://git.example/team/app.git"},
+            },
+            True,
+        ),
+    ],
+)
+def test_a_decided_pull_request_from_each_forge(
+    source: receiver.Source, headers: dict[str, str], body: dict[str, Any], merged: bool
+) -> None:
+    event = receiver.parse_pull_request(source, headers, json.dumps(body).encode())
+    assert event is not None
+    assert (event.number, event.merged, event.repositories[0]) == (7, merged, "git.example/team/app")
+
+
+@pytest.mark.parametrize(
+    ("source", "headers", "body"),
+    [
+        ("gitea", {"X-Gitea-Event": "pull_request"}, {"action": "opened", "number": 7}),  # not decided yet
+        ("gitea", {"X-Gitea-Event": "push"}, {"ref": "refs/heads/main"}),  # not a pull request event
+        ("gitlab", {"X-Gitlab-Event": "Merge Request Hook"}, {"object_attributes": {"iid": 7, "action": "update"}}),
+        ("registry", {}, {"events": []}),
+    ],
+)
+def test_events_that_resume_nothing(source: receiver.Source, headers: dict[str, str], body: dict[str, Any]) -> None:
+    assert receiver.parse_pull_request(source, headers, json.dumps(body).encode()) is None
+
+
+def test_a_signed_merge_event_calls_the_resumer_and_a_forged_one_does_not() -> None:
+    seen: list[receiver.PullRequestDecided] = []
+    got = Receiver(lambda: [], {"gitea": SECRET}, Debouncer(lambda *a: None), on_pull_request=seen.append)
+    body = json.dumps(
+        {"action": "closed", "number": 3, "pull_request": {"merged": True}, "repository": {"clone_url": "/srv/app"}}
+    ).encode()
+    headers = {"X-Gitea-Event": "pull_request"}
+    assert got.handle("gitea", {**headers, "X-Gitea-Signature": _hex(body, "wrong")}, body, "10.0.0.9")[0] == 401
+    assert seen == []
+    status, answer = got.handle("gitea", {**headers, "X-Gitea-Signature": _hex(body)}, body, "10.0.0.9")
+    assert status == 202 and answer == {"pull_request": 3, "merged": True}
+    assert [(e.number, e.merged) for e in seen] == [(3, True)]
+    with pytest.raises(receiver.ReceiverError, match="names its number"):
+        receiver.parse_pull_request("gitea", headers, b'{"action": "closed", "pull_request": {"number": "x"}}')
