@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sandbox.world import STRATEGIES, Strategy
 
@@ -70,6 +70,30 @@ def _approve_paused_runs(api_url: str, stop: threading.Event, approved: list[str
                 say(f"(approval attempt failed: {exc}; retrying)")
 
 
+def _merge_open_pull_requests(forge: Any, apps: list[SandboxApp], stop: threading.Event, merged: list[str]) -> None:
+    """Stand in for the reviewer: merge every pull request the promotions open, printing that we did."""
+    from sandbox.gitea import ADMIN
+
+    while not stop.wait(0.5):
+        for app in apps:
+            try:
+                pulls = forge.api("GET", f"/repos/{ADMIN}/{app.name}/pulls?state=open")
+            except Exception as exc:  # Gitea busy: try again next round
+                say(f"(could not list pull requests: {exc}; retrying)")
+                continue
+            for pull in pulls:
+                key = f"{app.name}#{pull['number']}"
+                if key in merged:
+                    continue
+                say(f"\n{BANNER}\nPULL REQUEST: {pull['title']}\n  {pull['html_url']}")
+                say("The sandbox demo MERGES IT ON YOUR BEHALF, as a reviewer would in Gitea.\n" + BANNER)
+                try:
+                    forge.api("POST", f"/repos/{ADMIN}/{app.name}/pulls/{pull['number']}/merge", {"Do": "merge"})
+                    merged.append(key)
+                except Exception as exc:  # not mergeable yet (Gitea still checking): next round
+                    say(f"(merge attempt failed: {exc}; retrying)")
+
+
 def _drain_prefect_logs() -> None:
     """Flush logs and events to the server before it stops (else they fail loudly at exit)."""
     from prefect.events.worker import EventsWorker
@@ -112,7 +136,7 @@ def _running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
     return str(pod.containers[0].image) if pod else "?"
 
 
-def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag") -> int:
+def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag", write: str = "push") -> int:
     with contextlib.ExitStack() as stack:
         registry_url = ""
         if strategy == "image-policy":
@@ -124,7 +148,19 @@ def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag") ->
             registry_url = registry.url
             for index in range(apps):
                 push_image(registry.url, f"sandbox/{_names(apps)[index]}", ["1.0.0", "latest", "2.0.0"])
-        return _run(apps, keep, delay, strategy, registry_url)
+        forge = None
+        if write == "pull-request":
+            from sandbox.gitea import Gitea
+            from sandbox.world import FORGE_TOKEN_ENV
+
+            forge_root = Path(tempfile.mkdtemp(prefix="promote-sandbox-gitea-"))
+            if not keep:
+                stack.callback(shutil.rmtree, forge_root, True)
+            say("starting Gitea (built once per machine, minutes the first time) ...")
+            forge = stack.enter_context(Gitea(forge_root, progress=lambda line: say(f"      {line}")))
+            os.environ[FORGE_TOKEN_ENV] = forge.token
+            os.environ.setdefault("PROMOTE_PULL_REQUEST_POLL_SECONDS", "1")  # the demo merges at once
+        return _run(apps, keep, delay, strategy, registry_url, forge)
 
 
 def _wait_for_first_rollout(made: list[SandboxApp], overall_seconds: float = 300) -> None:
@@ -140,7 +176,7 @@ def _names(apps: int) -> list[str]:
     return ["shop"] if apps == 1 else [f"shop-{i}" for i in range(apps)]
 
 
-def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: str) -> int:
+def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: str, forge: Any = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="promote-sandbox-"))
     ok = False
     try:
@@ -152,6 +188,8 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
         say(f"workspace: {root}")
         if registry_url:
             say(f"registry:  docker-registry at {registry_url}")
+        if forge is not None:
+            say(f"forge:     Gitea at {forge.url} (production is promoted through pull requests)")
         server = PrefectServer(home=root / "prefect")
         os.environ.update(prefect_env(server.home, server.api_url))
         os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
@@ -183,7 +221,9 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
             (root / "world").mkdir()
             with world.running():
                 say("[2/4] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
-                made = [world.create_app(name, strategy=strategy, delay_seconds=delay) for name in _names(apps)]
+                made = [
+                    world.create_app(name, strategy=strategy, delay_seconds=delay, forge=forge) for name in _names(apps)
+                ]
                 pipelines = root / "pipelines"
                 pipelines.mkdir()
                 for app in made:
@@ -201,6 +241,12 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                     target=_approve_paused_runs, args=(server.api_url, stop, approved), daemon=True
                 )
                 approver.start()
+                merged: list[str] = []
+                if forge is not None:
+                    merger = threading.Thread(
+                        target=_merge_open_pull_requests, args=(forge, made, stop, merged), daemon=True
+                    )
+                    merger.start()
                 try:
                     with runs_without_the_wait():
                         state = nightly(pipelines_dir=str(pipelines), return_state=True)
@@ -225,6 +271,8 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                     say(f"  evidence notes:      {len(note.splitlines())} (git notes --ref=promote show <commit>)")
                 say(f"nightly run: {state.name} ({state.message or 'ok'})")
                 say(f"approvals given on your behalf: {len(approved)}")
+                if forge is not None:
+                    say(f"pull requests merged on your behalf: {len(merged)} ({forge.url})")
                 say(f"artifacts (audit records, verification, health tables): {server.url}/artifacts")
                 say(f"total time: {time.monotonic() - started:.1f}s")
                 if keep:
@@ -257,10 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="tag",
         help="how versions move: " + "; ".join(f"{name}: {what}" for name, what in _WHAT.items()),
     )
+    parser.add_argument(
+        "--write",
+        choices=("push", "pull-request"),
+        default="push",
+        help="how production's change reaches its branch: pushed, or as a pull request on a local Gitea that the "
+        "demo merges on your behalf",
+    )
     args = parser.parse_args(argv)
     if args.apps < 1:
         parser.error("--apps must be at least 1")
-    return run_demo(args.apps, args.keep, args.delay, args.strategy)
+    return run_demo(args.apps, args.keep, args.delay, args.strategy, args.write)
 
 
 if __name__ == "__main__":
