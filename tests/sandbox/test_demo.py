@@ -37,3 +37,27 @@ def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
     assert re.search(r"production runs: +\S*:1\.0\.1\b", out), out[-4000:]
     assert "approvals given on your behalf: 1" in out
     assert f"cleaned up {workspace.group(1)}" in out and not Path(workspace.group(1)).exists()
+
+
+@pytest.mark.gitea
+def test_sandbox_demo_through_a_pull_request_on_gitea(gitea: object) -> None:
+    """``hack/sandbox --write pull-request``: production's change is a pull request on a real Gitea, merged by
+    the demo on the user's behalf (the ``gitea`` fixture only makes sure the binary is built)."""
+    session = {"PROMOTE_CACHE_DIR", "PROMOTE_LOCK_TTL_SECONDS"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in session}
+    done = subprocess.run(
+        [sys.executable, "-m", "sandbox.demo", "--delay", "0.1", "--write", "pull-request"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert "nightly run: Completed" in out
+    assert "The sandbox demo MERGES IT ON YOUR BEHALF" in out
+    assert "pull requests merged on your behalf: 1" in out
+    assert re.search(r"production runs: +\S*:1\.0\.1\b", out), out[-4000:]
+    assert re.search(r"last commit on main: Merge pull request .*promote/shop/production/v1\.0\.1", out), out[-4000:]
