@@ -13,6 +13,7 @@ import pytest
 
 from tasks.gitrepo import (
     GitAuth,
+    ForeignCommitError,
     GitError,
     GitRepository,
     MergeConflictError,
@@ -537,3 +538,58 @@ def test_a_token_never_goes_over_plain_http_to_another_host(tmp_path: Path, monk
         open_repository(parse_pipeline(pipeline("http://git.example.com/team/gitops.git")))
     assert open_repository(parse_pipeline(pipeline("http://127.0.0.1:3000/team/gitops.git"))) is not None
     assert open_repository(parse_pipeline(pipeline("https://git.example.com/team/gitops.git"))) is not None
+
+
+MARK = "Promoted-By: gitops-promote"
+
+
+def test_proposing_pushes_to_the_pull_request_branch_once_and_rebuilds_it_on_a_moved_base(
+    origin: tuple[Path, Path], tmp_path: Path
+) -> None:
+    bare, seed = origin
+    repo = repo_for(bare, tmp_path / "cache")
+    base = run_git(bare, "rev-parse", "main")
+    edit = _set_value("apps/production/app.yaml", "v1.2.3")
+    message = f"production -> v1.2.3\n\n{MARK}\n"
+    with repo.proposing("main", "promote/app/production/v1.2.3", MARK):
+        first = repo.commit_and_push("main", edit, message)
+    assert first.changed
+    assert run_git(bare, "rev-parse", "main") == base  # the base is not written
+    assert run_git(bare, "rev-parse", "promote/app/production/v1.2.3") == first.commit
+    assert run_git(bare, "rev-parse", f"{first.commit}^") == base
+    with repo.proposing("main", "promote/app/production/v1.2.3", MARK):
+        again = repo.commit_and_push("main", edit, message)
+    assert again.changed and again.commit == first.commit  # a re-run: the same commit, nothing pushed
+
+    moved = commit_file(seed, "apps/production/app.yaml", "targetRevision: v1.0.0  # ops\n", "ops: a comment")
+    with repo.proposing("main", "promote/app/production/v1.2.3", MARK):
+        rebuilt = repo.commit_and_push("main", edit, message)
+    assert rebuilt.commit != first.commit
+    assert run_git(bare, "rev-parse", f"{rebuilt.commit}^") == moved  # made again on the new tip
+    assert run_git(bare, "show", f"{rebuilt.commit}:apps/production/app.yaml") == "targetRevision: v1.2.3"
+
+    # Someone else's commit on the branch is never pushed over: the next rebuild is refused, naming it.
+    run_git(seed, "fetch", "--quiet", "origin")
+    run_git(seed, "checkout", "--quiet", "-B", "fix", "origin/promote/app/production/v1.2.3")
+    (seed / "NOTES.md").write_text("review\n")
+    run_git(seed, "add", "NOTES.md")
+    run_git(seed, "commit", "--quiet", "-m", "review: notes")
+    run_git(seed, "push", "--quiet", "origin", "HEAD:refs/heads/promote/app/production/v1.2.3")
+    commit_file(seed, "other.txt", "x\n", "another change on main")
+    with (
+        repo.proposing("main", "promote/app/production/v1.2.3", MARK),
+        pytest.raises(
+            ForeignCommitError, match=r"1 commit\(s\) this tool did not write \([0-9a-f]{12} review: notes\)"
+        ),
+    ):
+        repo.commit_and_push("main", edit, message)
+    assert run_git(bare, "log", "-1", "--format=%s", "promote/app/production/v1.2.3") == "review: notes"
+    # Outside the block, writes go to the base again.
+    assert repo.commit_and_push("main", edit, message).changed
+    assert run_git(bare, "show", "main:apps/production/app.yaml") == "targetRevision: v1.2.3"
+
+
+def test_a_pull_request_branch_may_not_be_its_base(origin: tuple[Path, Path], tmp_path: Path) -> None:
+    repo = repo_for(origin[0], tmp_path / "cache")
+    with pytest.raises(GitError, match="cannot be the branch it merges into"), repo.proposing("main", "main", MARK):
+        pass
