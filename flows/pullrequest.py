@@ -84,6 +84,13 @@ def propose_step(conn: Connections, forge: Forge, env: Environment, cand: Candid
     return proposed
 
 
+@task(name="check-merge", **_RETRYING)
+def check_merge(
+    conn: Connections, env: Environment, cand: Candidate, proposed: Applied | None, pr: PullRequest
+) -> Applied:
+    return merged_write(conn, env, cand, proposed, pr)
+
+
 @task(name="read-pull-request", **_RETRYING)
 def read_pull_request(forge: Forge, number: int) -> PullRequest:
     return forge.pull_request(number)
@@ -186,7 +193,7 @@ def through_pull_request(
             "open a new one"
         )
     report.merged_by = pr.merged_by or None
-    applied = merged_write(conn, env, cand, proposed_applied, pr)
+    applied = check_merge(conn, env, cand, proposed_applied, pr)
     log(f"[{env.name}] {pr.short()} merged by {pr.merged_by or 'someone'}: verifying {applied.revision[:12]}")
     return applied, pr
 

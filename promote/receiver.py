@@ -416,7 +416,9 @@ class Receiver:
         except ReceiverError as exc:
             log.warning(f"a {source} request from {client} was not usable: {exc}")
             return 400, {"error": str(exc)}
-        stale = _stale(body, self.replay_seconds)
+        # Pushes only: a pull request event carries the repository's last push time, which may be old for one
+        # closed unmerged; the replay check below covers it, and a resume decides nothing anyway.
+        stale = _stale(body, self.replay_seconds) if decided is None else None
         if stale:
             log.warning(f"refused a {source} delivery from {client}: {stale}")
             return 409, {"error": stale}

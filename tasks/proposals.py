@@ -9,6 +9,7 @@ place and pushes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import time
@@ -131,13 +132,19 @@ def propose(
     request, or find both from an earlier attempt. Idempotent: a re-run pushes and opens nothing new."""
     pipeline, write = conn.pipeline, env.write
     rollback = rollback_of is not None
-    value = cand.previous or "" if rollback else cand.value
+    value = (cand.previous or "") if rollback else cand.value
     head = head_branch(write.branch_prefix, pipeline.name, env.name, value, rollback=rollback)
     base = env.written_branch(pipeline.repository.branch)
     found = forge.find_pull_request(head, base)
-    if found is not None and found.state == "merged":
-        return Proposed(head, base, None, found)
     strategy = strategy_for(env)
+    if found is not None and found.state == "merged":
+        # Merged earlier: this promotion's (a crash, or a run that did not see it), when the base still holds the
+        # value; else an older promotion of the same value that was rolled back since, and a new one is opened.
+        wanted = dataclasses.replace(cand, value=value)
+        conn.repo.fetch()
+        if strategy.holds(conn, env, wanted, conn.repo.resolve(base)):
+            return Proposed(head, base, None, found)
+        found = None
     with conn.repo.proposing(base, head, evidence.PROMOTE_TRAILER):
         if rollback_of is not None:
             applied, _values = strategy.roll_back(conn, env, cand, rollback_of)

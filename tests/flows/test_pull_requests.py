@@ -290,3 +290,31 @@ def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
     assert rolled is not None and rolled.details == {"to": "v1.0.0"}
     comments = forge.api("GET", f"{repo_api(app)}/issues/{pr['number']}/comments")
     assert any("Failed" in c["body"] for c in comments), comments
+
+
+def test_promoting_a_rolled_back_version_again_opens_a_new_pull_request(world: SandboxWorld, forge: Gitea) -> None:
+    app = forge_app(world, forge, "pragain", approval=False)
+    app.pipeline_file.write_text(
+        app.pipeline_file.read_text().replace("      provider: gitea", "      provider: gitea\n      rollback: push")
+    )
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    production = app.env("production")
+    production.failure, production.failure_ref = "degraded", "v1.0.1"
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    first = wait_for_pull_request(forge, app)
+    merge(forge, app, first["number"])
+    assert run.join(timeout=300).is_failed()  # rolled back (pushed)
+    production.failure = None
+    # The merged pull request of v1.0.1 belongs to the promotion that was rolled back: a new one is opened.
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=open")
+        if pulls:
+            break
+        time.sleep(0.3)
+    assert pulls and pulls[0]["number"] != first["number"], pulls
+    assert pulls[0]["head"]["ref"] == first["head"]["ref"]
+    merge(forge, app, pulls[0]["number"])
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tasks.gitrepo import (
-    GitAuth,
     ForeignCommitError,
+    GitAuth,
     GitError,
     GitRepository,
     MergeConflictError,
