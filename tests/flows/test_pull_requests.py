@@ -13,7 +13,7 @@ import pytest
 
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
-from sandbox.gitea import ADMIN, Gitea
+from sandbox.gitea import ADMIN, Gitea, GiteaUnavailableError
 from sandbox.world import FORGE_TOKEN_ENV, SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tests.conftest import unique
@@ -53,8 +53,18 @@ def wait_for_pull_request(forge: Gitea, app: SandboxApp, state: str = "open", ti
     raise AssertionError(f"no pull request of {app.name} was {state} within {timeout}s")
 
 
-def merge(forge: Gitea, app: SandboxApp, number: int, style: str = "merge") -> None:
-    forge.api("POST", f"{repo_api(app)}/pulls/{number}/merge", {"Do": style})
+def merge(forge: Gitea, app: SandboxApp, number: int, style: str = "merge", timeout: float = 120) -> None:
+    """Merge as a reviewer would. Gitea checks a pull request's mergeability in the background after it is
+    opened or updated, and answers 405 "Please try again later" until it has: so does a person's click."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            forge.api("POST", f"{repo_api(app)}/pulls/{number}/merge", {"Do": style})
+            return
+        except GiteaUnavailableError as exc:
+            if "HTTP 405" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def statuses(forge: Gitea, app: SandboxApp, sha: str) -> list[dict[str, Any]]:
