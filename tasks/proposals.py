@@ -22,8 +22,8 @@ from tasks import markdown as md
 from tasks.connections import Connections
 from tasks.errors import RefusedError
 from tasks.forges.base import Forge, ForgeRefusedError, PullRequest, TransientForgeError
-from tasks.gitrepo import GitRepository
-from tasks.refnames import branch_name_problem
+from tasks.gitrepo import GitError, GitRepository
+from tasks.refnames import branch_name_problem, is_full_sha
 from tasks.strategies import strategy_for
 from tasks.strategies.base import Applied, Candidate
 
@@ -181,7 +181,8 @@ def merged_write(
     base = env.written_branch(conn.pipeline.repository.branch)
     repo.fetch()
     tip = repo.resolve(base)
-    if not pr.merge_commit or not _on(repo, pr.merge_commit, tip):
+    # The forge's word is checked, and only a commit id reaches Git.
+    if not pr.merge_commit or not is_full_sha(pr.merge_commit) or not _on(repo, pr.merge_commit, tip):
         raise ProposalError(
             f"{pr.short()} is merged, but its merge commit {str(pr.merge_commit)[:12] or '(none given)'} is not on "
             f"{base}: the base was rewritten after the merge; nothing was verified"
@@ -198,7 +199,7 @@ def merged_write(
 def _on(repo: GitRepository, commit: str, tip: str) -> bool:
     try:
         return repo.is_ancestor(commit, tip)
-    except Exception:  # an unknown object: not on the branch
+    except GitError:  # an unknown object: not on the branch
         return False
 
 
