@@ -188,11 +188,9 @@ def merged_write(
             f"{base}: the base was rewritten after the merge; nothing was verified"
         )
     strategy = strategy_for(env)
-    if not strategy.holds(conn, env, cand, tip):
-        raise ProposalError(
-            f"{pr.short()} was merged into {base}, but {base} no longer holds {cand.label} (changed again since "
-            f"{pr.merge_commit[:12]}): nothing was verified; promote again"
-        )
+    problem = strategy.merge_problem(conn, env, cand, tip)
+    if problem is not None:
+        raise ProposalError(f"{pr.short()} was merged into {base} at {tip[:12]}, but {problem}; nothing was verified")
     return strategy.merged(conn, env, cand, proposed, tip)
 
 

@@ -179,6 +179,12 @@ class Strategy(ABC):
         """Whether ``commit`` (of the environment's branch) carries ``candidate``'s write: after a pull request
         merged, whatever the forge made of it (a merge, a squash, a rebase)."""
 
+    def merge_problem(self, conn: Connections, env: Environment, candidate: Candidate, tip: str) -> str | None:
+        """Why the branch at ``tip`` does not carry ``candidate``'s write after its pull request merged, or None."""
+        if self.holds(conn, env, candidate, tip):
+            return None
+        return f"it no longer holds {candidate.label} (changed again since the merge): promote again"
+
     def merged(
         self, conn: Connections, env: Environment, candidate: Candidate, proposed: Applied | None, tip: str
     ) -> Applied:

@@ -169,6 +169,16 @@ class BranchStrategy(Strategy):
     def holds(self, conn: Connections, env: Environment, candidate: Candidate, commit: str) -> bool:
         return conn.repo.is_ancestor(candidate.value, commit)
 
+    def merge_problem(self, conn: Connections, env: Environment, candidate: Candidate, tip: str) -> str | None:
+        if self.holds(conn, env, candidate, tip):
+            return None
+        # Squash and rebase merges copy the changes without the verified commit: the next promotion could no
+        # longer tell what was promoted, and would see the copies as commits the upstream branch does not have.
+        return (
+            f"{candidate.label} is not in its history: a branch environment's pull request must be merged with a "
+            "merge commit, not squashed or rebased; allow merge commits in the repository and promote again"
+        )
+
     def verified_key(self, candidate: Candidate, applied: Applied) -> tuple[str, str]:
         # The next environment merges from this one's branch: what it verified is the merge commit.
         return applied.revision, applied.revision

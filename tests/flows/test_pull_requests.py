@@ -328,3 +328,45 @@ def test_promoting_a_rolled_back_version_again_opens_a_new_pull_request(world: S
     merge(forge, app, pulls[0]["number"])
     state = run.join(timeout=300)
     assert state.is_completed(), state.message
+
+
+@pytest.mark.parametrize("strategy", ["overlay", "branch", "helm"])
+def test_every_file_writing_strategy_goes_through_a_pull_request(
+    world: SandboxWorld, forge: Gitea, strategy: str
+) -> None:
+    """kustomize-image, branch (the pull request carries the merge of the verified staging commit) and yaml-path,
+    each squash-merged: what the forge made of the change is what gets verified."""
+    app = forge_app(world, forge, f"pr{strategy}", strategy=strategy, approval=False)  # type: ignore[arg-type]
+    app.release_image("1.1.0")  # on main's staging overlay or values, or on the staging branch
+    rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert rc.is_completed(), rc.message
+    main_before = git(app.origin, "rev-parse", "main")
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    pr = wait_for_pull_request(forge, app)
+    assert pr["base"]["ref"] == "main" and pr["head"]["ref"].startswith(f"promote/{app.name}/production/")
+    assert git(app.origin, "rev-parse", "main") == main_before
+    merge(forge, app, pr["number"], "merge" if strategy == "branch" else "squash")
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message
+    tip = git(app.origin, "rev-parse", "main")
+    written = {
+        "overlay": "overlays/production/kustomization.yaml",
+        "helm": "envs/production/values.yaml",
+        "branch": "deploy/kustomization.yaml",  # main's copy, brought by the merge of staging
+    }[strategy]
+    assert "1.1.0" in git(app.origin, "show", f"{tip}:{written}")
+    combined = forge.api("GET", f"{repo_api(app)}/commits/{tip}/status")
+    assert combined["state"] == "success", combined
+
+
+def test_a_branch_environment_s_pull_request_squashed_is_refused_with_the_fix(
+    world: SandboxWorld, forge: Gitea
+) -> None:
+    app = forge_app(world, forge, "prsquash", strategy="branch", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    pr = wait_for_pull_request(forge, app)
+    merge(forge, app, pr["number"], "squash")
+    state = run.join(timeout=300)
+    assert state.is_failed()
+    assert "must be merged with a merge commit, not squashed or rebased" in str(state.message), state.message
