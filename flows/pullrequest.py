@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -154,7 +155,7 @@ def through_pull_request(
     report: PromotionReport,
     *,
     pinned: dict[str, Any] | None,
-    before_write: Any,
+    before_write: Callable[[], None],
 ) -> tuple[Applied, PullRequest | None]:
     """The write of a promotion as a pull request: opened (or found), waited for, and checked once merged.
     ``before_write()`` runs right before anything is written (the holds check), only when nothing was written

@@ -1,7 +1,7 @@
 """What every forge client answers, and the values that travel between a client and the promotion.
 
 A forge is where the GitOps repository lives and its pull requests are decided (Gitea today; GitHub and GitLab
-add one module each). The promotion needs six things from it, nothing more:
+add one module each). The promotion needs these from it, nothing more:
 
 * :meth:`Forge.find_pull_request` / :meth:`Forge.pull_request`: the promotion's pull request, by its head
   branch or its number, with its state (open, merged, closed) and, once merged, the commit it left on the base;
