@@ -64,11 +64,7 @@ class ApprovalPlan:
             "",
             f"### Commits ({len(self.commits)})",
         ]
-        lines += [f"- {md.code(sha[:12])} {md.text(subject, 200)}" for sha, subject in self.commits[:30]] or [
-            "- (none)"
-        ]
-        if len(self.commits) > 30:
-            lines.append(f"- ... and {len(self.commits) - 30} more")
+        lines += md.commit_list(self.commits)
         if self.file_diff:
             lines += ["", "### Change", md.code_block(self.file_diff, "diff")]
         lines += ["", "Tick **approve** and give your name to proceed; to reject, leave it unticked and say why."]

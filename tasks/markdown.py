@@ -9,6 +9,7 @@ http(s) ones, no HTML.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from urllib.parse import quote, urlsplit
 
 # Inline syntax only (the text is one line inside a cell or after a list marker): emphasis, code, links and
@@ -61,3 +62,11 @@ def link(url: str, label: str) -> str:
         return text(f"{label} ({url})")
     safe = quote(url.strip(), safe=":/?#@!$&'*+,;=%~-._")
     return f"[{text(label)}]({safe.replace('(', '%28').replace(')', '%29')})"
+
+
+def commit_list(commits: Sequence[tuple[str, str]], most: int = 30) -> list[str]:
+    """``- <sha> subject`` lines for the first ``most`` commits (subjects escaped), and how many more."""
+    lines = [f"- {code(sha[:12])} {text(subject, 200)}" for sha, subject in commits[:most]] or ["- (none)"]
+    if len(commits) > most:
+        lines.append(f"- ... and {len(commits) - most} more")
+    return lines

@@ -102,11 +102,7 @@ def body(conn: Connections, env: Environment, cand: Candidate, *, rollback: bool
             "",
             f"### Commits ({len(cand.commits)})",
         ]
-        lines += [f"- {md.code(sha[:12])} {md.text(subject, 200)}" for sha, subject in cand.commits[:30]] or [
-            "- (none)"
-        ]
-        if len(cand.commits) > 30:
-            lines.append(f"- ... and {len(cand.commits) - 30} more")
+        lines += md.commit_list(cand.commits)
         if cand.diff:
             diff = cand.diff if len(cand.diff) <= DIFF_LIMIT else cand.diff[:DIFF_LIMIT] + "\n... (cut)\n"
             lines += ["", "### Change", md.code_block(diff, "diff")]

@@ -53,6 +53,17 @@ def wait_for_pull_request(forge: Gitea, app: SandboxApp, state: str = "open", ti
     raise AssertionError(f"no pull request of {app.name} was {state} within {timeout}s")
 
 
+def wait_for_open_pull_request(forge: Gitea, app: SandboxApp, timeout: float = 240) -> dict[str, Any]:
+    """The newest open pull request of the app, once there is one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=open")
+        if pulls:
+            return dict(pulls[0])
+        time.sleep(0.3)
+    raise AssertionError(f"no pull request of {app.name} was open within {timeout}s")
+
+
 def merge(forge: Gitea, app: SandboxApp, number: int, style: str = "merge", timeout: float = 120) -> None:
     """Merge as a reviewer would. Gitea checks a pull request's mergeability in the background after it is
     opened or updated, and answers 405 "Please try again later" until it has: so does a person's click."""
@@ -280,15 +291,10 @@ def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
     pr = wait_for_pull_request(forge, app)
     merge(forge, app, pr["number"])
     if rollback == "pull-request":
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=open")
-            if pulls:
-                break
-            time.sleep(0.3)
-        assert pulls and pulls[0]["head"]["ref"] == f"promote/{app.name}/production/rollback-v1.0.0", pulls
-        assert "Roll back" in pulls[0]["title"] and "Degraded" in pulls[0]["body"]
-        merge(forge, app, pulls[0]["number"])
+        back = wait_for_open_pull_request(forge, app)
+        assert back["head"]["ref"] == f"promote/{app.name}/production/rollback-v1.0.0", back
+        assert "Roll back" in back["title"] and "Degraded" in back["body"]
+        merge(forge, app, back["number"])
     state = run.join(timeout=300)
     assert state.is_failed()
     assert "ROLLED BACK to v1.0.0" in str(state.message), state.message
@@ -317,15 +323,9 @@ def test_promoting_a_rolled_back_version_again_opens_a_new_pull_request(world: S
     production.failure = None
     # The merged pull request of v1.0.1 belongs to the promotion that was rolled back: a new one is opened.
     run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=open")
-        if pulls:
-            break
-        time.sleep(0.3)
-    assert pulls and pulls[0]["number"] != first["number"], pulls
-    assert pulls[0]["head"]["ref"] == first["head"]["ref"]
-    merge(forge, app, pulls[0]["number"])
+    second = wait_for_open_pull_request(forge, app)
+    assert second["number"] != first["number"] and second["head"]["ref"] == first["head"]["ref"], second
+    merge(forge, app, second["number"])
     state = run.join(timeout=300)
     assert state.is_completed(), state.message
 

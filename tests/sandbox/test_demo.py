@@ -15,12 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.kube, pytest.mark.prefect]
 
 
-def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
-    # Its own Prefect server and API server, as on a user's machine: none of the test session's settings.
+def run_demo(*args: str) -> tuple[int, str]:
+    """The demo as a user starts it: its own Prefect server and API server, none of the session's settings."""
     session = {"PROMOTE_CACHE_DIR", "PROMOTE_LOCK_TTL_SECONDS"}  # set by conftest; PROMOTE_KUBE_BIN_DIR stays
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in session}
     done = subprocess.run(
-        [sys.executable, "-m", "sandbox.demo", "--delay", "0.1"],
+        [sys.executable, "-m", "sandbox.demo", "--delay", "0.1", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -28,8 +28,12 @@ def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
         timeout=300,
         check=False,
     )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-4000:]
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
+    returncode, out = run_demo()
+    assert returncode == 0, out[-4000:]
     workspace = re.search(r"workspace: (\S+)", out)
     assert workspace, out[-4000:]
     assert "nightly run: Completed" in out
@@ -43,19 +47,8 @@ def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
 def test_sandbox_demo_through_a_pull_request_on_gitea(gitea: object) -> None:
     """``hack/sandbox --write pull-request``: production's change is a pull request on a real Gitea, merged by
     the demo on the user's behalf (the ``gitea`` fixture only makes sure the binary is built)."""
-    session = {"PROMOTE_CACHE_DIR", "PROMOTE_LOCK_TTL_SECONDS"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in session}
-    done = subprocess.run(
-        [sys.executable, "-m", "sandbox.demo", "--delay", "0.1", "--write", "pull-request"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-4000:]
+    returncode, out = run_demo("--write", "pull-request")
+    assert returncode == 0, out[-4000:]
     assert "nightly run: Completed" in out
     assert "The sandbox demo MERGES IT ON YOUR BEHALF" in out
     assert "pull requests merged on your behalf: 1" in out
