@@ -1,13 +1,14 @@
 """A real cluster on loopback: kube-apiserver + etcd (:mod:`sandbox.apiserver`), the real kube-controller-manager
-and kube-scheduler, KWOK playing the kubelet of one fake node, and Flux's source-controller and
-kustomize-controller with their upstream CRDs.
+and kube-scheduler, KWOK playing the kubelet of one fake node, Flux's source-controller and kustomize-controller
+with their upstream CRDs, and (``argocd=True``) Argo CD's application controller and repo server with redis and
+the upstream Application and AppProject CRDs.
 
 Nothing here writes a status: Deployments roll out because the controller-manager makes ReplicaSets and Pods,
 the scheduler binds them to the KWOK node and KWOK moves them through the stages in ``sandbox/kwok/stages.yaml``;
 Flux fetches Git over HTTP and applies what it finds. Tests judge what these controllers write.
 
-The binaries come from ``hack/build-cluster-binaries kube kwok flux`` (built once per machine, into a versioned
-cache). Every process logs to ``<workdir>/logs/<component>.log``; :meth:`RealCluster.log_tails` gives the
+The binaries come from ``hack/build-cluster-binaries kube kwok flux flux-crds [argocd]`` (built once per machine,
+into a versioned cache); redis-server from Debian. Every process logs to ``<workdir>/logs/<component>.log``; :meth:`RealCluster.log_tails` gives the
 last lines of each for a failure report.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -51,6 +54,9 @@ KWOK_NODE = KWOK_DIR / "node.yaml"
 NODE_NAME = "kwok-node-0"
 FLUX_NAMESPACE = "flux-system"
 COMPONENTS = ("kube", "kwok", "flux", "flux-crds")
+ARGOCD_COMPONENT = "argocd"  # built only where a cluster runs Argo CD (about 12 minutes cold)
+ARGOCD_NAMESPACE = "argocd"
+_ARGOCD_PROGRAMS = {"argocd-repo-server", "argocd-application-controller"}
 _STOP_GRACE_SECONDS = 10.0
 
 
@@ -66,6 +72,7 @@ class ClusterBinaries:
     kwok: Path  # kwok
     flux: Path  # source-controller, kustomize-controller
     flux_crds: Path  # their upstream CRDs
+    argocd: Path | None = None  # argocd-slim, kustomize, git-verify-wrapper.sh, crds/ (hack/build-cluster-binaries)
 
     @property
     def apiserver(self) -> KubeBinaries:
@@ -78,25 +85,40 @@ class ClusterBinaries:
             "kwok": self.kwok,
             "source-controller": self.flux,
             "kustomize-controller": self.flux,
-        }[name]
+        }.get(name)
+        if name in _ARGOCD_PROGRAMS and self.argocd is not None:
+            return self.argocd / "argocd-slim"  # one binary, told what to be by ARGOCD_BINARY_NAME
+        if name == "redis-server":
+            return Path(shutil.which("redis-server") or "/usr/bin/redis-server")
+        if where is None:
+            raise KeyError(name)
         return where / name
 
     def missing(self) -> list[Path]:
-        names = ("kube-controller-manager", "kube-scheduler", "kwok", "source-controller", "kustomize-controller")
+        names = ["kube-controller-manager", "kube-scheduler", "kwok", "source-controller", "kustomize-controller"]
+        if self.argocd is not None:
+            names += ["argocd-repo-server", "redis-server"]
         programs = [*self.apiserver.missing(), *(self.program(n) for n in names)]
+        if self.argocd is not None:
+            programs += [self.argocd / "kustomize", self.argocd / "git-verify-wrapper.sh"]
         return [p for p in programs if not (p.is_file() and os.access(p, os.X_OK))]
 
     @classmethod
-    def ensure(cls) -> ClusterBinaries:
+    def ensure(cls, *, argocd: bool = False) -> ClusterBinaries:
         """Find the binaries, building what is missing (minutes per component, once per machine; progress on
-        stderr)."""
-        returncode, stdout, stderr_tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), *COMPONENTS], REPO_ROOT)
+        stderr). ``argocd``: Argo CD too (and Debian's redis-server must be installed)."""
+        components = [*COMPONENTS, *([ARGOCD_COMPONENT] if argocd else [])]
+        if argocd and shutil.which("redis-server") is None:
+            raise ClusterBinariesUnavailableError(
+                "Argo CD needs redis-server (Debian: apt-get install redis-server); .ci/run installs it"
+            )
+        returncode, stdout, stderr_tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), *components], REPO_ROOT)
         lines = stdout.strip().splitlines()
         script = BUILD_SCRIPT.relative_to(REPO_ROOT)
-        if returncode != 0 or len(lines) != len(COMPONENTS):
+        if returncode != 0 or len(lines) != len(components):
             tail = "\n".join(stderr_tail) or "(no output)"
             raise ClusterBinariesUnavailableError(
-                f"the real controllers are not built and could not be built ({script} {' '.join(COMPONENTS)} "
+                f"the real controllers are not built and could not be built ({script} {' '.join(components)} "
                 f"exited {returncode}). It needs Go 1.26+ (`go` on PATH) with access to the Go module proxy, "
                 f"and caches them under ~/.cache/gitops-promote. Its last output:\n{tail}"
             )
@@ -129,11 +151,15 @@ class RealCluster:
         binaries: ClusterBinaries,
         users: Iterable[TokenUser] = (),
         flux: bool = True,
+        argocd: bool = False,
         startup_timeout: float = DEFAULT_OVERALL_SECONDS,
         progress: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.binaries = binaries
         self.with_flux = flux
+        if argocd and binaries.argocd is None:
+            raise ClusterBinariesUnavailableError("argocd=True needs ClusterBinaries.ensure(argocd=True)")
+        self.with_argocd = argocd
         self.api = LocalKubeAPI(users=users, binaries=binaries.apiserver, startup_timeout=startup_timeout)
         self.startup_timeout = startup_timeout
         self._progress = progress
@@ -179,11 +205,15 @@ class RealCluster:
                     namespace = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=FLUX_NAMESPACE))
                     k8s.CoreV1Api(admin).create_namespace(namespace)
                     self._start_flux()
+                if self.with_argocd:
+                    self._prepare_argocd(admin)
+                    self._start_argocd()
                 step("controllers started")
                 self._wait_until_ready(admin, began)
             finally:
                 close_client(admin)
-            step("node Ready, controller-manager serving" + (", Flux ready" if self.with_flux else ""))
+            ready = [", Flux ready" if self.with_flux else "", ", Argo CD ready" if self.with_argocd else ""]
+            step("node Ready, controller-manager serving" + "".join(ready))
         except BaseException:
             self.stop()
             raise
@@ -310,6 +340,88 @@ class RealCluster:
             ],
             env,
         )
+
+    def _prepare_argocd(self, admin: k8s.ApiClient) -> None:
+        """Argo CD's upstream CRDs, its namespace, and what its controller reads at start: argocd-cm (it exits
+        without it), argocd-secret and the default AppProject."""
+        assert self.binaries.argocd is not None
+        install_crds(admin, self.binaries.argocd / "crds", timeout=300)
+        k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ARGOCD_NAMESPACE)))
+        labels = {"app.kubernetes.io/part-of": "argocd"}
+        apply_manifests(
+            admin,
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "argocd-cm", "labels": {**labels, "app.kubernetes.io/name": "argocd-cm"}},
+                    # Tests ask for a refresh (verify.gitops.refresh); the periodic one only backs it up.
+                    "data": {"timeout.reconciliation": "20s"},
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": "argocd-secret",
+                        "labels": {**labels, "app.kubernetes.io/name": "argocd-secret"},
+                    },
+                    "stringData": {"server.secretkey": secrets.token_urlsafe(32)},
+                },
+                {
+                    "apiVersion": "argoproj.io/v1alpha1",
+                    "kind": "AppProject",
+                    "metadata": {"name": "default"},
+                    "spec": {"sourceRepos": ["*"], "destinations": [{"namespace": "*", "server": "*"}]},
+                },
+            ],
+            namespace=ARGOCD_NAMESPACE,
+        )
+
+    def _start_argocd(self) -> None:
+        """redis, the repo server and the application controller, on loopback, with a private HOME and TMPDIR;
+        ``https://kubernetes.default.svc`` means this API server (ARGOCD_FAKE_IN_CLUSTER + KUBECONFIG)."""
+        assert self.binaries.argocd is not None
+        redis, repo, repo_metrics, controller_metrics = free_ports(4)
+        home = self.api.workdir / "argocd"
+        for sub in ("home", "ssh", "tls", "gpg", "tmp"):
+            (home / sub).mkdir(parents=True, exist_ok=True)
+        (home / "gpg").chmod(0o700)
+        self._health_urls |= {
+            "argocd-repo-server": f"http://127.0.0.1:{repo_metrics}/healthz",
+            "argocd-application-controller": f"http://127.0.0.1:{controller_metrics}/healthz",
+        }
+        self._spawn("redis-server", ["--bind", "127.0.0.1", "--port", str(redis), "--save", "", "--appendonly", "no"])
+        env = {
+            # The repo server runs `argocd` (as GIT_ASKPASS), git-verify-wrapper.sh and kustomize from PATH.
+            "PATH": f"{self.binaries.argocd}{os.pathsep}{os.environ.get('PATH', '')}",
+            "ARGOCD_FAKE_IN_CLUSTER": "true",
+            "HOME": str(home / "home"),
+            "TMPDIR": str(home / "tmp"),
+            "ARGOCD_GPG_ENABLED": "false",
+            "ARGOCD_SSH_DATA_PATH": str(home / "ssh"),
+            "ARGOCD_TLS_DATA_PATH": str(home / "tls"),
+            "ARGOCD_GNUPGHOME": str(home / "gpg"),
+            "ARGOCD_ASK_PASS_SOCK": str(home / "askpass.sock"),
+        }
+        self._spawn(
+            "argocd-repo-server",
+            [
+                "--port", str(repo), "--address", "127.0.0.1", "--disable-tls", "--client-ca-path", "",
+                "--metrics-address", "127.0.0.1", "--metrics-port", str(repo_metrics),
+                "--redis", f"127.0.0.1:{redis}", "--parallelismlimit", "2", "--loglevel", "info",
+            ],
+            {**env, "ARGOCD_BINARY_NAME": "argocd-repo-server"},
+        )  # fmt: skip
+        self._spawn(
+            "argocd-application-controller",
+            [
+                "--kubeconfig", str(self.kubeconfig), "--namespace", ARGOCD_NAMESPACE,
+                "--repo-server", f"127.0.0.1:{repo}", "--repo-server-plaintext", "--redis", f"127.0.0.1:{redis}",
+                "--metrics-port", str(controller_metrics), "--status-processors", "2", "--operation-processors", "2",
+                "--app-resync", "20", "--loglevel", "info",
+            ],
+            {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"},
+        )  # fmt: skip
 
     def _wait_until_ready(self, admin: k8s.ApiClient, began: float) -> None:
         core = k8s.CoreV1Api(admin)
