@@ -8,8 +8,8 @@ the scheduler binds them to the KWOK node and KWOK moves them through the stages
 Flux fetches Git over HTTP and applies what it finds. Tests judge what these controllers write.
 
 The binaries come from ``hack/build-cluster-binaries kube kwok flux flux-crds [argocd]`` (built once per machine,
-into a versioned cache); redis-server from Debian. Every process logs to ``<workdir>/logs/<component>.log``; :meth:`RealCluster.log_tails` gives the
-last lines of each for a failure report.
+into a versioned cache); redis-server from Debian. Every process logs to ``<workdir>/logs/<component>.log``;
+:meth:`RealCluster.log_tails` gives the last lines of each for a failure report.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from tasks.kube import (
     GIT_REPOSITORY,
     KUSTOMIZATION,
     KubeClient,
+    KubeError,
     ObjectRef,
     RequestStats,
     VerificationError,
@@ -56,6 +57,24 @@ def request_argocd_sync(kube: KubeClient, ref: ObjectRef, revision: str) -> None
     """Start a sync operation at ``revision`` (for Applications without auto-sync)."""
     body = {"operation": {"initiatedBy": {"username": "gitops-promote"}, "sync": {"revision": revision}}}
     kube.patch(ref, body)
+
+
+def deployment_causes(kube: KubeClient, env: Environment, limit: int = 3) -> list[str]:
+    """What the verified Deployments say is wrong with them (a Progressing or Available condition that is False,
+    with its reason and message), for a failure message; what cannot be read is left out."""
+    causes: list[str] = []
+    for deployment in env.verify.deployments[:limit]:
+        ref = ObjectRef(DEPLOYMENT, deployment.namespace, deployment.name)
+        try:
+            obj = kube.get(ref)
+        except KubeError:
+            continue
+        for condition in (obj.get("status") or {}).get("conditions") or []:
+            if condition.get("type") in ("Progressing", "Available") and condition.get("status") == "False":
+                reason, text = str(condition.get("reason") or ""), str(condition.get("message") or "")
+                causes.append(f"Deployment {ref.namespace}/{ref.name}: {reason}: {text[:300]}".rstrip(": "))
+                break
+    return causes
 
 
 def request_flux_reconcile(kube: KubeClient, ks_ref: ObjectRef, *, with_source: bool = True) -> str:
@@ -182,7 +201,15 @@ def verify_environment(
     if gitops is not None:
         started = time.monotonic()
         if isinstance(gitops, ArgoApplicationRef):
-            message = _wait_argocd(kube, gitops, revision, env, result.stats, remaining())
+            try:
+                message = _wait_argocd(kube, gitops, revision, env, result.stats, remaining())
+            except VerificationError as failure:
+                # Argo CD 3.x keeps no per-resource health in its status: "Degraded" names only the resource. The
+                # cause is on the Deployments we verify (ProgressDeadlineExceeded, ...): say it.
+                causes = deployment_causes(kube, env)
+                if not causes:
+                    raise
+                raise VerificationError(f"{failure}; {'; '.join(causes)}") from None
         else:
             message, flux_applied = _wait_flux(kube, gitops, revision, env, result.stats, remaining())
         applied_at = time.monotonic()

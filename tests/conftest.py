@@ -34,7 +34,7 @@ from sandbox.apiserver import (
     delete_namespace,
     install_crds,
 )
-from sandbox.cluster import ClusterBinaries, ClusterBinariesUnavailableError, RealCluster
+from sandbox.cluster import ARGOCD_NAMESPACE, ClusterBinaries, ClusterBinariesUnavailableError, RealCluster
 from sandbox.gitea import Gitea
 from sandbox.prefect_server import PrefectServer, free_port
 from sandbox.world import SandboxWorld
@@ -88,7 +88,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             starts.append(threading.Thread(target=_start_kube, args=(servers, binaries)))
         if "real_cluster" in uses:
             try:
-                cluster_binaries: ClusterBinaries | ClusterBinariesUnavailableError = ClusterBinaries.ensure()
+                cluster_binaries: ClusterBinaries | ClusterBinariesUnavailableError = ClusterBinaries.ensure(
+                    argocd=True
+                )
             except ClusterBinariesUnavailableError as exc:
                 cluster_binaries = exc
             starts.append(threading.Thread(target=_start_real_cluster, args=(servers, cluster_binaries, say)))
@@ -134,13 +136,18 @@ def _start_real_cluster(
         servers["real_cluster"] = f"the real-controller tests need their binaries: {binaries}"
         return
     cluster = RealCluster(
-        binaries=binaries, users=[TokenUser.generate(VERIFIER_USER)], progress=lambda line: say(f"real cluster: {line}")
+        binaries=binaries,
+        users=[TokenUser.generate(VERIFIER_USER)],
+        argocd=True,
+        progress=lambda line: say(f"real cluster: {line}"),
     )
     try:
         cluster.start()
         admin = cluster.api.api_client()
         try:
             apply_manifests(admin, RBAC_DIR / "verifier-role.yaml")
+            # The Applications live in Argo CD's namespace: the verifier reads them there, as it would in production.
+            apply_manifests(admin, [_verifier_binding(ARGOCD_NAMESPACE)])
         finally:
             _close(admin)
     except Exception as exc:  # reported by the fixture, test by test
@@ -296,8 +303,9 @@ _CALL_FAILED = pytest.StashKey[bool]()
 
 @pytest.fixture(scope="session")
 def real_cluster(pytestconfig: pytest.Config) -> RealCluster:
-    """kube-apiserver + etcd with the real controller-manager, scheduler, KWOK (one fake node) and Flux's
-    source- and kustomize-controller, for the session. Built on first use (hack/build-cluster-binaries)."""
+    """kube-apiserver + etcd with the real controller-manager, scheduler, KWOK (one fake node), Flux's source- and
+    kustomize-controller and Argo CD's application controller and repo server, for the session. Built on first
+    use (hack/build-cluster-binaries)."""
     cluster: RealCluster = _started(pytestconfig, "real_cluster")
     return cluster
 
@@ -310,6 +318,17 @@ def real_admin(real_cluster: RealCluster) -> Iterator[k8s.ApiClient]:
     _close(api_client)
 
 
+def _verifier_binding(namespace: str) -> dict[str, Any]:
+    """The verifier user bound to manifests/rbac/verifier-role.yaml in ``namespace``, nothing more."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "gitops-promote-verifier", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gitops-promote-verifier"},
+        "subjects": [{"kind": "User", "name": VERIFIER_USER, "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+
+
 @contextlib.contextmanager
 def make_real_namespace(
     request: pytest.FixtureRequest, cluster: RealCluster, admin: k8s.ApiClient, name: str, *, show_logs: bool = True
@@ -320,22 +339,7 @@ def make_real_namespace(
     afterwards: the real namespace controller empties it."""
     core = k8s.CoreV1Api(admin)
     core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
-    apply_manifests(
-        admin,
-        [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": "gitops-promote-verifier", "namespace": name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "gitops-promote-verifier",
-                },
-                "subjects": [{"kind": "User", "name": VERIFIER_USER, "apiGroup": "rbac.authorization.k8s.io"}],
-            }
-        ],
-    )
+    apply_manifests(admin, [_verifier_binding(name)])
     try:
         yield name
     finally:

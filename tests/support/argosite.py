@@ -1,0 +1,142 @@
+"""A GitOps repository that real Argo CD deploys into a test's namespace: a bare origin served over loopback HTTP
+with basic auth (tests/support/gitserver.py), a repository Secret in the argocd namespace, and Applications there
+whose destination is the test's namespace. The verifier reads them through a RoleBinding in the argocd namespace
+(made once by the session fixture)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client import ApiException
+
+from sandbox.apiserver import apply_manifests
+from sandbox.cluster import ARGOCD_NAMESPACE
+from tests.support.gitserver import make_origin, run_git, serve_git_over_http
+
+APPLICATION = ("argoproj.io", "v1alpha1", "applications")
+
+
+@dataclass
+class ArgoSite:
+    """One test's Git origin, served to Argo CD, and the Applications that deploy it into ``namespace``."""
+
+    api: k8s.ApiClient
+    namespace: str
+    root: Path
+    url_base: str
+    username: str
+    token: str
+    name: str = "site"
+    seed: Path = field(init=False)
+    origin: Path = field(init=False)
+    applications: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"{self.url_base}/{self.name}.git"
+
+    def create_origin(self, files: dict[str, str]) -> str:
+        work = self.root / f"{self.name}-work"
+        work.mkdir(parents=True)
+        origin, seed = make_origin(work, files)
+        self.origin = self.root / f"{self.name}.git"
+        origin.rename(self.origin)
+        run_git(seed, "remote", "set-url", "origin", str(self.origin))
+        self.seed = seed
+        apply_manifests(
+            self.api,
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {
+                        "name": f"repo-{self.namespace}"[:63],
+                        "labels": {"argocd.argoproj.io/secret-type": "repository"},
+                    },
+                    "stringData": {"url": self.url, "username": self.username, "password": self.token, "type": "git"},
+                }
+            ],
+            namespace=ARGOCD_NAMESPACE,
+        )
+        return run_git(seed, "rev-parse", "HEAD")
+
+    def push(self, files: dict[str, str], message: str) -> str:
+        for rel, text in files.items():
+            path = self.seed / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        run_git(self.seed, "add", "-A")
+        run_git(self.seed, "commit", "--quiet", "-m", message)
+        run_git(self.seed, "push", "--quiet", "origin", "HEAD:main")
+        return run_git(self.seed, "rev-parse", "HEAD")
+
+    def create_application(self, path: str, *, auto_sync: bool = True, revision: str = "main") -> str:
+        """An Application of this origin's ``path`` into the test's namespace; its name (unique per test)."""
+        name = f"{self.namespace}-{len(self.applications)}"[:53]
+        spec: dict[str, Any] = {
+            "project": "default",
+            "source": {"repoURL": self.url, "targetRevision": revision, "path": path},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": self.namespace},
+        }
+        if auto_sync:
+            spec["syncPolicy"] = {"automated": {}}
+        apply_manifests(
+            self.api,
+            [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": name}, "spec": spec}],
+            namespace=ARGOCD_NAMESPACE,
+        )
+        self.applications.append(name)
+        return name
+
+    def application(self, name: str) -> dict[str, Any]:
+        group, version, plural = APPLICATION
+        found: dict[str, Any] = k8s.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            group, version, ARGOCD_NAMESPACE, plural, name
+        )
+        return found
+
+    def wait_until_healthy(self, name: str, revision: str, timeout: float = 240) -> dict[str, Any]:
+        """The Application once Argo CD says Synced and Healthy at ``revision``."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.application(name).get("status") or {}
+            sync, health = status.get("sync") or {}, status.get("health") or {}
+            if (
+                sync.get("status") == "Synced"
+                and sync.get("revision") == revision
+                and health.get("status") == "Healthy"
+            ):
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"Application {name} was not Synced/Healthy at {revision[:12]} in {timeout}s: {status}")
+
+    def delete_applications(self) -> None:
+        group, version, plural = APPLICATION
+        for name in self.applications:
+            with suppress(ApiException):
+                k8s.CustomObjectsApi(self.api).delete_namespaced_custom_object(
+                    group, version, ARGOCD_NAMESPACE, plural, name
+                )
+
+
+@contextmanager
+def served_argo_site(api: k8s.ApiClient, namespace: str, root: Path, name: str = "site") -> Iterator[ArgoSite]:
+    """An :class:`ArgoSite` whose origin under ``root`` is served over loopback HTTP for the block; its
+    Applications are deleted afterwards."""
+    root.mkdir(parents=True, exist_ok=True)
+    username, token = "argo", os.urandom(12).hex() + secrets.token_hex(2)
+    with serve_git_over_http(root, username, token) as url:
+        site = ArgoSite(api, namespace, root, url.rstrip("/"), username, token, name=name)
+        try:
+            yield site
+        finally:
+            site.delete_applications()
