@@ -27,16 +27,28 @@ NEVER_READY = "never-ready.sandbox.promote"  # sandbox/kwok/stages.yaml: a pod t
 VERIFY_TIMEOUT = 300.0  # far above every failure's expected time: a failure must come from Argo CD's report
 
 
-def argo_env(application: str, namespace: str, *, sync: bool = False, image: str | None = None) -> Environment:
-    deployments = [{"name": "web", "namespace": namespace, "container": "web"}]
+def argo_env(
+    application: str,
+    namespace: str,
+    *,
+    sync: bool = False,
+    image: str | None = None,
+    refresh: str = "normal",
+    source_index: int | None = None,
+) -> Environment:
+    deployments: list[dict[str, Any]] = [{"name": "web", "namespace": namespace, "container": "web"}]
     if image:
         deployments[0]["expect_image"] = image
+    tracks: dict[str, Any] = {"kind": "tag", "application_file": "apps/web.yaml"}
+    if source_index is not None:
+        tracks["source_index"] = source_index
+    gitops = {"kind": "argocd", "name": application, "namespace": ARGOCD_NAMESPACE, "sync": sync, "refresh": refresh}
     return Environment.model_validate(
         {
             "name": "staging",
-            "tracks": {"kind": "tag", "application_file": "apps/web.yaml"},
+            "tracks": tracks,
             "verify": {
-                "gitops": {"kind": "argocd", "name": application, "namespace": ARGOCD_NAMESPACE, "sync": sync},
+                "gitops": gitops,
                 "deployments": deployments,
                 "timeout_seconds": VERIFY_TIMEOUT,
             },
@@ -142,3 +154,39 @@ def test_a_path_that_does_not_exist_fails_fast_and_names_it(
     message = str(failure.value)
     assert "ComparisonError" in message and "no/such/path" in message, message
     assert time.monotonic() - began < VERIFY_TIMEOUT / 3
+
+
+def test_a_multi_source_application_is_judged_by_its_own_source_s_revision(
+    site: ArgoSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
+) -> None:
+    """status.sync.revisions[] holds one revision per source: ours is source_index's, not the first's."""
+    files = {
+        "deploy/kustomization.yaml": KUSTOMIZATION_FILE,
+        "deploy/deployment.yaml": deployment(),
+        "extra/config.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\ndata: {a: b}\n",
+    }
+    first = site.create_origin(files)
+    pinned = site.tag("config-1")  # the first source stays at this tag
+    name = site.create_application("extra", revision="config-1", more=(("deploy", "main"),))
+    site.wait_until_healthy(name, pinned)
+    image = f"{IMAGE}:1.0.4"
+    new = site.push({"deploy/deployment.yaml": deployment(image=image)}, "web 1.0.4")
+    verify_environment(kube, argo_env(name, real_namespace, image=image, source_index=1), new, {})
+    revisions = site.application(name)["status"]["sync"]["revisions"]
+    assert revisions == [pinned, new] and first != new
+    assert rolled_out(real_admin, real_namespace, image)
+
+
+def test_a_hard_refresh_is_asked_for_and_argo_cd_takes_the_annotation_away(
+    site: ArgoSite, kube: KubeClient, real_namespace: str
+) -> None:
+    name, _first = start(site)
+    image = f"{IMAGE}:1.0.5"
+    new = site.push({"deploy/deployment.yaml": deployment(image=image)}, "web 1.0.5")
+    verify_environment(kube, argo_env(name, real_namespace, image=image, refresh="hard"), new, {})
+    deadline = time.monotonic() + 60
+    annotations: dict[str, str] = {"argocd.argoproj.io/refresh": "hard"}
+    while time.monotonic() < deadline and "argocd.argoproj.io/refresh" in annotations:
+        annotations = site.application(name)["metadata"].get("annotations") or {}
+        time.sleep(0.3)
+    assert "argocd.argoproj.io/refresh" not in annotations  # handled: the controller removes it

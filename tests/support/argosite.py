@@ -68,6 +68,11 @@ class ArgoSite:
         )
         return run_git(seed, "rev-parse", "HEAD")
 
+    def tag(self, name: str) -> str:
+        run_git(self.seed, "tag", "-a", name, "-m", name)
+        run_git(self.seed, "push", "--quiet", "origin", name)
+        return run_git(self.seed, "rev-parse", f"{name}^{{commit}}")
+
     def push(self, files: dict[str, str], message: str) -> str:
         for rel, text in files.items():
             path = self.seed / rel
@@ -78,14 +83,21 @@ class ArgoSite:
         run_git(self.seed, "push", "--quiet", "origin", "HEAD:main")
         return run_git(self.seed, "rev-parse", "HEAD")
 
-    def create_application(self, path: str, *, auto_sync: bool = True, revision: str = "main") -> str:
-        """An Application of this origin's ``path`` into the test's namespace; its name (unique per test)."""
+    def create_application(
+        self, path: str, *, auto_sync: bool = True, revision: str = "main", more: tuple[tuple[str, str], ...] = ()
+    ) -> str:
+        """An Application of this origin's ``path`` into the test's namespace; its name (unique per test).
+        ``more``: further (path, revision) sources of the same origin, making it a multi-source Application."""
         name = f"{self.namespace}-{len(self.applications)}"[:53]
+        first = {"repoURL": self.url, "targetRevision": revision, "path": path}
         spec: dict[str, Any] = {
             "project": "default",
-            "source": {"repoURL": self.url, "targetRevision": revision, "path": path},
             "destination": {"server": "https://kubernetes.default.svc", "namespace": self.namespace},
         }
+        if more:
+            spec["sources"] = [first, *({"repoURL": self.url, "targetRevision": r, "path": p} for p, r in more)]
+        else:
+            spec["source"] = first
         if auto_sync:
             spec["syncPolicy"] = {"automated": {}}
         apply_manifests(
@@ -110,11 +122,8 @@ class ArgoSite:
         while time.monotonic() < deadline:
             status = self.application(name).get("status") or {}
             sync, health = status.get("sync") or {}, status.get("health") or {}
-            if (
-                sync.get("status") == "Synced"
-                and sync.get("revision") == revision
-                and health.get("status") == "Healthy"
-            ):
+            synced = sync.get("revision") or (sync.get("revisions") or [None])[0]  # multi-source: the first's
+            if sync.get("status") == "Synced" and synced == revision and health.get("status") == "Healthy":
                 return status
             time.sleep(0.3)
         raise AssertionError(f"Application {name} was not Synced/Healthy at {revision[:12]} in {timeout}s: {status}")
