@@ -73,14 +73,17 @@ class ArgoSite:
         run_git(self.seed, "push", "--quiet", "origin", name)
         return run_git(self.seed, "rev-parse", f"{name}^{{commit}}")
 
-    def push(self, files: dict[str, str], message: str) -> str:
+    def push(self, files: dict[str, str], message: str, branch: str = "main") -> str:
+        """Another person pushes a change to ``branch`` (after whatever the flows wrote); the new commit."""
+        run_git(self.seed, "fetch", "--quiet", "origin")
+        run_git(self.seed, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
         for rel, text in files.items():
             path = self.seed / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
         run_git(self.seed, "add", "-A")
         run_git(self.seed, "commit", "--quiet", "-m", message)
-        run_git(self.seed, "push", "--quiet", "origin", "HEAD:main")
+        run_git(self.seed, "push", "--quiet", "origin", f"HEAD:{branch}")
         return run_git(self.seed, "rev-parse", "HEAD")
 
     def create_application(
