@@ -355,8 +355,9 @@ class RealCluster:
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
                     "metadata": {"name": "argocd-cm", "labels": {**labels, "app.kubernetes.io/name": "argocd-cm"}},
-                    # Tests ask for a refresh (verify.gitops.refresh); the periodic one only backs it up.
-                    "data": {"timeout.reconciliation": "20s"},
+                    # Argo CD's default: a change reaches an Application only when something asks for a refresh
+                    # (verification does) or after this poll, as in a real installation.
+                    "data": {"timeout.reconciliation": "180s"},
                 },
                 {
                     "apiVersion": "v1",
@@ -418,7 +419,7 @@ class RealCluster:
                 "--kubeconfig", str(self.kubeconfig), "--namespace", ARGOCD_NAMESPACE,
                 "--repo-server", f"127.0.0.1:{repo}", "--repo-server-plaintext", "--redis", f"127.0.0.1:{redis}",
                 "--metrics-port", str(controller_metrics), "--status-processors", "2", "--operation-processors", "2",
-                "--app-resync", "20", "--loglevel", "info",
+                "--app-resync", "180", "--loglevel", "info",
             ],
             {**env, "ARGOCD_BINARY_NAME": "argocd-application-controller"},
         )  # fmt: skip

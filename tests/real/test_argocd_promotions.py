@@ -57,6 +57,8 @@ def write_pipeline(
     tracks: dict[str, dict[str, Any]],
     applications: dict[str, str],
     namespaces: dict[str, str],
+    *,
+    timeout: float = 240,
 ) -> Path:
     kubeconfig = str(cluster.api.kubeconfig_for(VERIFIER_USER))
     environments = [
@@ -67,7 +69,7 @@ def write_pipeline(
                 "cluster": {"kubeconfig": kubeconfig, "lock_namespace": site.namespace},
                 "gitops": {"kind": "argocd", "name": applications[env], "namespace": ARGOCD_NAMESPACE},
                 "deployments": [{"name": "web", "namespace": namespaces[env], "container": "web"}],
-                "timeout_seconds": 240,
+                "timeout_seconds": timeout,
             },
         }
         for env in ENVS
@@ -237,12 +239,12 @@ spec:
             except Exception:  # not created by the root Application yet
                 time.sleep(0.5)
     tracks = {env: {"kind": "tag", "application_file": f"apps/{env}/web.yaml"} for env in ENVS}
-    pipeline = write_pipeline(tmp_path / "web.yaml", site, real_cluster, tracks, names, namespaces)
+    # Below Argo CD's 180 s poll: the child Applications change in time only because verification asks the root
+    # Application (found by the tracking id on the child) to refresh too.
+    pipeline = write_pipeline(tmp_path / "web.yaml", site, real_cluster, tracks, names, namespaces, timeout=120)
     change = site.push({"deploy/deployment.yaml": deployment(image=f"{IMAGE}:1.0.1")}, "web 1.0.1")
 
-    began = time.monotonic()
     rc = promote_rc(pipeline_file=str(pipeline), return_state=True)
-    rc_seconds = time.monotonic() - began
     assert rc.is_completed(), rc.message
     assert run_git(site.origin, "rev-parse", "v1.0.1-rc1^{commit}") == change
     assert synced(site, names["staging"]) == change
@@ -253,7 +255,6 @@ spec:
     assert run_git(site.origin, "rev-parse", "v1.0.1^{commit}") == change
     assert site.application(names["production"])["spec"]["source"]["targetRevision"] == "v1.0.1"
     assert running_image(real_admin, production_namespace) == f"{IMAGE}:1.0.1"
-    print(f"promote-rc through the app of apps took {rc_seconds:.1f}s")
 
 
 def test_branch_promotion_merges_and_argo_cd_syncs_the_merge_commit(
