@@ -81,6 +81,7 @@ def judge_application(
     source_index: int | None = None,
     health_grace_seconds: float = 10.0,
     seen_progressing: bool = False,
+    rollout_seen: bool = False,
     now: datetime | None = None,
 ) -> Judgement:
     """Argo CD runs ``revision`` (a commit id): synced to it by a finished operation and healthy.
@@ -152,10 +153,12 @@ def judge_application(
         return Judgement.waiting(f"want Healthy; {where}")
     if health != "Healthy":
         return Judgement.waiting(f"want Healthy; {where}")
-    if finished is not None and op_revision == revision:
+    # Ours: Healthy right after an operation can still describe the old pods, so it waits out the grace, unless
+    # the rollout was seen (Progressing at our revision, then Healthy): the real controller writes Progressing at
+    # our revision before Healthy whenever pods roll (tests/data/argocd/), and a Healthy after it ends that rollout.
+    if finished is not None and op_revision == revision and not rollout_seen:
         settled = (now - finished).total_seconds()
         if settled < health_grace_seconds:
-            # Health right after an operation can still describe the old pods.
             return Judgement.waiting(
                 f"Healthy, letting health settle ({settled:.0f}s of {health_grace_seconds:.0f}s after sync)",
                 recheck_in=health_grace_seconds - settled,

@@ -136,15 +136,17 @@ def _wait_argocd(
         request_argocd_sync(kube, ref, revision)
         stats.patches += 1
     seen_progressing = False
+    rollout_seen = False
 
     def judge(app: dict[str, Any]) -> Any:
-        nonlocal seen_progressing
+        nonlocal seen_progressing, rollout_seen
         verdict = judge_application(
             app,
             revision,
             source_index=source_index,
             health_grace_seconds=env.verify.health_grace_seconds,
             seen_progressing=seen_progressing,
+            rollout_seen=rollout_seen,
         )
         sync = (app.get("status") or {}).get("sync") or {}
         revisions = sync.get("revisions") or []
@@ -157,6 +159,8 @@ def _wait_argocd(
         health = ((app.get("status") or {}).get("health") or {}).get("status")
         if synced == revision and health not in (None, "Unknown", "Degraded"):
             seen_progressing = True
+        if synced == revision and health == "Progressing":
+            rollout_seen = True  # judged after this version: a Healthy that follows ends the rollout
         return verdict
 
     _, verdict = kube.wait_for(ref, judge, timeout=timeout, what=f"[{env.name}] {ref}", stats=stats)

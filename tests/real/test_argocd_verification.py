@@ -17,7 +17,7 @@ from pipeline.model import Environment
 from sandbox.cluster import ARGOCD_NAMESPACE
 from tasks.kube import KubeClient, VerificationError
 from tasks.verification import verify_environment
-from tests.support.argosite import ArgoSite, served_argo_site
+from tests.support.argosite import ApplicationRecorder, ArgoSite, served_argo_site
 from tests.support.fluxsite import IMAGE, KUSTOMIZATION_FILE, deployment
 
 pytestmark = [pytest.mark.kube, pytest.mark.real_controllers]
@@ -96,12 +96,16 @@ def rolled_out(api: k8s.ApiClient, namespace: str, image: str, replicas: int = 2
 def test_auto_sync_passes_once_argo_cd_synced_our_commit_and_the_new_pods_are_ready(
     site: ArgoSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
 ) -> None:
-    name, _first = start(site)
+    name, first = start(site)
     image = f"{IMAGE}:1.0.1"
     new = site.push({"deploy/deployment.yaml": deployment(image=image, annotations={READY_DELAY: "3s"})}, "web 1.0.1")
-    began = time.monotonic()
-    result = verify_environment(kube, argo_env(name, real_namespace, image=image), new, {})
-    took = time.monotonic() - began
+    with ApplicationRecorder(real_admin) as recorder:
+        began = time.monotonic()
+        result = verify_environment(kube, argo_env(name, real_namespace, image=image), new, {})
+        took = time.monotonic() - began
+        time.sleep(1)  # the versions written around the pass reach the recorder too
+    message = f"Synced and Healthy at {new[:12]}"
+    recorder.save("auto-sync-rollout", name, revision=new, previous=first, expect="ready", message=message)
     # Not the old commit's Healthy: Argo CD synced ours, and the new pods (held 3 s by KWOK) are ready.
     status = site.application(name)["status"]
     assert status["sync"]["revision"] == new and status["health"]["status"] == "Healthy"
@@ -113,26 +117,33 @@ def test_auto_sync_passes_once_argo_cd_synced_our_commit_and_the_new_pods_are_re
 def test_sync_true_with_auto_sync_off_starts_the_sync_itself(
     site: ArgoSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
 ) -> None:
-    name, _first = start(site, auto_sync=False)
+    name, first = start(site, auto_sync=False)
     image = f"{IMAGE}:1.0.2"
     new = site.push({"deploy/deployment.yaml": deployment(image=image)}, "web 1.0.2")
-    verify_environment(kube, argo_env(name, real_namespace, sync=True, image=image), new, {})
+    with ApplicationRecorder(real_admin) as recorder:
+        verify_environment(kube, argo_env(name, real_namespace, sync=True, image=image), new, {})
+        time.sleep(1)
+    message = f"Synced and Healthy at {new[:12]}"
+    recorder.save("sync-started-by-us", name, revision=new, previous=first, expect="ready", message=message)
     status = site.application(name)["status"]
     assert status["operationState"]["syncResult"]["revision"] == new
     assert rolled_out(real_admin, real_namespace, image)
 
 
 def test_a_release_that_never_gets_ready_fails_with_the_deployment_s_own_condition(
-    site: ArgoSite, kube: KubeClient, real_namespace: str
+    site: ArgoSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
 ) -> None:
-    name, _first = start(site)
+    name, first = start(site)
     image = f"{IMAGE}:1.0.3"
     broken = deployment(image=image, labels={NEVER_READY: "true"})  # progressDeadlineSeconds: 10
     new = site.push({"deploy/deployment.yaml": broken}, "web 1.0.3 (broken)")
-    began = time.monotonic()
-    with pytest.raises(VerificationError) as failure:
-        verify_environment(kube, argo_env(name, real_namespace, image=image), new, {})
-    took = time.monotonic() - began
+    with ApplicationRecorder(real_admin) as recorder:
+        began = time.monotonic()
+        with pytest.raises(VerificationError) as failure:
+            verify_environment(kube, argo_env(name, real_namespace, image=image), new, {})
+        took = time.monotonic() - began
+        time.sleep(1)
+    recorder.save("degraded", name, revision=new, previous=first, expect="failed", message="application is Degraded")
     message = str(failure.value)
     assert "Degraded" in message, message
     # The cause, from the Deployment itself (Argo CD 3.x keeps no per-resource health in its status).
@@ -142,15 +153,18 @@ def test_a_release_that_never_gets_ready_fails_with_the_deployment_s_own_conditi
 
 
 def test_a_path_that_does_not_exist_fails_fast_and_names_it(
-    site: ArgoSite, kube: KubeClient, real_namespace: str
+    site: ArgoSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
 ) -> None:
     first = site.create_origin(
         {"deploy/kustomization.yaml": KUSTOMIZATION_FILE, "deploy/deployment.yaml": deployment()}
     )
-    name = site.create_application("no/such/path")
     began = time.monotonic()
-    with pytest.raises(VerificationError) as failure:
-        verify_environment(kube, argo_env(name, real_namespace), first, {})
+    with ApplicationRecorder(real_admin) as recorder:
+        name = site.create_application("no/such/path")
+        with pytest.raises(VerificationError) as failure:
+            verify_environment(kube, argo_env(name, real_namespace), first, {})
+        time.sleep(1)
+    recorder.save("comparison-error", name, revision=first, previous="", expect="failed", message="ComparisonError")
     message = str(failure.value)
     assert "ComparisonError" in message and "no/such/path" in message, message
     assert time.monotonic() - began < VERIFY_TIMEOUT / 3

@@ -5,16 +5,20 @@ whose destination is the test's namespace. The verifier reads them through a Rol
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import watch
 from kubernetes.client import ApiException
 
 from sandbox.apiserver import apply_manifests
@@ -152,3 +156,90 @@ def served_argo_site(api: k8s.ApiClient, namespace: str, root: Path, name: str =
             yield site
         finally:
             site.delete_applications()
+
+
+ARGO_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "argocd"
+ARGO_RECORD_ENV = "PROMOTE_RECORD_ARGOCD_FIXTURES"  # =1: the real Argo CD tests write their recordings
+
+
+class ApplicationRecorder:
+    """Keeps every version of the argocd namespace's Applications that the API server sends to a watch, with its
+    arrival (monotonic and UTC): what the real controller wrote, step by step."""
+
+    def __init__(self, api: k8s.ApiClient) -> None:
+        self.api = api
+        self.events: list[tuple[float, str, dict[str, Any]]] = []  # (monotonic, UTC ISO time, object)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _list(self, **kwargs: Any) -> Any:
+        group, version, plural = APPLICATION
+        return k8s.CustomObjectsApi(self.api).list_namespaced_custom_object(
+            group, version, ARGOCD_NAMESPACE, plural, **kwargs
+        )
+
+    def _watch(self) -> None:
+        version = ""
+        while not self._stop.is_set():
+            stream: Any = watch.Watch()
+            try:
+                event: Any
+                for event in stream.stream(self._list, resource_version=version, timeout_seconds=5):
+                    obj = event["object"]
+                    version = (obj.get("metadata") or {}).get("resourceVersion", version)
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        arrived = datetime.now(UTC).isoformat(timespec="microseconds")
+                        with self._lock:
+                            self.events.append((time.monotonic(), arrived, obj))
+                    if self._stop.is_set():
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+                version = ""
+            finally:
+                stream.stop()
+
+    def __enter__(self) -> ApplicationRecorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def of(self, name: str) -> list[tuple[float, str, dict[str, Any]]]:
+        with self._lock:
+            return [e for e in self.events if e[2]["metadata"]["name"] == name]
+
+    def save(self, scenario: str, name: str, *, revision: str, previous: str, expect: str, message: str) -> None:
+        """With PROMOTE_RECORD_ARGOCD_FIXTURES=1, write the Application's recorded versions to tests/data/argocd/
+        (operation, status and the refresh annotation: what the rules read), for the rules' table test."""
+        if os.environ.get(ARGO_RECORD_ENV) != "1":
+            return
+        versions = []
+        for _, arrived, obj in self.of(name):
+            annotations = (obj["metadata"].get("annotations") or {}).items()
+            versions.append(
+                {
+                    "arrived": arrived,
+                    "metadata": {
+                        "name": obj["metadata"]["name"],
+                        "annotations": {k: v for k, v in annotations if k == "argocd.argoproj.io/refresh"},
+                    },
+                    **({"operation": obj["operation"]} if obj.get("operation") is not None else {}),
+                    "status": obj.get("status") or {},
+                }
+            )
+        ARGO_DATA_DIR.mkdir(parents=True, exist_ok=True)
+        record = {
+            "recorded_from": "Argo CD v3.6.1 application controller + repo server (tests/real/)",
+            "scenario": scenario,
+            "revision": revision,
+            "previous": previous,
+            "expect": expect,
+            "expect_message": message,
+            "versions": versions,
+        }
+        (ARGO_DATA_DIR / f"{scenario}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
