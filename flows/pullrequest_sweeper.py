@@ -12,11 +12,14 @@ from tasks.merges import sweep
 
 
 def pull_request_state(pipeline_file: str, environment: str, number: int) -> str:
-    """open / merged / closed, as the pipeline's forge says now (its pipeline file read under the roots)."""
+    """open / merged / closed / conflict (open, but the forge cannot merge it: its base moved under it), as the
+    pipeline's forge says now (its pipeline file read under the roots). All but open resume the run: on a
+    conflict it makes the change again on the base's new tip and waits again."""
     from pipeline.load import load_pipeline
 
     pipeline = load_pipeline(pipeline_path(pipeline_file))
-    return forge_for(pipeline, pipeline.environment(environment), timeout=20).pull_request(number).state
+    pr = forge_for(pipeline, pipeline.environment(environment), timeout=20).pull_request(number)
+    return "conflict" if pr.state == "open" and pr.mergeable is False else pr.state
 
 
 @flow(name="pull-request-sweeper", validate_parameters=True)

@@ -60,6 +60,7 @@ class PullRequest:
     merge_commit: str | None = None  # set once merged: the commit the merge left on the base (merge, squash, rebase)
     merged_by: str = ""
     closed_by: str = ""
+    mergeable: bool | None = None  # open ones: False when the forge cannot merge it (a conflict with its base)
 
     def short(self) -> str:
         return f"pull request #{self.number}"

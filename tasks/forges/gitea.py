@@ -160,6 +160,7 @@ class GiteaForge(Forge):
             title=str(data.get("title") or "")[:300],
             merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
             merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
+            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
         )
 
     def _list(self, state: str, base: str, page: int, sort: str) -> list[PullRequest]:

@@ -158,3 +158,40 @@ def test_without_a_webhook_the_sweeper_resumes_the_promotion(
     assert swept["resumed"] >= 1
     note(f"sweeper: merged -> resumed in {time.monotonic() - began + left_suspension(run_id):.2f}s (one round)")
     wait_final(run_id)
+
+
+def test_a_base_that_moved_under_a_waiting_pull_request_gets_the_change_made_again(
+    forge: Gitea,  # noqa: F811
+    world: SandboxWorld,
+    worker: dict[str, str],  # noqa: F811
+) -> None:
+    """Someone changes the same line on main while the run waits: Gitea can no longer merge the pull request;
+    the sweeper resumes the run, which makes the change again on main's new tip (its own commit only) and waits
+    again; the pull request merges."""
+    app = forge_app(world, forge, "prmoved", approval=False)
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run_id = suspended_run(app.pipeline_file)
+    wait_for(run_id, "Suspended")
+    pr = wait_for_pull_request(forge, app)
+    git(app.workdir, "fetch", "--quiet", "origin")
+    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
+    path = app.workdir / "apps" / "production" / f"{app.name}.yaml"
+    path.write_text(path.read_text().replace("targetRevision: v1.0.0", "targetRevision: v1.0.0 "))
+    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production")
+    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
+    moved = git(app.origin, "rev-parse", "main")
+    deadline = time.monotonic() + 120
+    while forge.api("GET", f"{repo_api(app)}/pulls/{pr['number']}").get("mergeable") is not False:
+        assert time.monotonic() < deadline, "Gitea never saw the conflict"
+        time.sleep(0.5)
+    assert pull_request_sweeper()["resumed"] >= 1
+    head = pr["head"]["ref"]
+    deadline = time.monotonic() + 240
+    while git(app.origin, "rev-parse", f"{head}^") != moved:
+        assert time.monotonic() < deadline, "the change was not made again on main's new tip"
+        time.sleep(0.5)
+    wait_for(run_id, "Suspended")  # waiting again, for the same pull request
+    assert len(forge.api("GET", f"{repo_api(app)}/pulls?state=all")) == 1
+    merge(forge, app, pr["number"])
+    assert pull_request_sweeper()["resumed"] >= 1
+    wait_final(run_id)
