@@ -33,7 +33,8 @@ from tasks.approval import (
     wait_for_approval,
 )
 from tasks.connections import Connections, connect
-from tasks.forges.base import PullRequest
+from tasks.forges import forge_for
+from tasks.forges.base import Forge, PullRequest
 from tasks.health import CheckResult
 from tasks.locks import EnvironmentLock
 from tasks.steps import (
@@ -111,9 +112,10 @@ def promote(
                 check_holds(conn, env, cand, report, override=override_hold, requested_by=requested_by, may_wait=False)
 
             pr: PullRequest | None = None
-            if env.pull_requests:
+            forge = forge_for(pipeline, env) if env.pull_requests else None  # one client (and token read) per run
+            if forge is not None:
                 applied, pr = through_pull_request(
-                    conn, env, cand, lock, report, pinned=pull, before_write=before_write
+                    conn, forge, env, cand, lock, report, pinned=pull, before_write=before_write
                 )
             else:
                 before_write()
@@ -123,16 +125,16 @@ def promote(
                 applied = apply_promotion(conn, env, cand)
             crash_point("after-write-back")
             report.write_back = applied.commit
-            if pr is not None:
-                report_pending(conn, env, applied.commit)
+            if forge is not None and pr is not None:
+                report_pending(forge, env, applied.commit)
             try:
-                verification, checks = _verify_or_roll_back(conn, env, cand, applied, report)
+                verification, checks = _verify_or_roll_back(conn, env, cand, applied, report, forge)
             except Exception as failure:
-                if pr is not None:
-                    report_outcome(conn, env, pr, applied.commit, ok=False, text=str(failure))
+                if forge is not None and pr is not None:
+                    report_outcome(forge, env, pr, applied.commit, ok=False, text=str(failure))
                 raise
-            if pr is not None:
-                report_outcome(conn, env, pr, applied.commit, ok=True, text=verification.summary())
+            if forge is not None and pr is not None:
+                report_outcome(forge, env, pr, applied.commit, ok=True, text=verification.summary())
             details = {"rc": cand.record_tag, "from": cand.previous, "revision": applied.revision}
             details["verification"] = verification.summary()
             if pr is not None:
@@ -246,9 +248,15 @@ def _approve(
 
 
 def _verify_or_roll_back(
-    conn: Connections, env: Environment, cand: Candidate, applied: Applied, report: PromotionReport
+    conn: Connections,
+    env: Environment,
+    cand: Candidate,
+    applied: Applied,
+    report: PromotionReport,
+    forge: Forge | None = None,
 ) -> tuple[VerificationResult, list[CheckResult]]:
-    """Verify and check ``env`` at the promoted revision; on failure roll it back to what it ran before,
+    """Verify and check ``env`` at the promoted revision; on failure roll it back to what it ran before (through a
+    pull request on ``forge`` when the environment's ``write.rollback`` says so),
     verify that, and raise saying both what failed and where the environment is now."""
     values = strategy_for(env).values(conn, env, cand.value, applied.revision)
     try:
@@ -261,8 +269,8 @@ def _verify_or_roll_back(
             raise
         get_run_logger().error(f"{env.name} failed at {cand.label}: {failure}. ROLLING BACK to {cand.previous}")
         try:
-            if env.pull_requests and env.write.rollback == "pull-request":
-                back, back_values = roll_back_through_pull_request(conn, env, cand, applied, str(failure))
+            if forge is not None and env.write.rollback == "pull-request":
+                back, back_values = roll_back_through_pull_request(conn, forge, env, cand, applied, str(failure))
             else:
                 back, back_values = roll_back_promotion(conn, env, cand, applied)
             report.rollback_verification = verify(conn, env, back.revision, back_values).summary()

@@ -26,7 +26,6 @@ from pipeline.model import Environment
 from tasks import markdown as md
 from tasks.approval import pin_candidate, suspendable
 from tasks.connections import Connections
-from tasks.forges import forge_for
 from tasks.forges.base import CommitState, Forge, ForgeError, PullRequest
 from tasks.locks import EnvironmentLock
 from tasks.merges import PIN_PREFIX, pause_key_prefix
@@ -149,6 +148,7 @@ def wait_for_merge(
 
 def through_pull_request(
     conn: Connections,
+    forge: Forge,
     env: Environment,
     cand: Candidate,
     lock: EnvironmentLock,
@@ -161,7 +161,6 @@ def through_pull_request(
     ``before_write()`` runs right before anything is written (the holds check), only when nothing was written
     yet. Returns the merged write and its pull request (None: the base held the value already)."""
     log = get_run_logger().info
-    forge = forge_for(conn.pipeline, env)
     pr = read_pull_request(forge, int(pinned["number"])) if pinned else None
     proposed_applied: Applied | None = None
     if pr is None or pr.state == "open":
@@ -216,9 +215,8 @@ def _status(forge: Forge, sha: str, state: CommitState, description: str) -> Non
         get_run_logger().warning(f"could not set the commit status of {sha[:12]}: {exc}")
 
 
-def report_outcome(conn: Connections, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
+def report_outcome(forge: Forge, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
     """The verification's outcome on the forge: a commit status on the merge and a comment on the pull request."""
-    forge = forge_for(conn.pipeline, env)
     _status(forge, commit, "success" if ok else "failure", text)
     link = run_url()
     lines = [f"**{'Verified' if ok else 'Failed'}** in {md.text(env.name)}: {md.text(text, 1000)}"]
@@ -230,12 +228,12 @@ def report_outcome(conn: Connections, env: Environment, pr: PullRequest, commit:
         get_run_logger().warning(f"could not comment on {pr.short()}: {exc}")
 
 
-def report_pending(conn: Connections, env: Environment, commit: str) -> None:
-    _status(forge_for(conn.pipeline, env), commit, "pending", f"verifying {env.name}")
+def report_pending(forge: Forge, env: Environment, commit: str) -> None:
+    _status(forge, commit, "pending", f"verifying {env.name}")
 
 
 def roll_back_through_pull_request(
-    conn: Connections, env: Environment, cand: Candidate, applied: Applied, why: str
+    conn: Connections, forge: Forge, env: Environment, cand: Candidate, applied: Applied, why: str
 ) -> tuple[Applied, dict[str, str]]:
     """Undo a failed promotion through a pull request of its own, waited for in this process (an incident does
     not wait for a sweeper), at most ``write.rollback_timeout``. Returns the merged rollback and the values to
@@ -243,7 +241,6 @@ def roll_back_through_pull_request(
     from tasks.proposals import propose as open_proposal
 
     log = get_run_logger().info
-    forge = forge_for(conn.pipeline, env)
     proposed = open_proposal(conn, forge, env, cand, rollback_of=applied, why=why)
     back_cand = dataclasses.replace(cand, value=cand.previous or "", release_commit=None, tag=None)
     strategy = strategy_for(env)
