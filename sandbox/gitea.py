@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -127,6 +128,14 @@ ROOT_PATH = {work}/log
 """
 
 
+def _token_line(output: str) -> str:
+    """The access token in ``gitea admin user generate-access-token --raw``'s output (40 hex digits)."""
+    found = re.search(r"^[0-9a-f]{40}$", output, re.MULTILINE)
+    if found is None:
+        raise GiteaUnavailableError("gitea admin user generate-access-token printed no token")
+    return found.group(0)
+
+
 def _user() -> str:
     import pwd
 
@@ -223,7 +232,9 @@ class Gitea:
                 f"{ADMIN}@localhost",
                 "--must-change-password=false",
             )
-            self.token = (
+            # As root, Gitea logs a warning to the same stdout, before or after the token (its logger writes
+            # asynchronously): take the token's own line.
+            self.token = _token_line(
                 self._cli(
                     binary,
                     "admin",
@@ -237,9 +248,7 @@ class Gitea:
                     "all",
                     "--raw",
                 )
-                .strip()
-                .splitlines()[-1]
-            )  # as root, Gitea warns on stdout first
+            )
         except BaseException:
             self.stop()
             raise
