@@ -64,6 +64,24 @@ def wait_for_open_pull_request(forge: Gitea, app: SandboxApp, timeout: float = 2
     raise AssertionError(f"no pull request of {app.name} was open within {timeout}s")
 
 
+def touch_production_on_main(app: SandboxApp) -> str:
+    """Someone else changes production's Application file on main, on the line a promotion writes (so an open
+    pull request of it no longer merges); main's new commit."""
+    git(app.workdir, "fetch", "--quiet", "origin")
+    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
+    path = app.workdir / "apps" / "production" / f"{app.name}.yaml"
+    path.write_text(path.read_text().replace("targetRevision: v1.0.0", "targetRevision: v1.0.0 "))
+    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production")
+    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
+    return git(app.origin, "rev-parse", "main")
+
+
+def with_write_option(app: SandboxApp, line: str) -> None:
+    """Add ``line`` (such as ``rollback: push``) to production's ``write:`` in the app's pipeline file."""
+    text = app.pipeline_file.read_text()
+    app.pipeline_file.write_text(text.replace("      provider: gitea", f"      provider: gitea\n      {line}"))
+
+
 def merge(forge: Gitea, app: SandboxApp, number: int, style: str = "merge", timeout: float = 120) -> None:
     """Merge as a reviewer would. Gitea checks a pull request's mergeability in the background after it is
     opened or updated, and answers 405 "Please try again later" until it has: so does a person's click."""
@@ -153,10 +171,7 @@ def test_a_wrong_token_names_the_forge_and_the_variable(
     app = forge_app(world, forge, "prtoken", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     # The Git token is the forge token here: give the forge API a wrong one of its own.
-    text = app.pipeline_file.read_text().replace(
-        "      provider: gitea", "      provider: gitea\n      token: {env: PROMOTE_TEST_WRONG_FORGE_TOKEN}"
-    )
-    app.pipeline_file.write_text(text)
+    with_write_option(app, "token: {env: PROMOTE_TEST_WRONG_FORGE_TOKEN}")
     monkeypatch.setenv("PROMOTE_TEST_WRONG_FORGE_TOKEN", "0" * 40)
     state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
     assert state.is_failed()
@@ -171,13 +186,8 @@ def test_base_moved_under_an_open_pull_request_is_rebased_then_merged(world: San
     run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
     first = wait_for_pull_request(forge, app)
     # Someone changes the same file on main meanwhile: the pull request no longer merges cleanly.
-    git(app.workdir, "fetch", "--quiet", "origin")
-    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
+    moved = touch_production_on_main(app)
     path = app.workdir / "apps" / "production" / f"{app.name}.yaml"
-    path.write_text(path.read_text().replace("targetRevision: v1.0.0", "targetRevision: v1.0.0 "))
-    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production")
-    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
-    moved = git(app.origin, "rev-parse", "main")
     # A second promotion of the same version (a re-run, a resume) makes the change again on the new tip, on the
     # same branch and pull request, and pushes only over its own commit.
     from tasks.connections import connect
@@ -279,11 +289,7 @@ def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
 ) -> None:
     app = forge_app(world, forge, "prback", approval=False)
     if rollback == "push":
-        app.pipeline_file.write_text(
-            app.pipeline_file.read_text().replace(
-                "      provider: gitea", "      provider: gitea\n      rollback: push"
-            )
-        )
+        with_write_option(app, "rollback: push")
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     production = app.env("production")
     production.failure, production.failure_ref = "degraded", "v1.0.1"
@@ -310,9 +316,7 @@ def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
 
 def test_promoting_a_rolled_back_version_again_opens_a_new_pull_request(world: SandboxWorld, forge: Gitea) -> None:
     app = forge_app(world, forge, "pragain", approval=False)
-    app.pipeline_file.write_text(
-        app.pipeline_file.read_text().replace("      provider: gitea", "      provider: gitea\n      rollback: push")
-    )
+    with_write_option(app, "rollback: push")
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     production = app.env("production")
     production.failure, production.failure_ref = "degraded", "v1.0.1"

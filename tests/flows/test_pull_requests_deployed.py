@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import httpx
@@ -20,10 +21,17 @@ from flows.promote_rc import promote_rc
 from flows.pullrequest_sweeper import pull_request_sweeper
 from promote.receiver import Debouncer, Receiver, serve
 from sandbox.gitea import ADMIN, Gitea
-from sandbox.world import SandboxWorld, git
+from sandbox.world import SandboxApp, SandboxWorld, git
 from tests.flows.test_e2e import ARTIFACTS, webhook, worker  # noqa: F401 - fixtures
 from tests.flows.test_flows import read_run
-from tests.flows.test_pull_requests import forge, forge_app, merge, repo_api, wait_for_pull_request  # noqa: F401
+from tests.flows.test_pull_requests import (  # noqa: F401 - forge is a fixture
+    forge,
+    forge_app,
+    merge,
+    repo_api,
+    touch_production_on_main,
+    wait_for_pull_request,
+)
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
 
@@ -38,6 +46,15 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         yield got, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+
+
+def waiting_for_its_pull_request(gitea: Gitea, app: SandboxApp) -> tuple[UUID, dict[str, Any]]:
+    """promote-rc, then promote-production as a deployment run, suspended while its pull request is open (the
+    worker is free): the run's id and the pull request."""
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run_id = suspended_run(app.pipeline_file)
+    wait_for(run_id, "Suspended")
+    return run_id, wait_for_pull_request(gitea, app)
 
 
 def suspended_run(app_file: Path) -> UUID:
@@ -103,10 +120,7 @@ def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
             "config": {"url": f"{url}/gitea", "content_type": "json", "secret": SECRET},
         },
     )
-    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
-    run_id = suspended_run(app.pipeline_file)
-    wait_for(run_id, "Suspended")  # the worker is free while the pull request is open
-    pr = wait_for_pull_request(forge, app)
+    run_id, pr = waiting_for_its_pull_request(forge, app)
 
     # A delivery without the right signature is refused before anything is read; the run stays suspended.
     clone_url = f"{forge.url}/{ADMIN}/{app.name}.git"
@@ -146,10 +160,7 @@ def test_without_a_webhook_the_sweeper_resumes_the_promotion(
     worker: dict[str, str],  # noqa: F811
 ) -> None:
     app = forge_app(world, forge, "prpoll", approval=False)
-    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
-    run_id = suspended_run(app.pipeline_file)
-    wait_for(run_id, "Suspended")
-    pr = wait_for_pull_request(forge, app)
+    run_id, pr = waiting_for_its_pull_request(forge, app)
     quiet = pull_request_sweeper()  # still open: nothing resumed
     assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
     merge(forge, app, pr["number"])
@@ -169,17 +180,8 @@ def test_a_base_that_moved_under_a_waiting_pull_request_gets_the_change_made_aga
     the sweeper resumes the run, which makes the change again on main's new tip (its own commit only) and waits
     again; the pull request merges."""
     app = forge_app(world, forge, "prmoved", approval=False)
-    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
-    run_id = suspended_run(app.pipeline_file)
-    wait_for(run_id, "Suspended")
-    pr = wait_for_pull_request(forge, app)
-    git(app.workdir, "fetch", "--quiet", "origin")
-    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
-    path = app.workdir / "apps" / "production" / f"{app.name}.yaml"
-    path.write_text(path.read_text().replace("targetRevision: v1.0.0", "targetRevision: v1.0.0 "))
-    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production")
-    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
-    moved = git(app.origin, "rev-parse", "main")
+    run_id, pr = waiting_for_its_pull_request(forge, app)
+    moved = touch_production_on_main(app)
     deadline = time.monotonic() + 120
     while forge.api("GET", f"{repo_api(app)}/pulls/{pr['number']}").get("mergeable") is not False:
         assert time.monotonic() < deadline, "Gitea never saw the conflict"

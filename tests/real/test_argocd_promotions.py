@@ -17,9 +17,9 @@ from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.apiserver import apply_manifests
 from sandbox.cluster import ARGOCD_NAMESPACE, RealCluster
-from tests.conftest import VERIFIER_USER, make_real_namespace
+from tests.conftest import VERIFIER_USER
 from tests.support.argosite import ArgoSite, served_argo_site
-from tests.support.fluxsite import IMAGE, deployment
+from tests.support.fluxsite import IMAGE, OVERLAY_BASE, deployment, overlay, running_image
 from tests.support.gitserver import run_git
 
 pytestmark = [
@@ -30,14 +30,6 @@ pytestmark = [
 ]
 
 ENVS = ("staging", "production")
-
-
-@pytest.fixture
-def production_namespace(
-    request: pytest.FixtureRequest, real_cluster: RealCluster, real_admin: k8s.ApiClient, real_namespace: str
-) -> Iterator[str]:
-    with make_real_namespace(request, real_cluster, real_admin, f"{real_namespace}-prod", show_logs=False) as name:
-        yield name
 
 
 @pytest.fixture
@@ -84,48 +76,13 @@ def write_pipeline(
     return path
 
 
-def running_image(api: k8s.ApiClient, namespace: str) -> str:
-    live: Any = k8s.AppsV1Api(api).read_namespaced_deployment("web", namespace)
-    return str(live.spec.template.spec.containers[0].image)
-
-
 def synced(site: ArgoSite, application: str) -> str:
     return str(site.application(application)["status"]["sync"]["revision"])
 
 
-def overlay(tag: str, pod: dict[str, Any] | None = None) -> str:
-    text = f"""\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../../base
-images:
-  - name: {IMAGE}
-    newTag: {tag}
-"""
-    if pod:
-        patch = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}}
-        patch["spec"] = {"template": {"metadata": pod}}
-        text += "patches:\n  - target: {kind: Deployment, name: web}\n    patch: |-\n"
-        text += "".join(f"      {line}\n" for line in yaml.safe_dump(patch).splitlines())
-    return text
-
-
-BASE = {"base/deployment.yaml": deployment(), "base/kustomization.yaml": "resources:\n  - deployment.yaml\n"}
-
-
 def applications_for(site: ArgoSite, paths: dict[str, str], namespaces: dict[str, str]) -> dict[str, str]:
     """One auto-synced Application per environment, into that environment's namespace."""
-    names = {}
-    for env in ENVS:
-        name = site.create_application(paths[env])
-        app = site.application(name)
-        app["spec"]["destination"]["namespace"] = namespaces[env]
-        k8s.CustomObjectsApi(site.api).replace_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", name, app
-        )
-        names[env] = name
-    return names
+    return {env: site.create_application(paths[env], destination=namespaces[env]) for env in ENVS}
 
 
 def test_overlay_promotion_rolls_production_back_when_argo_cd_reports_degraded(
@@ -142,9 +99,9 @@ def test_overlay_promotion_rolls_production_back_when_argo_cd_reports_degraded(
     broken_here = {"annotations": {"never-ready-image.sandbox.promote": f"{IMAGE}:1.0.1"}}
     first = site.create_origin(
         {
-            **BASE,
-            "overlays/staging/kustomization.yaml": overlay("1.0.0"),
-            "overlays/production/kustomization.yaml": overlay("1.0.0", pod=broken_here),
+            **OVERLAY_BASE,
+            "overlays/staging/kustomization.yaml": overlay("staging"),
+            "overlays/production/kustomization.yaml": overlay("production", pod=broken_here),
         }
     )
     namespaces = {"staging": real_namespace, "production": production_namespace}
@@ -155,7 +112,7 @@ def test_overlay_promotion_rolls_production_back_when_argo_cd_reports_degraded(
         env: {"kind": "kustomize-image", "file": f"overlays/{env}/kustomization.yaml", "image": IMAGE} for env in ENVS
     }
     pipeline = write_pipeline(tmp_path / "web.yaml", site, real_cluster, tracks, apps, namespaces)
-    ci = site.push({"overlays/staging/kustomization.yaml": overlay("1.0.1")}, "ci: web 1.0.1")
+    ci = site.push({"overlays/staging/kustomization.yaml": overlay("staging", tag="1.0.1")}, "ci: web 1.0.1")
 
     rc = promote_rc(pipeline_file=str(pipeline), return_state=True)
     assert rc.is_completed(), rc.message
@@ -266,18 +223,11 @@ def test_branch_promotion_merges_and_argo_cd_syncs_the_merge_commit(
     tmp_path: Path,
 ) -> None:
     files = {"deploy/kustomization.yaml": "resources:\n  - deployment.yaml\n", "deploy/deployment.yaml": deployment()}
-    first = site.create_origin(files)
-    run_git(site.seed, "push", "--quiet", "origin", "main:staging")
+    first = site.create_origin(files, branches=("staging",))
     namespaces = {"staging": real_namespace, "production": production_namespace}
-    apps = {}
-    for env, branch in (("staging", "staging"), ("production", "main")):
-        name = site.create_application("deploy", revision=branch)
-        app = site.application(name)
-        app["spec"]["destination"]["namespace"] = namespaces[env]
-        k8s.CustomObjectsApi(site.api).replace_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", name, app
-        )
-        apps[env] = name
+    branches = {"staging": "staging", "production": "main"}
+    apps = {env: site.create_application("deploy", revision=branches[env], destination=namespaces[env]) for env in ENVS}
+    for name in apps.values():
         site.wait_until_healthy(name, first)
     tracks = {
         "staging": {"kind": "branch", "branch": "staging"},

@@ -16,8 +16,8 @@ from kubernetes import client as k8s
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.cluster import RealCluster
-from tests.conftest import VERIFIER_USER, make_real_namespace
-from tests.support.fluxsite import IMAGE, FluxSite, deployment, served_site
+from tests.conftest import VERIFIER_USER
+from tests.support.fluxsite import IMAGE, OVERLAY_BASE, FluxSite, deployment, overlay, running_image, served_site
 from tests.support.gitserver import run_git
 
 pytestmark = [
@@ -26,15 +26,6 @@ pytestmark = [
     pytest.mark.prefect,
     pytest.mark.usefixtures("prefect_api"),
 ]
-
-
-@pytest.fixture
-def production_namespace(
-    request: pytest.FixtureRequest, real_cluster: RealCluster, real_admin: k8s.ApiClient, real_namespace: str
-) -> Iterator[str]:
-    """Production's namespace, beside staging's (``real_namespace``), with the same verifier binding."""
-    with make_real_namespace(request, real_cluster, real_admin, f"{real_namespace}-prod", show_logs=False) as name:
-        yield name
 
 
 @pytest.fixture
@@ -87,11 +78,6 @@ def write_pipeline(
     return path
 
 
-def running_image(api: k8s.ApiClient, namespace: str) -> str:
-    deployment_now: Any = k8s.AppsV1Api(api).read_namespaced_deployment("web", namespace)
-    return str(deployment_now.spec.template.spec.containers[0].image)
-
-
 def git(site: FluxSite, *args: str) -> str:
     return run_git(site.origin, *args)
 
@@ -101,35 +87,6 @@ def notes(site: FluxSite) -> str:
         return git(site, "log", "--notes=promote", "--format=%N", "--all")
     except Exception:  # no notes ref yet
         return ""
-
-
-def kustomization_file(env: str, tag: str = "1.0.0", pod: dict[str, Any] | None = None) -> str:
-    """An overlay of ../../base with the image's tag and, for ``pod``, a patch of the pods' metadata."""
-    text = f"""\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-  - ../../base
-images:
-  - name: {IMAGE}
-    newTag: {tag}   # {env}'s release
-"""
-    if pod:
-        patch = {"spec": {"template": {"metadata": pod}}}
-        text += "patches:\n  - target: {kind: Deployment, name: web}\n    patch: |-\n"
-        text += "".join(
-            f"      {line}\n"
-            for line in yaml.safe_dump(
-                {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, **patch}
-            ).splitlines()
-        )
-    return text
-
-
-BASE = {
-    "base/deployment.yaml": deployment(),
-    "base/kustomization.yaml": "resources:\n  - deployment.yaml\n",
-}
 
 
 def test_overlay_promotion_rolls_production_back_when_flux_reports_health_check_failed(
@@ -146,9 +103,9 @@ def test_overlay_promotion_rolls_production_back_when_flux_reports_health_check_
     broken_here = {"annotations": {"never-ready-image.sandbox.promote": f"{IMAGE}:1.0.1"}}
     first = site.create_origin(
         {
-            **BASE,
-            "overlays/staging/kustomization.yaml": kustomization_file("staging"),
-            "overlays/production/kustomization.yaml": kustomization_file("production", pod=broken_here),
+            **OVERLAY_BASE,
+            "overlays/staging/kustomization.yaml": overlay("staging"),
+            "overlays/production/kustomization.yaml": overlay("production", pod=broken_here),
         }
     )
     site.create_source()
@@ -165,7 +122,7 @@ def test_overlay_promotion_rolls_production_back_when_flux_reports_health_check_
     namespaces = {"staging": real_namespace, "production": production_namespace}
     pipeline = write_pipeline(tmp_path / "web.yaml", site, real_cluster, tracks, namespaces)
     # CI built 1.0.1 and set it in staging's overlay.
-    ci = site.push({"overlays/staging/kustomization.yaml": kustomization_file("staging", tag="1.0.1")}, "ci: web 1.0.1")
+    ci = site.push({"overlays/staging/kustomization.yaml": overlay("staging", tag="1.0.1")}, "ci: web 1.0.1")
 
     rc = promote_rc(pipeline_file=str(pipeline), return_state=True)
     assert rc.is_completed(), rc.message

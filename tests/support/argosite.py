@@ -23,38 +23,21 @@ from kubernetes.client import ApiException
 
 from sandbox.apiserver import apply_manifests
 from sandbox.cluster import ARGOCD_NAMESPACE
-from tests.support.gitserver import make_origin, run_git, serve_git_over_http
+from tests.support.gitserver import serve_git_over_http
+from tests.support.servedorigin import ServedOrigin
 
 APPLICATION = ("argoproj.io", "v1alpha1", "applications")
 
 
 @dataclass
-class ArgoSite:
+class ArgoSite(ServedOrigin):
     """One test's Git origin, served to Argo CD, and the Applications that deploy it into ``namespace``."""
 
-    api: k8s.ApiClient
-    namespace: str
-    root: Path
-    url_base: str
-    username: str
-    token: str
-    name: str = "site"
-    seed: Path = field(init=False)
-    origin: Path = field(init=False)
     applications: list[str] = field(default_factory=list)
 
-    @property
-    def url(self) -> str:
-        return f"{self.url_base}/{self.name}.git"
-
-    def create_origin(self, files: dict[str, str]) -> str:
-        work = self.root / f"{self.name}-work"
-        work.mkdir(parents=True)
-        origin, seed = make_origin(work, files)
-        self.origin = self.root / f"{self.name}.git"
-        origin.rename(self.origin)
-        run_git(seed, "remote", "set-url", "origin", str(self.origin))
-        self.seed = seed
+    def create_origin(self, files: dict[str, str], branches: tuple[str, ...] = ()) -> str:
+        """The origin (ServedOrigin.create_origin) and the repository Secret Argo CD reads its credentials from."""
+        commit = super().create_origin(files, branches)
         apply_manifests(
             self.api,
             [
@@ -70,36 +53,24 @@ class ArgoSite:
             ],
             namespace=ARGOCD_NAMESPACE,
         )
-        return run_git(seed, "rev-parse", "HEAD")
-
-    def tag(self, name: str) -> str:
-        run_git(self.seed, "tag", "-a", name, "-m", name)
-        run_git(self.seed, "push", "--quiet", "origin", name)
-        return run_git(self.seed, "rev-parse", f"{name}^{{commit}}")
-
-    def push(self, files: dict[str, str], message: str, branch: str = "main") -> str:
-        """Another person pushes a change to ``branch`` (after whatever the flows wrote); the new commit."""
-        run_git(self.seed, "fetch", "--quiet", "origin")
-        run_git(self.seed, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
-        for rel, text in files.items():
-            path = self.seed / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        run_git(self.seed, "add", "-A")
-        run_git(self.seed, "commit", "--quiet", "-m", message)
-        run_git(self.seed, "push", "--quiet", "origin", f"HEAD:{branch}")
-        return run_git(self.seed, "rev-parse", "HEAD")
+        return commit
 
     def create_application(
-        self, path: str, *, auto_sync: bool = True, revision: str = "main", more: tuple[tuple[str, str], ...] = ()
+        self,
+        path: str,
+        *,
+        auto_sync: bool = True,
+        revision: str = "main",
+        more: tuple[tuple[str, str], ...] = (),
+        destination: str | None = None,
     ) -> str:
-        """An Application of this origin's ``path`` into the test's namespace; its name (unique per test).
-        ``more``: further (path, revision) sources of the same origin, making it a multi-source Application."""
+        """An Application of this origin's ``path`` into ``destination`` (default: the test's namespace); its name
+        (unique per test). ``more``: further (path, revision) sources of the same origin (multi-source)."""
         name = f"{self.namespace}-{len(self.applications)}"[:53]
         first = {"repoURL": self.url, "targetRevision": revision, "path": path}
         spec: dict[str, Any] = {
             "project": "default",
-            "destination": {"server": "https://kubernetes.default.svc", "namespace": self.namespace},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": destination or self.namespace},
         }
         if more:
             spec["sources"] = [first, *({"repoURL": self.url, "targetRevision": r, "path": p} for p, r in more)]

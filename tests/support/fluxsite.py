@@ -13,16 +13,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client import ApiException
 
 from sandbox.apiserver import apply_manifests
-from tests.support.gitserver import make_origin, run_git, serve_git_over_http
+from tests.support.gitserver import serve_git_over_http
+from tests.support.servedorigin import ServedOrigin
 
 KUSTOMIZE = ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations")
 GIT_REPOSITORY = ("source.toolkit.fluxcd.io", "v1", "gitrepositories")
@@ -57,6 +59,38 @@ spec:
 """
 
 
+def running_image(api: k8s.ApiClient, namespace: str) -> str:
+    live: Any = k8s.AppsV1Api(api).read_namespaced_deployment("web", namespace)
+    return str(live.spec.template.spec.containers[0].image)
+
+
+# The base the overlays (overlay()) are made from.
+OVERLAY_BASE = {"base/deployment.yaml": deployment(), "base/kustomization.yaml": "resources:\n  - deployment.yaml\n"}
+
+
+def overlay(env: str, tag: str = "1.0.0", pod: dict[str, Any] | None = None) -> str:
+    """An overlay of ../../base with the image's tag and, for ``pod``, a patch of the pods' metadata."""
+    text = f"""\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../base
+images:
+  - name: {IMAGE}
+    newTag: {tag}   # {env}'s release
+"""
+    if pod:
+        patch = {"spec": {"template": {"metadata": pod}}}
+        text += "patches:\n  - target: {kind: Deployment, name: web}\n    patch: |-\n"
+        text += "".join(
+            f"      {line}\n"
+            for line in yaml.safe_dump(
+                {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, **patch}
+            ).splitlines()
+        )
+    return text
+
+
 KUSTOMIZATION_FILE = """\
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -66,49 +100,8 @@ resources:
 
 
 @dataclass
-class FluxSite:
+class FluxSite(ServedOrigin):
     """One test's Git origin, served to Flux, and the Flux objects that deploy it into ``namespace``."""
-
-    api: k8s.ApiClient
-    namespace: str
-    root: Path  # holds <name>.git, served at url_base
-    url_base: str
-    username: str
-    token: str
-    name: str = "site"
-    seed: Path = field(init=False)
-    origin: Path = field(init=False)
-
-    @property
-    def url(self) -> str:
-        return f"{self.url_base}/{self.name}.git"
-
-    def create_origin(self, files: dict[str, str], branches: tuple[str, ...] = ()) -> str:
-        """The bare origin with ``files`` on main (and ``branches`` at the same commit); returns main's commit."""
-        work = self.root / f"{self.name}-work"
-        work.mkdir(parents=True)
-        origin, seed = make_origin(work, files, branches)
-        self.origin = self.root / f"{self.name}.git"
-        origin.rename(self.origin)
-        run_git(seed, "remote", "set-url", "origin", str(self.origin))
-        self.seed = seed
-        return self.head()
-
-    def head(self, ref: str = "main") -> str:
-        return run_git(self.origin, "rev-parse", ref)
-
-    def push(self, files: dict[str, str], message: str, branch: str = "main") -> str:
-        """Another person pushes a change to ``branch``; returns the new commit."""
-        run_git(self.seed, "fetch", "--quiet", "origin")
-        run_git(self.seed, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
-        for rel, text in files.items():
-            path = self.seed / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        run_git(self.seed, "add", "-A")
-        run_git(self.seed, "commit", "--quiet", "-m", message)
-        run_git(self.seed, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}")
-        return run_git(self.seed, "rev-parse", "HEAD")
 
     def create_source(self, name: str = "site", ref: dict[str, str] | None = None) -> None:
         """A GitRepository for the origin (basic auth from a Secret), polling once a minute: tests get changes
