@@ -558,6 +558,13 @@ class DeploymentRef(_Model):
             "{version}/{tag} filled in; default for overlay and image-policy environments: the promoted tag",
         ),
     ] = None
+    pods: Annotated[
+        bool,
+        Field(
+            description="also check the pods of the new ReplicaSet: all Ready, and where the expected image names "
+            "a digest, each container's imageID carries it (needs list on replicasets and pods)",
+        ),
+    ] = True
 
 
 class Verification(_Model):

@@ -9,7 +9,8 @@ the real controllers would write, through the real Kubernetes API:
 * Flux Kustomization (status subresource): echoes ``reconcile.fluxcd.io/requestedAt`` into
   ``lastHandledReconcileAt``, Ready=Unknown/Progressing -> Ready=True with ``lastAppliedRevision``.
 * Deployments: the container image changes (a spec change: generation moves), then status through
-  ``/status``: observedGeneration, updated/ready/available replicas.
+  ``/status``: observedGeneration, updated/ready/available replicas, with the new ReplicaSet's Ready pods
+  (:mod:`sandbox.rollouts`).
 
 It can be told to fail an environment: ``degraded``, ``stalled``, ``stuck`` or ``progress-deadline``.
 """
@@ -29,6 +30,8 @@ from typing import Any, Literal
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from ruamel.yaml import YAML
+
+from sandbox.rollouts import run_pods
 
 Failure = Literal["degraded", "stalled", "stuck", "progress-deadline"]
 
@@ -445,6 +448,7 @@ class GitOpsAgent:
                 },
             )
             time.sleep(env.delay_seconds / 2)
+            run_pods(self.api, deployment.namespace, deployment.name)
             apps.patch_namespaced_deployment_status(
                 deployment.name,
                 deployment.namespace,

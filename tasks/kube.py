@@ -7,6 +7,7 @@ Flux objects need no generated models; the judgement of an object lives in :mod:
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -26,6 +27,8 @@ from tasks.kubeobjects import (
     DEPLOYMENT,
     GIT_REPOSITORY,
     KUSTOMIZATION,
+    POD,
+    REPLICASET,
     KubeError,
     Log,
     ObjectNotFoundError,
@@ -46,6 +49,8 @@ __all__ = [
     "DEPLOYMENT",
     "GIT_REPOSITORY",
     "KUSTOMIZATION",
+    "POD",
+    "REPLICASET",
     "KubeClient",
     "KubeError",
     "Log",
@@ -131,6 +136,7 @@ class RequestStats:
     """Requests made by one wait, to show that waiting costs a constant number of calls."""
 
     gets: int = 0
+    lists: int = 0
     watches: int = 0
     patches: int = 0
     events: int = 0
@@ -140,7 +146,7 @@ class RequestStats:
 
     @property
     def requests(self) -> int:
-        return self.gets + self.watches + self.patches
+        return self.gets + self.lists + self.watches + self.patches
 
 
 @dataclass
@@ -190,6 +196,39 @@ class KubeClient:
         )
         return dict(obj)
 
+    def list_objects(
+        self, resource: Resource, namespace: str, *, label_selector: str = "", stats: RequestStats | None = None
+    ) -> list[dict[str, Any]]:
+        """The objects of a kind in ``namespace`` matching ``label_selector``, as plain dicts (core kinds too)."""
+        if stats is not None:
+            stats.lists += 1
+        ref = ObjectRef(resource, namespace, "*")
+
+        def call() -> Any:
+            if resource.group:
+                return self.custom.list_namespaced_custom_object(
+                    resource.group,
+                    resource.version,
+                    namespace,
+                    resource.plural,
+                    label_selector=label_selector or None,
+                    _request_timeout=(10, 60),
+                )
+            if resource.plural != "pods":
+                raise ValueError(f"listing core {resource.plural} is not supported")
+            # The generated models would drop what they do not know; the raw JSON keeps the object as served.
+            response: Any = client.CoreV1Api(self.api).list_namespaced_pod(  # type: ignore[call-arg]
+                namespace, label_selector=label_selector or None, _preload_content=False, _request_timeout=(10, 60)
+            )
+            try:
+                return json.loads(response.data)
+            finally:
+                response.release_conn()
+
+        listed = self._retrying("list", ref, call, stats)
+        items = listed.get("items") if isinstance(listed, dict) else None
+        return [item for item in items or [] if isinstance(item, dict)]
+
     def patch(self, ref: ObjectRef, body: dict[str, Any]) -> dict[str, Any]:
         """A JSON merge patch (the client picks merge-patch for a dict body)."""
         res = ref.resource
@@ -227,6 +266,22 @@ class KubeClient:
             yield from watch_events(response)
         finally:
             response.release_conn()
+
+    def poll(self, read: Callable[[], Judgement], *, timeout: float, what: str, max_interval: float = 2.0) -> Judgement:
+        """Judge what ``read`` returns until ready (returned) or failed (raised), or ``timeout`` passes.
+
+        For judgements over several objects (a ReplicaSet's pods) that one watch cannot follow. Quick at first, as
+        the answer is usually there already, then every ``max_interval`` seconds.
+        """
+        progress = _Progress(what, timeout, self.log, self.heartbeat_seconds)
+        delay = 0.2
+        while True:
+            verdict = read()
+            window = progress.settle(verdict)
+            if window is None:
+                return verdict
+            time.sleep(min(window, delay))
+            delay = min(max_interval, delay * 2)
 
     def wait_for(
         self,

@@ -34,6 +34,8 @@ APPLICATION = Resource("argoproj.io", "v1alpha1", "applications", "Application")
 KUSTOMIZATION = Resource("kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization")
 GIT_REPOSITORY = Resource("source.toolkit.fluxcd.io", "v1", "gitrepositories", "GitRepository")
 DEPLOYMENT = Resource("apps", "v1", "deployments", "Deployment")
+REPLICASET = Resource("apps", "v1", "replicasets", "ReplicaSet")
+POD = Resource("", "v1", "pods", "Pod")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Verify that an environment runs exactly revision X: ask Argo CD / Flux to look now, wait for their status to
-say so at X, then wait for each Deployment's rollout of the promoted image."""
+say so at X, then wait for each Deployment's rollout of the promoted image and for the pods of its new ReplicaSet
+to run it."""
 
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ from tasks.kube import (
     DEPLOYMENT,
     GIT_REPOSITORY,
     KUSTOMIZATION,
+    POD,
+    REPLICASET,
     KubeClient,
     KubeError,
     ObjectRef,
     RequestStats,
     VerificationError,
 )
+from tasks.pods import POD_TEMPLATE_HASH, judge_pods, new_replicaset
 from tasks.readiness import Judgement, flux_manages, judge_application, judge_deployment, judge_kustomization
 from tasks.strategies import strategy_for
 
@@ -213,6 +217,34 @@ def expected_image_for(deployment: DeploymentRef, env: Environment, values: dict
     return None
 
 
+def _selector(labels: Any) -> str:
+    if not isinstance(labels, dict):
+        return ""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def judge_deployment_pods(
+    kube: KubeClient,
+    deployment: dict[str, Any],
+    *,
+    expected_image: str | None,
+    container: str | None,
+    stats: RequestStats,
+) -> Judgement:
+    """List the Deployment's ReplicaSets and its new ReplicaSet's pods, and judge them (:func:`judge_pods`)."""
+    meta = deployment.get("metadata") or {}
+    namespace = str(meta.get("namespace", ""))
+    match = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels")
+    replicasets = kube.list_objects(REPLICASET, namespace, label_selector=_selector(match), stats=stats)
+    pods: list[dict[str, Any]] = []
+    rs = new_replicaset(deployment, replicasets)
+    if rs is not None:
+        rs_labels = ((rs.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if isinstance(rs_labels, dict) and POD_TEMPLATE_HASH in rs_labels:
+            pods = kube.list_objects(POD, namespace, label_selector=_selector(rs_labels), stats=stats)
+    return judge_pods(deployment, replicasets, pods, expected_image=expected_image, container=container)
+
+
 def verify_environment(
     kube: KubeClient,
     env: Environment,
@@ -272,12 +304,27 @@ def verify_environment(
                     judge_deployment, expected_image=expected, container=deployment.container, image_is_final=True
                 )
                 judge = _final_image_judge(judge, final, applied_at)
-        _, verdict = kube.wait_for(
+        rolled_out, verdict = kube.wait_for(
             ref,
             judge,
             timeout=remaining(),
             what=f"[{env.name}] {ref}",
             stats=result.stats,
         )
-        result.steps.append(StepResult(str(ref), verdict.message, time.monotonic() - started))
+        message = verdict.message
+        if deployment.pods:
+            pods = kube.poll(
+                functools.partial(
+                    judge_deployment_pods,
+                    kube,
+                    rolled_out,
+                    expected_image=expected,
+                    container=deployment.container,
+                    stats=result.stats,
+                ),
+                timeout=remaining(),
+                what=f"[{env.name}] pods of {ref}",
+            )
+            message = f"{message}; {pods.message}"
+        result.steps.append(StepResult(str(ref), message, time.monotonic() - started))
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,69 @@ def test_an_image_that_differs_from_the_promoted_one_fails_once_flux_applied_it(
     assert_failed_soon_after(recorder, reported, failed, began)
 
 
+DIGEST = "sha256:" + "d" * 64
+OTHER_DIGEST = "sha256:" + "e" * 64
+
+
+def new_pods(api: k8s.ApiClient, namespace: str, image: str, count: int = 2) -> list[Any]:
+    """The pods the real ReplicaSet controller made for ``image``, once there are ``count`` of them."""
+    core = k8s.CoreV1Api(api)
+    deadline = time.monotonic() + 120
+    while True:
+        listed: Any = core.list_namespaced_pod(namespace, label_selector="app=web")
+        pods = [p for p in listed.items if p.spec.containers[0].image == image and not p.metadata.deletion_timestamp]
+        if len(pods) >= count:
+            return sorted(pods, key=lambda p: p.metadata.name)
+        assert time.monotonic() < deadline, f"the ReplicaSet controller made {len(pods)} of {count} pods of {image}"
+        time.sleep(0.2)
+
+
+def test_pods_running_the_promoted_digest_pass_on_kwok_s_image_ids(
+    site: FluxSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
+) -> None:
+    start(site, wait=False)
+    image = f"{IMAGE}:1.0.1@{DIGEST}"
+    new = site.push({"deploy/deployment.yaml": deployment(image=image)}, "web 1.0.1 by digest")
+    env = flux_env(real_namespace, deployments=web_deployment_check(real_namespace, image))
+    result = verify_environment(kube, env, new, {})
+    assert result.steps[-1].message.endswith(f"Ready, running {DIGEST[:19]}..."), result.steps[-1].message
+    ids = {p.status.container_statuses[0].image_id for p in new_pods(real_admin, real_namespace, image)}
+    assert ids == {f"{IMAGE}@{DIGEST}"}  # as KWOK's pod-ready stage wrote them (sandbox/kwok/stages.yaml)
+
+
+def test_one_pod_on_another_digest_fails_and_names_the_pod(
+    site: FluxSite, kube: KubeClient, real_admin: k8s.ApiClient, real_namespace: str
+) -> None:
+    """The Deployment rolled out and names the digest, yet one node runs other content (a mirror that rewrote
+    it): verification reads the new ReplicaSet's pods and fails on that one, not on the Deployment's word."""
+    start(site, wait=False)
+    image = f"{IMAGE}:1.0.1@{DIGEST}"
+    held = deployment(image=image, labels={"hold.sandbox.promote": "true"})
+    new = site.push({"deploy/deployment.yaml": held}, "web 1.0.1 by digest")
+    env = flux_env(real_namespace, deployments=web_deployment_check(real_namespace, image))
+    with ThreadPoolExecutor(1) as pool:
+        verifying = pool.submit(verify_environment, kube, env, new, {})
+        core = k8s.CoreV1Api(real_admin)
+        # The rolling update (maxSurge 1, maxUnavailable 0) makes one new pod, then the next once that one is
+        # available: the first runs other content, each is let go (KWOK readies it, writing its imageID) in turn.
+        odd = new_pods(real_admin, real_namespace, image, count=1)[0].metadata.name
+        core.patch_namespaced_pod(
+            odd, real_namespace, {"metadata": {"annotations": {"image-id.sandbox.promote": f"{IMAGE}@{OTHER_DIGEST}"}}}
+        )
+        assert not verifying.done(), "verification passed while the new pods were held Pending"
+        for count in (1, 2):
+            for pod in new_pods(real_admin, real_namespace, image, count=count):
+                if (pod.metadata.labels or {}).get("hold.sandbox.promote"):
+                    release = {"metadata": {"labels": {"hold.sandbox.promote": None}}}
+                    core.patch_namespaced_pod(pod.metadata.name, real_namespace, release)
+        with pytest.raises(VerificationError) as caught:
+            verifying.result(timeout=VERIFY_TIMEOUT)
+    message = str(caught.value)
+    assert f"pod {odd} container web runs {IMAGE}@{OTHER_DIGEST}, want {DIGEST}" in message, message
+    live = site.deployment()  # the Deployment's own status says all is well: only the pods tell
+    assert (live.status.updated_replicas, live.status.available_replicas) == (2, 2)
+
+
 def test_the_verifier_role_is_enough_and_needed(
     site: FluxSite, real_verifier: k8s.ApiClient, real_namespace: str
 ) -> None:
@@ -292,6 +356,8 @@ def test_the_verifier_role_is_enough_and_needed(
 
     assert allowed("patch", "kustomize.toolkit.fluxcd.io", "kustomizations")
     assert allowed("watch", "apps", "deployments")
+    assert allowed("list", "apps", "replicasets") and allowed("list", "", "pods")
+    assert not allowed("get", "", "pods/log") and not allowed("create", "", "pods/exec")
     assert not allowed("get", "", "secrets")
     assert not allowed("patch", "apps", "deployments")
     assert not allowed("update", "kustomize.toolkit.fluxcd.io", "kustomizations/status")

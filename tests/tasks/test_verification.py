@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 from pipeline.model import Environment
 from sandbox.apiserver import RBAC_DIR, LocalKubeAPI, apply_manifests
+from sandbox.rollouts import run_pods
 from tasks import kube as kube_module
 from tasks.kube import (
     APPLICATION,
@@ -425,6 +426,8 @@ def rollout(api: k8s.ApiClient, namespace: str, image: str, **status: Any) -> No
         **status,
     }
     apps.patch_namespaced_deployment_status("web", namespace, {"status": body})
+    if body["updatedReplicas"] == body["replicas"] and "conditions" not in status:
+        run_pods(api, namespace, "web")  # the new ReplicaSet's Ready pods, as the controllers would make them
 
 
 def test_deployment_must_run_the_promoted_image(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
@@ -447,7 +450,37 @@ def test_deployment_must_run_the_promoted_image(kube: KubeClient, kube_client: k
     assert not waiting.done.is_set(), "passed with 1 of 2 replicas updated"
     rollout(kube_client, namespace, "registry.local/web:1.1.0")
     result = waiting.join()
-    assert result.steps[-1].message == "Deployment web rolled out (2/2 available)"
+    assert result.steps[-1].message.startswith("Deployment web rolled out (2/2 available); Deployment web: 2 pods")
+
+
+def test_pods_must_run_the_promoted_digest(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
+    """A rolled-out Deployment whose new ReplicaSet has a pod reporting another digest fails, naming the pod."""
+    good = "registry.local/web@sha256:" + "a" * 64
+    make_app(kube_client, namespace, "shop", argo_status(X))
+    make_deployment(kube_client, namespace, good)
+    apps = k8s.AppsV1Api(kube_client)
+    generation = apps.read_namespaced_deployment("web", namespace).metadata.generation  # type: ignore[union-attr]
+    counts = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
+    apps.patch_namespaced_deployment_status("web", namespace, {"status": {"observedGeneration": generation, **counts}})
+    other = "registry.local/web@sha256:" + "b" * 64
+    run_pods(kube_client, namespace, "web", image_ids={"web": other})
+    env = env_for(
+        "argocd", "shop", namespace, deployments=[{"name": "web", "namespace": namespace, "expect_image": good}]
+    )
+    with pytest.raises(VerificationError, match=r"pod web-\w+-0 container web runs registry.local/web@sha256:b{64}"):
+        verify_environment(kube, env, X, {})
+    k8s.CoreV1Api(kube_client).delete_collection_namespaced_pod(namespace)  # the nodes pull the promoted bytes
+    run_pods(kube_client, namespace, "web")
+    result = verify_environment(kube, env, X, {})
+    assert re.search(r"2 pods of ReplicaSet web-\w+ Ready, running sha256:a{12}\.\.\.$", result.steps[-1].message)
+    env_off = env_for(
+        "argocd",
+        "shop",
+        namespace,
+        deployments=[{"name": "web", "namespace": namespace, "expect_image": good, "pods": False}],
+    )
+    k8s.CoreV1Api(kube_client).delete_collection_namespaced_pod(namespace)
+    assert verify_environment(kube, env_off, X, {}).steps[-1].message == "Deployment web rolled out (2/2 available)"
 
 
 def test_progress_deadline_exceeded_fails_fast(kube: KubeClient, kube_client: k8s.ApiClient, namespace: str) -> None:
@@ -512,10 +545,11 @@ def test_verification_as_least_privilege_user(
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-    assert [s.message for s in result.steps] == [
-        f"Synced and Healthy at {X[:12]}",
-        "Deployment web rolled out (2/2 available)",
-    ]
+    assert result.steps[0].message == f"Synced and Healthy at {X[:12]}"
+    assert re.fullmatch(
+        r"Deployment web rolled out \(2/2 available\); Deployment web: 2 pods of ReplicaSet web-\w+ Ready",
+        result.steps[1].message,
+    )
 
 
 def test_api_clients_are_shared_reread_after_edits_and_pruned(
