@@ -1,7 +1,9 @@
 """The README's first command: a whole nightly promotion on a local sandbox, then a summary, then cleanup.
 
-It starts a real kube-apiserver + etcd, a real Prefect server, a sandbox Git origin per app, the simulated
-Argo CD (sandbox/agent.py) and a health endpoint; pushes a developer commit; runs the ``nightly`` flow,
+It starts a real kube-apiserver + etcd, a real Prefect server, a sandbox Git origin per app, the controllers that
+deploy it (for ``tag`` and ``image-policy`` by default the real Argo CD or Flux with the real controller-manager and
+a KWOK node, sandbox/realworld.py; else, or with ``--controllers simulated``, the simulator sandbox/agent.py) and a
+health endpoint; pushes a developer change; runs the ``nightly`` flow,
 which cuts an rc, verifies staging, pauses for approval, and promotes production. The demo approves on
 your behalf (and says so) through the same API call as ``promote approve``.
 """
@@ -20,8 +22,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from sandbox.realworld import REAL_STRATEGIES
 from sandbox.world import STRATEGIES, Strategy
 
 if TYPE_CHECKING:
@@ -136,7 +139,17 @@ def _running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
     return str(pod.containers[0].image) if pod else "?"
 
 
-def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag", write: str = "push") -> int:
+Controllers = Literal["real", "simulated"]
+
+
+def run_demo(
+    apps: int,
+    keep: bool,
+    delay: float,
+    strategy: Strategy = "tag",
+    write: str = "push",
+    controllers: Controllers = "simulated",
+) -> int:
     with contextlib.ExitStack() as stack:
         registry_url = ""
         if strategy == "image-policy":
@@ -160,7 +173,7 @@ def run_demo(apps: int, keep: bool, delay: float, strategy: Strategy = "tag", wr
             forge = stack.enter_context(Gitea(forge_root, progress=lambda line: say(f"      {line}")))
             os.environ[FORGE_TOKEN_ENV] = forge.token
             os.environ.setdefault("PROMOTE_PULL_REQUEST_POLL_SECONDS", "1")  # the demo merges at once
-        return _run(apps, keep, delay, strategy, registry_url, forge)
+        return _run(apps, keep, delay, strategy, registry_url, forge, controllers)
 
 
 def _wait_for_first_rollout(made: list[SandboxApp], overall_seconds: float = 300) -> None:
@@ -176,7 +189,15 @@ def _names(apps: int) -> list[str]:
     return ["shop"] if apps == 1 else [f"shop-{i}" for i in range(apps)]
 
 
-def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: str, forge: Any = None) -> int:
+def _run(
+    apps: int,
+    keep: bool,
+    delay: float,
+    strategy: Strategy,
+    registry_url: str,
+    forge: Any = None,
+    controllers: Controllers = "simulated",
+) -> int:
     root = Path(tempfile.mkdtemp(prefix="promote-sandbox-"))
     ok = False
     try:
@@ -202,25 +223,51 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
         from sandbox.apiserver import LocalKubeAPI, install_crds
         from sandbox.world import SandboxWorld
 
-        say("\n[1/4] starting kube-apiserver + etcd and a Prefect server, side by side ...")
+        real = controllers == "real"
+        what = "kube-apiserver, the real controllers" if real else "kube-apiserver + etcd"
+        say(f"\n[1/4] starting {what} and a Prefect server, side by side ...")
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool, contextlib.ExitStack() as up:
             # The two starts wait on different processes: overlapping them takes the shorter off the total;
             # importing the flows (seconds of Prefect's client modules) overlaps them too.
             prefect_starting = pool.submit(server.start)
             flows_imported = pool.submit(importlib.import_module, "flows.nightly")
             up.callback(server.stop)  # also stops a server still starting if the API server failed
-            api = up.enter_context(LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()))
-            say(f"      kube-apiserver ready in {api.ready_seconds:.1f}s at {api.url}")
-            admin = new_client_from_config(config_file=str(api.kubeconfig))
-            install_crds(admin)
+            world: Any
+            if real:
+                from sandbox.cluster import ClusterBinaries, RealCluster
+                from sandbox.realworld import RealWorld
+
+                argocd = strategy == "tag"
+                say("      building the real controllers if this machine has not (minutes, once; progress below)")
+                binaries = ClusterBinaries.ensure(argocd=argocd)
+                cluster = up.enter_context(
+                    RealCluster(
+                        binaries=binaries,
+                        flux=not argocd,
+                        argocd=argocd,
+                        progress=lambda line: say(f"      {line}"),
+                    )
+                )
+                admin = new_client_from_config(config_file=str(cluster.kubeconfig))
+                world = RealWorld(
+                    root=root / "world", api=admin, kubeconfig=cluster.kubeconfig, registry_url=registry_url
+                )
+            else:
+                api = up.enter_context(LocalKubeAPI(binaries=LocalKubeAPI.ensure_binaries()))
+                say(f"      kube-apiserver ready in {api.ready_seconds:.1f}s at {api.url}")
+                admin = new_client_from_config(config_file=str(api.kubeconfig))
+                install_crds(admin)
+                world = SandboxWorld(
+                    root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url
+                )
             prefect_starting.result()
             flows_imported.result()
             how = "from the cached migrated database" if server.from_template else "first start: database migrated"
             say(f"      Prefect server ready in {server.ready_seconds:.1f}s ({how}); UI at {server.url}")
-            world = SandboxWorld(root=root / "world", api=admin, kubeconfig=api.kubeconfig, registry_url=registry_url)
-            (root / "world").mkdir()
+            (root / "world").mkdir(exist_ok=True)
             with world.running():
-                say("[2/4] creating sandbox GitOps repositories, Argo CD Applications and Deployments ...")
+                where = "Argo CD Applications" if strategy != "image-policy" else "Flux Kustomizations"
+                say(f"[2/4] creating sandbox GitOps repositories, {where} and Deployments ...")
                 made = [
                     world.create_app(name, strategy=strategy, delay_seconds=delay, forge=forge) for name in _names(apps)
                 ]
@@ -228,7 +275,10 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
                 pipelines.mkdir()
                 for app in made:
                     shutil.copy(app.pipeline_file, pipelines / app.pipeline_file.name)
-                _wait_for_first_rollout(made)
+                if real:
+                    world.wait_for_first_rollout(say)
+                else:
+                    _wait_for_first_rollout(made)
                 for app in made:
                     say(f"      {app.name}: {_developer_change(app, registry_url)}")
                 say(f"[3/4] running the nightly flow over {pipelines} ...\n")
@@ -293,8 +343,8 @@ def _run(apps: int, keep: bool, delay: float, strategy: Strategy, registry_url: 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hack/sandbox",
-        description="Run a full nightly promotion on a local sandbox (kube-apiserver, Prefect server, Git, "
-        "simulated Argo CD, health endpoint) and clean up afterwards.",
+        description="Run a full nightly promotion on a local sandbox (kube-apiserver, Prefect server, Git, the real "
+        "Argo CD or Flux or a simulated one, health endpoint) and clean up afterwards.",
     )
     parser.add_argument("--apps", type=int, default=1, help="how many applications (pipelines) to promote")
     parser.add_argument("--delay", type=float, default=0.3, help="simulated controller delay per step (seconds)")
@@ -312,10 +362,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="how production's change reaches its branch: pushed, or as a pull request on a local Gitea that the "
         "demo merges on your behalf",
     )
+    parser.add_argument(
+        "--controllers",
+        choices=("real", "simulated"),
+        default=None,
+        help="who deploys: the real Argo CD / Flux, controller-manager and KWOK (built on first use; strategies "
+        f"{', '.join(REAL_STRATEGIES)}), or the simulator (sandbox/agent.py: every strategy, and states the real "
+        "controllers cannot be forced into). Default: real where the strategy has it (with --write push), "
+        "else simulated",
+    )
     args = parser.parse_args(argv)
     if args.apps < 1:
         parser.error("--apps must be at least 1")
-    return run_demo(args.apps, args.keep, args.delay, args.strategy, args.write)
+    has_real = args.strategy in REAL_STRATEGIES and args.write == "push"
+    controllers: Controllers = args.controllers or ("real" if has_real else "simulated")
+    if controllers == "real" and args.strategy not in REAL_STRATEGIES:
+        parser.error(
+            f"--controllers real runs the strategies {', '.join(REAL_STRATEGIES)}; {args.strategy} runs on "
+            "--controllers simulated"
+        )
+    if controllers == "real" and args.write != "push":
+        parser.error("--write pull-request runs on --controllers simulated")
+    return run_demo(args.apps, args.keep, args.delay, args.strategy, args.write, controllers)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ tests/data/flux/, which tests/tasks/test_readiness_recorded.py replays through t
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -146,7 +147,9 @@ def test_wait_false_deployment_check_holds_until_the_real_rollout_completes(
     assert flux_ready is not None and rollout is not None
     # wait: false: Flux said Ready as soon as it applied, seconds before the pods were ready; we waited for them.
     assert rollout - flux_ready > 2.0
-    assert result.steps[-1].message == "Deployment web rolled out (2/2 available)"
+    rolled, pods = result.steps[-1].message.split("; ")
+    assert rolled == "Deployment web rolled out (2/2 available)"
+    assert re.fullmatch(r"Deployment web: 2 pods of ReplicaSet web-\w+ Ready", pods), pods  # the real ReplicaSet's
     assert result.steps[-1].seconds > 2.0, result.summary()
     assert (live.status.updated_replicas, live.status.available_replicas) == (2, 2)
     recorder.save(

@@ -31,13 +31,32 @@ def run_demo(*args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def test_sandbox_demo_promotes_to_production_and_cleans_up() -> None:
-    returncode, out = run_demo()
+@pytest.mark.real_controllers
+@pytest.mark.parametrize(
+    ("args", "controllers"),
+    [
+        ((), "the real Argo CD"),  # the README's first command as it stands
+        (("--strategy", "image-policy"), "the real Flux"),
+        (("--controllers", "simulated"), None),
+    ],
+    ids=["tag-real-argocd", "image-policy-real-flux", "tag-simulated"],
+)
+def test_sandbox_demo_promotes_to_production_and_cleans_up(
+    real_cluster: object, args: tuple[str, ...], controllers: str | None
+) -> None:
+    """The demo on its own cluster (the ``real_cluster`` fixture only makes sure the binaries are built)."""
+    returncode, out = run_demo(*args)
     assert returncode == 0, out[-4000:]
+    if controllers is not None:
+        assert f"every environment runs 1.0.0, put there by {controllers}" in out, out[-4000:]
+        assert re.search(r"pods of Deployment shop-production/shop: Deployment shop: 2 pods of ReplicaSet", out)
+    else:
+        assert "put there by" not in out
     workspace = re.search(r"workspace: (\S+)", out)
     assert workspace, out[-4000:]
     assert "nightly run: Completed" in out
-    assert re.search(r"tags in origin: +v1\.0\.0 v1\.0\.1-rc1 v1\.0\.1\b", out), out[-4000:]
+    if "image-policy" not in args:
+        assert re.search(r"tags in origin: +v1\.0\.0 v1\.0\.1-rc1 v1\.0\.1\b", out), out[-4000:]
     assert re.search(r"production runs: +\S*:1\.0\.1\b", out), out[-4000:]
     assert "approvals given on your behalf: 1" in out
     assert f"cleaned up {workspace.group(1)}" in out and not Path(workspace.group(1)).exists()
