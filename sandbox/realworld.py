@@ -31,7 +31,7 @@ from sandbox.apiserver import apply_manifests
 from sandbox.cluster import ARGOCD_NAMESPACE, FLUX_NAMESPACE
 from sandbox.gitserve import serve_git_over_http
 from sandbox.healthapp import serve_health
-from sandbox.world import Strategy, _changelog, git
+from sandbox.world import Strategy, _changelog, git, publish_first_release
 
 REAL_STRATEGIES: tuple[Strategy, ...] = ("tag", "image-policy")
 IMAGE_REPOSITORY = "registry.sandbox.local"
@@ -168,14 +168,7 @@ class RealWorld:
                 for env in ENVIRONMENTS
             }
         files["src/CHANGELOG.md"] = _changelog(name)
-        for rel, text in files.items():
-            path = work / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        git(work, "add", "-A")
-        git(work, "commit", "--quiet", "-m", "Initial GitOps layout")
-        git(work, "tag", "-a", "v1.0.0", "-m", "first release")
-        git(work, "push", "--quiet", "origin", "main", "v1.0.0")
+        publish_first_release(work, files)
         core = client.CoreV1Api(self.api)
         for env in ENVIRONMENTS:
             with contextlib.suppress(ApiException):  # 409: there from an earlier app of the same name

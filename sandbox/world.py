@@ -170,6 +170,18 @@ spec:
 """
 
 
+def publish_first_release(work: Path, files: dict[str, str]) -> None:
+    """Commit ``files`` in the clone ``work`` as the GitOps layout, tag it v1.0.0 and push both to its origin."""
+    for rel, text in files.items():
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(work, "add", "-A")
+    git(work, "commit", "--quiet", "-m", "Initial GitOps layout")
+    git(work, "tag", "-a", "v1.0.0", "-m", "first release")
+    git(work, "push", "--quiet", "origin", "main", "v1.0.0")
+
+
 def git(cwd: Path, *args: str) -> str:
     env = {**os.environ, **GIT_IDENTITY, "GIT_CONFIG_NOSYSTEM": "1"}
     return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
@@ -284,14 +296,7 @@ class SandboxWorld:
             files = {
                 f"apps/{env}/deployment.yaml": _policy_deployment(name, env) for env in ("staging", "production")
             } | {"src/CHANGELOG.md": _changelog(name)}
-        for rel, text in files.items():
-            path = work / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        git(work, "add", "-A")
-        git(work, "commit", "--quiet", "-m", "Initial GitOps layout")
-        git(work, "tag", "-a", "v1.0.0", "-m", "first release")
-        git(work, "push", "--quiet", "origin", "main", "v1.0.0")
+        publish_first_release(work, files)
         if strategy == "branch":
             git(work, "push", "--quiet", "origin", "main:staging")
 
