@@ -143,6 +143,7 @@ class RealCluster:
 
     ``users`` are extra token users of the API server (for least-privilege tests), as for :class:`LocalKubeAPI`.
     ``flux=False`` leaves Flux out (its CRDs too). ``progress`` receives one line per step of the start.
+    ``repo_server_tools``: programs Argo CD's repo server finds on its PATH besides kustomize (``helm``).
     """
 
     def __init__(
@@ -154,8 +155,10 @@ class RealCluster:
         argocd: bool = False,
         startup_timeout: float = DEFAULT_OVERALL_SECONDS,
         progress: Callable[[str], None] = lambda _line: None,
+        repo_server_tools: Sequence[Path] = (),
     ) -> None:
         self.binaries = binaries
+        self.repo_server_tools = list(repo_server_tools)
         self.with_flux = flux
         if argocd and binaries.argocd is None:
             raise ClusterBinariesUnavailableError("argocd=True needs ClusterBinaries.ensure(argocd=True)")
@@ -394,7 +397,13 @@ class RealCluster:
         self._spawn("redis-server", ["--bind", "127.0.0.1", "--port", str(redis), "--save", "", "--appendonly", "no"])
         env = {
             # The repo server runs `argocd` (as GIT_ASKPASS), git-verify-wrapper.sh and kustomize from PATH.
-            "PATH": f"{self.binaries.argocd}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": os.pathsep.join(
+                [
+                    str(self.binaries.argocd),
+                    *(str(t.parent) for t in self.repo_server_tools),
+                    os.environ.get("PATH", ""),
+                ]
+            ),
             "ARGOCD_FAKE_IN_CLUSTER": "true",
             "HOME": str(home / "home"),
             "TMPDIR": str(home / "tmp"),

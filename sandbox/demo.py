@@ -1,9 +1,9 @@
 """The README's first command: a whole nightly promotion on a local sandbox, then a summary, then cleanup.
 
 It starts a real kube-apiserver + etcd, a real Prefect server, a sandbox Git origin per app, the controllers that
-deploy it (for ``tag`` and ``image-policy`` by default the real Argo CD or Flux with the real controller-manager and
-a KWOK node, sandbox/realworld.py; else, or with ``--controllers simulated``, the simulator sandbox/agent.py) and a
-health endpoint; pushes a developer change; runs the ``nightly`` flow,
+deploy it (by default the real Argo CD or Flux, per strategy, with the real controller-manager and a KWOK node:
+sandbox/realworld.py; with ``--controllers simulated`` or ``--write pull-request`` the simulator sandbox/agent.py)
+and a health endpoint; pushes a developer change; runs the ``nightly`` flow,
 which cuts an rc, verifies staging, pauses for approval, and promotes production. The demo approves on
 your behalf (and says so) through the same API call as ``promote approve``.
 """
@@ -16,6 +16,7 @@ import contextlib
 import importlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandbox.realworld import REAL_STRATEGIES
+from sandbox.realworld import REAL_STRATEGIES, needs_argocd
 from sandbox.world import STRATEGIES, Strategy
 
 if TYPE_CHECKING:
@@ -176,6 +177,15 @@ def run_demo(
         return _run(apps, keep, delay, strategy, registry_url, forge, controllers)
 
 
+def _helm() -> Path:
+    """The helm CLI (hack/build-helm: built once, as hack/bootstrap does), for Argo CD's repo server."""
+    script = Path(__file__).resolve().parent.parent / "hack" / "build-helm"
+    done = subprocess.run([str(script)], capture_output=True, text=True, check=False, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"hack/build-helm failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
 def _wait_for_first_rollout(made: list[SandboxApp], overall_seconds: float = 300) -> None:
     """The simulated controllers roll out v1.0.0 everywhere first: wait for that (not a fixed pause)."""
     deadline = time.monotonic() + overall_seconds
@@ -237,7 +247,7 @@ def _run(
                 from sandbox.cluster import ClusterBinaries, RealCluster
                 from sandbox.realworld import RealWorld
 
-                argocd = strategy == "tag"
+                argocd = needs_argocd(strategy)
                 say("      building the real controllers if this machine has not (minutes, once; progress below)")
                 binaries = ClusterBinaries.ensure(argocd=argocd)
                 cluster = up.enter_context(
@@ -246,6 +256,7 @@ def _run(
                         flux=not argocd,
                         argocd=argocd,
                         progress=lambda line: say(f"      {line}"),
+                        repo_server_tools=[_helm()] if strategy == "helm" else [],
                     )
                 )
                 admin = new_client_from_config(config_file=str(cluster.kubeconfig))
@@ -266,7 +277,7 @@ def _run(
             say(f"      Prefect server ready in {server.ready_seconds:.1f}s ({how}); UI at {server.url}")
             (root / "world").mkdir(exist_ok=True)
             with world.running():
-                where = "Argo CD Applications" if strategy != "image-policy" else "Flux Kustomizations"
+                where = "Argo CD Applications" if needs_argocd(strategy) else "Flux Kustomizations"
                 say(f"[2/4] creating sandbox GitOps repositories, {where} and Deployments ...")
                 made = [
                     world.create_app(name, strategy=strategy, delay_seconds=delay, forge=forge) for name in _names(apps)
@@ -366,10 +377,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--controllers",
         choices=("real", "simulated"),
         default=None,
-        help="who deploys: the real Argo CD / Flux, controller-manager and KWOK (built on first use; strategies "
-        f"{', '.join(REAL_STRATEGIES)}), or the simulator (sandbox/agent.py: every strategy, and states the real "
-        "controllers cannot be forced into). Default: real where the strategy has it (with --write push), "
-        "else simulated",
+        help="who deploys: the real Argo CD or Flux (per strategy) with the real controller-manager and a KWOK "
+        "node, built on first use; or the simulator (sandbox/agent.py), which also plays states the real "
+        "controllers cannot be forced into. Default: real, simulated with --write pull-request",
     )
     args = parser.parse_args(argv)
     if args.apps < 1:

@@ -2,16 +2,22 @@
 by the real controller-manager onto a KWOK node) instead of the simulator.
 
 Per application, a bare Git origin served over loopback HTTP with basic auth (:mod:`sandbox.gitserve`), because the
-controllers take http(s) URLs only, and what the controllers need to deploy it:
+controllers take http(s) URLs only, and what the controllers need to deploy it, per strategy:
 
-* ``tag`` (Argo CD): the environments' Applications are files in the repository (``apps/<env>/<app>.yaml``,
-  ``targetRevision`` the release tag), applied by a root Application that follows ``main`` (app of apps); the
-  manifests are in ``deploy/``. A developer's change is a commit on main that also sets the new image, as CI would.
+* ``tag`` and ``chain`` (Argo CD): the environments' Applications are files in the repository
+  (``apps/<env>/<app>.yaml``, ``targetRevision`` the release tag), applied by a root Application that follows
+  ``main`` (app of apps); the manifests are in ``deploy/``. A developer's change is a commit on main that also sets
+  the new image, as CI would.
+* ``overlay`` (Argo CD): one Application per environment on ``overlays/<env>`` at ``main``; CI sets staging's image.
+* ``helm`` (Argo CD): one Application per environment rendering ``charts/<app>`` with ``envs/<env>/values.yaml``
+  (the real ``helm``, built by ``hack/build-helm``, on the repo server's PATH).
+* ``branch`` (Flux): a GitRepository per environment (staging follows the ``staging`` branch, production ``main``)
+  and a Kustomization on ``deploy/``.
 * ``image-policy`` (Flux): a GitRepository and one Kustomization per environment (``apps/<env>``, with the setter
   markers the promotion writes); CI pushes new image tags to the sandbox registry.
 
-The other strategies run on the simulator (:mod:`sandbox.world`), which can also be forced into states the real
-controllers cannot be pushed into on demand.
+The simulator (:mod:`sandbox.world`) stays for ``--write pull-request`` and for states the real controllers cannot
+be forced into on demand.
 """
 
 from __future__ import annotations
@@ -31,15 +37,20 @@ from sandbox.apiserver import apply_manifests
 from sandbox.cluster import ARGOCD_NAMESPACE, FLUX_NAMESPACE
 from sandbox.gitserve import serve_git_over_http
 from sandbox.healthapp import serve_health
-from sandbox.world import Strategy, _changelog, git, publish_first_release
+from sandbox.world import CHAIN, SandboxApp, SandboxWorld, Strategy, _changelog, _helm_files, git, publish_first_release
 
-REAL_STRATEGIES: tuple[Strategy, ...] = ("tag", "image-policy")
+REAL_STRATEGIES: tuple[Strategy, ...] = ("tag", "overlay", "branch", "image-policy", "helm", "chain")
+ARGO_STRATEGIES = frozenset({"tag", "overlay", "helm", "chain"})
 IMAGE_REPOSITORY = "registry.sandbox.local"
-ENVIRONMENTS = ("staging", "production")
 FIRST_ROLLOUT_SECONDS = 300.0
+HELM_CONTAINER = "web"  # the example chart's (deployments/examples/helm)
 
 
-def _deployment(app: str, image: str, replicas: int, setter: str = "") -> str:
+def needs_argocd(strategy: Strategy) -> bool:
+    return strategy in ARGO_STRATEGIES
+
+
+def _deployment(app: str, image: str, replicas: int = 2, setter: str = "") -> str:
     marker = f' # {{"$imagepolicy": "{setter}"}}' if setter else ""
     return f"""\
 apiVersion: apps/v1
@@ -60,7 +71,21 @@ spec:
 """
 
 
-def _application(app: str, env: str, url: str) -> str:
+def _images(app: str, base: str, comment: str) -> str:
+    """A Kustomize overlay of ``base`` that sets the app's image (the promotion and CI write ``newTag``)."""
+    return f"""\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+- {base}
+images:
+- name: {app}
+  newName: {IMAGE_REPOSITORY}/{app}
+  newTag: 1.0.0   # {comment}
+"""
+
+
+def _child_application(app: str, env: str, url: str) -> str:
     return f"""\
 # Argo CD Application for {app} in {env}. gitops-promote changes only targetRevision below.
 apiVersion: argoproj.io/v1alpha1
@@ -82,6 +107,35 @@ spec:
 """
 
 
+def _files(app: str, strategy: Strategy, url: str, envs: tuple[str, ...]) -> dict[str, str]:
+    base = {
+        "base/deployment.yaml": _deployment(app, app),
+        "base/kustomization.yaml": "resources:\n- deployment.yaml\n",
+    }
+    if strategy in ("tag", "chain"):
+        files = {f"apps/{env}/{app}.yaml": _child_application(app, env, url) for env in envs}
+        files["deploy/kustomization.yaml"] = "resources:\n- deployment.yaml\n"
+        files["deploy/deployment.yaml"] = _deployment(app, f"{IMAGE_REPOSITORY}/{app}:1.0.0")
+    elif strategy == "overlay":
+        files = base | {
+            f"overlays/{env}/kustomization.yaml": _images(app, "../../base", f"{env}'s image") for env in envs
+        }
+    elif strategy == "branch":
+        files = base | {"deploy/kustomization.yaml": _images(app, "../base", "this branch's image")}
+    elif strategy == "helm":
+        files = _helm_files(app)
+    else:
+        setter = f"{FLUX_NAMESPACE}:{app}-" + "{env}"
+        files = {
+            f"apps/{env}/deployment.yaml": _deployment(
+                app, f"{IMAGE_REPOSITORY}/{app}:1.0.0", setter=setter.format(env=env)
+            )
+            for env in envs
+        }
+    files["src/CHANGELOG.md"] = _changelog(app)
+    return files
+
+
 @dataclass
 class RealEnvironment:
     name: str  # <app>-<env>
@@ -89,22 +143,20 @@ class RealEnvironment:
 
 
 @dataclass
-class RealSandboxApp:
-    name: str
-    origin: Path
-    workdir: Path
-    pipeline_file: Path
-    strategy: Strategy
-    envs: list[RealEnvironment] = field(default_factory=list)
+class RealSandboxApp(SandboxApp):
+    """A sandbox app the real controllers deploy: as :class:`~sandbox.world.SandboxApp`, with the image in Git."""
 
-    def commit_change(self, line: str) -> str:
-        """A developer's change on main, with the image CI built for it (1.0.1)."""
+    def commit_change(self, line: str, *, branch: str | None = None) -> str:
+        """A developer's change on main; for tag pipelines with the image CI built for it (1.0.1), since here the
+        image comes from what the release tag points at."""
+        if self.strategy not in ("tag", "chain"):
+            return super().commit_change(line, branch=branch)
         git(self.workdir, "fetch", "--quiet", "origin")
         git(self.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
         changelog = self.workdir / "src" / "CHANGELOG.md"
         changelog.write_text(changelog.read_text() + f"- {line}\n")
         manifest = self.workdir / "deploy" / "deployment.yaml"
-        manifest.write_text(_deployment(self.name, f"{IMAGE_REPOSITORY}/{self.name}:1.0.1", 2))
+        manifest.write_text(_deployment(self.name, f"{IMAGE_REPOSITORY}/{self.name}:1.0.1"))
         git(self.workdir, "commit", "--quiet", "-am", f"{line} (image 1.0.1)")
         git(self.workdir, "push", "--quiet", "origin", "HEAD:main")
         return git(self.workdir, "rev-parse", "HEAD")
@@ -124,6 +176,7 @@ class RealWorld:
     _username: str = "sandbox"
     _token: str = field(default_factory=lambda: secrets.token_hex(16))
     _deployments: dict[str, tuple[str, str]] = field(default_factory=dict)
+    _applications: list[str] = field(default_factory=list)  # created here: deleted first on the way out
 
     @contextlib.contextmanager
     def running(self) -> Iterator[RealWorld]:
@@ -138,16 +191,12 @@ class RealWorld:
             try:
                 yield self
             finally:
-                self._delete_roots()
+                self._delete_applications()
 
     def create_app(self, name: str, *, strategy: Strategy = "tag", **_ignored: Any) -> RealSandboxApp:
-        if strategy not in REAL_STRATEGIES:
-            raise ValueError(
-                f"strategy {strategy!r} runs on the simulated controllers only so far (real: "
-                f"{', '.join(REAL_STRATEGIES)}); use --controllers simulated"
-            )
         if strategy == "image-policy" and not self.registry_url:
             raise ValueError("an image-policy app needs the world's registry_url (a registry with its tags)")
+        envs = CHAIN if strategy == "chain" else ("staging", "production")
         base = self.root / "work" / name
         base.mkdir(parents=True)
         origin = self.root / "git" / f"{name}.git"
@@ -156,80 +205,109 @@ class RealWorld:
         work = base / "work"
         git(base, "clone", "--quiet", str(origin), str(work))
         git(work, "checkout", "--quiet", "-B", "main")
-        if strategy == "tag":
-            files = {f"apps/{env}/{name}.yaml": _application(name, env, url) for env in ENVIRONMENTS}
-            files["deploy/kustomization.yaml"] = "resources:\n  - deployment.yaml\n"
-            files["deploy/deployment.yaml"] = _deployment(name, f"{IMAGE_REPOSITORY}/{name}:1.0.0", 2)
-        else:
-            files = {
-                f"apps/{env}/deployment.yaml": _deployment(
-                    name, f"{IMAGE_REPOSITORY}/{name}:1.0.0", 2, setter=f"{FLUX_NAMESPACE}:{name}-{env}"
-                )
-                for env in ENVIRONMENTS
-            }
-        files["src/CHANGELOG.md"] = _changelog(name)
-        publish_first_release(work, files)
+        publish_first_release(work, _files(name, strategy, url, envs))
+        if strategy == "branch":
+            git(work, "push", "--quiet", "origin", "main:staging")
         core = client.CoreV1Api(self.api)
-        for env in ENVIRONMENTS:
+        for env in envs:
             with contextlib.suppress(ApiException):  # 409: there from an earlier app of the same name
                 core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=f"{name}-{env}")))
             self._deployments[f"{name}/{env}"] = (f"{name}-{env}", name)
-        kind = "argocd" if strategy == "tag" else "flux"
-        if kind == "argocd":
-            self._argo_objects(name, url)
+        if needs_argocd(strategy):
+            self._argo_objects(name, url, strategy, envs)
         else:
-            self._flux_objects(name, url)
+            self._flux_objects(name, url, strategy, envs)
         pipeline = base / f"{name}.yaml"
-        pipeline.write_text(self._pipeline(name, str(origin), strategy))
+        pipeline.write_text(
+            SandboxWorld.pipeline_text(
+                name,
+                str(origin),
+                strategy,
+                kubeconfig=self.kubeconfig,
+                health_url=self.health_url,
+                registry_url=self.registry_url,
+                verify_timeout=240,
+                names=envs,
+                container=HELM_CONTAINER if strategy == "helm" else None,
+                real=True,
+            )
+        )
+        kind = "argocd" if needs_argocd(strategy) else "flux"
         app = RealSandboxApp(
             name=name,
             origin=origin,
             workdir=work,
             pipeline_file=pipeline,
+            envs=[RealEnvironment(f"{name}-{env}", kind) for env in envs],  # type: ignore[misc]  # only .name is read
             strategy=strategy,
-            envs=[RealEnvironment(f"{name}-{env}", kind) for env in ENVIRONMENTS],
         )
         self.apps.append(app)
         return app
 
-    def _argo_objects(self, name: str, url: str) -> None:
+    def _argo_objects(self, name: str, url: str, strategy: Strategy, envs: tuple[str, ...]) -> None:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": f"repo-{name}", "labels": {"argocd.argoproj.io/secret-type": "repository"}},
             "stringData": {"url": url, "username": self._username, "password": self._token, "type": "git"},
         }
-        root = {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": f"{name}-apps"},
-            "spec": {
-                "project": "default",
-                "source": {"repoURL": url, "targetRevision": "main", "path": "apps", "directory": {"recurse": True}},
-                "destination": {"server": "https://kubernetes.default.svc", "namespace": ARGOCD_NAMESPACE},
-                "syncPolicy": {"automated": {}},
-            },
-        }
-        apply_manifests(self.api, [secret, root], namespace=ARGOCD_NAMESPACE)
+        sync = {"automated": {"prune": True, "selfHeal": True}}
+        if strategy in ("tag", "chain"):  # app of apps: the children are files in Git (their targetRevision)
+            sources = {f"{name}-apps": ({"path": "apps", "directory": {"recurse": True}}, ARGOCD_NAMESPACE)}
+        elif strategy == "overlay":
+            sources = {f"{name}-{env}": ({"path": f"overlays/{env}"}, f"{name}-{env}") for env in envs}
+        else:  # helm: the chart with each environment's values (release name: the app, as the chart's Deployment)
+            sources = {
+                f"{name}-{env}": (
+                    {
+                        "path": f"charts/{name}",
+                        "helm": {"releaseName": name, "valueFiles": [f"../../envs/{env}/values.yaml"]},
+                    },
+                    f"{name}-{env}",
+                )
+                for env in envs
+            }
+        applications = [
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "Application",
+                "metadata": {"name": app_name},
+                "spec": {
+                    "project": "default",
+                    "source": {"repoURL": url, "targetRevision": "main", **source},
+                    "destination": {"server": "https://kubernetes.default.svc", "namespace": namespace},
+                    "syncPolicy": sync,
+                },
+            }
+            for app_name, (source, namespace) in sources.items()
+        ]
+        apply_manifests(self.api, [secret, *applications], namespace=ARGOCD_NAMESPACE)
+        self._applications += list(sources)
 
-    def _flux_objects(self, name: str, url: str) -> None:
+    def _flux_objects(self, name: str, url: str, strategy: Strategy, envs: tuple[str, ...]) -> None:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": f"{name}-auth"},
             "stringData": {"username": self._username, "password": self._token},
         }
-        source = {
-            "apiVersion": "source.toolkit.fluxcd.io/v1",
-            "kind": "GitRepository",
-            "metadata": {"name": name},
-            "spec": {
-                "url": url,
-                "interval": "1m",
-                "timeout": "30s",
-                "ref": {"branch": "main"},
-                "secretRef": {"name": f"{name}-auth"},
-            },
+        # branch: each environment follows its own branch; image-policy: one source for both
+        branches = {env: ("staging" if strategy == "branch" and env == "staging" else "main") for env in envs}
+        source_of = {env: (f"{name}-{env}" if strategy == "branch" else name) for env in envs}
+        sources = {
+            source_of[env]: {
+                "apiVersion": "source.toolkit.fluxcd.io/v1",
+                "kind": "GitRepository",
+                "metadata": {"name": source_of[env]},
+                "spec": {
+                    "url": url,
+                    "interval": "1m",
+                    "timeout": "30s",
+                    "ref": {"branch": branches[env]},
+                    "secretRef": {"name": f"{name}-auth"},
+                },
+            }
+            for env in envs
         }
         kustomizations = [
             {
@@ -238,27 +316,26 @@ class RealWorld:
                 "metadata": {"name": f"{name}-{env}"},
                 "spec": {
                     "interval": "5m",
-                    "path": f"./apps/{env}",
+                    "path": "./deploy" if strategy == "branch" else f"./apps/{env}",
                     "prune": True,
                     "wait": True,
                     "timeout": "2m",
                     "targetNamespace": f"{name}-{env}",
-                    "sourceRef": {"kind": "GitRepository", "name": name},
+                    "sourceRef": {"kind": "GitRepository", "name": source_of[env]},
                 },
             }
-            for env in ENVIRONMENTS
+            for env in envs
         ]
-        apply_manifests(self.api, [secret, source, *kustomizations], namespace=FLUX_NAMESPACE)
+        apply_manifests(self.api, [secret, *sources.values(), *kustomizations], namespace=FLUX_NAMESPACE)
 
-    def _delete_roots(self) -> None:
+    def _delete_applications(self) -> None:
         """Root Applications first: Argo CD would otherwise re-create the children while they are deleted."""
         custom = client.CustomObjectsApi(self.api)
-        for app in self.apps:
-            if app.strategy == "tag":
-                with contextlib.suppress(ApiException):
-                    custom.delete_namespaced_custom_object(
-                        "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", f"{app.name}-apps"
-                    )
+        for name in self._applications:
+            with contextlib.suppress(ApiException):
+                custom.delete_namespaced_custom_object(
+                    "argoproj.io", "v1alpha1", ARGOCD_NAMESPACE, "applications", name
+                )
 
     def wait_for_first_rollout(
         self, say: Callable[[str], None], overall_seconds: float = FIRST_ROLLOUT_SECONDS
@@ -266,14 +343,13 @@ class RealWorld:
         """Until every environment's Deployment runs 1.0.0 on Ready pods, as the controllers put it there."""
         apps_api = client.AppsV1Api(self.api)
         deadline = time.monotonic() + overall_seconds
-        waiting = [(app.name, env) for app in self.apps for env in ENVIRONMENTS]
+        waiting = [(app.name, env.name) for app in self.apps for env in app.envs]
         while waiting:
-            name, env = waiting[0]
+            name, namespace = waiting[0]
             try:
-                live: Any = apps_api.read_namespaced_deployment(name, f"{name}-{env}")
-                done = (live.status.available_replicas or 0) >= (live.spec.replicas or 0) and (
-                    live.status.updated_replicas or 0
-                ) >= (live.spec.replicas or 0)
+                live: Any = apps_api.read_namespaced_deployment(name, namespace)
+                wanted = live.spec.replicas or 0
+                done = (live.status.available_replicas or 0) >= wanted and (live.status.updated_replicas or 0) >= wanted
             except ApiException:
                 done = False
             if done:
@@ -281,81 +357,10 @@ class RealWorld:
                 continue
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the real controllers did not roll out {name} 1.0.0 in {name}-{env} within "
-                    f"{overall_seconds:.0f}s (their logs: {self.root}/../ or rerun with --keep)"
+                    f"the real controllers did not roll out {name} 1.0.0 in namespace {namespace} within "
+                    f"{overall_seconds:.0f}s (rerun with --keep to look at the cluster)"
                 )
             time.sleep(0.3)
-        say(f"      every environment runs 1.0.0, put there by the real {self._controllers()}")
-
-    def _controllers(self) -> str:
         kinds = {env.kind for app in self.apps for env in app.envs}
-        return " and ".join(sorted({"argocd": "Argo CD", "flux": "Flux"}[k] for k in kinds))
-
-    def _pipeline(self, name: str, origin: str, strategy: Strategy) -> str:
-        blocks = []
-        for env in ENVIRONMENTS:
-            if strategy == "tag":
-                tracks = f"""
-      kind: tag
-      application_file: apps/{env}/{name}.yaml"""
-                gitops = f"""
-        kind: argocd
-        name: {name}-{env}
-        namespace: {ARGOCD_NAMESPACE}"""
-                # An rc's {version} (1.0.1-rc1) is not the image tag CI built (1.0.1): the health check asks for
-                # an answer, verification already proved the commit and the pods.
-                match = ""
-            else:
-                choose = "semver: 1.x.x" if env == "production" else "semver: '>=1.0.0-0 <2.0.0'"
-                tracks = f"""
-      kind: image-policy
-      path: apps/{env}
-      policy: {FLUX_NAMESPACE}:{name}-{env}
-      registry:
-        url: {self.registry_url}
-        repository: sandbox/{name}
-        image: {IMAGE_REPOSITORY}/{name}
-      choose:
-        {choose}"""
-                gitops = f"""
-        kind: flux
-        name: {name}-{env}
-        namespace: {FLUX_NAMESPACE}"""
-                match = '\n        expect_json: {path: version, equals: "{tag}"}'
-            gate = (
-                """
-    gate:
-      approval: true
-      timeout_seconds: 600"""
-                if env == "production"
-                else ""
-            )
-            blocks.append(f"""
-  - name: {env}
-    tracks:{tracks}
-    verify:
-      cluster:
-        kubeconfig: {self.kubeconfig}
-      gitops:{gitops}
-      deployments:
-        - name: {name}
-          namespace: {name}-{env}
-          container: {name}
-      timeout_seconds: 240
-    health_checks:
-      - name: {env} answers
-        url: {self.health_url}/{name}/{env}/version{match}
-        consecutive_successes: 2
-        interval_seconds: 0.2
-        timeout_seconds: 30{gate}""")
-        return f"""\
-# Sandbox pipeline (generated): {name} promoted by {strategy}, verified against the real controllers.
-name: {name}
-repository:
-  url: {origin}
-  branch: main
-versioning:
-  tag_prefix: v
-  bump: patch
-environments:{"".join(blocks)}
-"""
+        controllers = " and ".join(sorted({"argocd": "Argo CD", "flux": "Flux"}[k] for k in kinds))
+        say(f"      every environment runs 1.0.0, put there by the real {controllers}")

@@ -363,6 +363,44 @@ class SandboxWorld:
         *,
         pull_requests: tuple[str, ...] = (),
     ) -> str:
+        return self.pipeline_text(
+            name,
+            origin,
+            strategy,
+            kubeconfig=self.kubeconfig,
+            health_url=self.health_url,
+            registry_url=self.registry_url,
+            approval=approval,
+            approval_timeout=approval_timeout,
+            verify_timeout=verify_timeout,
+            checks=checks,
+            names=names,
+            pull_requests=pull_requests,
+        )
+
+    @staticmethod
+    def pipeline_text(
+        name: str,
+        origin: Path | str,
+        strategy: Strategy,
+        *,
+        kubeconfig: Path,
+        health_url: str,
+        registry_url: str,
+        approval: bool = True,
+        approval_timeout: float = 600,
+        verify_timeout: float = 120,
+        checks: bool = True,
+        names: tuple[str, ...] = ("staging", "production"),
+        pull_requests: tuple[str, ...] = (),
+        container: str | None = None,
+        real: bool = False,
+    ) -> str:
+        """A sandbox app's pipeline file. ``real``: deployed by the real controllers, whose images come from Git,
+        so a release candidate's version (1.0.1-rc1) names no image: tag pipelines check the rollout and the pods,
+        not the image, and their health checks ask for an answer only. ``container``: the container verified
+        (default: ``name``)."""
+
         def tracks(env: str) -> str:
             if strategy == "helm":
                 return f"""
@@ -394,7 +432,7 @@ class SandboxWorld:
       path: apps/{env}
       policy: flux-system:{name}-{env}
       registry:
-        url: {self.registry_url}
+        url: {registry_url}
         repository: sandbox/{name}
         image: registry.sandbox.local/{name}
       choose:
@@ -403,16 +441,18 @@ class SandboxWorld:
         def env_block(env: str) -> str:
             # Tags: the health endpoint serves the image tag, 1.2.3 for release v1.2.3; images: the tag itself.
             expected = {"tag": "{version}", "chain": "{version}", "branch": None}.get(strategy, "{tag}")
+            if real and strategy in ("tag", "chain"):
+                expected = None
             match = f'\n        expect_json: {{path: version, equals: "{expected}"}}' if expected else ""
             health = (
                 f"""
     health_checks:
       - name: {env} serves the promoted version
-        url: {self.health_url}/{name}/{env}/version{match}
+        url: {health_url}/{name}/{env}/version{match}
         consecutive_successes: 2
         interval_seconds: 0.2
         timeout_seconds: 30"""
-                if checks and self.health_url
+                if checks and health_url
                 else ""
             )
             gate = (
@@ -442,18 +482,20 @@ class SandboxWorld:
                 else ""
             )
             image = "registry.sandbox.local/" + name + ":{version}" if strategy in ("tag", "chain") else None
+            if real:
+                image = None
             expect = f'\n          expect_image: "{image}"' if image else ""
             return f"""
   - name: {env}
     tracks:{tracks(env)}
     verify:
       cluster:
-        kubeconfig: {self.kubeconfig}
+        kubeconfig: {kubeconfig}
       gitops:{gitops}
       deployments:
         - name: {name}
           namespace: {name}-{env}
-          container: {name}{expect}
+          container: {container or name}{expect}
       timeout_seconds: {verify_timeout}
       health_grace_seconds: 0.5{health}{gate}{write}"""
 
@@ -465,8 +507,9 @@ class SandboxWorld:
             if pull_requests
             else ""
         )
+        where = "the real controllers" if real else "the local API server"
         return f"""\
-# Sandbox pipeline (generated): {name} promoted by {strategy}, verified against the local API server.
+# Sandbox pipeline (generated): {name} promoted by {strategy}, verified against {where}.
 name: {name}
 repository:
   url: {origin}

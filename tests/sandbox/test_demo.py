@@ -45,18 +45,25 @@ def assert_promoted_and_cleaned_up(out: str, *, tags: bool = True) -> None:
 
 @pytest.mark.real_controllers
 @pytest.mark.parametrize(
-    ("args", "controllers"),
-    [((), "the real Argo CD"), (("--strategy", "image-policy"), "the real Flux")],
-    ids=["tag-argocd", "image-policy-flux"],
+    ("strategy", "controllers"),
+    [
+        (None, "the real Argo CD"),  # the README's first command as it stands: --strategy tag
+        ("overlay", "the real Argo CD"),
+        ("helm", "the real Argo CD"),
+        ("chain", "the real Argo CD"),
+        ("branch", "the real Flux"),
+        ("image-policy", "the real Flux"),
+    ],
+    ids=["tag", "overlay", "helm", "chain", "branch", "image-policy"],
 )
-def test_sandbox_demo_on_the_real_controllers(real_cluster: object, args: tuple[str, ...], controllers: str) -> None:
-    """The README's first command as it stands (tag: the real Argo CD), and image-policy on the real Flux. The demo
-    starts a cluster of its own; the ``real_cluster`` fixture only makes sure the binaries are built (minutes on a
-    fresh machine, more than a demo run's own timeout)."""
-    returncode, out = run_demo(*args)
+def test_sandbox_demo_on_the_real_controllers(real_cluster: object, strategy: str | None, controllers: str) -> None:
+    """Every strategy's demo deployed by the real Argo CD or Flux. The demo starts a cluster of its own; the
+    ``real_cluster`` fixture only makes sure the binaries are built (minutes on a fresh machine, more than a demo
+    run's own timeout)."""
+    returncode, out = run_demo(*(("--strategy", strategy) if strategy else ()))
     assert returncode == 0, out[-4000:]
     assert f"every environment runs 1.0.0, put there by {controllers}" in out, out[-4000:]
-    assert_promoted_and_cleaned_up(out, tags="image-policy" not in args)
+    assert_promoted_and_cleaned_up(out, tags=strategy in (None, "chain"))
 
 
 def test_sandbox_demo_on_the_simulated_controllers() -> None:
