@@ -4,40 +4,35 @@ Endpoints, from Gitea's own API description (templates/swagger/v1_json.tmpl of c
 ``GET/POST /repos/{owner}/{repo}/pulls`` (the list filters by ``state`` and ``base_branch``, not by head, so
 the head is matched here), ``GET /repos/{owner}/{repo}/pulls/{index}``, ``GET /repos/{owner}/{repo}/labels``,
 ``POST /repos/{owner}/{repo}/statuses/{sha}``, ``POST /repos/{owner}/{repo}/issues/{index}/comments``.
-Authentication is ``Authorization: token <token>``.
+Authentication is ``Authorization: token <token>``; the exchange itself is tasks/forges/http.py's.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, urlsplit
-
-import httpx
+from urllib.parse import quote
 
 from tasks import httpbounds
 from tasks.forges.base import (
     CommitState,
-    Forge,
     ForgeAuthError,
     ForgeError,
     ForgeRefusedError,
     PullRequest,
     PullRequestState,
-    TransientForgeError,
     status_description,
 )
+from tasks.forges.http import HttpForge
 
-_MAX_BYTES = 4 << 20  # a page of 50 pull requests with long bodies is well under this
 _PAGE = 50
 _PAGES = 4  # closed pull requests looked through for a merged one: the newest 200
-_ATTEMPTS = 5
 
 
-class GiteaForge(Forge):
+class GiteaForge(HttpForge):
     provider = "gitea"
+    name = "Gitea"
+    api_hint = "http(s)://host/api/v1"
 
     def __init__(
         self,
@@ -50,27 +45,14 @@ class GiteaForge(Forge):
     ) -> None:
         """``api_url``: ``https://host[/prefix]/api/v1``; ``repository``: ``owner/name``; ``token_hint`` names
         where the token comes from, for messages (never the token)."""
-        parts = urlsplit(api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ForgeError(f"the Gitea API URL must be http(s)://host/api/v1, not {httpbounds.shown_url(api_url)}")
-        if parts.scheme == "http" and not httpbounds.is_loopback(parts.hostname):
-            raise ForgeError(
-                f"refusing to send the Gitea token over plain http to {parts.hostname[:80]}: use https "
-                "(plain http is allowed to loopback only)"
-            )
-        if httpbounds.has_control_chars(token):
-            raise ForgeAuthError(f"{token_hint} holds a line break or another control character; fix the token")
+        super().__init__(api_url, repository, token, token_hint=token_hint, timeout=timeout)
         owner, _, name = repository.partition("/")
         if not owner or not name or "/" in name:
             raise ForgeError(f"a Gitea repository is owner/name, not {repository[:100]!r}")
-        self.api_url = api_url.rstrip("/")
-        self.repository = repository
         self._path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
-        self._token = token
-        self._hint = token_hint
-        self._timeout = timeout
 
-    # --- the exchange ---------------------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self._token}", "Accept": "application/json"}
 
     def _call(
         self,
@@ -82,64 +64,26 @@ class GiteaForge(Forge):
         ok: tuple[int, ...] = (200,),
         not_yet: bool = False,
     ) -> Any:
-        """One request (retried on 5xx, 429 and network errors) within the overall deadline; the JSON answer.
-        ``not_yet``: a 404 may mean "not seen yet" and is asked again too (Gitea takes a push into its branch
-        table asynchronously: a pull request opened right after its branch was pushed is refused for about 1 s)."""
-        deadline = httpbounds.Deadline(self._timeout)
-        headers = {"Authorization": f"token {self._token}", "Accept": "application/json"}
+        """One bounded exchange (:meth:`HttpForge._exchange`); the JSON answer. Gitea takes a push into its branch
+        table asynchronously: a pull request opened right after its branch was pushed is refused for about 1 s
+        (``not_yet``)."""
         url = f"{self.api_url}{self._path}{path}"
-        last = ""
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                with httpbounds.client(timeout=self._timeout, headers=headers) as http:
-                    response = httpbounds.request(http, method, url, deadline=deadline, max_bytes=_MAX_BYTES, json=json)
-            except httpbounds.BoundsError as exc:
-                raise TransientForgeError(f"Gitea ({self.repository}): {what}: {exc}") from None
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                last = type(exc).__name__
-            else:
-                if response.status_code in ok:
-                    try:
-                        return response.json() if response.content else None
-                    except ValueError:
-                        raise ForgeError(
-                            f"Gitea ({self.repository}): {what}: the answer is not JSON; is {self._shown()} the "
-                            "API (it ends in /api/v1)?"
-                        ) from None
-                retry = response.status_code >= 500 or response.status_code == 429
-                if not retry and not (not_yet and response.status_code == 404 and attempt < _ATTEMPTS):
-                    self._refuse(response, what)
-                last = f"HTTP {response.status_code}"
-            pause = min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
-            if attempt == _ATTEMPTS or pause >= deadline.remaining():
-                break
-            time.sleep(pause)
-        raise TransientForgeError(f"Gitea ({self.repository}) at {self._shown()}: {what}: {last}, every attempt")
+        response = self._exchange(method, url, what, json=json, ok=ok, not_yet=not_yet)
+        return self._json(response, what)
 
-    def _refuse(self, response: httpbounds.Response, what: str) -> None:
+    def _refusal(self, response: httpbounds.Response, what: str) -> ForgeError:
         status = response.status_code
         if status in (401, 403):
-            raise ForgeAuthError(
+            return ForgeAuthError(
                 f"Gitea refused the token (HTTP {status}) for {self.repository}: {what}; check {self._hint} (it "
                 "needs the repository scope: write for pull requests and statuses)"
             )
-        message = ""
-        try:
-            body = response.json()
-            if isinstance(body, dict):
-                message = str(body.get("message") or "")
-        except ValueError:
-            pass
-        detail = httpbounds.scrub(message, [self._token], 200)
+        detail = self._message(response)
         if status == 404:
-            raise ForgeRefusedError(
-                f"Gitea ({self.repository}): {what}: not found (HTTP 404); check the repository URL, and that "
-                f"{self._hint} may see the repository" + (f" ({detail})" if detail else "")
-            )
-        raise ForgeRefusedError(f"Gitea ({self.repository}): {what}: HTTP {status}" + (f": {detail}" if detail else ""))
-
-    def _shown(self) -> str:
-        return httpbounds.shown_url(self.api_url)
+            return self._not_found(what, detail)
+        return ForgeRefusedError(
+            f"Gitea ({self.repository}): {what}: HTTP {status}" + (f": {detail}" if detail else "")
+        )
 
     # --- pull requests -----------------------------------------------------------------------------------------
 

@@ -1,0 +1,136 @@
+"""The HTTP exchange every forge client shares: checked API URL and token, one request retried on 5xx, 429 and
+network errors (and on what a forge says is its rate limit, for as long as it asks) within one overall deadline,
+and refusals turned into errors that name the forge, the repository and the fix, never the token."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from tasks import httpbounds
+from tasks.forges.base import Forge, ForgeAuthError, ForgeError, ForgeRefusedError, TransientForgeError
+
+MAX_BYTES = 4 << 20  # a page of 100 pull requests with long bodies is well under this
+ATTEMPTS = 5
+
+
+class HttpForge(Forge):
+    """A forge spoken to over its REST API. Subclasses say how to authenticate (:meth:`_headers`), how long the
+    forge asks to be left alone (:meth:`_wait_asked`) and what a refusal means (:meth:`_refusal`)."""
+
+    name = "a forge"  # for messages: "Gitea", "GitHub", "GitLab"
+    api_hint = "the API root"  # what the API URL looks like, for messages
+
+    def __init__(
+        self,
+        api_url: str,
+        repository: str,
+        token: str,
+        *,
+        token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
+        timeout: float = 30.0,
+    ) -> None:
+        """``api_url``: the API root; ``repository``: ``owner/name`` (GitLab: ``group/.../project``);
+        ``token_hint`` names where the token comes from, for messages (never the token)."""
+        parts = urlsplit(api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ForgeError(f"the {self.name} API URL must be {self.api_hint}, not {httpbounds.shown_url(api_url)}")
+        if parts.scheme == "http" and not httpbounds.is_loopback(parts.hostname):
+            raise ForgeError(
+                f"refusing to send the {self.name} token over plain http to {parts.hostname[:80]}: use https "
+                "(plain http is allowed to loopback only)"
+            )
+        if httpbounds.has_control_chars(token):
+            raise ForgeAuthError(f"{token_hint} holds a line break or another control character; fix the token")
+        self.api_url = api_url.rstrip("/")
+        self.repository = repository
+        self._token = token
+        self._hint = token_hint
+        self._timeout = timeout
+
+    # --- what a subclass says about its forge -----------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _wait_asked(self, response: httpbounds.Response) -> float | None:
+        """Seconds the forge asks us to wait before asking again (its rate limit), or None when it does not."""
+        return None
+
+    def _refusal(self, response: httpbounds.Response, what: str) -> ForgeError:
+        raise NotImplementedError
+
+    # --- the exchange ------------------------------------------------------------------------------------
+
+    def _shown(self) -> str:
+        return httpbounds.shown_url(self.api_url)
+
+    def _message(self, response: httpbounds.Response, key: str = "message") -> str:
+        """The forge's own words from an error body, scrubbed and bounded."""
+        try:
+            body = response.json()
+        except ValueError:
+            return ""
+        text = body.get(key) if isinstance(body, dict) else None
+        return httpbounds.scrub(str(text or ""), [self._token], 200)
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        not_yet: bool = False,
+    ) -> httpbounds.Response:
+        """One request within the overall deadline: retried on 5xx, 429 and network errors, and after the wait a
+        rate limit asks for while the deadline allows it. ``not_yet``: a 404 may mean "not seen yet" and is
+        asked again too (a pull request opened right after its branch was pushed)."""
+        deadline = httpbounds.Deadline(self._timeout)
+        last = ""
+        for attempt in range(1, ATTEMPTS + 1):
+            asked: float | None = None
+            try:
+                with httpbounds.client(timeout=self._timeout, headers=self._headers()) as http:
+                    response = httpbounds.request(http, method, url, deadline=deadline, max_bytes=MAX_BYTES, json=json)
+            except httpbounds.BoundsError as exc:
+                raise TransientForgeError(f"{self.name} ({self.repository}): {what}: {exc}") from None
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                last = type(exc).__name__
+            else:
+                if response.status_code in ok:
+                    return response
+                asked = self._wait_asked(response)
+                retry = asked is not None or response.status_code >= 500 or response.status_code == 429
+                if not retry and not (not_yet and response.status_code == 404 and attempt < ATTEMPTS):
+                    raise self._refusal(response, what)
+                last = f"HTTP {response.status_code}"
+                if asked is not None:
+                    last += f", rate limited for {asked:.0f}s more"
+            pause = min(8.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
+            if asked is not None:
+                pause = max(pause, asked)
+            if attempt == ATTEMPTS or pause >= deadline.remaining():
+                break
+            time.sleep(pause)
+        raise TransientForgeError(f"{self.name} ({self.repository}) at {self._shown()}: {what}: {last}, every attempt")
+
+    def _json(self, response: httpbounds.Response, what: str) -> Any:
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise ForgeError(
+                f"{self.name} ({self.repository}): {what}: the answer is not JSON; is {self._shown()} the API "
+                f"({self.api_hint})?"
+            ) from None
+
+    def _not_found(self, what: str, detail: str) -> ForgeRefusedError:
+        return ForgeRefusedError(
+            f"{self.name} ({self.repository}): {what}: not found (HTTP 404); check the repository URL, and that "
+            f"{self._hint} may see the repository" + (f" ({detail})" if detail else "")
+        )
