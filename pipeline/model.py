@@ -704,10 +704,16 @@ class Write(_Model):
     that a person or a policy merges (docs/pull-requests.md)."""
 
     mode: Literal["push", "pull-request"] = "push"
-    provider: Annotated[Literal["gitea"] | None, Field(description="the forge that hosts the repository")] = None
+    provider: Annotated[Literal["gitea", "github"] | None, Field(description="the forge that hosts the repository")] = (
+        None
+    )
     api_url: Annotated[
         str | None,
-        Field(max_length=500, description="the forge's API root; default: from repository.url (https://host/api/v1)"),
+        Field(
+            max_length=500,
+            description="the forge's API root; default: from repository.url (Gitea: https://host/api/v1; GitHub: "
+            "https://api.github.com, Enterprise Server: https://host/api/v3)",
+        ),
     ] = None
     base: Annotated[str | None, Field(description="the branch the pull request merges into (the one written)")] = None
     labels: Annotated[list[ShortText], Field(max_length=20)] = []
@@ -759,7 +765,7 @@ class Write(_Model):
     @model_validator(mode="after")
     def _complete(self) -> Write:
         if self.mode == "pull-request" and self.provider is None:
-            raise ValueError("mode pull-request needs provider (the forge that hosts the repository: gitea)")
+            raise ValueError("mode pull-request needs provider (the forge that hosts the repository: gitea, github)")
         if self.mode == "push":
             extra = [
                 name

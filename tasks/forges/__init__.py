@@ -13,9 +13,10 @@ from tasks.forges.base import Forge, ForgeError
 __all__ = ["forge_for", "forge_location", "token_hint"]
 
 
-def forge_location(repository_url: str, api_url: str | None) -> tuple[str, str]:
+def forge_location(repository_url: str, api_url: str | None, provider: str = "gitea") -> tuple[str, str]:
     """(the API root, owner/name) of the repository at ``repository_url``; the API root is ``api_url`` when
-    given, else ``scheme://host[:port]/api/v1`` (Gitea's, at the root of its host)."""
+    given, else derived from the host: Gitea's ``scheme://host[:port]/api/v1``, GitHub's ``https://api.github.com``
+    (Enterprise Server: ``https://host/api/v3``)."""
     parts = urlsplit(repository_url)
     match = re.match(r"^/+(?P<owner>[^/]+)/(?P<name>[^/]+?)(?:\.git)?/*$", parts.path)
     if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
@@ -23,6 +24,10 @@ def forge_location(repository_url: str, api_url: str | None) -> tuple[str, str]:
             "the forge repository is read from repository.url, which must be http(s)://host/owner/name for pull "
             "requests"
         )
+    if api_url is None and provider == "github":
+        from tasks.forges.github import api_root
+
+        api_url = api_root(repository_url)
     root = api_url or f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/api/v1"
     return root.rstrip("/"), f"{match['owner']}/{match['name']}"
 
@@ -51,10 +56,14 @@ def forge_for(pipeline: Pipeline, env: Environment, *, timeout: float = 30.0) ->
         credentials = pipeline.repository.credentials
         assert credentials is not None  # the model requires one of the two for pull requests
         token = read_secret(credentials.token_env, credentials.secret_block, "token")
-    api_url, repository = forge_location(pipeline.repository.url, write.api_url)
+    api_url, repository = forge_location(pipeline.repository.url, write.api_url, write.provider)
     hint = token_hint(pipeline, env)
     if write.provider == "gitea":
         from tasks.forges.gitea import GiteaForge
 
         return GiteaForge(api_url, repository, token.strip(), token_hint=hint, timeout=timeout)
+    if write.provider == "github":
+        from tasks.forges.github import GitHubForge
+
+        return GitHubForge(api_url, repository, token.strip(), token_hint=hint, timeout=timeout)
     raise ForgeError(f"unknown forge {write.provider!r}")  # pragma: no cover - the model allows only these

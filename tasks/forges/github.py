@@ -1,0 +1,250 @@
+"""GitHub's REST API (v3), as much of it as a promotion needs (tasks/forges/base.py says what).
+
+Operations, from GitHub's published API description (npm ``@octokit/openapi``, generated/api.github.com.json;
+the contract tests validate every request against it): ``pulls/list`` (filtered by ``head=owner:branch`` and
+``base``, paged by the ``Link`` header), ``pulls/get``, ``pulls/create``, ``issues/get-label`` (a missing label is
+named, not created: GitHub would create it on the fly), ``issues/add-labels``, ``pulls/request-reviewers``,
+``repos/create-commit-status``, ``issues/create-comment``. Authentication is ``Authorization: Bearer <token>``
+with ``X-GitHub-Api-Version: 2022-11-28``.
+
+Rate limits as GitHub documents them (docs.github.com, "Rate limits for the REST API"): a 403 or 429 with
+``x-ratelimit-remaining: 0`` waits until ``x-ratelimit-reset``; one with ``retry-after`` waits that long; a
+secondary limit without either waits a minute. Every wait stays inside the call's overall deadline; past it the
+error says when GitHub will answer again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from tasks import httpbounds
+from tasks.forges.base import (
+    CommitState,
+    ForgeAuthError,
+    ForgeError,
+    ForgeRefusedError,
+    PullRequest,
+    PullRequestState,
+    status_description,
+)
+from tasks.forges.http import HttpForge
+
+API_VERSION = "2022-11-28"
+PUBLIC_API = "https://api.github.com"
+_PAGE = 100
+_PAGES = 3  # closed pull requests looked through for a merged one: the newest 300
+_SECONDARY_WAIT = 60.0  # "wait for at least one minute" when a secondary limit names no time
+_LINK_NEXT = re.compile(r'<([^<>\s]+)>\s*;\s*rel="next"')
+
+
+def api_root(repository_url: str) -> str:
+    """The API root for a repository URL: ``https://api.github.com`` for github.com, ``https://host/api/v3``
+    for GitHub Enterprise Server."""
+    parts = urlsplit(repository_url)
+    host = parts.netloc.rpartition("@")[2]
+    if host.lower() in ("github.com", "www.github.com"):
+        return PUBLIC_API
+    return f"{parts.scheme}://{host}/api/v3"
+
+
+class GitHubForge(HttpForge):
+    provider = "github"
+    name = "GitHub"
+    api_hint = "https://api.github.com, or https://host/api/v3 for GitHub Enterprise Server"
+
+    def __init__(
+        self,
+        api_url: str,
+        repository: str,
+        token: str,
+        *,
+        token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(api_url, repository, token, token_hint=token_hint, timeout=timeout)
+        owner, _, name = repository.partition("/")
+        if not owner or not name or "/" in name:
+            raise ForgeError(f"a GitHub repository is owner/name, not {repository[:100]!r}")
+        self._owner = owner
+        self._path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": "gitops-promote",
+        }
+
+    def _wait_asked(self, response: httpbounds.Response) -> float | None:
+        if response.status_code not in (403, 429):
+            return None
+        headers = response.headers
+        retry_after = headers.get("retry-after", "")
+        if retry_after.strip().isdigit():
+            return float(min(int(retry_after), 3600))
+        if headers.get("x-ratelimit-remaining", "").strip() == "0":
+            reset = headers.get("x-ratelimit-reset", "").strip()
+            if reset.isdigit():
+                return max(1.0, min(float(reset) - time.time(), 3600.0))
+            return _SECONDARY_WAIT
+        if "secondary rate limit" in self._message(response).lower():
+            return _SECONDARY_WAIT
+        return None
+
+    def _refusal(self, response: httpbounds.Response, what: str) -> ForgeError:
+        status = response.status_code
+        detail = self._message(response)
+        if status in (401, 403):
+            needs = response.headers.get("x-accepted-github-permissions", "").strip()
+            scopes = response.headers.get("x-accepted-oauth-scopes", "").strip()
+            if needs:
+                need = f"a fine-grained token needs the permissions {httpbounds.scrub(needs, [], 100)}"
+            elif scopes:
+                need = f"a classic token needs the scope {httpbounds.scrub(scopes, [], 100)}"
+            else:
+                need = "it needs Pull requests: write and Commit statuses: write (classic tokens: the repo scope)"
+            return ForgeAuthError(
+                f"GitHub refused the token (HTTP {status}) for {self.repository}: {what}; check {self._hint}: {need}"
+                + (f" ({detail})" if detail else "")
+            )
+        if status == 404:
+            return self._not_found(what, detail)
+        suffix = f": {detail}" if detail else ""
+        return ForgeRefusedError(f"GitHub ({self.repository}): {what}: HTTP {status}{suffix}")
+
+    def _call(
+        self, method: str, path: str, what: str, *, json: Any = None, ok: tuple[int, ...] = (200,)
+    ) -> tuple[Any, httpbounds.Response]:
+        url = path if path.startswith(self.api_url + "/") else f"{self.api_url}{self._path}{path}"
+        response = self._exchange(method, url, what, json=json, ok=ok)
+        return self._json(response, what), response
+
+    # --- pull requests ---------------------------------------------------------------------------------------
+
+    def _pull(self, data: Any) -> PullRequest:
+        """From a ``pull-request`` (pulls/get) or ``pull-request-simple`` (pulls/list), which has no ``merged``
+        but ``merged_at``."""
+        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+            raise ForgeError(f"GitHub ({self.repository}): a pull request without a number in the answer")
+        head, base = data.get("head") or {}, data.get("base") or {}
+        merged = bool(data.get("merged")) or bool(data.get("merged_at"))
+        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
+        merged_by = data.get("merged_by") or {}
+        return PullRequest(
+            number=data["number"],
+            url=str(data.get("html_url") or "")[:500],
+            state=state,
+            head=str(head.get("ref") or "")[:255],
+            head_sha=str(head.get("sha") or "")[:64],
+            base=str(base.get("ref") or "")[:255],
+            title=str(data.get("title") or "")[:300],
+            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
+            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
+            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
+        )
+
+    def _pages(self, state: str, head: str, base: str) -> list[PullRequest]:
+        """Pull requests from ``head`` into ``base`` in ``state``, newest first, following ``Link: rel="next"``."""
+        query = urlencode(
+            {
+                "state": state,
+                "head": f"{self._owner}:{head}",
+                "base": base,
+                "sort": "updated",
+                "direction": "desc",
+                "per_page": _PAGE,
+            }
+        )
+        url = f"{self.api_url}{self._path}/pulls?{query}"
+        found: list[PullRequest] = []
+        for _ in range(_PAGES):
+            data, response = self._call("GET", url, f"listing {state} pull requests from {head} into {base}")
+            if not isinstance(data, list):
+                raise ForgeError(f"GitHub ({self.repository}): the pull request list is not a list")
+            found += [self._pull(item) for item in data]
+            match = _LINK_NEXT.search(response.headers.get("link", ""))
+            if match is None or not match.group(1).startswith(self.api_url + "/"):
+                break  # the last page, or a link elsewhere (followed nowhere: the token goes only to the API)
+            url = match.group(1)
+        return found
+
+    def find_pull_request(self, head: str, base: str) -> PullRequest | None:
+        opened = [pr for pr in self._pages("open", head, base) if pr.head == head]
+        if opened:
+            return opened[0]
+        merged = [pr for pr in self._pages("closed", head, base) if pr.head == head and pr.state == "merged"]
+        return merged[0] if merged else None
+
+    def pull_request(self, number: int) -> PullRequest:
+        data, _ = self._call("GET", f"/pulls/{int(number)}", f"reading pull request #{number}")
+        return self._pull(data)
+
+    def _check_labels(self, names: Sequence[str]) -> None:
+        missing = []
+        for label in names:
+            try:
+                self._call("GET", f"/labels/{quote(label, safe='')}", f"reading label {label[:50]!r}")
+            except ForgeRefusedError as exc:
+                if "HTTP 404" not in str(exc):
+                    raise
+                missing.append(label)
+        if missing:
+            raise ForgeRefusedError(
+                f"GitHub ({self.repository}) has no label {', '.join(repr(m[:50]) for m in missing[:5])}: create it "
+                "in the repository's labels, or remove it from write.labels"
+            )
+
+    def open_pull_request(
+        self,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        *,
+        labels: Sequence[str] = (),
+        reviewers: Sequence[str] = (),
+    ) -> PullRequest:
+        self._check_labels(labels)
+        payload = {"title": title, "head": head, "base": base, "body": body}
+        data, _ = self._call(
+            "POST", "/pulls", f"opening a pull request from {head} into {base}", json=payload, ok=(201,)
+        )
+        opened = self._pull(data)
+        if labels:
+            self._call(
+                "POST",
+                f"/issues/{opened.number}/labels",
+                f"labelling #{opened.number}",
+                json={"labels": list(labels)},
+            )
+        if reviewers:
+            self._call(
+                "POST",
+                f"/pulls/{opened.number}/requested_reviewers",
+                f"asking for reviews of #{opened.number}",
+                json={"reviewers": list(reviewers)},
+                ok=(201,),
+            )
+        return opened
+
+    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
+        payload: dict[str, Any] = {
+            "state": state,
+            "context": "gitops-promote",
+            "description": status_description(description),
+        }
+        if target_url:
+            payload["target_url"] = target_url
+        self._call(
+            "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
+        )
+
+    def comment(self, number: int, body: str) -> None:
+        self._call(
+            "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
+        )

@@ -1,0 +1,199 @@
+"""GitHub as a contract server (tests/support/openapi.py) over GitHub's published API description: a small stand-in
+for one repository's pull requests, labels, reviewers, commit statuses and comments, answering with GitHub's own
+examples filled in (and checked against the schemas before they are sent). It can also answer as GitHub's rate
+limits and permission checks do (headers from docs.github.com, "Rate limits for the REST API" and "Troubleshooting
+the REST API"), which the description does not declare per operation."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from tests.support.openapi import Answer, ContractServer, Description, Request, serve_contract
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = "https://docs.github.com/rest"
+OWNER, REPO = "acme", "gitops"
+
+
+@cache
+def github_description() -> Description:
+    """GitHub's REST API description (hack/fetch-api-descriptions: npm @octokit/openapi, once per machine)."""
+    done = subprocess.run(
+        [str(ROOT / "hack" / "fetch-api-descriptions"), "github"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            "the GitHub contract tests need GitHub's API description (hack/fetch-api-descriptions github, which "
+            f"needs npm and the npm registry): {done.stderr[-1500:]}"
+        )
+    return Description(Path(done.stdout.strip().splitlines()[-1]))
+
+
+def _error(status: int, message: str, **headers: str) -> Answer:
+    return Answer(status, {"message": message, "documentation_url": DOCS}, dict(headers))
+
+
+@dataclass
+class FakeGitHub:
+    """One repository ``acme/gitops`` on GitHub, as the promotion's calls see it."""
+
+    description: Description
+    token: str
+    url: str = ""  # the API root, once served
+    labels: set[str] = field(default_factory=lambda: {"promotion"})
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    statuses: list[dict[str, Any]] = field(default_factory=list)
+    comments: list[tuple[int, str]] = field(default_factory=list)
+    reviewers: dict[int, list[str]] = field(default_factory=dict)
+    page_size: int | None = None  # answer fewer per page than asked (GitHub may): the client must follow Link
+    throttle: list[Answer] = field(default_factory=list)  # answered, in order, before anything else
+    next_link: str | None = None  # a Link rel="next" to answer a list with instead of the real next page
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # --- the repository's state, as a test sets it ----------------------------------------------------------
+
+    def add_pull(self, head: str, base: str = "main", *, state: str = "open", merge_commit: str | None = None) -> int:
+        with self.lock:
+            number = max(self.pulls, default=0) + 1
+            self.pulls[number] = {
+                "number": number,
+                "state": state,
+                "title": f"promote {head}",
+                "body": "",
+                "head": head,
+                "head_sha": f"{number:040x}",
+                "base": base,
+                "merged": merge_commit is not None,
+                "merge_commit_sha": merge_commit,
+                "mergeable": True if state == "open" else None,
+            }
+            return number
+
+    def merge(self, number: int, merge_commit: str) -> None:
+        with self.lock:
+            self.pulls[number] |= {"state": "closed", "merged": True, "merge_commit_sha": merge_commit}
+
+    # --- answers ---------------------------------------------------------------------------------------------
+
+    def _pull_body(self, pull: dict[str, Any], operation: str, status: str) -> dict[str, Any]:
+        template = self.description.example(operation, status)
+        body: dict[str, Any] = template[0] if isinstance(template, list) else template
+        number, merged = pull["number"], pull["merged"]
+        html = f"https://github.com/{OWNER}/{REPO}/pull/{number}"
+        body |= {
+            "number": number,
+            "state": pull["state"],
+            "title": pull["title"],
+            "body": pull["body"],
+            "html_url": html,
+            "url": f"{self.url}/repos/{OWNER}/{REPO}/pulls/{number}",
+            "merge_commit_sha": pull["merge_commit_sha"],
+            "merged_at": "2026-12-06T10:00:00Z" if merged else None,
+            "closed_at": "2026-12-06T10:00:00Z" if pull["state"] == "closed" else None,
+            "requested_teams": [],  # GitHub's own example lacks a required field here
+        }
+        body["head"] = body["head"] | {"ref": pull["head"], "sha": pull["head_sha"], "label": f"{OWNER}:{pull['head']}"}
+        body["base"] = body["base"] | {"ref": pull["base"]}
+        if "merged" in body:  # the full pull request (pulls/get, pulls/create), not pull-request-simple
+            body |= {"merged": merged, "mergeable": pull["mergeable"]}
+            body["merged_by"] = body.get("merged_by") if merged else None
+        return body
+
+    def handle(self, request: Request) -> Answer:
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return _error(401, "Bad credentials")
+        with self.lock:
+            if self.throttle:
+                return self.throttle.pop(0)
+        op, path = request.operation.id, request.path
+        if op == "pulls/list":
+            return self._list(request)
+        if op == "pulls/get":
+            pull = self.pulls.get(path["pull_number"])
+            return Answer(200, self._pull_body(pull, op, "200")) if pull else _error(404, "Not Found")
+        if op == "pulls/create":
+            body = request.body
+            taken = [p for p in self.pulls.values() if p["head"] == body["head"] and p["state"] == "open"]
+            if taken:
+                return Answer(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {"resource": "PullRequest", "code": "custom", "message": "A pull request already exists"}
+                        ],
+                        "documentation_url": DOCS,
+                    },
+                )
+            number = self.add_pull(body["head"], body["base"])
+            self.pulls[number] |= {"title": body["title"], "body": body.get("body") or ""}
+            return Answer(201, self._pull_body(self.pulls[number], op, "201"), {"Location": f"{self.url}/x"})
+        if op == "issues/get-label":
+            if path["name"] not in self.labels:
+                return _error(404, "Not Found")
+            return Answer(200, self.description.example(op, "200") | {"name": path["name"]})
+        if op == "issues/add-labels":
+            return Answer(200, self.description.example(op, "200"))
+        if op == "pulls/request-reviewers":
+            self.reviewers[path["pull_number"]] = list(request.body.get("reviewers") or [])
+            pull = self.pulls[path["pull_number"]]
+            return Answer(201, self._pull_body(pull, op, "201"))
+        if op == "repos/create-commit-status":
+            self.statuses.append({"sha": path["sha"], **request.body})
+            return Answer(201, self.description.example(op, "201"), {"Location": f"{self.url}/x"})
+        if op == "issues/create-comment":
+            self.comments.append((path["issue_number"], request.body["body"]))
+            return Answer(201, self.description.example(op, "201"), {"Location": f"{self.url}/x"})
+        return _error(404, f"the stand-in does not answer {op}")
+
+    def _list(self, request: Request) -> Answer:
+        query = request.query
+        owner, _, head = str(query.get("head", "")).partition(":")
+        state = query.get("state", "open")
+        chosen = [
+            p
+            for p in sorted(self.pulls.values(), key=lambda p: p["number"], reverse=True)
+            if (state == "all" or p["state"] == state)
+            and (not head or (owner == OWNER and p["head"] == head))
+            and (not query.get("base") or p["base"] == query["base"])
+        ]
+        size = min(int(query.get("per_page", 30)), self.page_size or 100)
+        page = int(query.get("page", 1))
+        items = chosen[(page - 1) * size : page * size]
+        headers = {}
+        if self.next_link is not None:
+            headers["Link"] = f'<{self.next_link}>; rel="next"'
+        elif page * size < len(chosen):
+            rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "page")
+            headers["Link"] = f'<{self.url}/repos/{OWNER}/{REPO}/pulls?{rest}&page={page + 1}>; rel="next"'
+        return Answer(200, [self._pull_body(p, "pulls/list", "200") for p in items], headers)
+
+
+@contextmanager
+def serve_github(token: str) -> Iterator[tuple[FakeGitHub, ContractServer]]:
+    """GitHub's API for ``acme/gitops`` at a loopback URL (``fake.url``), every request checked against the
+    description; the server's ``violations`` list what broke it."""
+    description = github_description()
+    fake = FakeGitHub(description, token)
+    headers = {
+        "X-GitHub-Api-Version": lambda v: v == "2022-11-28",
+        "Accept": lambda v: v == "application/vnd.github+json",
+        "User-Agent": bool,  # GitHub refuses requests without one
+    }
+    # Rate limits and refused tokens are documented for every operation but declared for few: a basic-error.
+    error = {"$ref": "#/components/schemas/basic-error"}
+    global_answers = {401: error, 403: error, 429: error}
+    with serve_contract(description, fake.handle, required_headers=headers, global_answers=global_answers) as server:
+        fake.url = server.url
+        yield fake, server
