@@ -146,6 +146,9 @@ class Gitea:
     """Gitea serving on a free loopback port from ``workdir``, with an admin user and its token. Use as a
     context manager: it stops the server (SIGTERM, SIGKILL after a grace period) on exit."""
 
+    provider = "gitea"  # what a pipeline's write.provider says (sandbox/world.py ForgeHost)
+    username = ADMIN  # whose token it is: the user Git authenticates as
+
     def __init__(self, workdir: Path, *, progress: Any = None) -> None:
         self.workdir = Path(workdir)
         self.port = free_ports(1)[0]

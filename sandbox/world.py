@@ -14,13 +14,12 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from kubernetes import client
 
 from sandbox.agent import GitOpsAgent, SimDeployment, SimEnvironment, create_objects
 from sandbox.gitea import ADMIN as GITEA_ADMIN
-from sandbox.gitea import Gitea
 from sandbox.healthapp import serve_health
 
 Strategy = Literal["tag", "branch", "overlay", "image-policy", "helm", "chain"]
@@ -35,6 +34,21 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "Sandbox Developer",
     "GIT_COMMITTER_EMAIL": "dev@sandbox.local",
 }
+
+
+class ForgeHost(Protocol):
+    """Where an app's repository lives when its pull requests go through a forge: sandbox/gitea.py's Gitea, or a
+    test's stand-in for a forge without a local server (tests/support/githubcontract.py)."""
+
+    provider: str  # write.provider
+    username: str  # the user Git authenticates as, with the token
+    api_url: str  # write.api_url
+
+    def create_repository(self, name: str) -> str: ...  # an empty repository; its clone URL (http)
+
+    def repository_path(self, name: str) -> Path: ...  # the bare repository on disk (the simulator reads it)
+
+    def push_url(self, clone_url: str) -> str: ...  # with credentials, for a test's own pushes
 
 
 def _application(app: str, env: str, revision: str) -> str:
@@ -256,7 +270,7 @@ class SandboxWorld:
         delay_seconds: float = 0.2,
         verify_timeout: float = 120,
         health_checks: bool = True,
-        forge: Gitea | None = None,
+        forge: ForgeHost | None = None,
         pull_requests: tuple[str, ...] = ("production",),
     ) -> SandboxApp:
         """An application promoted by ``strategy``: release tags (Argo CD), a staging -> main branch merge
@@ -273,7 +287,7 @@ class SandboxWorld:
             git(base, "clone", "--quiet", str(origin), str(work))
         else:
             # On the forge: the tool clones and pushes over HTTP with its token; the simulated controllers read
-            # Gitea's own bare repository on disk, as they read a local origin.
+            # the forge's own bare repository on disk, as they read a local origin.
             url = forge.create_repository(name)
             origin = forge.repository_path(name)
             git(base, "init", "--quiet", "--initial-branch=main", str(work))
@@ -314,6 +328,7 @@ class SandboxWorld:
                 health_checks,
                 names,
                 pull_requests=pull_requests if forge is not None else (),
+                forge=forge,
             )
         )
         app = SandboxApp(name=name, origin=origin, workdir=work, pipeline_file=pipeline, envs=envs, strategy=strategy)
@@ -362,6 +377,7 @@ class SandboxWorld:
         names: tuple[str, ...] = ("staging", "production"),
         *,
         pull_requests: tuple[str, ...] = (),
+        forge: ForgeHost | None = None,
     ) -> str:
         return self.pipeline_text(
             name,
@@ -376,6 +392,7 @@ class SandboxWorld:
             checks=checks,
             names=names,
             pull_requests=pull_requests,
+            forge=forge,
         )
 
     @staticmethod
@@ -393,6 +410,7 @@ class SandboxWorld:
         checks: bool = True,
         names: tuple[str, ...] = ("staging", "production"),
         pull_requests: tuple[str, ...] = (),
+        forge: ForgeHost | None = None,
         container: str | None = None,
         real: bool = False,
     ) -> str:
@@ -473,11 +491,13 @@ class SandboxWorld:
         kind: argocd
         name: {name}-{env}
         namespace: argocd"""
+            provider = forge.provider if forge is not None else "gitea"
+            api = f"\n      api_url: {forge.api_url}" if forge is not None and forge.provider != "gitea" else ""
             write = (
-                """
+                f"""
     write:
       mode: pull-request
-      provider: gitea"""
+      provider: {provider}{api}"""
                 if env in pull_requests
                 else ""
             )
@@ -503,7 +523,7 @@ class SandboxWorld:
             f"""
   credentials:
     token_env: {FORGE_TOKEN_ENV}
-    username: {GITEA_ADMIN}"""
+    username: {forge.username if forge is not None else GITEA_ADMIN}"""
             if pull_requests
             else ""
         )

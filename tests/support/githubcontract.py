@@ -6,6 +6,7 @@ the REST API"), which the description does not declare per operation."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sandbox.gitserve import serve_git_over_http
 from tests.support.openapi import Answer, ContractServer, Description, Request, serve_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,26 +61,51 @@ class FakeGitHub:
     page_size: int | None = None  # answer fewer per page than asked (GitHub may): the client must follow Link
     throttle: list[Answer] = field(default_factory=list)  # answered, in order, before anything else
     next_link: str | None = None  # a Link rel="next" to answer a list with instead of the real next page
+    git_root: Path | None = None  # where the repositories are (<root>/<owner>/<repo>.git), when they are real
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- the repository's state, as a test sets it ----------------------------------------------------------
 
-    def add_pull(self, head: str, base: str = "main", *, state: str = "open", merge_commit: str | None = None) -> int:
+    def add_pull(
+        self,
+        head: str,
+        base: str = "main",
+        *,
+        state: str = "open",
+        merge_commit: str | None = None,
+        repo: str = REPO,
+        head_sha: str | None = None,
+    ) -> int:
         with self.lock:
-            number = max(self.pulls, default=0) + 1
+            number = max(self.pulls, default=0) + 1  # numbered across repositories: unique in a test anyway
             self.pulls[number] = {
+                "repo": repo,
                 "number": number,
                 "state": state,
                 "title": f"promote {head}",
                 "body": "",
                 "head": head,
-                "head_sha": f"{number:040x}",
+                "head_sha": head_sha or f"{number:040x}",
                 "base": base,
                 "merged": merge_commit is not None,
                 "merge_commit_sha": merge_commit,
                 "mergeable": True if state == "open" else None,
             }
             return number
+
+    def head_of(self, path: dict[str, Any], body: dict[str, Any]) -> str | None:
+        """The head branch's commit in the real repository, when there is one."""
+        if self.git_root is None:
+            return None
+        origin = self.git_root / OWNER / f"{path['repo']}.git"
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", f"refs/heads/{body['head']}"],
+            cwd=origin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return found.stdout.strip() or None
 
     def merge(self, number: int, merge_commit: str) -> None:
         with self.lock:
@@ -90,14 +117,14 @@ class FakeGitHub:
         template = self.description.example(operation, status)
         body: dict[str, Any] = template[0] if isinstance(template, list) else template
         number, merged = pull["number"], pull["merged"]
-        html = f"https://github.com/{OWNER}/{REPO}/pull/{number}"
+        html = f"https://github.com/{OWNER}/{pull['repo']}/pull/{number}"
         body |= {
             "number": number,
             "state": pull["state"],
             "title": pull["title"],
             "body": pull["body"],
             "html_url": html,
-            "url": f"{self.url}/repos/{OWNER}/{REPO}/pulls/{number}",
+            "url": f"{self.url}/repos/{OWNER}/{pull['repo']}/pulls/{number}",
             "merge_commit_sha": pull["merge_commit_sha"],
             "merged_at": "2026-12-06T10:00:00Z" if merged else None,
             "closed_at": "2026-12-06T10:00:00Z" if pull["state"] == "closed" else None,
@@ -117,14 +144,21 @@ class FakeGitHub:
             if self.throttle:
                 return self.throttle.pop(0)
         op, path = request.operation.id, request.path
+        if path.get("owner") != OWNER:
+            return _error(404, "Not Found")
         if op == "pulls/list":
             return self._list(request)
         if op == "pulls/get":
             pull = self.pulls.get(path["pull_number"])
+            pull = pull if pull is not None and pull["repo"] == path["repo"] else None
             return Answer(200, self._pull_body(pull, op, "200")) if pull else _error(404, "Not Found")
         if op == "pulls/create":
             body = request.body
-            taken = [p for p in self.pulls.values() if p["head"] == body["head"] and p["state"] == "open"]
+            taken = [
+                p
+                for p in self.pulls.values()
+                if p["repo"] == path["repo"] and p["head"] == body["head"] and p["state"] == "open"
+            ]
             if taken:
                 return Answer(
                     422,
@@ -136,7 +170,7 @@ class FakeGitHub:
                         "documentation_url": DOCS,
                     },
                 )
-            number = self.add_pull(body["head"], body["base"])
+            number = self.add_pull(body["head"], body["base"], repo=path["repo"], head_sha=self.head_of(path, body))
             self.pulls[number] |= {"title": body["title"], "body": body.get("body") or ""}
             return Answer(201, self._pull_body(self.pulls[number], op, "201"), {"Location": f"{self.url}/x"})
         if op == "issues/get-label":
@@ -164,7 +198,8 @@ class FakeGitHub:
         chosen = [
             p
             for p in sorted(self.pulls.values(), key=lambda p: p["number"], reverse=True)
-            if (state == "all" or p["state"] == state)
+            if p["repo"] == request.path["repo"]
+            and (state == "all" or p["state"] == state)
             and (not head or (owner == OWNER and p["head"] == head))
             and (not query.get("base") or p["base"] == query["base"])
         ]
@@ -176,7 +211,8 @@ class FakeGitHub:
             headers["Link"] = f'<{self.next_link}>; rel="next"'
         elif page * size < len(chosen):
             rest = "&".join(f"{k}={v}" for k, v in query.items() if k != "page")
-            headers["Link"] = f'<{self.url}/repos/{OWNER}/{REPO}/pulls?{rest}&page={page + 1}>; rel="next"'
+            next_page = f"{self.url}/repos/{OWNER}/{request.path['repo']}/pulls?{rest}&page={page + 1}"
+            headers["Link"] = f'<{next_page}>; rel="next"'
         return Answer(200, [self._pull_body(p, "pulls/list", "200") for p in items], headers)
 
 
@@ -197,3 +233,61 @@ def serve_github(token: str) -> Iterator[tuple[FakeGitHub, ContractServer]]:
     with serve_contract(description, fake.handle, required_headers=headers, global_answers=global_answers) as server:
         fake.url = server.url
         yield fake, server
+
+
+class GitHubHost:
+    """GitHub for a sandbox app (sandbox/world.py ForgeHost): its repositories served over loopback Git HTTP at
+    ``/acme/<name>.git`` (the token as the password, as GitHub takes it), its API the contract server."""
+
+    provider = "github"
+    username = "x-access-token"
+
+    def __init__(self, fake: FakeGitHub, server: ContractServer, git_url: str, git_root: Path, token: str) -> None:
+        self.fake, self.server = fake, server
+        self.git_url, self.git_root, self.token = git_url.rstrip("/"), git_root, token
+        fake.git_root = git_root
+
+    @property
+    def api_url(self) -> str:
+        return self.fake.url
+
+    def create_repository(self, name: str) -> str:
+        path = self.repository_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(path)], check=True)
+        return f"{self.git_url}/{OWNER}/{name}.git"
+
+    def repository_path(self, name: str) -> Path:
+        return self.git_root / OWNER / f"{name}.git"
+
+    def push_url(self, clone_url: str) -> str:
+        return clone_url.replace("http://", f"http://{self.username}:{self.token}@", 1)
+
+    def merge(self, name: str, number: int, workdir: Path) -> str:
+        """Merge pull request ``number`` of repository ``name`` as GitHub's merge button does (a merge commit on the
+        base); its commit."""
+        pull = self.fake.pulls[number]
+        env = {"GIT_AUTHOR_NAME": "Octocat", "GIT_AUTHOR_EMAIL": "octocat@github.com"}
+        env |= {"GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com", "PATH": os.environ["PATH"]}
+        origin = str(self.repository_path(name))
+        subprocess.run(["git", "clone", "--quiet", origin, str(workdir)], check=True, env=env)
+        for args in (
+            ["checkout", "--quiet", pull["base"]],
+            ["merge", "--no-ff", "--quiet", "-m", f"Merge pull request #{number} from {OWNER}/{pull['head']}",
+             f"origin/{pull['head']}"],
+            ["push", "--quiet", "origin", f"HEAD:{pull['base']}"],
+        ):  # fmt: skip
+            subprocess.run(["git", *args], cwd=workdir, check=True, env=env, capture_output=True)
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=workdir, check=True, env=env, capture_output=True, text=True
+        ).stdout.strip()
+        self.fake.merge(number, commit)
+        return commit
+
+
+@contextmanager
+def serve_github_host(token: str, root: Path) -> Iterator[GitHubHost]:
+    """A :class:`GitHubHost` for the block: repositories under ``root``, the API a contract server."""
+    root.mkdir(parents=True, exist_ok=True)
+    with serve_github(token) as (fake, server), serve_git_over_http(root, GitHubHost.username, token) as git_url:
+        yield GitHubHost(fake, server, git_url, root, token)

@@ -124,15 +124,18 @@ class Description:
         listed = [*item.get("parameters", []), *op.spec.get("parameters", [])]
         return [self.resolve(p) for p in listed]
 
-    @cache  # noqa: B019 - one Description per test session
     def example(self, operation_id: str, status: str) -> Any:
-        """The first example value of an operation's JSON answer with ``status`` (a schema-valid template)."""
+        """The first example value of an operation's JSON answer with ``status`` (a schema-valid template): a
+        fresh copy each time, for the caller to fill in."""
+        return copy.deepcopy(self._example(operation_id, status))
+
+    @cache  # noqa: B019 - one Description per test session
+    def _example(self, operation_id: str, status: str) -> Any:
         op = next(o for o in self.operations if o.id == operation_id)
         response = self.resolve(op.spec["responses"][status])
         content = response["content"]["application/json"]
         examples = content.get("examples") or {}
-        first = self.resolve(next(iter(examples.values())))
-        return copy.deepcopy(first["value"])
+        return self.resolve(next(iter(examples.values())))["value"]
 
 
 def _typed(raw: str, schema: dict[str, Any]) -> Any:

@@ -53,7 +53,7 @@ def test_contract_open_find_reuse_and_merged(github: tuple[FakeGitHub, ContractS
     forge.comment(opened.number, "verified")
     fake.merge(opened.number, "c" * 40)
     merged = forge.pull_request(opened.number)
-    assert (merged.state, merged.merge_commit, merged.mergeable) == ("merged", "c" * 40, True)
+    assert (merged.state, merged.merge_commit, merged.merged_by) == ("merged", "c" * 40, "octocat")
     found = forge.find_pull_request(head, "main")
     assert found is not None and (found.state, found.merge_commit) == ("merged", "c" * 40)
     assert fake.statuses == [

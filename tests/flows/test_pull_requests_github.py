@@ -1,0 +1,92 @@
+"""Contract tests of promotions through pull requests on GitHub: the same flows as on the real Gitea
+(tests/flows/test_pull_requests.py), with the repository served over loopback Git HTTP and GitHub's API a contract
+server built from GitHub's published description (tests/support/githubcontract.py), which refuses any request that
+breaks it. The flows open the pull request, wait for its merge, verify the merge commit against the session's API
+server and report back as a commit status and a comment."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.promote_production import promote_production
+from flows.promote_rc import promote_rc
+from sandbox.world import FORGE_TOKEN_ENV, SandboxApp, SandboxWorld, git
+from tasks import evidence
+from tests.conftest import unique
+from tests.flows.test_flows import InThread, notes
+from tests.support.githubcontract import GitHubHost, serve_github_host
+
+pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
+
+
+@pytest.fixture
+def github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHubHost]:
+    token = "ghp_" + secrets.token_hex(18)
+    monkeypatch.setenv(FORGE_TOKEN_ENV, token)
+    monkeypatch.setenv("PROMOTE_PULL_REQUEST_POLL_SECONDS", "1")
+    with serve_github_host(token, tmp_path / "github") as host:
+        yield host
+        assert host.server.violations == [], host.server.violations
+
+
+def github_app(world: SandboxWorld, github: GitHubHost, name: str, **kwargs: Any) -> SandboxApp:
+    app = world.create_app(unique(name), forge=github, **kwargs)
+    deadline = time.monotonic() + 300  # the simulated controllers first roll out v1.0.0 everywhere
+    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    app.commit_change("feature: faster checkout")
+    return app
+
+
+def wait_for(what: str, check: Any, timeout: float = 240) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def test_contract_production_through_a_github_pull_request_is_verified_at_the_merge(
+    world: SandboxWorld, github: GitHubHost, tmp_path: Path
+) -> None:
+    app = github_app(world, github, "gh", approval=False)
+    assert "provider: github" in app.pipeline_file.read_text()
+    rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert rc.is_completed(), rc.message
+    main_before = git(app.origin, "rev-parse", "main")
+
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    fake = github.fake
+    number = wait_for("a pull request", lambda: next((n for n, p in fake.pulls.items() if p["repo"] == app.name), 0))
+    pull = fake.pulls[number]
+    assert (pull["head"], pull["base"]) == (f"promote/{app.name}/production/v1.0.1", "main")
+    assert "v1.0.0" in pull["body"] and "v1.0.1" in pull["body"] and "feature: faster checkout" in pull["body"]
+    assert pull["head_sha"] == git(app.origin, "rev-parse", f"refs/heads/{pull['head']}")
+    assert git(app.origin, "rev-parse", "main") == main_before  # main itself was not written
+    wait_for("a pending status", lambda: any(s["state"] == "pending" for s in fake.statuses))
+
+    merge_commit = github.merge(app.name, number, tmp_path / "reviewer")
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message
+    report = state.result()
+    assert report["pull_request"] == f"https://github.com/acme/{app.name}/pull/{number}"
+    assert report["merged_by"] == "octocat"  # GitHub's example user, as the stand-in answers
+
+    assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{merge_commit}:apps/production/{app.name}.yaml")
+    final = [s for s in fake.statuses if s["sha"] == merge_commit]
+    assert final and final[-1]["state"] == "success" and final[-1]["context"] == "gitops-promote", fake.statuses
+    assert any(n == number and "Verified" in body and "production" in body for n, body in fake.comments)
+    promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")
+    assert promoted is not None
+    assert promoted.details["pull_request"] == f"#{number} https://github.com/acme/{app.name}/pull/{number}"
+    assert {"pulls/list", "pulls/create", "pulls/get", "repos/create-commit-status", "issues/create-comment"} <= set(
+        github.server.calls
+    )
