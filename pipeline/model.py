@@ -704,15 +704,15 @@ class Write(_Model):
     that a person or a policy merges (docs/pull-requests.md)."""
 
     mode: Literal["push", "pull-request"] = "push"
-    provider: Annotated[Literal["gitea", "github"] | None, Field(description="the forge that hosts the repository")] = (
-        None
-    )
+    provider: Annotated[
+        Literal["gitea", "github", "gitlab"] | None, Field(description="the forge that hosts the repository")
+    ] = None
     api_url: Annotated[
         str | None,
         Field(
             max_length=500,
             description="the forge's API root; default: from repository.url (Gitea: https://host/api/v1; GitHub: "
-            "https://api.github.com, Enterprise Server: https://host/api/v3)",
+            "https://api.github.com, Enterprise Server: https://host/api/v3; GitLab: https://host/api/v4)",
         ),
     ] = None
     base: Annotated[str | None, Field(description="the branch the pull request merges into (the one written)")] = None
@@ -765,7 +765,9 @@ class Write(_Model):
     @model_validator(mode="after")
     def _complete(self) -> Write:
         if self.mode == "pull-request" and self.provider is None:
-            raise ValueError("mode pull-request needs provider (the forge that hosts the repository: gitea, github)")
+            raise ValueError(
+                "mode pull-request needs provider (the forge that hosts the repository: gitea, github, gitlab)"
+            )
         if self.mode == "push":
             extra = [
                 name
@@ -883,7 +885,9 @@ class Pipeline(_Model):
                     f"environment {env.name}: write.mode pull-request needs a forge token: set write.token (env: or "
                     "secret_block:) or repository.credentials"
                 )
-            if write.api_url is None and not re.match(r"^https?://[^/]+/[^/]+/[^/]+?(\.git)?/?$", self.repository.url):
+            # GitLab projects may sit in subgroups: group/subgroup/name.
+            path = r"[^/]+(/[^/]+)+?" if write.provider == "gitlab" else r"[^/]+/[^/]+?"
+            if write.api_url is None and not re.match(rf"^https?://[^/]+/{path}(\.git)?/?$", self.repository.url):
                 raise ValueError(
                     f"environment {env.name}: the forge API cannot be derived from repository.url (it is not "
                     "http(s)://host/owner/name): set write.api_url, such as https://git.example/api/v1"

@@ -16,9 +16,12 @@ __all__ = ["forge_for", "forge_location", "token_hint"]
 def forge_location(repository_url: str, api_url: str | None, provider: str = "gitea") -> tuple[str, str]:
     """(the API root, owner/name) of the repository at ``repository_url``; the API root is ``api_url`` when
     given, else derived from the host: Gitea's ``scheme://host[:port]/api/v1``, GitHub's ``https://api.github.com``
-    (Enterprise Server: ``https://host/api/v3``)."""
+    (Enterprise Server: ``https://host/api/v3``), GitLab's ``scheme://host/api/v4`` (its projects may sit in
+    subgroups: ``group/subgroup/name``)."""
     parts = urlsplit(repository_url)
-    match = re.match(r"^/+(?P<owner>[^/]+)/(?P<name>[^/]+?)(?:\.git)?/*$", parts.path)
+    # GitLab projects may sit in subgroups: group/subgroup/name.
+    owner = r"[^/]+(?:/[^/]+)*?" if provider == "gitlab" else r"[^/]+"
+    match = re.match(rf"^/+(?P<owner>{owner})/(?P<name>[^/]+?)(?:\.git)?/*$", parts.path)
     if parts.scheme not in ("http", "https") or not parts.hostname or match is None:
         raise ForgeError(
             "the forge repository is read from repository.url, which must be http(s)://host/owner/name for pull "
@@ -28,6 +31,10 @@ def forge_location(repository_url: str, api_url: str | None, provider: str = "gi
         from tasks.forges.github import api_root
 
         api_url = api_root(repository_url)
+    if api_url is None and provider == "gitlab":
+        from tasks.forges.gitlab import api_root as gitlab_root
+
+        api_url = gitlab_root(repository_url)
     root = api_url or f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/api/v1"
     return root.rstrip("/"), f"{match['owner']}/{match['name']}"
 
@@ -66,4 +73,8 @@ def forge_for(pipeline: Pipeline, env: Environment, *, timeout: float = 30.0) ->
         from tasks.forges.github import GitHubForge
 
         return GitHubForge(api_url, repository, token.strip(), token_hint=hint, timeout=timeout)
+    if write.provider == "gitlab":
+        from tasks.forges.gitlab import GitLabForge
+
+        return GitLabForge(api_url, repository, token.strip(), token_hint=hint, timeout=timeout)
     raise ForgeError(f"unknown forge {write.provider!r}")  # pragma: no cover - the model allows only these

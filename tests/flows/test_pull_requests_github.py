@@ -7,19 +7,17 @@ server and report back as a commit status and a comment."""
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
-from sandbox.world import FORGE_TOKEN_ENV, SandboxApp, SandboxWorld, git
+from sandbox.world import FORGE_TOKEN_ENV, SandboxWorld, git
 from tasks import evidence
-from tests.conftest import unique
 from tests.flows.test_flows import InThread, notes
+from tests.support.forgehost import hosted_app, wait_for
 from tests.support.githubcontract import GitHubHost, serve_github_host
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
@@ -35,29 +33,10 @@ def github(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GitHubHo
         assert host.server.violations == [], host.server.violations
 
 
-def github_app(world: SandboxWorld, github: GitHubHost, name: str, **kwargs: Any) -> SandboxApp:
-    app = world.create_app(unique(name), forge=github, **kwargs)
-    deadline = time.monotonic() + 300  # the simulated controllers first roll out v1.0.0 everywhere
-    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    app.commit_change("feature: faster checkout")
-    return app
-
-
-def wait_for(what: str, check: Any, timeout: float = 240) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
-
-
 def test_contract_production_through_a_github_pull_request_is_verified_at_the_merge(
     world: SandboxWorld, github: GitHubHost, tmp_path: Path
 ) -> None:
-    app = github_app(world, github, "gh", approval=False)
+    app = hosted_app(world, github, "gh", approval=False)
     assert "provider: github" in app.pipeline_file.read_text()
     rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
     assert rc.is_completed(), rc.message

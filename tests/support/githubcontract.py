@@ -6,7 +6,6 @@ the REST API"), which the description does not declare per operation."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.gitserve import serve_git_over_http
+from tests.support.forgehost import ServedForgeHost
 from tests.support.openapi import Answer, ContractServer, Description, Request, serve_contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -235,52 +235,27 @@ def serve_github(token: str) -> Iterator[tuple[FakeGitHub, ContractServer]]:
         yield fake, server
 
 
-class GitHubHost:
-    """GitHub for a sandbox app (sandbox/world.py ForgeHost): its repositories served over loopback Git HTTP at
-    ``/acme/<name>.git`` (the token as the password, as GitHub takes it), its API the contract server."""
+class GitHubHost(ServedForgeHost):
+    """GitHub for a sandbox app: repositories over loopback Git HTTP, the API the contract server."""
 
     provider = "github"
     username = "x-access-token"
+    owner = OWNER
 
     def __init__(self, fake: FakeGitHub, server: ContractServer, git_url: str, git_root: Path, token: str) -> None:
+        super().__init__(git_url, git_root, token)
         self.fake, self.server = fake, server
-        self.git_url, self.git_root, self.token = git_url.rstrip("/"), git_root, token
         fake.git_root = git_root
 
     @property
     def api_url(self) -> str:
         return self.fake.url
 
-    def create_repository(self, name: str) -> str:
-        path = self.repository_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(path)], check=True)
-        return f"{self.git_url}/{OWNER}/{name}.git"
-
-    def repository_path(self, name: str) -> Path:
-        return self.git_root / OWNER / f"{name}.git"
-
-    def push_url(self, clone_url: str) -> str:
-        return clone_url.replace("http://", f"http://{self.username}:{self.token}@", 1)
-
     def merge(self, name: str, number: int, workdir: Path) -> str:
-        """Merge pull request ``number`` of repository ``name`` as GitHub's merge button does (a merge commit on the
-        base); its commit."""
+        """Merge pull request ``number`` of repository ``name`` as GitHub's merge button does; its commit."""
         pull = self.fake.pulls[number]
-        env = {"GIT_AUTHOR_NAME": "Octocat", "GIT_AUTHOR_EMAIL": "octocat@github.com"}
-        env |= {"GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com", "PATH": os.environ["PATH"]}
-        origin = str(self.repository_path(name))
-        subprocess.run(["git", "clone", "--quiet", origin, str(workdir)], check=True, env=env)
-        for args in (
-            ["checkout", "--quiet", pull["base"]],
-            ["merge", "--no-ff", "--quiet", "-m", f"Merge pull request #{number} from {OWNER}/{pull['head']}",
-             f"origin/{pull['head']}"],
-            ["push", "--quiet", "origin", f"HEAD:{pull['base']}"],
-        ):  # fmt: skip
-            subprocess.run(["git", *args], cwd=workdir, check=True, env=env, capture_output=True)
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=workdir, check=True, env=env, capture_output=True, text=True
-        ).stdout.strip()
+        message = f"Merge pull request #{number} from {OWNER}/{pull['head']}"
+        commit = self.merge_in_git(name, pull["head"], pull["base"], message, workdir)
         self.fake.merge(number, commit)
         return commit
 

@@ -1,0 +1,150 @@
+"""Contract tests of the GitLab client (tasks/forges/gitlab.py). GitLab has no local server and no published,
+installable API description covering merge requests (npm and PyPI hold none; GitLab's own Swagger 2.0 file is not
+packaged and lacks notes), so requests are checked against tests/data/gitlab/merge-requests.openapi.json, written
+from GitLab's API documentation with each operation citing its page (tests/support/gitlabcontract.py). A client
+that drifts from the documented shapes fails here."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.forges.base import ForgeAuthError, ForgeRefusedError, TransientForgeError
+from tasks.forges.gitlab import GitLabForge
+from tests.support.gitlabcontract import PROJECT, FakeGitLab, serve_gitlab
+from tests.support.openapi import Answer, ContractServer
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "glpat-" + "y" * 20
+
+
+@pytest.fixture
+def gitlab() -> Iterator[tuple[FakeGitLab, ContractServer]]:
+    with serve_gitlab(TOKEN) as served:
+        yield served
+        assert served[1].violations == [], served[1].violations
+
+
+def client(fake: FakeGitLab, *, token: str = TOKEN, timeout: float = 20.0) -> GitLabForge:
+    return GitLabForge(fake.url, PROJECT, token, token_hint="environment variable GITLAB_TOKEN", timeout=timeout)
+
+
+def test_contract_open_find_reuse_and_merged(gitlab: tuple[FakeGitLab, ContractServer]) -> None:
+    fake, server = gitlab
+    forge = client(fake)
+    head = "promote/web/production/1.2.3"
+    assert forge.find_pull_request(head, "main") is None
+    opened = forge.open_pull_request(
+        head, "main", "promote web 1.2.3", "the plan", labels=["promotion"], reviewers=["alice", "bob"]
+    )
+    assert (opened.number, opened.state, opened.head, opened.base) == (1, "open", head, "main")
+    assert opened.url == f"https://gitlab.example.com/{PROJECT}/-/merge_requests/1"
+    stored = fake.merge_requests[(PROJECT, 1)]
+    assert (stored["labels"], stored["reviewer_ids"], stored["description"]) == (["promotion"], [7, 8], "the plan")
+    found = forge.find_pull_request(head, "main")
+    assert found is not None and found.number == 1 and found.mergeable is True
+    with pytest.raises(ForgeRefusedError, match=r"HTTP 409: .*Another open merge request already exists"):
+        forge.open_pull_request(head, "main", "again", "")
+    forge.set_commit_status("a" * 40, "pending", "verifying", "http://prefect/run/1")
+    forge.set_commit_status("a" * 40, "failure", "failed", None)
+    forge.comment(1, "verified")
+    fake.merge(PROJECT, 1, merge_commit="c" * 40)
+    merged = forge.pull_request(1)
+    author = fake.description.example("mergeRequests/get", "200")["author"]["username"]  # the docs' example user
+    assert (merged.state, merged.merge_commit, merged.merged_by) == ("merged", "c" * 40, author)
+    assert forge.find_pull_request(head, "main") == merged
+    assert [(s["state"], s["name"]) for s in fake.statuses] == [
+        ("pending", "gitops-promote"),
+        ("failed", "gitops-promote"),
+    ]
+    assert fake.notes == [(1, "verified")]
+    assert set(server.calls) == {
+        "mergeRequests/list",
+        "mergeRequests/get",
+        "mergeRequests/create",
+        "labels/get",
+        "users/list",
+        "commits/setStatus",
+        "notes/create",
+    }
+
+
+@pytest.mark.parametrize(
+    ("merge_commit", "squash_commit", "expected"),
+    [(None, "d" * 40, "d" * 40), (None, None, "e" * 40)],
+    ids=["squash-without-merge-commit", "fast-forward"],
+)
+def test_contract_squash_and_fast_forward_merges_name_the_commit_on_the_base(
+    gitlab: tuple[FakeGitLab, ContractServer], merge_commit: str | None, squash_commit: str | None, expected: str
+) -> None:
+    fake, _ = gitlab
+    iid = fake.add(PROJECT, "promote/x", sha="e" * 40)
+    fake.merge(PROJECT, iid, merge_commit=merge_commit, squash_commit=squash_commit)
+    assert client(fake).pull_request(iid).merge_commit == expected
+
+
+def test_contract_a_missing_label_or_reviewer_is_named_and_nothing_is_opened(
+    gitlab: tuple[FakeGitLab, ContractServer],
+) -> None:
+    fake, _ = gitlab
+    with pytest.raises(ForgeRefusedError, match=r"has no label 'released'"):
+        client(fake).open_pull_request("promote/x", "main", "t", "b", labels=["released"])
+    with pytest.raises(ForgeRefusedError, match=r"no user 'carol' \(write\.reviewers\)"):
+        client(fake).open_pull_request("promote/x", "main", "t", "b", reviewers=["alice", "carol"])
+    assert fake.merge_requests == {}
+
+
+def test_contract_a_conflicting_merge_request_is_not_mergeable(gitlab: tuple[FakeGitLab, ContractServer]) -> None:
+    fake, _ = gitlab
+    iid = fake.add(PROJECT, "promote/x", detailed_merge_status="conflict")
+    assert client(fake).pull_request(iid).mergeable is False
+
+
+def test_contract_rate_limits_are_waited_out_within_the_deadline(gitlab: tuple[FakeGitLab, ContractServer]) -> None:
+    fake, _ = gitlab
+    reset = str(int(time.time()) + 2)
+    fake.throttle = [
+        Answer(429, {"message": "Retry later"}, {"Retry-After": "1"}),
+        Answer(429, {"message": "Retry later"}, {"RateLimit-Reset": reset, "RateLimit-Remaining": "0"}),
+    ]
+    started = time.monotonic()
+    assert client(fake).find_pull_request("promote/x", "main") is None
+    assert time.monotonic() - started >= 1.0
+    fake.throttle = [Answer(429, {"message": "Retry later"}, {"Retry-After": "900"})]
+    with pytest.raises(TransientForgeError, match=r"HTTP 429, rate limited for 900s more"):
+        client(fake, timeout=10).pull_request(1)
+
+
+def test_contract_a_token_without_the_scope_is_named(gitlab: tuple[FakeGitLab, ContractServer]) -> None:
+    fake, _ = gitlab
+    fake.throttle = [
+        Answer(
+            403,
+            {
+                "error": "insufficient_scope",
+                "error_description": "The request requires higher privileges than provided by the access token.",
+            },
+        )
+    ]
+    with pytest.raises(ForgeAuthError) as caught:
+        client(fake).pull_request(1)
+    message = str(caught.value)
+    assert "GITLAB_TOKEN" in message and "api scope" in message and TOKEN not in message
+    with pytest.raises(ForgeAuthError, match=r"HTTP 401"):
+        client(fake, token="glpat-wrong").pull_request(1)
+
+
+def test_a_gitlab_pipeline_in_a_subgroup_gets_the_gitlab_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.model import Pipeline
+    from tasks.forges import forge_for
+
+    monkeypatch.setenv("GITLAB_TOKEN", TOKEN)
+    text = (ROOT / "deployments" / "examples" / "pull-request-gitlab.yaml").read_text()
+    pipeline = Pipeline.model_validate(yaml.safe_load(text))
+    forge = forge_for(pipeline, pipeline.environments[-1])
+    assert isinstance(forge, GitLabForge)
+    assert (forge.api_url, forge.repository) == ("https://gitlab.example.com/api/v4", "platform/apps/app-gitops")
