@@ -126,7 +126,7 @@ def promote(
             crash_point("after-write-back")
             report.write_back = applied.commit
             if forge is not None and pr is not None:
-                report_pending(forge, env, applied.commit)
+                report_pending(forge, env, pr, applied.commit)
             try:
                 verification, checks = _verify_or_roll_back(conn, env, cand, applied, report, forge)
             except Exception as failure:

@@ -26,7 +26,7 @@ from pipeline.model import Environment
 from tasks import markdown as md
 from tasks.approval import pin_candidate, suspendable
 from tasks.connections import Connections
-from tasks.forges.base import CommitState, Forge, ForgeError, PullRequest
+from tasks.forges.base import EVIDENCE_MARKER, CommitState, Forge, ForgeError, PullRequest
 from tasks.locks import EnvironmentLock
 from tasks.merges import PIN_PREFIX, pause_key_prefix
 from tasks.proposals import ProposalError, Proposed, merged_write, propose, wait_for_decision
@@ -185,6 +185,13 @@ def through_pull_request(
             if pinned is None:
                 tell(conn, f"{conn.pipeline.name}: {cand.label} waits for the merge of {pr.short()} into {env.name}")
             _status(forge, pr.head_sha, "pending", f"waiting for the merge, then verifying {env.name}")
+            _evidence(
+                forge,
+                env,
+                pr,
+                merge=f"waiting: merge it into {pr.base} to promote {cand.label}",
+                verification="after the merge",
+            )
             pr = wait_for_merge(conn, forge, env, cand, pr, lock)
     report.pull_request = pr.url
     if pr.state == "closed":
@@ -215,21 +222,45 @@ def _status(forge: Forge, sha: str, state: CommitState, description: str) -> Non
         get_run_logger().warning(f"could not set the commit status of {sha[:12]}: {exc}")
 
 
-def report_outcome(forge: Forge, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
-    """The verification's outcome on the forge: a commit status on the merge and a comment on the pull request."""
-    _status(forge, commit, "success" if ok else "failure", text)
-    link = run_url()
-    lines = [f"**{'Verified' if ok else 'Failed'}** in {md.text(env.name)}: {md.text(text, 1000)}"]
+def evidence_text(env: Environment, pr: PullRequest, *, merge: str, verification: str, link: str | None) -> str:
+    """The promotion's evidence comment: where the pull request's promotion stands, one row per step."""
+    lines = [
+        EVIDENCE_MARKER,
+        f"**gitops-promote** · {md.text(env.name)}",
+        "",
+        "| step | state |",
+        "|---|---|",
+        f"| merge | {md.cell(merge, 300)} |",
+        f"| verification | {md.cell(verification, 1000)} |",
+    ]
     if link:
         lines.append(f"\nPrefect run: {md.link(link, 'details')}")
+    return "\n".join(lines)
+
+
+def _merged(pr: PullRequest, commit: str) -> str:
+    return f"merged by {pr.merged_by or 'someone'} as {commit[:12]}"
+
+
+def _evidence(forge: Forge, env: Environment, pr: PullRequest, *, merge: str, verification: str) -> None:
+    """Write the evidence comment (updated in place); a forge that refuses it does not stop the promotion."""
+    body = evidence_text(env, pr, merge=merge, verification=verification, link=run_url())
     try:
-        forge.comment(pr.number, "\n".join(lines))
+        forge.comment(pr.number, body)
     except ForgeError as exc:
         get_run_logger().warning(f"could not comment on {pr.short()}: {exc}")
 
 
-def report_pending(forge: Forge, env: Environment, commit: str) -> None:
+def report_outcome(forge: Forge, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
+    """The verification's outcome on the forge: a commit status on the merge, and the evidence comment."""
+    _status(forge, commit, "success" if ok else "failure", text)
+    outcome = f"{'Verified' if ok else 'Failed'}: {text}"
+    _evidence(forge, env, pr, merge=_merged(pr, commit), verification=outcome)
+
+
+def report_pending(forge: Forge, env: Environment, pr: PullRequest, commit: str) -> None:
     _status(forge, commit, "pending", f"verifying {env.name}")
+    _evidence(forge, env, pr, merge=_merged(pr, commit), verification=f"running: verifying {env.name} at {commit[:12]}")
 
 
 def roll_back_through_pull_request(

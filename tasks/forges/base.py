@@ -7,7 +7,8 @@ add one module each). The promotion needs these from it, nothing more:
   branch or its number, with its state (open, merged, closed) and, once merged, the commit it left on the base;
 * :meth:`Forge.open_pull_request`: open one, with labels and reviewers;
 * :meth:`Forge.set_commit_status`: pending / success / failure on a commit, with a link to the run;
-* :meth:`Forge.comment`: a comment on the pull request (the verification's outcome).
+* :meth:`Forge.comment`: the promotion's one evidence comment on the pull request, written when the pull request
+  waits and updated in place as it is merged and verified (found again by :data:`EVIDENCE_MARKER`).
 
 Every call ends within the client's overall deadline. Tokens come by reference and appear in no message: errors
 name the forge, the repository, the HTTP status and the variable that holds the token.
@@ -28,6 +29,8 @@ CommitState = Literal["pending", "success", "failure", "error"]
 # What a commit status says at most (forges cut or refuse longer ones: GitHub at 140 characters).
 STATUS_DESCRIPTION_LIMIT = 140
 STATUS_CONTEXT = "gitops-promote"
+# The first line of the promotion's evidence comment: how a later step finds it to update it (invisible in markdown).
+EVIDENCE_MARKER = "<!-- gitops-promote: evidence -->"
 
 
 class ForgeError(PromoteError, RuntimeError):
@@ -99,9 +102,32 @@ class Forge(ABC):
     def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
         """Post a commit status under the context ``gitops-promote`` (a later one replaces it)."""
 
-    @abstractmethod
     def comment(self, number: int, body: str) -> None:
-        """Add a comment to pull request ``number``."""
+        """Write ``body`` (which starts with :data:`EVIDENCE_MARKER`) as the promotion's evidence comment on pull
+        request ``number``: the comment already carrying the marker is updated in place, else one is added. A
+        marked comment the token may not edit (someone else wrote it) is left alone and a new one is added."""
+        for comment_id in self._marked_comments(number):
+            try:
+                self._edit_comment(number, comment_id, body)
+                return
+            except (ForgeAuthError, ForgeRefusedError):
+                continue
+        self._add_comment(number, body)
+
+    @abstractmethod
+    def _marked_comments(self, number: int) -> list[int]:
+        """The ids of pull request ``number``'s comments whose body starts with :data:`EVIDENCE_MARKER`, newest
+        first."""
+
+    @abstractmethod
+    def _edit_comment(self, number: int, comment_id: int, body: str) -> None: ...
+
+    @abstractmethod
+    def _add_comment(self, number: int, body: str) -> None: ...
+
+
+def marked(body: object) -> bool:
+    return isinstance(body, str) and body.startswith(EVIDENCE_MARKER)
 
 
 def status_description(text: str) -> str:

@@ -3,7 +3,8 @@
 Endpoints, from Gitea's own API description (templates/swagger/v1_json.tmpl of code.gitea.io/gitea v1.26.0):
 ``GET/POST /repos/{owner}/{repo}/pulls`` (the list filters by ``state`` and ``base_branch``, not by head, so
 the head is matched here), ``GET /repos/{owner}/{repo}/pulls/{index}``, ``GET /repos/{owner}/{repo}/labels``,
-``POST /repos/{owner}/{repo}/statuses/{sha}``, ``POST /repos/{owner}/{repo}/issues/{index}/comments``.
+``POST /repos/{owner}/{repo}/statuses/{sha}``, ``GET/POST /repos/{owner}/{repo}/issues/{index}/comments``,
+``PATCH /repos/{owner}/{repo}/issues/comments/{id}``.
 Authentication is ``Authorization: token <token>``; the exchange itself is tasks/forges/http.py's.
 """
 
@@ -21,6 +22,7 @@ from tasks.forges.base import (
     ForgeRefusedError,
     PullRequest,
     PullRequestState,
+    marked,
     status_description,
 )
 from tasks.forges.http import HttpForge
@@ -186,7 +188,21 @@ class GiteaForge(HttpForge):
             "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
         )
 
-    def comment(self, number: int, body: str) -> None:
+    def _marked_comments(self, number: int) -> list[int]:
+        data = self._call("GET", f"/issues/{int(number)}/comments", f"reading the comments of #{number}")
+        found = [
+            c["id"]
+            for c in data or []
+            if isinstance(c, dict) and isinstance(c.get("id"), int) and marked(c.get("body"))
+        ]
+        return found[::-1]
+
+    def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
+        self._call(
+            "PATCH", f"/issues/comments/{int(comment_id)}", f"updating the comment on #{number}", json={"body": body}
+        )
+
+    def _add_comment(self, number: int, body: str) -> None:
         self._call(
             "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
         )

@@ -4,7 +4,8 @@ Operations, from GitHub's published API description (npm ``@octokit/openapi``, g
 the contract tests validate every request against it): ``pulls/list`` (filtered by ``head=owner:branch`` and
 ``base``, paged by the ``Link`` header), ``pulls/get``, ``pulls/create``, ``issues/get-label`` (a missing label is
 named, not created: GitHub would create it on the fly), ``issues/add-labels``, ``pulls/request-reviewers``,
-``repos/create-commit-status``, ``issues/create-comment``. Authentication is ``Authorization: Bearer <token>``
+``repos/create-commit-status``, ``issues/list-comments``, ``issues/create-comment``, ``issues/update-comment`` (the
+evidence comment, updated in place). Authentication is ``Authorization: Bearer <token>``
 with ``X-GitHub-Api-Version: 2022-11-28``.
 
 Rate limits as GitHub documents them (docs.github.com, "Rate limits for the REST API"): a 403 or 429 with
@@ -29,6 +30,7 @@ from tasks.forges.base import (
     ForgeRefusedError,
     PullRequest,
     PullRequestState,
+    marked,
     status_description,
 )
 from tasks.forges.http import HttpForge
@@ -244,7 +246,28 @@ class GitHubForge(HttpForge):
             "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
         )
 
-    def comment(self, number: int, body: str) -> None:
+    def _marked_comments(self, number: int) -> list[int]:
+        url = f"{self.api_url}{self._path}/issues/{int(number)}/comments?per_page={_PAGE}"
+        found: list[int] = []
+        for _ in range(_PAGES):
+            data, response = self._call("GET", url, f"reading the comments of #{number}")
+            found += [
+                c["id"]
+                for c in data or []
+                if isinstance(c, dict) and isinstance(c.get("id"), int) and marked(c.get("body"))
+            ]
+            match = _LINK_NEXT.search(response.headers.get("link", ""))
+            if match is None or not match.group(1).startswith(self.api_url + "/"):
+                break
+            url = match.group(1)
+        return found[::-1]
+
+    def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
+        self._call(
+            "PATCH", f"/issues/comments/{int(comment_id)}", f"updating the comment on #{number}", json={"body": body}
+        )
+
+    def _add_comment(self, number: int, body: str) -> None:
         self._call(
             "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
         )

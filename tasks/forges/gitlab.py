@@ -6,7 +6,8 @@ tests check every request against tests/data/gitlab/merge-requests.openapi.json,
 ``GET/POST /projects/:id/merge_requests`` (filtered by ``source_branch`` and ``target_branch``),
 ``GET /projects/:id/merge_requests/:iid``, ``GET /projects/:id/labels/:name`` (a missing label is named, not
 created), ``GET /users?username=`` (reviewers are asked for by id), ``POST /projects/:id/statuses/:sha``,
-``POST /projects/:id/merge_requests/:iid/notes``. ``:id`` is the project's URL-encoded path, subgroups included.
+``GET/POST /projects/:id/merge_requests/:iid/notes`` and ``PUT .../notes/:note_id`` (the evidence note, updated in
+place). ``:id`` is the project's URL-encoded path, subgroups included.
 Authentication is ``Authorization: Bearer <token>`` (a personal, project, group or OAuth token with the ``api``
 scope). A 429 is waited out for its ``Retry-After`` or until ``RateLimit-Reset``, inside the call's deadline.
 """
@@ -26,6 +27,7 @@ from tasks.forges.base import (
     ForgeRefusedError,
     PullRequest,
     PullRequestState,
+    marked,
     status_description,
 )
 from tasks.forges.http import HttpForge
@@ -210,7 +212,24 @@ class GitLabForge(HttpForge):
             ok=(200, 201),
         )
 
-    def comment(self, number: int, body: str) -> None:
+    def _marked_comments(self, number: int) -> list[int]:
+        query = urlencode({"sort": "desc", "order_by": "created_at", "per_page": _PAGE})
+        data = self._call("GET", f"/merge_requests/{int(number)}/notes?{query}", f"reading the notes of !{number}")
+        return [
+            n["id"]
+            for n in data or []
+            if isinstance(n, dict) and isinstance(n.get("id"), int) and not n.get("system") and marked(n.get("body"))
+        ]
+
+    def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
+        self._call(
+            "PUT",
+            f"/merge_requests/{int(number)}/notes/{int(comment_id)}",
+            f"updating the note on !{number}",
+            json={"body": body},
+        )
+
+    def _add_comment(self, number: int, body: str) -> None:
         self._call(
             "POST",
             f"/merge_requests/{int(number)}/notes",

@@ -16,6 +16,7 @@ from flows.promote_rc import promote_rc
 from sandbox.gitea import ADMIN, Gitea, GiteaUnavailableError
 from sandbox.world import FORGE_TOKEN_ENV, SandboxApp, SandboxWorld, git
 from tasks import evidence
+from tasks.forges.base import EVIDENCE_MARKER
 from tests.conftest import unique
 from tests.flows.test_flows import InThread, notes
 
@@ -144,7 +145,11 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
     assert combined["statuses"][0]["context"] == "gitops-promote"
     assert combined["statuses"][0]["target_url"].startswith(os.environ["PREFECT_UI_URL"])
     comments = forge.api("GET", f"{repo_api(app)}/issues/{pr['number']}/comments")
-    assert any("Verified" in c["body"] and "production" in c["body"] for c in comments)
+    # One evidence comment, written while the pull request waited and updated in place as it was verified.
+    evidence_comments = [c for c in comments if c["body"].startswith(EVIDENCE_MARKER)]
+    assert len(evidence_comments) == 1, comments
+    assert "Verified" in evidence_comments[0]["body"] and "production" in evidence_comments[0]["body"]
+    assert f"merged by {ADMIN}" in evidence_comments[0]["body"]
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")
     assert promoted is not None
     assert promoted.details["pull_request"] == f"#{pr['number']} {pr['html_url']}"

@@ -62,7 +62,8 @@ def test_contract_production_through_a_github_pull_request_is_verified_at_the_me
     assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{merge_commit}:apps/production/{app.name}.yaml")
     final = [s for s in fake.statuses if s["sha"] == merge_commit]
     assert final and final[-1]["state"] == "success" and final[-1]["context"] == "gitops-promote", fake.statuses
-    assert any(n == number and "Verified" in body and "production" in body for n, body in fake.comments)
+    assert [body for n, body in fake.comments if n == number and "Verified" in body and "production" in body]
+    assert len(fake.comments) == 1, fake.comments  # one evidence comment, updated in place
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")
     assert promoted is not None
     assert promoted.details["pull_request"] == f"#{number} https://github.com/acme/{app.name}/pull/{number}"

@@ -55,6 +55,7 @@ def test_contract_production_through_a_gitlab_merge_request_is_verified_at_the_m
     assert state.result()["pull_request"] == web_url
     final = [s for s in fake.statuses if s["sha"] == merge_commit]
     assert final and final[-1]["state"] == "success" and final[-1]["name"] == "gitops-promote", fake.statuses
-    assert any(n == iid and "Verified" in body for n, body in fake.notes)
+    assert [body for n, body in fake.notes if n == iid and "Verified" in body]
+    assert len(fake.notes) == 1, fake.notes  # one evidence note, updated in place
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")
     assert promoted is not None and promoted.details["pull_request"] == f"#{iid} {web_url}"

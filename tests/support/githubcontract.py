@@ -188,7 +188,18 @@ class FakeGitHub:
             return Answer(201, self.description.example(op, "201"), {"Location": f"{self.url}/x"})
         if op == "issues/create-comment":
             self.comments.append((path["issue_number"], request.body["body"]))
-            return Answer(201, self.description.example(op, "201"), {"Location": f"{self.url}/x"})
+            answer = self.description.example(op, "201") | {"id": len(self.comments), "body": request.body["body"]}
+            return Answer(201, answer, {"Location": f"{self.url}/x"})
+        if op == "issues/list-comments":
+            template = self.description.example(op, "200")[0]
+            mine = [(i + 1, body) for i, (n, body) in enumerate(self.comments) if n == path["issue_number"]]
+            return Answer(200, [template | {"id": i, "body": body} for i, body in mine])
+        if op == "issues/update-comment":
+            index = path["comment_id"] - 1
+            if not 0 <= index < len(self.comments):
+                return _error(404, "Not Found")
+            self.comments[index] = (self.comments[index][0], request.body["body"])
+            return Answer(200, self.description.example(op, "200") | {"id": path["comment_id"]})
         return _error(404, f"the stand-in does not answer {op}")
 
     def _list(self, request: Request) -> Answer:

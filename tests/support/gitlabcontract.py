@@ -160,7 +160,18 @@ class FakeGitLab:
             return Answer(201, self.description.example(op, "201") | {"sha": path["sha"]})
         if op == "notes/create":
             self.notes.append((int(path["merge_request_iid"]), request.body["body"]))
-            return Answer(201, self.description.example(op, "201") | {"body": request.body["body"]})
+            answer = self.description.example(op, "201") | {"id": len(self.notes), "body": request.body["body"]}
+            return Answer(201, answer)
+        if op == "notes/list":
+            template = self.description.example(op, "200")[0] | {"system": False}
+            mine = [(i + 1, body) for i, (n, body) in enumerate(self.notes) if n == int(path["merge_request_iid"])]
+            return Answer(200, [template | {"id": i, "body": body} for i, body in reversed(mine)])
+        if op == "notes/update":
+            index = int(path["note_id"]) - 1
+            if not 0 <= index < len(self.notes):
+                return _error(404, "404 Not found")
+            self.notes[index] = (self.notes[index][0], request.body["body"])
+            return Answer(200, self.description.example(op, "200") | {"id": path["note_id"]})
         return _error(404, f"the stand-in does not answer {op}")
 
     def _head(self, project: str, branch: str) -> str | None:

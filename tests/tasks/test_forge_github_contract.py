@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.forges.base import ForgeAuthError, ForgeRefusedError, TransientForgeError
+from tasks.forges.base import EVIDENCE_MARKER, ForgeAuthError, ForgeRefusedError, TransientForgeError
 from tasks.forges.github import GitHubForge, api_root
 from tests.support.githubcontract import OWNER, REPO, FakeGitHub, serve_github
 from tests.support.openapi import Answer, ContractServer
@@ -50,7 +50,9 @@ def test_contract_open_find_reuse_and_merged(github: tuple[FakeGitHub, ContractS
     with pytest.raises(ForgeRefusedError, match=r"HTTP 422: Validation Failed"):
         forge.open_pull_request(head, "main", "again", "")
     forge.set_commit_status(opened.head_sha, "pending", "verifying production\nat 1.2.3", "http://prefect/run/1")
-    forge.comment(opened.number, "verified")
+    forge.comment(opened.number, f"{EVIDENCE_MARKER}\nwaiting")
+    fake.comments.append((opened.number, "a reviewer's note"))  # not marked: left alone
+    forge.comment(opened.number, f"{EVIDENCE_MARKER}\nverified")  # the marked one, updated in place
     fake.merge(opened.number, "c" * 40)
     merged = forge.pull_request(opened.number)
     assert (merged.state, merged.merge_commit, merged.merged_by) == ("merged", "c" * 40, "octocat")
@@ -65,7 +67,10 @@ def test_contract_open_find_reuse_and_merged(github: tuple[FakeGitHub, ContractS
             "target_url": "http://prefect/run/1",
         }
     ]
-    assert fake.comments == [(opened.number, "verified")]
+    assert fake.comments == [
+        (opened.number, f"{EVIDENCE_MARKER}\nverified"),
+        (opened.number, "a reviewer's note"),
+    ]
     used = set(server.calls)
     assert used == {
         "pulls/list",
@@ -75,7 +80,9 @@ def test_contract_open_find_reuse_and_merged(github: tuple[FakeGitHub, ContractS
         "issues/add-labels",
         "pulls/request-reviewers",
         "repos/create-commit-status",
+        "issues/list-comments",
         "issues/create-comment",
+        "issues/update-comment",
     }
 
 

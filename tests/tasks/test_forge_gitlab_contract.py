@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.forges.base import ForgeAuthError, ForgeRefusedError, TransientForgeError
+from tasks.forges.base import EVIDENCE_MARKER, ForgeAuthError, ForgeRefusedError, TransientForgeError
 from tasks.forges.gitlab import GitLabForge
 from tests.support.gitlabcontract import PROJECT, FakeGitLab, serve_gitlab
 from tests.support.openapi import Answer, ContractServer
@@ -51,7 +51,9 @@ def test_contract_open_find_reuse_and_merged(gitlab: tuple[FakeGitLab, ContractS
         forge.open_pull_request(head, "main", "again", "")
     forge.set_commit_status("a" * 40, "pending", "verifying", "http://prefect/run/1")
     forge.set_commit_status("a" * 40, "failure", "failed", None)
-    forge.comment(1, "verified")
+    forge.comment(1, f"{EVIDENCE_MARKER}\nwaiting")
+    fake.notes.append((1, "a reviewer's note"))  # not marked: left alone
+    forge.comment(1, f"{EVIDENCE_MARKER}\nverified")  # the marked one, updated in place
     fake.merge(PROJECT, 1, merge_commit="c" * 40)
     merged = forge.pull_request(1)
     author = fake.description.example("mergeRequests/get", "200")["author"]["username"]  # the docs' example user
@@ -61,7 +63,10 @@ def test_contract_open_find_reuse_and_merged(gitlab: tuple[FakeGitLab, ContractS
         ("pending", "gitops-promote"),
         ("failed", "gitops-promote"),
     ]
-    assert fake.notes == [(1, "verified")]
+    assert fake.notes == [
+        (1, f"{EVIDENCE_MARKER}\nverified"),
+        (1, "a reviewer's note"),
+    ]
     assert set(server.calls) == {
         "mergeRequests/list",
         "mergeRequests/get",
@@ -69,7 +74,9 @@ def test_contract_open_find_reuse_and_merged(gitlab: tuple[FakeGitLab, ContractS
         "labels/get",
         "users/list",
         "commits/setStatus",
+        "notes/list",
         "notes/create",
+        "notes/update",
     }
 
 
