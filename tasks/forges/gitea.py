@@ -36,22 +36,9 @@ class GiteaForge(HttpForge):
     name = "Gitea"
     api_hint = "http(s)://host/api/v1"
 
-    def __init__(
-        self,
-        api_url: str,
-        repository: str,
-        token: str,
-        *,
-        token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
-        timeout: float = 30.0,
-    ) -> None:
-        """``api_url``: ``https://host[/prefix]/api/v1``; ``repository``: ``owner/name``; ``token_hint`` names
-        where the token comes from, for messages (never the token)."""
-        super().__init__(api_url, repository, token, token_hint=token_hint, timeout=timeout)
-        owner, _, name = repository.partition("/")
-        if not owner or not name or "/" in name:
-            raise ForgeError(f"a Gitea repository is owner/name, not {repository[:100]!r}")
-        self._path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+    def _repository_path(self, repository: str) -> str:
+        owner, name = self._owner_name(repository, "Gitea")
+        return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self._token}", "Accept": "application/json"}
@@ -150,10 +137,7 @@ class GiteaForge(HttpForge):
                 break
         missing = [name for name in names if name not in known]
         if missing:
-            raise ForgeRefusedError(
-                f"Gitea ({self.repository}) has no label {', '.join(repr(m[:50]) for m in missing[:5])}: create it "
-                "in the repository's labels, or remove it from write.labels"
-            )
+            raise self._no_labels(missing)
         return [known[name] for name in names]
 
     def open_pull_request(

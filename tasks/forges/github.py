@@ -58,21 +58,10 @@ class GitHubForge(HttpForge):
     name = "GitHub"
     api_hint = "https://api.github.com, or https://host/api/v3 for GitHub Enterprise Server"
 
-    def __init__(
-        self,
-        api_url: str,
-        repository: str,
-        token: str,
-        *,
-        token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
-        timeout: float = 30.0,
-    ) -> None:
-        super().__init__(api_url, repository, token, token_hint=token_hint, timeout=timeout)
-        owner, _, name = repository.partition("/")
-        if not owner or not name or "/" in name:
-            raise ForgeError(f"a GitHub repository is owner/name, not {repository[:100]!r}")
+    def _repository_path(self, repository: str) -> str:
+        owner, name = self._owner_name(repository, "GitHub")
         self._owner = owner
-        self._path = f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
+        return f"/repos/{quote(owner, safe='')}/{quote(name, safe='')}"
 
     def _headers(self) -> dict[str, str]:
         return {
@@ -186,21 +175,6 @@ class GitHubForge(HttpForge):
         data, _ = self._call("GET", f"/pulls/{int(number)}", f"reading pull request #{number}")
         return self._pull(data)
 
-    def _check_labels(self, names: Sequence[str]) -> None:
-        missing = []
-        for label in names:
-            try:
-                self._call("GET", f"/labels/{quote(label, safe='')}", f"reading label {label[:50]!r}")
-            except ForgeRefusedError as exc:
-                if "HTTP 404" not in str(exc):
-                    raise
-                missing.append(label)
-        if missing:
-            raise ForgeRefusedError(
-                f"GitHub ({self.repository}) has no label {', '.join(repr(m[:50]) for m in missing[:5])}: create it "
-                "in the repository's labels, or remove it from write.labels"
-            )
-
     def open_pull_request(
         self,
         head: str,
@@ -211,7 +185,7 @@ class GitHubForge(HttpForge):
         labels: Sequence[str] = (),
         reviewers: Sequence[str] = (),
     ) -> PullRequest:
-        self._check_labels(labels)
+        self._check_labels(labels, lambda label: f"{self.api_url}{self._path}/labels/{quote(label, safe='')}")
         payload = {"title": title, "head": head, "base": base, "body": body}
         data, _ = self._call(
             "POST", "/pulls", f"opening a pull request from {head} into {base}", json=payload, ok=(201,)

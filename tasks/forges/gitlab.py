@@ -48,21 +48,12 @@ class GitLabForge(HttpForge):
     name = "GitLab"
     api_hint = "https://host/api/v4"
 
-    def __init__(
-        self,
-        api_url: str,
-        repository: str,
-        token: str,
-        *,
-        token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
-        timeout: float = 30.0,
-    ) -> None:
-        """``repository``: the project's path, ``group[/subgroup...]/project``."""
-        super().__init__(api_url, repository, token, token_hint=token_hint, timeout=timeout)
+    def _repository_path(self, repository: str) -> str:
+        """``group[/subgroup...]/project``, URL-encoded as one path segment."""
         segments = repository.split("/")
         if len(segments) < 2 or any(not s or s in (".", "..") for s in segments):
             raise ForgeError(f"a GitLab project is group[/subgroup]/name, not {repository[:100]!r}")
-        self._path = f"/projects/{quote(repository, safe='')}"
+        return f"/projects/{quote(repository, safe='')}"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
@@ -147,21 +138,6 @@ class GitLabForge(HttpForge):
     def pull_request(self, number: int) -> PullRequest:
         return self._pull(self._call("GET", f"/merge_requests/{int(number)}", f"reading merge request !{number}"))
 
-    def _check_labels(self, names: Sequence[str]) -> None:
-        missing = []
-        for label in names:
-            try:
-                self._call("GET", f"/labels/{quote(label, safe='')}", f"reading label {label[:50]!r}")
-            except ForgeRefusedError as exc:
-                if "HTTP 404" not in str(exc):
-                    raise
-                missing.append(label)
-        if missing:
-            raise ForgeRefusedError(
-                f"GitLab ({self.repository}) has no label {', '.join(repr(m[:50]) for m in missing[:5])}: create it "
-                "in the project's labels, or remove it from write.labels"
-            )
-
     def _user_ids(self, usernames: Sequence[str]) -> list[int]:
         ids = []
         for username in usernames:
@@ -185,7 +161,7 @@ class GitLabForge(HttpForge):
         labels: Sequence[str] = (),
         reviewers: Sequence[str] = (),
     ) -> PullRequest:
-        self._check_labels(labels)
+        self._check_labels(labels, lambda label: f"{self.api_url}{self._path}/labels/{quote(label, safe='')}")
         payload: dict[str, Any] = {"source_branch": head, "target_branch": base, "title": title, "description": body}
         if labels:
             payload["labels"] = ",".join(labels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,11 +49,23 @@ class HttpForge(Forge):
             raise ForgeAuthError(f"{token_hint} holds a line break or another control character; fix the token")
         self.api_url = api_url.rstrip("/")
         self.repository = repository
+        self._path = self._repository_path(repository)
         self._token = token
         self._hint = token_hint
         self._timeout = timeout
 
     # --- what a subclass says about its forge -----------------------------------------------------------
+
+    def _repository_path(self, repository: str) -> str:
+        """The API path of ``repository`` (``/repos/owner/name``); ForgeError when it is not one."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _owner_name(repository: str, forge: str) -> tuple[str, str]:
+        owner, _, name = repository.partition("/")
+        if not owner or not name or "/" in name:
+            raise ForgeError(f"a {forge} repository is owner/name, not {repository[:100]!r}")
+        return owner, name
 
     def _headers(self) -> dict[str, str]:
         raise NotImplementedError
@@ -134,3 +147,24 @@ class HttpForge(Forge):
             f"{self.name} ({self.repository}): {what}: not found (HTTP 404); check the repository URL, and that "
             f"{self._hint} may see the repository" + (f" ({detail})" if detail else "")
         )
+
+    def _no_labels(self, missing: Sequence[str]) -> ForgeRefusedError:
+        names = ", ".join(repr(m[:50]) for m in missing[:5])
+        return ForgeRefusedError(
+            f"{self.name} ({self.repository}) has no label {names}: create it in the repository's labels, or remove "
+            "it from write.labels"
+        )
+
+    def _check_labels(self, names: Sequence[str], url_of: Callable[[str], str]) -> None:
+        """Each label must exist (``GET url_of(label)`` answers it): the forge would create a missing one on the
+        fly, and nothing is created behind the user's back."""
+        missing = []
+        for label in names:
+            try:
+                self._exchange("GET", url_of(label), f"reading label {label[:50]!r}")
+            except ForgeRefusedError as exc:
+                if "HTTP 404" not in str(exc):
+                    raise
+                missing.append(label)
+        if missing:
+            raise self._no_labels(missing)
