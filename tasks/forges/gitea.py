@@ -21,7 +21,6 @@ from tasks.forges.base import (
     ForgeError,
     ForgeRefusedError,
     PullRequest,
-    PullRequestState,
     marked,
     status_description,
 )
@@ -75,26 +74,6 @@ class GiteaForge(HttpForge):
         )
 
     # --- pull requests -----------------------------------------------------------------------------------------
-
-    def _pull(self, data: Any) -> PullRequest:
-        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
-            raise ForgeError(f"Gitea ({self.repository}): a pull request without a number in the answer")
-        head, base = data.get("head") or {}, data.get("base") or {}
-        merged = bool(data.get("merged"))
-        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
-        merged_by = data.get("merged_by") or {}
-        return PullRequest(
-            number=data["number"],
-            url=str(data.get("html_url") or "")[:500],
-            state=state,
-            head=str(head.get("ref") or "")[:255],
-            head_sha=str(head.get("sha") or "")[:64],
-            base=str(base.get("ref") or "")[:255],
-            title=str(data.get("title") or "")[:300],
-            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
-            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
-            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
-        )
 
     def _list(self, state: str, base: str, page: int, sort: str) -> list[PullRequest]:
         query = f"?state={state}&base_branch={quote(base, safe='')}&sort={sort}&page={page}&limit={_PAGE}"

@@ -29,7 +29,6 @@ from tasks.forges.base import (
     ForgeError,
     ForgeRefusedError,
     PullRequest,
-    PullRequestState,
     marked,
     status_description,
 )
@@ -116,28 +115,6 @@ class GitHubForge(HttpForge):
         return self._json(response, what), response
 
     # --- pull requests ---------------------------------------------------------------------------------------
-
-    def _pull(self, data: Any) -> PullRequest:
-        """From a ``pull-request`` (pulls/get) or ``pull-request-simple`` (pulls/list), which has no ``merged``
-        but ``merged_at``."""
-        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
-            raise ForgeError(f"GitHub ({self.repository}): a pull request without a number in the answer")
-        head, base = data.get("head") or {}, data.get("base") or {}
-        merged = bool(data.get("merged")) or bool(data.get("merged_at"))
-        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
-        merged_by = data.get("merged_by") or {}
-        return PullRequest(
-            number=data["number"],
-            url=str(data.get("html_url") or "")[:500],
-            state=state,
-            head=str(head.get("ref") or "")[:255],
-            head_sha=str(head.get("sha") or "")[:64],
-            base=str(base.get("ref") or "")[:255],
-            title=str(data.get("title") or "")[:300],
-            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
-            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
-            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
-        )
 
     def _pages(self, state: str, head: str, base: str) -> list[PullRequest]:
         """Pull requests from ``head`` into ``base`` in ``state``, newest first, following ``Link: rel="next"``."""

@@ -13,7 +13,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from tasks import httpbounds
-from tasks.forges.base import Forge, ForgeAuthError, ForgeError, ForgeRefusedError, TransientForgeError
+from tasks.forges.base import (
+    Forge,
+    ForgeAuthError,
+    ForgeError,
+    ForgeRefusedError,
+    PullRequest,
+    PullRequestState,
+    TransientForgeError,
+)
 
 MAX_BYTES = 4 << 20  # a page of 100 pull requests with long bodies is well under this
 ATTEMPTS = 5
@@ -76,6 +84,28 @@ class HttpForge(Forge):
 
     def _refusal(self, response: httpbounds.Response, what: str) -> ForgeError:
         raise NotImplementedError
+
+    def _pull(self, data: Any) -> PullRequest:
+        """A pull request in the shape GitHub and Gitea share: from a full one, or from a list's short one (GitHub's
+        ``pull-request-simple`` has no ``merged``, only ``merged_at``)."""
+        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+            raise ForgeError(f"{self.name} ({self.repository}): a pull request without a number in the answer")
+        head, base = data.get("head") or {}, data.get("base") or {}
+        merged = bool(data.get("merged")) or bool(data.get("merged_at"))
+        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
+        merged_by = data.get("merged_by") or {}
+        return PullRequest(
+            number=data["number"],
+            url=str(data.get("html_url") or "")[:500],
+            state=state,
+            head=str(head.get("ref") or "")[:255],
+            head_sha=str(head.get("sha") or "")[:64],
+            base=str(base.get("ref") or "")[:255],
+            title=str(data.get("title") or "")[:300],
+            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
+            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
+            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
+        )
 
     # --- the exchange ------------------------------------------------------------------------------------
 
