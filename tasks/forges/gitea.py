@@ -16,21 +16,19 @@ from urllib.parse import quote
 
 from tasks import httpbounds
 from tasks.forges.base import (
-    CommitState,
     ForgeAuthError,
     ForgeError,
     ForgeRefusedError,
     PullRequest,
     marked,
-    status_description,
 )
-from tasks.forges.http import HttpForge
+from tasks.forges.http import GitHubShapedForge
 
 _PAGE = 50
 _PAGES = 4  # closed pull requests looked through for a merged one: the newest 200
 
 
-class GiteaForge(HttpForge):
+class GiteaForge(GitHubShapedForge):
     provider = "gitea"
     name = "Gitea"
     api_hint = "http(s)://host/api/v1"
@@ -139,18 +137,6 @@ class GiteaForge(HttpForge):
         )
         return self._pull(data)
 
-    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
-        payload: dict[str, Any] = {
-            "state": state,
-            "context": "gitops-promote",
-            "description": status_description(description),
-        }
-        if target_url:
-            payload["target_url"] = target_url
-        self._call(
-            "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
-        )
-
     def _marked_comments(self, number: int) -> list[int]:
         data = self._call("GET", f"/issues/{int(number)}/comments", f"reading the comments of #{number}")
         found = [
@@ -159,13 +145,3 @@ class GiteaForge(HttpForge):
             if isinstance(c, dict) and isinstance(c.get("id"), int) and marked(c.get("body"))
         ]
         return found[::-1]
-
-    def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
-        self._call(
-            "PATCH", f"/issues/comments/{int(comment_id)}", f"updating the comment on #{number}", json={"body": body}
-        )
-
-    def _add_comment(self, number: int, body: str) -> None:
-        self._call(
-            "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
-        )

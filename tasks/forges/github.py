@@ -24,15 +24,13 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from tasks import httpbounds
 from tasks.forges.base import (
-    CommitState,
     ForgeAuthError,
     ForgeError,
     ForgeRefusedError,
     PullRequest,
     marked,
-    status_description,
 )
-from tasks.forges.http import HttpForge
+from tasks.forges.http import GitHubShapedForge
 
 API_VERSION = "2022-11-28"
 PUBLIC_API = "https://api.github.com"
@@ -52,7 +50,7 @@ def api_root(repository_url: str) -> str:
     return f"{parts.scheme}://{host}/api/v3"
 
 
-class GitHubForge(HttpForge):
+class GitHubForge(GitHubShapedForge):
     provider = "github"
     name = "GitHub"
     api_hint = "https://api.github.com, or https://host/api/v3 for GitHub Enterprise Server"
@@ -185,18 +183,6 @@ class GitHubForge(HttpForge):
             )
         return opened
 
-    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
-        payload: dict[str, Any] = {
-            "state": state,
-            "context": "gitops-promote",
-            "description": status_description(description),
-        }
-        if target_url:
-            payload["target_url"] = target_url
-        self._call(
-            "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
-        )
-
     def _marked_comments(self, number: int) -> list[int]:
         url = f"{self.api_url}{self._path}/issues/{int(number)}/comments?per_page={_PAGE}"
         found: list[int] = []
@@ -212,13 +198,3 @@ class GitHubForge(HttpForge):
                 break
             url = match.group(1)
         return found[::-1]
-
-    def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
-        self._call(
-            "PATCH", f"/issues/comments/{int(comment_id)}", f"updating the comment on #{number}", json={"body": body}
-        )
-
-    def _add_comment(self, number: int, body: str) -> None:
-        self._call(
-            "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
-        )

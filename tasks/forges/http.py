@@ -8,12 +8,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from tasks import httpbounds
 from tasks.forges.base import (
+    STATUS_CONTEXT,
+    CommitState,
     Forge,
     ForgeAuthError,
     ForgeError,
@@ -21,6 +23,7 @@ from tasks.forges.base import (
     PullRequest,
     PullRequestState,
     TransientForgeError,
+    status_description,
 )
 
 MAX_BYTES = 4 << 20  # a page of 100 pull requests with long bodies is well under this
@@ -84,28 +87,6 @@ class HttpForge(Forge):
 
     def _refusal(self, response: httpbounds.Response, what: str) -> ForgeError:
         raise NotImplementedError
-
-    def _pull(self, data: Any) -> PullRequest:
-        """A pull request in the shape GitHub and Gitea share: from a full one, or from a list's short one (GitHub's
-        ``pull-request-simple`` has no ``merged``, only ``merged_at``)."""
-        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
-            raise ForgeError(f"{self.name} ({self.repository}): a pull request without a number in the answer")
-        head, base = data.get("head") or {}, data.get("base") or {}
-        merged = bool(data.get("merged")) or bool(data.get("merged_at"))
-        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
-        merged_by = data.get("merged_by") or {}
-        return PullRequest(
-            number=data["number"],
-            url=str(data.get("html_url") or "")[:500],
-            state=state,
-            head=str(head.get("ref") or "")[:255],
-            head_sha=str(head.get("sha") or "")[:64],
-            base=str(base.get("ref") or "")[:255],
-            title=str(data.get("title") or "")[:300],
-            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
-            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
-            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
-        )
 
     # --- the exchange ------------------------------------------------------------------------------------
 
@@ -198,3 +179,56 @@ class HttpForge(Forge):
                 missing.append(label)
         if missing:
             raise self._no_labels(missing)
+
+    def _send(self, method: str, path: str, what: str, *, json: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+        """One exchange with ``path`` under the repository's API path; the JSON answer."""
+        return self._json(self._exchange(method, f"{self.api_url}{self._path}{path}", what, json=json, ok=ok), what)
+
+
+class GitHubShapedForge(HttpForge):
+    """The endpoints Gitea copied from GitHub's API, the same paths and shapes on both: the pull request itself,
+    commit statuses and issue comments (a pull request is an issue for comments)."""
+
+    def _pull(self, data: Any) -> PullRequest:
+        """A pull request in the shape GitHub and Gitea share: from a full one, or from a list's short one (GitHub's
+        ``pull-request-simple`` has no ``merged``, only ``merged_at``)."""
+        if not isinstance(data, dict) or not isinstance(data.get("number"), int):
+            raise ForgeError(f"{self.name} ({self.repository}): a pull request without a number in the answer")
+        head, base = data.get("head") or {}, data.get("base") or {}
+        merged = bool(data.get("merged")) or bool(data.get("merged_at"))
+        state: PullRequestState = "merged" if merged else ("open" if data.get("state") == "open" else "closed")
+        merged_by = data.get("merged_by") or {}
+        return PullRequest(
+            number=data["number"],
+            url=str(data.get("html_url") or "")[:500],
+            state=state,
+            head=str(head.get("ref") or "")[:255],
+            head_sha=str(head.get("sha") or "")[:64],
+            base=str(base.get("ref") or "")[:255],
+            title=str(data.get("title") or "")[:300],
+            merge_commit=(str(data.get("merge_commit_sha") or "")[:64] or None) if merged else None,
+            merged_by=str(merged_by.get("login") or "")[:100] if isinstance(merged_by, dict) else "",
+            mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
+        )
+
+    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
+        payload: dict[str, Any] = {
+            "state": state,
+            "context": STATUS_CONTEXT,
+            "description": status_description(description),
+        }
+        if target_url:
+            payload["target_url"] = target_url
+        self._send(
+            "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
+        )
+
+    def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
+        self._send(
+            "PATCH", f"/issues/comments/{int(comment_id)}", f"updating the comment on #{number}", json={"body": body}
+        )
+
+    def _add_comment(self, number: int, body: str) -> None:
+        self._send(
+            "POST", f"/issues/{int(number)}/comments", f"commenting on #{number}", json={"body": body}, ok=(201,)
+        )
