@@ -181,6 +181,11 @@ def through_pull_request(
         report.pull_request = pr.url
         pin_pull_request(env.name, pr.number, cand)
         crash_point("after-pull-request")
+        if pr.state == "open" and env.write.auto_merge and pinned is None:
+            # Once, when it is opened: the forge merges it when its required checks pass; we still wait for it.
+            forge.enable_auto_merge(pr, merge_commit=env.tracks.kind == "branch")
+            log(f"[{env.name}] {pr.short()} will be merged by the forge once its required checks pass")
+            pr = read_pull_request(forge, pr.number)  # Gitea merges at once when nothing is required
         if pr.state == "open":
             if pinned is None:
                 tell(conn, f"{conn.pipeline.name}: {cand.label} waits for the merge of {pr.short()} into {env.name}")

@@ -734,6 +734,14 @@ class Write(_Model):
     branch_prefix: Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")] = (
         "promote"
     )
+    auto_merge: Annotated[
+        bool,
+        Field(
+            description="ask the forge to merge the pull request itself once its required checks pass (GitHub "
+            "auto-merge, GitLab auto-merge, Gitea's scheduled merge); the run still waits for the merge and "
+            "verifies it"
+        ),
+    ] = False
 
     @field_validator("merge_timeout", "rollback_timeout")
     @classmethod
@@ -771,8 +779,8 @@ class Write(_Model):
         if self.mode == "push":
             extra = [
                 name
-                for name in ("provider", "api_url", "base", "labels", "reviewers", "token")
-                if getattr(self, name) not in (None, [])
+                for name in ("provider", "api_url", "base", "labels", "reviewers", "token", "auto_merge")
+                if getattr(self, name) not in (None, [], False)
             ]
             if extra:
                 raise ValueError(f"{', '.join(extra)} only apply with mode: pull-request")

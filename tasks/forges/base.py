@@ -7,6 +7,7 @@ add one module each). The promotion needs these from it, nothing more:
   branch or its number, with its state (open, merged, closed) and, once merged, the commit it left on the base;
 * :meth:`Forge.open_pull_request`: open one, with labels and reviewers;
 * :meth:`Forge.set_commit_status`: pending / success / failure on a commit, with a link to the run;
+* :meth:`Forge.enable_auto_merge`: ask the forge to merge once the required checks pass (``write.auto_merge``);
 * :meth:`Forge.comment`: the promotion's one evidence comment on the pull request, written when the pull request
   waits and updated in place as it is merged and verified (found again by :data:`EVIDENCE_MARKER`).
 
@@ -97,6 +98,12 @@ class Forge(ABC):
     ) -> PullRequest:
         """Open a pull request from ``head`` into ``base``. Labels that do not exist on the forge are named in
         the error (nothing is created behind the user's back)."""
+
+    @abstractmethod
+    def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
+        """Ask the forge to merge ``pr`` by itself once its required checks pass (``merge_commit``: with a merge
+        commit, as ``kind: branch`` needs; else as the repository's default). A repository that does not allow it
+        is a refusal naming the setting."""
 
     @abstractmethod
     def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:

@@ -4,7 +4,8 @@ Endpoints, from Gitea's own API description (templates/swagger/v1_json.tmpl of c
 ``GET/POST /repos/{owner}/{repo}/pulls`` (the list filters by ``state`` and ``base_branch``, not by head, so
 the head is matched here), ``GET /repos/{owner}/{repo}/pulls/{index}``, ``GET /repos/{owner}/{repo}/labels``,
 ``POST /repos/{owner}/{repo}/statuses/{sha}``, ``GET/POST /repos/{owner}/{repo}/issues/{index}/comments``,
-``PATCH /repos/{owner}/{repo}/issues/comments/{id}``.
+``PATCH /repos/{owner}/{repo}/issues/comments/{id}``, ``POST /repos/{owner}/{repo}/pulls/{index}/merge`` with
+``merge_when_checks_succeed`` (auto-merge).
 Authentication is ``Authorization: token <token>``; the exchange itself is tasks/forges/http.py's.
 """
 
@@ -136,6 +137,13 @@ class GiteaForge(GitHubShapedForge):
             "POST", "/pulls", f"opening a pull request from {head} into {base}", json=payload, ok=(201,), not_yet=True
         )
         return self._pull(data)
+
+    def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
+        # Gitea merges a pull request scheduled this way when its required status checks succeed (at once when
+        # it has none); a merge commit unless the repository allows only another style.
+        payload = {"Do": "merge", "merge_when_checks_succeed": True, "head_commit_id": pr.head_sha}
+        what = f"scheduling the merge of #{pr.number}"
+        self._call("POST", f"/pulls/{int(pr.number)}/merge", what, json=payload, ok=(200, 201))  # 200: merged at once
 
     def _marked_comments(self, number: int) -> list[int]:
         data = self._call("GET", f"/issues/{int(number)}/comments", f"reading the comments of #{number}")

@@ -5,8 +5,9 @@ the contract tests validate every request against it): ``pulls/list`` (filtered 
 ``base``, paged by the ``Link`` header), ``pulls/get``, ``pulls/create``, ``issues/get-label`` (a missing label is
 named, not created: GitHub would create it on the fly), ``issues/add-labels``, ``pulls/request-reviewers``,
 ``repos/create-commit-status``, ``issues/list-comments``, ``issues/create-comment``, ``issues/update-comment`` (the
-evidence comment, updated in place). Authentication is ``Authorization: Bearer <token>``
-with ``X-GitHub-Api-Version: 2022-11-28``.
+evidence comment, updated in place), and GraphQL's ``enablePullRequestAutoMerge`` (auto-merge exists there only;
+the contract tests validate it against GitHub's published schema, npm ``@octokit/graphql-schema``).
+Authentication is ``Authorization: Bearer <token>`` with ``X-GitHub-Api-Version: 2022-11-28``.
 
 Rate limits as GitHub documents them (docs.github.com, "Rate limits for the REST API"): a 403 or 429 with
 ``x-ratelimit-remaining: 0`` waits until ``x-ratelimit-reset``; one with ``retry-after`` waits that long; a
@@ -38,6 +39,23 @@ _PAGE = 100
 _PAGES = 3  # closed pull requests looked through for a merged one: the newest 300
 _SECONDARY_WAIT = 60.0  # "wait for at least one minute" when a secondary limit names no time
 _LINK_NEXT = re.compile(r'<([^<>\s]+)>\s*;\s*rel="next"')
+
+
+# GitHub's auto-merge exists in its GraphQL API only (the REST description has no operation for it).
+_AUTO_MERGE = """
+mutation($pullRequestId: ID!, $mergeMethod: PullRequestMergeMethod) {
+  enablePullRequestAutoMerge(input: {pullRequestId: $pullRequestId, mergeMethod: $mergeMethod}) {
+    pullRequest { number autoMergeRequest { mergeMethod } }
+  }
+}
+"""
+
+
+def graphql_url(api_url: str) -> str:
+    """GitHub's GraphQL endpoint beside its REST root: ``https://api.github.com/graphql``, and
+    ``https://host/api/graphql`` for Enterprise Server (whose REST root is ``/api/v3``)."""
+    root = api_url.rstrip("/")
+    return root.removesuffix("/v3") + "/graphql" if root.endswith("/api/v3") else root + "/graphql"
 
 
 def api_root(repository_url: str) -> str:
@@ -182,6 +200,27 @@ class GitHubForge(GitHubShapedForge):
                 ok=(201,),
             )
         return opened
+
+    def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
+        data, _ = self._call("GET", f"/pulls/{int(pr.number)}", f"reading pull request #{pr.number}")
+        node = data.get("node_id") if isinstance(data, dict) else None
+        if not isinstance(node, str) or not node:
+            raise ForgeError(f"GitHub ({self.repository}): pull request #{pr.number} has no node id in the answer")
+        variables = {"pullRequestId": node, "mergeMethod": "MERGE" if merge_commit else None}
+        what = f"enabling auto-merge of #{pr.number}"
+        response = self._exchange(
+            "POST", graphql_url(self.api_url), what, json={"query": _AUTO_MERGE, "variables": variables}
+        )
+        answer = self._json(response, what)
+        errors = answer.get("errors") if isinstance(answer, dict) else None
+        if errors:
+            first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) else {}
+            detail = httpbounds.scrub(str(first.get("message") or ""), [self._token], 200)
+            hint = ' (enable "Allow auto-merge" in the repository\'s settings, or set write.auto_merge: false)'
+            raise ForgeRefusedError(
+                f"GitHub ({self.repository}): {what}: {detail or 'refused'}"
+                + (hint if "auto merge" in detail.lower() or "auto-merge" in detail.lower() else "")
+            )
 
     def _marked_comments(self, number: int) -> list[int]:
         url = f"{self.api_url}{self._path}/issues/{int(number)}/comments?per_page={_PAGE}"

@@ -7,7 +7,8 @@ tests check every request against tests/data/gitlab/merge-requests.openapi.json,
 ``GET /projects/:id/merge_requests/:iid``, ``GET /projects/:id/labels/:name`` (a missing label is named, not
 created), ``GET /users?username=`` (reviewers are asked for by id), ``POST /projects/:id/statuses/:sha``,
 ``GET/POST /projects/:id/merge_requests/:iid/notes`` and ``PUT .../notes/:note_id`` (the evidence note, updated in
-place). ``:id`` is the project's URL-encoded path, subgroups included.
+place), ``PUT /projects/:id/merge_requests/:iid/merge`` with ``auto_merge`` (GitLab 17.11 and later). ``:id`` is
+the project's URL-encoded path, subgroups included.
 Authentication is ``Authorization: Bearer <token>`` (a personal, project, group or OAuth token with the ``api``
 scope). A 429 is waited out for its ``Retry-After`` or until ``RateLimit-Reset``, inside the call's deadline.
 """
@@ -186,6 +187,14 @@ class GitLabForge(HttpForge):
             f"setting the status of {sha[:12]}",
             json=payload,
             ok=(200, 201),
+        )
+
+    def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
+        # GitLab merges by the project's merge method (merge commit, semi-linear or fast-forward): kind: branch
+        # needs a merge commit, which the project's settings decide, and the merge is checked in Git after it.
+        payload = {"auto_merge": True, "sha": pr.head_sha}
+        self._call(
+            "PUT", f"/merge_requests/{int(pr.number)}/merge", f"setting !{pr.number} to auto-merge", json=payload
         )
 
     def _marked_comments(self, number: int) -> list[int]:

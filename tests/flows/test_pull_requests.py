@@ -379,3 +379,17 @@ def test_a_branch_environment_s_pull_request_squashed_is_refused_with_the_fix(
     state = run.join(timeout=300)
     assert state.is_failed()
     assert "must be merged with a merge commit, not squashed or rebased" in str(state.message), state.message
+
+
+def test_auto_merge_lets_gitea_merge_and_the_run_verifies_it(world: SandboxWorld, forge: Gitea) -> None:
+    """``write.auto_merge``: the pull request is scheduled to merge when its required checks pass (this repository
+    requires none, so Gitea merges it at once); nobody merges by hand, and the run verifies the merge."""
+    app = forge_app(world, forge, "auto", approval=False)
+    with_write_option(app, "auto_merge: true")
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert state.is_completed(), state.message
+    assert wait_for_pull_request(forge, app, "closed")["merged"]
+    assert state.result()["merged_by"] == ADMIN  # Gitea merged it, as the token's user
+    tip = git(app.origin, "rev-parse", "main")
+    assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{tip}:apps/production/{app.name}.yaml")

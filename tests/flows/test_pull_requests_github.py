@@ -70,3 +70,21 @@ def test_contract_production_through_a_github_pull_request_is_verified_at_the_me
     assert {"pulls/list", "pulls/create", "pulls/get", "repos/create-commit-status", "issues/create-comment"} <= set(
         github.server.calls
     )
+
+
+def test_contract_auto_merge_on_github_is_asked_for_then_the_merge_is_verified(
+    world: SandboxWorld, github: GitHubHost, tmp_path: Path
+) -> None:
+    app = hosted_app(world, github, "gha", approval=False)
+    text = app.pipeline_file.read_text()
+    app.pipeline_file.write_text(
+        text.replace("      provider: github", "      provider: github\n      auto_merge: true")
+    )
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    fake = github.fake
+    number = wait_for("auto-merge to be asked for", lambda: next(iter(fake.auto_merge), 0))
+    assert fake.auto_merge == {number: None}  # the repository's merge method: a tag pipeline has no need of one
+    github.merge(app.name, number, tmp_path / "checks-passed")  # what GitHub does once the required checks pass
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message

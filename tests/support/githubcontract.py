@@ -6,14 +6,17 @@ the REST API"), which the description does not declare per operation."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from graphql import GraphQLError, GraphQLSchema, build_schema, execute, parse, validate
 
 from sandbox.gitserve import serve_git_over_http
 from tests.support.forgehost import ServedForgeHost
@@ -24,11 +27,10 @@ DOCS = "https://docs.github.com/rest"
 OWNER, REPO = "acme", "gitops"
 
 
-@cache
-def github_description() -> Description:
-    """GitHub's REST API description (hack/fetch-api-descriptions: npm @octokit/openapi, once per machine)."""
+def _fetched(what: str) -> Path:
+    """A published description, fetched once per machine by hack/fetch-api-descriptions (npm)."""
     done = subprocess.run(
-        [str(ROOT / "hack" / "fetch-api-descriptions"), "github"],
+        [str(ROOT / "hack" / "fetch-api-descriptions"), what],
         capture_output=True,
         text=True,
         timeout=600,
@@ -36,10 +38,24 @@ def github_description() -> Description:
     )
     if done.returncode != 0:
         raise RuntimeError(
-            "the GitHub contract tests need GitHub's API description (hack/fetch-api-descriptions github, which "
-            f"needs npm and the npm registry): {done.stderr[-1500:]}"
+            f"the GitHub contract tests need GitHub's published description (hack/fetch-api-descriptions {what}, "
+            f"which needs npm and the npm registry): {done.stderr[-1500:]}"
         )
-    return Description(Path(done.stdout.strip().splitlines()[-1]))
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@cache
+def github_description() -> Description:
+    """GitHub's REST API description (npm @octokit/openapi)."""
+    return Description(_fetched("github"))
+
+
+@cache
+def github_graphql_schema() -> GraphQLSchema:
+    """GitHub's GraphQL schema (npm @octokit/graphql-schema): auto-merge exists there only. The published schema
+    defines two fields of EnterpriseOwnerInfo twice, which strict SDL validation refuses: built as GitHub serves it
+    (the queries sent to it are still validated against it)."""
+    return build_schema(_fetched("github-graphql").read_text(), assume_valid_sdl=True)
 
 
 def _error(status: int, message: str, **headers: str) -> Answer:
@@ -62,6 +78,8 @@ class FakeGitHub:
     throttle: list[Answer] = field(default_factory=list)  # answered, in order, before anything else
     next_link: str | None = None  # a Link rel="next" to answer a list with instead of the real next page
     git_root: Path | None = None  # where the repositories are (<root>/<owner>/<repo>.git), when they are real
+    allow_auto_merge: bool = True  # the repository setting "Allow auto-merge"
+    auto_merge: dict[int, str | None] = field(default_factory=dict)  # number -> merge method asked for (None: default)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- the repository's state, as a test sets it ----------------------------------------------------------
@@ -120,6 +138,7 @@ class FakeGitHub:
         html = f"https://github.com/{OWNER}/{pull['repo']}/pull/{number}"
         body |= {
             "number": number,
+            "node_id": f"PR_{number}",
             "state": pull["state"],
             "title": pull["title"],
             "body": pull["body"],
@@ -226,6 +245,43 @@ class FakeGitHub:
             headers["Link"] = f'<{next_page}>; rel="next"'
         return Answer(200, [self._pull_body(p, "pulls/list", "200") for p in items], headers)
 
+    # --- GraphQL: checked against GitHub's schema, answered by executing the query on it ---------------------
+
+    def graphql(self, headers: dict[str, str], raw: bytes, server: ContractServer) -> Answer:
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return _error(401, "Bad credentials")
+        try:
+            body = json.loads(raw)
+            document = parse(body["query"])
+        except (ValueError, KeyError, TypeError, GraphQLError) as exc:
+            server.violate(f"POST /graphql: not a GraphQL request: {str(exc)[:200]}")
+            return Answer(400, {"message": "Problems parsing JSON"})
+        schema = github_graphql_schema()
+        problems = [e.message for e in validate(schema, document)]
+        if problems:
+            for problem in problems:
+                server.violate(f"POST /graphql: {problem[:300]}")
+            return Answer(200, {"errors": [{"message": p} for p in problems]})
+        result = execute(schema, document, root_value=self, variable_values=body.get("variables"))
+        if isinstance(result, Awaitable):  # pragma: no cover - synchronous resolvers only
+            raise TypeError("asynchronous GraphQL execution")
+        for error in result.errors or []:
+            if not error.message.startswith("Pull request Auto merge is not allowed"):
+                server.violate(f"POST /graphql: {error.message[:300]}")
+        answer: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            answer["errors"] = [{"type": "UNPROCESSABLE", "message": e.message} for e in result.errors]
+        return Answer(200, answer)
+
+    def enablePullRequestAutoMerge(self, info: Any, input: dict[str, Any]) -> dict[str, Any]:  # noqa: N802
+        """The mutation's resolver (graphql-core calls the root value's attribute of the field's name)."""
+        number = int(str(input["pullRequestId"]).removeprefix("PR_"))
+        if not self.allow_auto_merge:
+            raise GraphQLError("Pull request Auto merge is not allowed for this repository")
+        self.auto_merge[number] = input.get("mergeMethod")
+        method = input.get("mergeMethod") or "MERGE"  # the repository's default, as this stand-in has it
+        return {"pullRequest": {"number": number, "autoMergeRequest": {"mergeMethod": method}}}
+
 
 @contextmanager
 def serve_github(token: str) -> Iterator[tuple[FakeGitHub, ContractServer]]:
@@ -241,7 +297,13 @@ def serve_github(token: str) -> Iterator[tuple[FakeGitHub, ContractServer]]:
     # Rate limits and refused tokens are documented for every operation but declared for few: a basic-error.
     error = {"$ref": "#/components/schemas/basic-error"}
     global_answers = {401: error, 403: error, 429: error}
-    with serve_contract(description, fake.handle, required_headers=headers, global_answers=global_answers) as server:
+    with serve_contract(
+        description,
+        fake.handle,
+        required_headers=headers,
+        global_answers=global_answers,
+        beside={("POST", "/graphql"): fake.graphql},
+    ) as server:
         fake.url = server.url
         yield fake, server
 

@@ -150,6 +150,15 @@ class FakeGitLab:
                 sha=self._head(project, body["source_branch"]) or f"{len(self.merge_requests) + 1:040x}",
             )
             return Answer(201, self._body(project, self.merge_requests[(project, iid)], op, "201"))
+        if op == "mergeRequests/merge":
+            mr = self.merge_requests.get((project, int(path["merge_request_iid"])))
+            if mr is None:
+                return _error(404, "404 Not found")
+            body = request.body or {}
+            if body.get("sha") not in (None, mr["sha"]):
+                return _error(409, "SHA does not match HEAD of source branch")
+            mr["auto_merge"] = bool(body.get("auto_merge"))
+            return Answer(200, self._body(project, mr, "mergeRequests/get", "200"))
         if op == "labels/get":
             name = unquote(str(path["label_id"]))
             if name not in self.labels:

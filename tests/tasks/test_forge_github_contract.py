@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tasks.forges.base import EVIDENCE_MARKER, ForgeAuthError, ForgeRefusedError, TransientForgeError
-from tasks.forges.github import GitHubForge, api_root
+from tasks.forges.github import GitHubForge, api_root, graphql_url
 from tests.support.githubcontract import OWNER, REPO, FakeGitHub, serve_github
 from tests.support.openapi import Answer, ContractServer
 
@@ -168,6 +168,25 @@ def test_a_github_pipeline_gets_the_github_client_at_github_s_api(monkeypatch: p
     forge = forge_for(pipeline, pipeline.environments[-1])
     assert isinstance(forge, GitHubForge)
     assert (forge.api_url, forge.repository) == ("https://api.github.com", "platform/app-gitops")
+
+
+def test_contract_auto_merge_through_github_s_graphql_api(github: tuple[FakeGitHub, ContractServer]) -> None:
+    """Auto-merge exists in GitHub's GraphQL API only: the mutation is validated against GitHub's published schema
+    (npm @octokit/graphql-schema) and executed on it."""
+    fake, _ = github
+    forge = client(fake)
+    first, second = fake.add_pull("promote/a"), fake.add_pull("promote/b")
+    forge.enable_auto_merge(forge.pull_request(first), merge_commit=True)
+    forge.enable_auto_merge(forge.pull_request(second), merge_commit=False)
+    assert fake.auto_merge == {first: "MERGE", second: None}  # a merge commit where asked, else the default
+    fake.allow_auto_merge = False
+    with pytest.raises(ForgeRefusedError, match=r"not allowed for this repository.*Allow auto-merge"):
+        forge.enable_auto_merge(forge.pull_request(first), merge_commit=True)
+
+
+def test_the_graphql_endpoint_of_github_and_of_enterprise_server() -> None:
+    assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
+    assert graphql_url("https://git.example.com/api/v3") == "https://git.example.com/api/graphql"
 
 
 def test_the_api_root_of_github_and_of_enterprise_server() -> None:

@@ -105,6 +105,17 @@ def test_contract_a_missing_label_or_reviewer_is_named_and_nothing_is_opened(
     assert fake.merge_requests == {}
 
 
+def test_contract_auto_merge_sets_the_merge_request_to_merge_when_its_checks_pass(
+    gitlab: tuple[FakeGitLab, ContractServer],
+) -> None:
+    fake, server = gitlab
+    iid = fake.add(PROJECT, "promote/x", sha="f" * 40)
+    forge = client(fake)
+    forge.enable_auto_merge(forge.pull_request(iid), merge_commit=True)
+    assert fake.merge_requests[(PROJECT, iid)]["auto_merge"] is True
+    assert "mergeRequests/merge" in server.calls
+
+
 def test_contract_a_conflicting_merge_request_is_not_mergeable(gitlab: tuple[FakeGitLab, ContractServer]) -> None:
     fake, _ = gitlab
     iid = fake.add(PROJECT, "promote/x", detailed_merge_status="conflict")
