@@ -183,7 +183,7 @@ def through_pull_request(
         crash_point("after-pull-request")
         if pr.state == "open" and env.write.auto_merge and pinned is None:
             # Once, when it is opened: the forge merges it when its required checks pass; we still wait for it.
-            forge.enable_auto_merge(pr, merge_commit=env.tracks.kind == "branch")
+            forge.enable_auto_merge(pr, merge_commit=strategy_for(env).needs_merge_commit)
             log(f"[{env.name}] {pr.short()} will be merged by the forge once its required checks pass")
             pr = read_pull_request(forge, pr.number)  # Gitea merges at once when nothing is required
         if pr.state == "open":

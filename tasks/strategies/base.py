@@ -142,6 +142,9 @@ class Strategy(ABC):
     """One tracking kind. Stateless: every method takes the connections and the environment."""
 
     kind: str
+    # Whether a pull request of this kind must be merged with a merge commit (what a forge's auto-merge is asked
+    # for): the verified upstream commit must become part of the branch's history.
+    needs_merge_commit: bool = False
 
     @abstractmethod
     def current(self, conn: Connections, env: Environment) -> str | None:

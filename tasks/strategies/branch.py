@@ -74,6 +74,7 @@ def newest_verified_commit(repo: GitRepository, pipeline: str, upstream: Environ
 
 class BranchStrategy(Strategy):
     kind = "branch"
+    needs_merge_commit = True
 
     def current(self, conn: Connections, env: Environment) -> str | None:
         return conn.repo.resolve(_tracks(env).branch)
