@@ -110,7 +110,8 @@ class ClusterBinaries:
         components = [*COMPONENTS, *([ARGOCD_COMPONENT] if argocd else [])]
         if argocd and shutil.which("redis-server") is None:
             raise ClusterBinariesUnavailableError(
-                "Argo CD needs redis-server (Debian: apt-get install redis-server); .ci/run installs it"
+                "Argo CD needs redis-server (Debian: apt-get install redis-server); .ci/run installs it, and so does "
+                "hack/sandbox when it runs as root (or run hack/sandbox --controllers simulated)"
             )
         returncode, stdout, stderr_tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), *components], REPO_ROOT)
         lines = stdout.strip().splitlines()
