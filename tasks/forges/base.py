@@ -133,8 +133,18 @@ class Forge(ABC):
     def _add_comment(self, number: int, body: str) -> None: ...
 
 
-def marked(body: object) -> bool:
-    return isinstance(body, str) and body.startswith(EVIDENCE_MARKER)
+def marked_ids(comments: object) -> list[int]:
+    """The ids of the comments (a forge's JSON list) whose body starts with :data:`EVIDENCE_MARKER`, in the order
+    given; system notes (GitLab's record of events) are never ours."""
+    return [
+        c["id"]
+        for c in (comments if isinstance(comments, list) else [])
+        if isinstance(c, dict)
+        and isinstance(c.get("id"), int)
+        and not c.get("system")
+        and isinstance(c.get("body"), str)
+        and c["body"].startswith(EVIDENCE_MARKER)
+    ]
 
 
 def status_description(text: str) -> str:

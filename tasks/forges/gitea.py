@@ -21,7 +21,7 @@ from tasks.forges.base import (
     ForgeError,
     ForgeRefusedError,
     PullRequest,
-    marked,
+    marked_ids,
 )
 from tasks.forges.http import GitHubShapedForge
 
@@ -41,23 +41,6 @@ class GiteaForge(GitHubShapedForge):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self._token}", "Accept": "application/json"}
 
-    def _call(
-        self,
-        method: str,
-        path: str,
-        what: str,
-        *,
-        json: Any = None,
-        ok: tuple[int, ...] = (200,),
-        not_yet: bool = False,
-    ) -> Any:
-        """One bounded exchange (:meth:`HttpForge._exchange`); the JSON answer. Gitea takes a push into its branch
-        table asynchronously: a pull request opened right after its branch was pushed is refused for about 1 s
-        (``not_yet``)."""
-        url = f"{self.api_url}{self._path}{path}"
-        response = self._exchange(method, url, what, json=json, ok=ok, not_yet=not_yet)
-        return self._json(response, what)
-
     def _refusal(self, response: httpbounds.Response, what: str) -> ForgeError:
         status = response.status_code
         if status in (401, 403):
@@ -76,7 +59,7 @@ class GiteaForge(GitHubShapedForge):
 
     def _list(self, state: str, base: str, page: int, sort: str) -> list[PullRequest]:
         query = f"?state={state}&base_branch={quote(base, safe='')}&sort={sort}&page={page}&limit={_PAGE}"
-        data = self._call("GET", f"/pulls{query}", f"listing {state} pull requests into {base}")
+        data = self._send("GET", f"/pulls{query}", f"listing {state} pull requests into {base}")
         if not isinstance(data, list):
             raise ForgeError(f"Gitea ({self.repository}): the pull request list is not a list")
         return [self._pull(item) for item in data]
@@ -99,14 +82,14 @@ class GiteaForge(GitHubShapedForge):
         return None
 
     def pull_request(self, number: int) -> PullRequest:
-        return self._pull(self._call("GET", f"/pulls/{int(number)}", f"reading pull request #{number}"))
+        return self._pull(self._send("GET", f"/pulls/{int(number)}", f"reading pull request #{number}"))
 
     def _label_ids(self, names: Sequence[str]) -> list[int]:
         if not names:
             return []
         known: dict[str, int] = {}
         for page in range(1, 11):
-            data = self._call("GET", f"/labels?page={page}&limit={_PAGE}", "listing the repository's labels")
+            data = self._send("GET", f"/labels?page={page}&limit={_PAGE}", "listing the repository's labels")
             items = data if isinstance(data, list) else []
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("id"), int):
@@ -133,7 +116,7 @@ class GiteaForge(GitHubShapedForge):
             payload["labels"] = self._label_ids(labels)
         if reviewers:
             payload["reviewers"] = list(reviewers)
-        data = self._call(
+        data = self._send(
             "POST", "/pulls", f"opening a pull request from {head} into {base}", json=payload, ok=(201,), not_yet=True
         )
         return self._pull(data)
@@ -143,13 +126,8 @@ class GiteaForge(GitHubShapedForge):
         # it has none); a merge commit unless the repository allows only another style.
         payload = {"Do": "merge", "merge_when_checks_succeed": True, "head_commit_id": pr.head_sha}
         what = f"scheduling the merge of #{pr.number}"
-        self._call("POST", f"/pulls/{int(pr.number)}/merge", what, json=payload, ok=(200, 201))  # 200: merged at once
+        self._send("POST", f"/pulls/{int(pr.number)}/merge", what, json=payload, ok=(200, 201))  # 200: merged at once
 
     def _marked_comments(self, number: int) -> list[int]:
-        data = self._call("GET", f"/issues/{int(number)}/comments", f"reading the comments of #{number}")
-        found = [
-            c["id"]
-            for c in data or []
-            if isinstance(c, dict) and isinstance(c.get("id"), int) and marked(c.get("body"))
-        ]
-        return found[::-1]
+        data = self._send("GET", f"/issues/{int(number)}/comments", f"reading the comments of #{number}")
+        return marked_ids(data)[::-1]

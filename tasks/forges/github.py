@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -29,7 +29,7 @@ from tasks.forges.base import (
     ForgeError,
     ForgeRefusedError,
     PullRequest,
-    marked,
+    marked_ids,
 )
 from tasks.forges.http import GitHubShapedForge
 
@@ -144,18 +144,23 @@ class GitHubForge(GitHubShapedForge):
                 "per_page": _PAGE,
             }
         )
-        url = f"{self.api_url}{self._path}/pulls?{query}"
+        what = f"listing {state} pull requests from {head} into {base}"
         found: list[PullRequest] = []
-        for _ in range(_PAGES):
-            data, response = self._call("GET", url, f"listing {state} pull requests from {head} into {base}")
-            if not isinstance(data, list):
-                raise ForgeError(f"GitHub ({self.repository}): the pull request list is not a list")
+        for data in self._paged(f"{self.api_url}{self._path}/pulls?{query}", what):
             found += [self._pull(item) for item in data]
+        return found
+
+    def _paged(self, url: str, what: str) -> Iterator[list[Any]]:
+        """Each page of the list at ``url``, at most ``_PAGES``, following ``Link: rel="next"``."""
+        for _ in range(_PAGES):
+            data, response = self._call("GET", url, what)
+            if not isinstance(data, list):
+                raise ForgeError(f"GitHub ({self.repository}): {what}: the answer is not a list")
+            yield data
             match = _LINK_NEXT.search(response.headers.get("link", ""))
             if match is None or not match.group(1).startswith(self.api_url + "/"):
                 break  # the last page, or a link elsewhere (followed nowhere: the token goes only to the API)
             url = match.group(1)
-        return found
 
     def find_pull_request(self, head: str, base: str) -> PullRequest | None:
         opened = [pr for pr in self._pages("open", head, base) if pr.head == head]
@@ -225,15 +230,6 @@ class GitHubForge(GitHubShapedForge):
     def _marked_comments(self, number: int) -> list[int]:
         url = f"{self.api_url}{self._path}/issues/{int(number)}/comments?per_page={_PAGE}"
         found: list[int] = []
-        for _ in range(_PAGES):
-            data, response = self._call("GET", url, f"reading the comments of #{number}")
-            found += [
-                c["id"]
-                for c in data or []
-                if isinstance(c, dict) and isinstance(c.get("id"), int) and marked(c.get("body"))
-            ]
-            match = _LINK_NEXT.search(response.headers.get("link", ""))
-            if match is None or not match.group(1).startswith(self.api_url + "/"):
-                break
-            url = match.group(1)
+        for data in self._paged(url, f"reading the comments of #{number}"):
+            found += marked_ids(data)
         return found[::-1]

@@ -28,7 +28,7 @@ from tasks.forges.base import (
     ForgeRefusedError,
     PullRequest,
     PullRequestState,
-    marked,
+    marked_ids,
     status_description,
 )
 from tasks.forges.http import HttpForge
@@ -85,12 +85,6 @@ class GitLabForge(HttpForge):
         suffix = f": {detail}" if detail else ""
         return ForgeRefusedError(f"GitLab ({self.repository}): {what}: HTTP {status}{suffix}")
 
-    def _call(
-        self, method: str, path: str, what: str, *, json: Any = None, ok: tuple[int, ...] = (200,), project: bool = True
-    ) -> Any:
-        url = f"{self.api_url}{self._path if project else ''}{path}"
-        return self._json(self._exchange(method, url, what, json=json, ok=ok), what)
-
     # --- merge requests ------------------------------------------------------------------------------------
 
     def _pull(self, data: Any) -> PullRequest:
@@ -127,7 +121,7 @@ class GitLabForge(HttpForge):
                 "per_page": _PAGE,
             }
         )
-        data = self._call("GET", f"/merge_requests?{query}", f"listing {state} merge requests from {head} into {base}")
+        data = self._send("GET", f"/merge_requests?{query}", f"listing {state} merge requests from {head} into {base}")
         if not isinstance(data, list):
             raise ForgeError(f"GitLab ({self.repository}): the merge request list is not a list")
         found = [self._pull(item) for item in data]
@@ -137,13 +131,14 @@ class GitLabForge(HttpForge):
         return self._find("opened", head, base) or self._find("merged", head, base)
 
     def pull_request(self, number: int) -> PullRequest:
-        return self._pull(self._call("GET", f"/merge_requests/{int(number)}", f"reading merge request !{number}"))
+        return self._pull(self._send("GET", f"/merge_requests/{int(number)}", f"reading merge request !{number}"))
 
     def _user_ids(self, usernames: Sequence[str]) -> list[int]:
         ids = []
         for username in usernames:
             query = urlencode({"username": username})
-            data = self._call("GET", f"/users?{query}", f"looking up user {username[:50]!r}", project=False)
+            what = f"looking up user {username[:50]!r}"
+            data = self._json(self._exchange("GET", f"{self.api_url}/users?{query}", what), what)
             match = [u for u in data or [] if isinstance(u, dict) and u.get("username") == username]
             if not match or not isinstance(match[0].get("id"), int):
                 raise ForgeRefusedError(
@@ -168,7 +163,7 @@ class GitLabForge(HttpForge):
             payload["labels"] = ",".join(labels)
         if reviewers:
             payload["reviewer_ids"] = self._user_ids(reviewers)
-        data = self._call(
+        data = self._send(
             "POST", "/merge_requests", f"opening a merge request from {head} into {base}", json=payload, ok=(201,)
         )
         return self._pull(data)
@@ -181,7 +176,7 @@ class GitLabForge(HttpForge):
         }
         if target_url:
             payload["target_url"] = target_url
-        self._call(
+        self._send(
             "POST",
             f"/statuses/{quote(sha, safe='')}",
             f"setting the status of {sha[:12]}",
@@ -193,21 +188,17 @@ class GitLabForge(HttpForge):
         # GitLab merges by the project's merge method (merge commit, semi-linear or fast-forward): kind: branch
         # needs a merge commit, which the project's settings decide, and the merge is checked in Git after it.
         payload = {"auto_merge": True, "sha": pr.head_sha}
-        self._call(
+        self._send(
             "PUT", f"/merge_requests/{int(pr.number)}/merge", f"setting !{pr.number} to auto-merge", json=payload
         )
 
     def _marked_comments(self, number: int) -> list[int]:
         query = urlencode({"sort": "desc", "order_by": "created_at", "per_page": _PAGE})
-        data = self._call("GET", f"/merge_requests/{int(number)}/notes?{query}", f"reading the notes of !{number}")
-        return [
-            n["id"]
-            for n in data or []
-            if isinstance(n, dict) and isinstance(n.get("id"), int) and not n.get("system") and marked(n.get("body"))
-        ]
+        data = self._send("GET", f"/merge_requests/{int(number)}/notes?{query}", f"reading the notes of !{number}")
+        return marked_ids(data)
 
     def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
-        self._call(
+        self._send(
             "PUT",
             f"/merge_requests/{int(number)}/notes/{int(comment_id)}",
             f"updating the note on !{number}",
@@ -215,7 +206,7 @@ class GitLabForge(HttpForge):
         )
 
     def _add_comment(self, number: int, body: str) -> None:
-        self._call(
+        self._send(
             "POST",
             f"/merge_requests/{int(number)}/notes",
             f"commenting on !{number}",

@@ -180,9 +180,19 @@ class HttpForge(Forge):
         if missing:
             raise self._no_labels(missing)
 
-    def _send(self, method: str, path: str, what: str, *, json: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        json: Any = None,
+        ok: tuple[int, ...] = (200,),
+        not_yet: bool = False,
+    ) -> Any:
         """One exchange with ``path`` under the repository's API path; the JSON answer."""
-        return self._json(self._exchange(method, f"{self.api_url}{self._path}{path}", what, json=json, ok=ok), what)
+        url = f"{self.api_url}{self._path}{path}"
+        return self._json(self._exchange(method, url, what, json=json, ok=ok, not_yet=not_yet), what)
 
 
 class GitHubShapedForge(HttpForge):
