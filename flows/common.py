@@ -7,7 +7,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -171,13 +171,14 @@ def _touched(report: PromotionReport) -> bool:
     return not report.dry_run and any(done)
 
 
-def publish_board(conn: Connections) -> None:
+def publish_board(conn: Connections, notes: Mapping[str, str] | None = None) -> None:
     """Rewrite the pipeline's "what runs where" table artifact from Git (tasks/board.py), as ``promote status``
-    prints it. Never raises: the promotion's outcome is in Git already; a missing board is only logged."""
+    prints it; ``notes``: what a run knows beyond Git, per environment (a pull request waiting and its checks).
+    Never raises: the promotion's outcome is in Git already; a missing board is only logged."""
     key = board.board_key(conn.pipeline.name)
     try:
         conn.repo.fetch()  # another environment's run may have moved the branch or the notes meanwhile
-        rows = board.board_rows(conn.repo, conn.pipeline)
+        rows = board.with_notes(board.board_rows(conn.repo, conn.pipeline), notes or {})
         create_table_artifact(
             key=key,
             table=[{k: md.cell(v) for k, v in row.items()} for row in board.board_table(rows)],

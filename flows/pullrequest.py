@@ -20,13 +20,22 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.common import crash_point, tell
+from flows.common import crash_point, publish_board, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import markdown as md
 from tasks.approval import pin_candidate, suspendable
 from tasks.connections import Connections
-from tasks.forges.base import EVIDENCE_MARKER, CommitState, Forge, ForgeError, PullRequest
+from tasks.forges.base import (
+    EVIDENCE_MARKER,
+    GATE_CONTEXTS,
+    Check,
+    CommitState,
+    Forge,
+    ForgeError,
+    PullRequest,
+    checks_summary,
+)
 from tasks.locks import EnvironmentLock
 from tasks.merges import PIN_PREFIX, pause_key_prefix
 from tasks.proposals import ProposalError, Proposed, merged_write, propose, wait_for_decision
@@ -121,7 +130,14 @@ def _next_pause_key(prefix: str) -> str:
 
 
 def wait_for_merge(
-    conn: Connections, forge: Forge, env: Environment, cand: Candidate, pr: PullRequest, lock: EnvironmentLock
+    conn: Connections,
+    forge: Forge,
+    env: Environment,
+    cand: Candidate,
+    pr: PullRequest,
+    lock: EnvironmentLock,
+    *,
+    on_wait: Callable[[], None] | None = None,
 ) -> PullRequest:
     """Suspend until ``pr`` is merged or closed (raises Prefect's Pause: the run ends here and re-runs from the
     top once resumed), or, where the run cannot be suspended, wait in the process."""
@@ -143,7 +159,7 @@ def wait_for_merge(
         return read_pull_request(forge, pr.number)
     log = get_run_logger().info
     log(f"[{env.name}] waiting in this process for {pr.short()} to be merged or closed: {pr.url}")
-    return wait_for_decision(forge, pr.number, seconds, log, poll_seconds=poll_seconds())
+    return wait_for_decision(forge, pr.number, seconds, log, poll_seconds=poll_seconds(), on_wait=on_wait)
 
 
 def through_pull_request(
@@ -189,15 +205,12 @@ def through_pull_request(
         if pr.state == "open":
             if pinned is None:
                 tell(conn, f"{conn.pipeline.name}: {cand.label} waits for the merge of {pr.short()} into {env.name}")
-            _status(forge, pr.head_sha, "pending", f"waiting for the merge, then verifying {env.name}")
-            _evidence(
-                forge,
-                env,
-                pr,
-                merge=f"waiting: merge it into {pr.base} to promote {cand.label}",
-                verification="after the merge",
-            )
-            pr = wait_for_merge(conn, forge, env, cand, pr, lock)
+            upstream = conn.pipeline.upstream_of(env)
+            for context, state, text in gate_statuses(env, report, upstream.name if upstream else None):
+                _status(forge, pr.head_sha, state, text, context=context)
+            watch = ChecksWatch(conn, forge, env, cand, pr)
+            watch.look()
+            pr = wait_for_merge(conn, forge, env, cand, pr, lock, on_wait=watch.look)
     report.pull_request = pr.url
     if pr.state == "closed":
         raise PullRequestClosedError(
@@ -219,15 +232,76 @@ def run_url() -> str | None:
     return str(url) if url else None
 
 
-def _status(forge: Forge, sha: str, state: CommitState, description: str) -> None:
+def _status(
+    forge: Forge, sha: str, state: CommitState, description: str, *, context: str = GATE_CONTEXTS["verification"]
+) -> None:
     """A commit status; a forge that refuses it does not stop the promotion (it is a report, not a step)."""
     try:
-        forge.set_commit_status(sha, state, description, run_url())
+        forge.set_commit_status(sha, state, description, run_url(), context=context)
     except ForgeError as exc:
-        get_run_logger().warning(f"could not set the commit status of {sha[:12]}: {exc}")
+        get_run_logger().warning(f"could not set the status {context} of {sha[:12]}: {exc}")
 
 
-def evidence_text(env: Environment, pr: PullRequest, *, merge: str, verification: str, link: str | None) -> str:
+def gate_statuses(
+    env: Environment, report: PromotionReport, upstream: str | None
+) -> list[tuple[str, CommitState, str]]:
+    """What each of the environment's gates decided, as (context, state, description) for the pull request's
+    head. Every one let the promotion through (else there would be no pull request); gates the environment does
+    not have get no status. Verification comes after the merge (:func:`report_outcome`)."""
+    if report.override:
+        freeze = f"held ({report.held or 'a hold'}), overridden by {report.override}"
+    elif report.held:
+        freeze = f"passed once the hold ended ({report.held})"
+    else:
+        freeze = "no freeze or window held it when the pull request was opened"
+    statuses: list[tuple[str, CommitState, str]] = [(GATE_CONTEXTS["freeze"], "success", freeze)]
+    if env.gate.min_soak is not None:
+        statuses.append((GATE_CONTEXTS["soak"], "success", f"soaked at least {env.gate.min_soak} in {upstream}"))
+    if env.gate.approval:
+        by = f"approved by {report.approver}" if report.approver else "approved"
+        statuses.append((GATE_CONTEXTS["approval"], "success", by))
+    return statuses
+
+
+class ChecksWatch:
+    """The pull request's own checks while the promotion waits for its merge (the forge merges it only once its
+    required ones pass, whether a person or auto-merge does): what they say now goes into the evidence comment,
+    the board's note and the log whenever it changes, so a promotion stuck on a failing check says which."""
+
+    def __init__(self, conn: Connections, forge: Forge, env: Environment, cand: Candidate, pr: PullRequest) -> None:
+        self.conn, self.forge, self.env, self.cand, self.pr = conn, forge, env, cand, pr
+        self.seen: str | None = None
+
+    def look(self) -> None:
+        try:
+            checks: list[Check] | None = self.forge.checks(self.pr.head_sha)
+        except ForgeError as exc:
+            get_run_logger().warning(f"could not read the checks of {self.pr.short()}: {exc}")
+            checks = None
+        summary = checks_summary(checks) if checks is not None else "could not be read"
+        if summary == self.seen:
+            return
+        self.seen = summary
+        env, pr = self.env, self.pr
+        failing = checks is not None and any(c.state == "failure" for c in checks)
+        say = get_run_logger().warning if failing else get_run_logger().info
+        say(f"[{env.name}] checks of {pr.short()}: {summary}")
+        if failing and env.write.auto_merge:
+            say(f"[{env.name}] the forge will not merge {pr.short()} by itself while a required check fails")
+        _evidence(
+            self.forge,
+            env,
+            pr,
+            merge=f"waiting: merge it into {pr.base} to promote {self.cand.label}",
+            verification="after the merge",
+            checks=summary,
+        )
+        publish_board(self.conn, notes={env.name: f"waiting for the merge of {pr.short()}; checks: {summary}"})
+
+
+def evidence_text(
+    env: Environment, pr: PullRequest, *, merge: str, verification: str, link: str | None, checks: str | None = None
+) -> str:
     """The promotion's evidence comment: where the pull request's promotion stands, one row per step."""
     lines = [
         EVIDENCE_MARKER,
@@ -235,6 +309,10 @@ def evidence_text(env: Environment, pr: PullRequest, *, merge: str, verification
         "",
         "| step | state |",
         "|---|---|",
+    ]
+    if checks is not None:
+        lines.append(f"| checks | {md.cell(checks, 300)} |")
+    lines += [
         f"| merge | {md.cell(merge, 300)} |",
         f"| verification | {md.cell(verification, 1000)} |",
     ]
@@ -247,9 +325,11 @@ def _merged(pr: PullRequest, commit: str) -> str:
     return f"merged by {pr.merged_by or 'someone'} as {commit[:12]}"
 
 
-def _evidence(forge: Forge, env: Environment, pr: PullRequest, *, merge: str, verification: str) -> None:
+def _evidence(
+    forge: Forge, env: Environment, pr: PullRequest, *, merge: str, verification: str, checks: str | None = None
+) -> None:
     """Write the evidence comment (updated in place); a forge that refuses it does not stop the promotion."""
-    body = evidence_text(env, pr, merge=merge, verification=verification, link=run_url())
+    body = evidence_text(env, pr, merge=merge, verification=verification, link=run_url(), checks=checks)
     try:
         forge.comment(pr.number, body)
     except ForgeError as exc:
@@ -257,13 +337,20 @@ def _evidence(forge: Forge, env: Environment, pr: PullRequest, *, merge: str, ve
 
 
 def report_outcome(forge: Forge, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
-    """The verification's outcome on the forge: a commit status on the merge, and the evidence comment."""
-    _status(forge, commit, "success" if ok else "failure", text)
+    """The verification's outcome on the forge: the verification status on the merge commit and on the pull
+    request's head (where the pull request's page shows it), and the evidence comment."""
+    state: CommitState = "success" if ok else "failure"
+    _status(forge, commit, state, text)
+    if pr.head_sha and pr.head_sha != commit:
+        _status(forge, pr.head_sha, state, text)
     outcome = f"{'Verified' if ok else 'Failed'}: {text}"
     _evidence(forge, env, pr, merge=_merged(pr, commit), verification=outcome)
 
 
 def report_pending(forge: Forge, env: Environment, pr: PullRequest, commit: str) -> None:
+    """Verification has begun: pending on the merge commit. Never pending on an open pull request's head: GitLab
+    counts our statuses into the head's pipeline, and a pending one there would keep a project whose merge requests
+    need a passed pipeline from merging it at all."""
     _status(forge, commit, "pending", f"verifying {env.name}")
     _evidence(forge, env, pr, merge=_merged(pr, commit), verification=f"running: verifying {env.name} at {commit[:12]}")
 

@@ -14,8 +14,10 @@ evidence does not name was written by someone else: the row says so instead of g
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -141,6 +143,17 @@ def board_rows(repo: GitRepository, pipeline: Pipeline) -> list[BoardRow]:
             continue
         rows.append(_row(repo, pipeline, env, version, records, tags))
     return rows
+
+
+def with_notes(rows: list[BoardRow], notes: Mapping[str, str]) -> list[BoardRow]:
+    """``rows`` with a note of the caller's put before each named environment's own (what a run knows beyond Git:
+    the pull request it waits for, and that pull request's checks)."""
+    return [
+        dataclasses.replace(row, note="; ".join(n for n in (notes[row.environment], row.note) if n))
+        if notes.get(row.environment)
+        else row
+        for row in rows
+    ]
 
 
 # --- rendering: the artifact's table and the command line's text are the same cells ---------------------

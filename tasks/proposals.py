@@ -204,12 +204,15 @@ def wait_for_decision(
     log: Callable[[str], None],
     *,
     poll_seconds: float = 10.0,
+    on_wait: Callable[[], None] | None = None,
 ) -> PullRequest:
     """Ask the forge every ``poll_seconds`` until pull request ``number`` is merged or closed, at most
     ``seconds``; the process waits (a run that cannot be suspended, a rollback). Says where it stands every
-    minute. Raises :class:`ProposalError` when the time is up."""
+    minute; ``on_wait()`` runs while it is open, every third poll (the checks' watch: one more read of the
+    forge, kept rarer than the pull request's own for the forge's rate limits).
+    Raises :class:`ProposalError` when the time is up."""
     deadline = time.monotonic() + seconds
-    said = time.monotonic()
+    said = watched = time.monotonic()
     while True:
         try:
             pr = forge.pull_request(number)
@@ -223,6 +226,9 @@ def wait_for_decision(
                 f"pull request #{number} was not merged within {seconds / 60:.0f} minutes: nothing was verified; "
                 "merge it and run the promotion again, or close it"
             )
+        if on_wait is not None and time.monotonic() - watched >= 3 * poll_seconds:
+            watched = time.monotonic()
+            on_wait()
         if time.monotonic() - said >= 60:
             said = time.monotonic()
             left = (deadline - time.monotonic()) / 60

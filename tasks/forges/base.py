@@ -6,7 +6,10 @@ add one module each). The promotion needs these from it, nothing more:
 * :meth:`Forge.find_pull_request` / :meth:`Forge.pull_request`: the promotion's pull request, by its head
   branch or its number, with its state (open, merged, closed) and, once merged, the commit it left on the base;
 * :meth:`Forge.open_pull_request`: open one, with labels and reviewers;
-* :meth:`Forge.set_commit_status`: pending / success / failure on a commit, with a link to the run;
+* :meth:`Forge.set_commit_status`: pending / success / failure on a commit under one of our contexts
+  (``gitops-promote/<gate>``: one per gate, see :data:`GATE_CONTEXTS`), with a link to the run;
+* :meth:`Forge.checks`: the forge's own checks on a commit (CI statuses and, on GitHub, check runs), ours left out:
+  what the forge waits for before it lets the pull request merge, shown while the promotion waits;
 * :meth:`Forge.enable_auto_merge`: ask the forge to merge once the required checks pass (``write.auto_merge``);
 * :meth:`Forge.comment`: the promotion's one evidence comment on the pull request, written when the pull request
   waits and updated in place as it is merged and verified (found again by :data:`EVIDENCE_MARKER`).
@@ -26,10 +29,14 @@ from tasks.errors import PromoteError, RefusedError, TransientError
 
 PullRequestState = Literal["open", "merged", "closed"]
 CommitState = Literal["pending", "success", "failure", "error"]
+CheckState = Literal["pending", "success", "failure"]
 
 # What a commit status says at most (forges cut or refuse longer ones: GitHub at 140 characters).
 STATUS_DESCRIPTION_LIMIT = 140
 STATUS_CONTEXT = "gitops-promote"
+# Each gate of a promotion is a status context of its own on the pull request (a branch protection rule can
+# require the ones it wants); verification is posted on the merge commit and, once known, on the head too.
+GATE_CONTEXTS = {gate: f"{STATUS_CONTEXT}/{gate}" for gate in ("freeze", "soak", "approval", "verification")}
 # The first line of the promotion's evidence comment: how a later step finds it to update it (invisible in markdown).
 EVIDENCE_MARKER = "<!-- gitops-promote: evidence -->"
 
@@ -70,6 +77,37 @@ class PullRequest:
         return f"pull request #{self.number}"
 
 
+@dataclass(frozen=True)
+class Check:
+    """One of the forge's own checks on a commit: a CI commit status or a check run (never one of ours)."""
+
+    name: str
+    state: CheckState
+    url: str = ""
+
+
+def ours(context: str) -> bool:
+    """Whether a status context is one this tool posts (left out of the forge's checks)."""
+    return context == STATUS_CONTEXT or context.startswith(STATUS_CONTEXT + "/")
+
+
+def checks_summary(checks: Sequence[Check]) -> str:
+    """One line for people: ``no checks reported``, ``2 passed``, ``1 failing (ci/build), 1 pending (lint), 3
+    passed``."""
+    if not checks:
+        return "no checks reported"
+    parts = []
+    for state, word in (("failure", "failing"), ("pending", "pending")):
+        named = sorted({c.name for c in checks if c.state == state})
+        if named:
+            shown = ", ".join(n[:60] for n in named[:5]) + (f", {len(named) - 5} more" if len(named) > 5 else "")
+            parts.append(f"{len(named)} {word} ({shown})")
+    passed = len({c.name for c in checks if c.state == "success"})
+    if passed:
+        parts.append(f"{passed} passed")
+    return ", ".join(parts)
+
+
 class Forge(ABC):
     """One repository on one forge, with a token; every method is one bounded exchange (or a few)."""
 
@@ -106,8 +144,14 @@ class Forge(ABC):
         is a refusal naming the setting."""
 
     @abstractmethod
-    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
-        """Post a commit status under the context ``gitops-promote`` (a later one replaces it)."""
+    def set_commit_status(
+        self, sha: str, state: CommitState, description: str, target_url: str | None, *, context: str = STATUS_CONTEXT
+    ) -> None:
+        """Post a commit status under ``context`` (one of ours; a later one of the same context replaces it)."""
+
+    @abstractmethod
+    def checks(self, sha: str) -> list[Check]:
+        """The forge's own checks on commit ``sha`` (the newest state of each), ours left out."""
 
     def comment(self, number: int, body: str) -> None:
         """Write ``body`` (which starts with :data:`EVIDENCE_MARKER`) as the promotion's evidence comment on pull

@@ -4,8 +4,9 @@ Endpoints, from Gitea's own API description (templates/swagger/v1_json.tmpl of c
 ``GET/POST /repos/{owner}/{repo}/pulls`` (the list filters by ``state`` and ``base_branch``, not by head, so
 the head is matched here), ``GET /repos/{owner}/{repo}/pulls/{index}``, ``GET /repos/{owner}/{repo}/labels``,
 ``POST /repos/{owner}/{repo}/statuses/{sha}``, ``GET/POST /repos/{owner}/{repo}/issues/{index}/comments``,
-``PATCH /repos/{owner}/{repo}/issues/comments/{id}``, ``POST /repos/{owner}/{repo}/pulls/{index}/merge`` with
-``merge_when_checks_succeed`` (auto-merge).
+``PATCH /repos/{owner}/{repo}/issues/comments/{id}``, ``GET /repos/{owner}/{repo}/commits/{ref}/status`` (the
+pull request's own checks), ``POST /repos/{owner}/{repo}/pulls/{index}/merge`` with ``merge_when_checks_succeed``
+(auto-merge).
 Authentication is ``Authorization: token <token>``; the exchange itself is tasks/forges/http.py's.
 """
 
@@ -33,6 +34,7 @@ class GiteaForge(GitHubShapedForge):
     provider = "gitea"
     name = "Gitea"
     api_hint = "http(s)://host/api/v1"
+    _status_field = "status"
 
     def _repository_path(self, repository: str) -> str:
         owner, name = self._owner_name(repository, "Gitea")

@@ -4,9 +4,11 @@ Operations, from GitHub's published API description (npm ``@octokit/openapi``, g
 the contract tests validate every request against it): ``pulls/list`` (filtered by ``head=owner:branch`` and
 ``base``, paged by the ``Link`` header), ``pulls/get``, ``pulls/create``, ``issues/get-label`` (a missing label is
 named, not created: GitHub would create it on the fly), ``issues/add-labels``, ``pulls/request-reviewers``,
-``repos/create-commit-status``, ``issues/list-comments``, ``issues/create-comment``, ``issues/update-comment`` (the
-evidence comment, updated in place), and GraphQL's ``enablePullRequestAutoMerge`` (auto-merge exists there only;
-the contract tests validate it against GitHub's published schema, npm ``@octokit/graphql-schema``).
+``repos/create-commit-status``, ``repos/get-combined-status-for-ref`` and ``checks/list-for-ref`` (the pull
+request's own checks, shown while the promotion waits), ``issues/list-comments``, ``issues/create-comment``,
+``issues/update-comment`` (the evidence comment, updated in place), and GraphQL's ``enablePullRequestAutoMerge``
+(auto-merge exists there only; the contract tests validate it against GitHub's published schema, npm
+``@octokit/graphql-schema``).
 Authentication is ``Authorization: Bearer <token>`` with ``X-GitHub-Api-Version: 2022-11-28``.
 
 Rate limits as GitHub documents them (docs.github.com, "Rate limits for the REST API"): a 403 or 429 with
@@ -25,11 +27,14 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from tasks import httpbounds
 from tasks.forges.base import (
+    Check,
+    CheckState,
     ForgeAuthError,
     ForgeError,
     ForgeRefusedError,
     PullRequest,
     marked_ids,
+    ours,
 )
 from tasks.forges.http import GitHubShapedForge
 
@@ -38,6 +43,7 @@ PUBLIC_API = "https://api.github.com"
 _PAGE = 100
 _PAGES = 3  # closed pull requests looked through for a merged one: the newest 300
 _SECONDARY_WAIT = 60.0  # "wait for at least one minute" when a secondary limit names no time
+_PASSED = ("success", "neutral", "skipped")  # a completed check run's conclusions that do not stop a merge
 _LINK_NEXT = re.compile(r'<([^<>\s]+)>\s*;\s*rel="next"')
 
 
@@ -226,6 +232,31 @@ class GitHubForge(GitHubShapedForge):
                 f"GitHub ({self.repository}): {what}: {detail or 'refused'}"
                 + (hint if "auto merge" in detail.lower() or "auto-merge" in detail.lower() else "")
             )
+
+    def create_installation_token(self, installation_id: int) -> Any:
+        """``apps/create-installation-access-token`` as the app (this client's token is the app's JWT): the answer
+        holds an installation token for this client's repository only, and its expiry."""
+        url = f"{self.api_url}/app/installations/{int(installation_id)}/access_tokens"
+        what = f"asking for an installation token of installation {int(installation_id)}"
+        name = self.repository.partition("/")[2]
+        data, _ = self._call("POST", url, what, json={"repositories": [name]}, ok=(201,))
+        return data
+
+    def checks(self, sha: str) -> list[Check]:
+        """Commit statuses and check runs (GitHub Actions and apps report the latter), the newest of each."""
+        found = self._status_checks(sha)
+        what = f"reading the check runs of {sha[:12]}"
+        data, _ = self._call("GET", f"/commits/{quote(sha, safe='')}/check-runs?per_page={_PAGE}", what)
+        runs = data.get("check_runs") if isinstance(data, dict) else None
+        for run in runs if isinstance(runs, list) else []:
+            if not isinstance(run, dict) or not isinstance(run.get("name"), str) or ours(run["name"]):
+                continue
+            if run.get("status") != "completed":
+                state: CheckState = "pending"
+            else:
+                state = "success" if run.get("conclusion") in _PASSED else "failure"
+            found.append(Check(run["name"][:100], state, str(run.get("html_url") or "")[:500]))
+        return found
 
     def _marked_comments(self, number: int) -> list[int]:
         url = f"{self.api_url}{self._path}/issues/{int(number)}/comments?per_page={_PAGE}"

@@ -6,6 +6,7 @@ tests check every request against tests/data/gitlab/merge-requests.openapi.json,
 ``GET/POST /projects/:id/merge_requests`` (filtered by ``source_branch`` and ``target_branch``),
 ``GET /projects/:id/merge_requests/:iid``, ``GET /projects/:id/labels/:name`` (a missing label is named, not
 created), ``GET /users?username=`` (reviewers are asked for by id), ``POST /projects/:id/statuses/:sha``,
+``GET /projects/:id/repository/commits/:sha/statuses`` (the merge request's own checks, shown while it waits),
 ``GET/POST /projects/:id/merge_requests/:iid/notes`` and ``PUT .../notes/:note_id`` (the evidence note, updated in
 place), ``PUT /projects/:id/merge_requests/:iid/merge`` with ``auto_merge`` (GitLab 17.11 and later). ``:id`` is
 the project's URL-encoded path, subgroups included.
@@ -22,6 +23,9 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from tasks import httpbounds
 from tasks.forges.base import (
+    STATUS_CONTEXT,
+    Check,
+    CheckState,
     CommitState,
     ForgeAuthError,
     ForgeError,
@@ -29,6 +33,7 @@ from tasks.forges.base import (
     PullRequest,
     PullRequestState,
     marked_ids,
+    ours,
     status_description,
 )
 from tasks.forges.http import HttpForge
@@ -36,6 +41,14 @@ from tasks.forges.http import HttpForge
 _PAGE = 100
 # GitLab's commit states: no "error"; a status the tool could not finish is "failed", as a failed job's.
 _STATES: dict[str, str] = {"pending": "pending", "success": "success", "failure": "failed", "error": "failed"}
+# A job's or status's state as a check's; anything else (created, waiting_for_resource, preparing, pending,
+# running, manual, scheduled) is still to come.
+_CHECK_STATES: dict[str, CheckState] = {
+    "success": "success",
+    "skipped": "success",
+    "failed": "failure",
+    "canceled": "failure",
+}
 
 
 def api_root(repository_url: str) -> str:
@@ -168,10 +181,12 @@ class GitLabForge(HttpForge):
         )
         return self._pull(data)
 
-    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
+    def set_commit_status(
+        self, sha: str, state: CommitState, description: str, target_url: str | None, *, context: str = STATUS_CONTEXT
+    ) -> None:
         payload: dict[str, Any] = {
             "state": _STATES[state],
-            "name": "gitops-promote",
+            "name": context,
             "description": status_description(description),
         }
         if target_url:
@@ -183,6 +198,23 @@ class GitLabForge(HttpForge):
             json=payload,
             ok=(200, 201),
         )
+
+    def checks(self, sha: str) -> list[Check]:
+        """The jobs and external statuses of the commit's pipelines (the newest of each name); a failed job that
+        may fail (``allow_failure``) does not stop the pipeline, so it is left out."""
+        query = urlencode({"per_page": _PAGE})
+        data = self._send(
+            "GET", f"/repository/commits/{quote(sha, safe='')}/statuses?{query}", f"reading the statuses of {sha[:12]}"
+        )
+        found = []
+        for status in data if isinstance(data, list) else []:
+            if not isinstance(status, dict) or not isinstance(status.get("name"), str) or ours(status["name"]):
+                continue
+            state = _CHECK_STATES.get(str(status.get("status") or ""), "pending")
+            if state == "failure" and status.get("allow_failure") is True:
+                continue
+            found.append(Check(status["name"][:100], state, str(status.get("target_url") or "")[:500]))
+        return found
 
     def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
         # GitLab merges by the project's merge method (merge commit, semi-linear or fast-forward): kind: branch

@@ -15,6 +15,8 @@ import httpx
 from tasks import httpbounds
 from tasks.forges.base import (
     STATUS_CONTEXT,
+    Check,
+    CheckState,
     CommitState,
     Forge,
     ForgeAuthError,
@@ -23,9 +25,20 @@ from tasks.forges.base import (
     PullRequest,
     PullRequestState,
     TransientForgeError,
+    ours,
     status_description,
 )
 
+# A commit status's state (GitHub: error, failure, pending, success; Gitea adds warning and skipped, which do not
+# stop a merge) as a check's.
+_STATUS_STATES: dict[str, CheckState] = {
+    "success": "success",
+    "warning": "success",
+    "skipped": "success",
+    "pending": "pending",
+    "failure": "failure",
+    "error": "failure",
+}
 MAX_BYTES = 4 << 20  # a page of 100 pull requests with long bodies is well under this
 ATTEMPTS = 5
 
@@ -41,7 +54,7 @@ class HttpForge(Forge):
         self,
         api_url: str,
         repository: str,
-        token: str,
+        token: str | Callable[[], str],
         *,
         token_hint: str = "the token",  # noqa: S107 - words for messages, not a secret
         timeout: float = 30.0,
@@ -56,14 +69,21 @@ class HttpForge(Forge):
                 f"refusing to send the {self.name} token over plain http to {parts.hostname[:80]}: use https "
                 "(plain http is allowed to loopback only)"
             )
-        if httpbounds.has_control_chars(token):
-            raise ForgeAuthError(f"{token_hint} holds a line break or another control character; fix the token")
         self.api_url = api_url.rstrip("/")
         self.repository = repository
         self._path = self._repository_path(repository)
-        self._token = token
+        # A callable hands out a token that may change (a GitHub App's installation token, refreshed hourly).
+        self._tokens: Callable[[], str] = token if callable(token) else (lambda: token)
         self._hint = token_hint
+        self._token  # noqa: B018 - a token with a control character is refused now, not at the first request
         self._timeout = timeout
+
+    @property
+    def _token(self) -> str:
+        token = self._tokens()
+        if httpbounds.has_control_chars(token):
+            raise ForgeAuthError(f"{self._hint} holds a line break or another control character; fix the token")
+        return token
 
     # --- what a subclass says about its forge -----------------------------------------------------------
 
@@ -221,10 +241,12 @@ class GitHubShapedForge(HttpForge):
             mergeable=data["mergeable"] if isinstance(data.get("mergeable"), bool) else None,
         )
 
-    def set_commit_status(self, sha: str, state: CommitState, description: str, target_url: str | None) -> None:
+    def set_commit_status(
+        self, sha: str, state: CommitState, description: str, target_url: str | None, *, context: str = STATUS_CONTEXT
+    ) -> None:
         payload: dict[str, Any] = {
             "state": state,
-            "context": STATUS_CONTEXT,
+            "context": context,
             "description": status_description(description),
         }
         if target_url:
@@ -232,6 +254,26 @@ class GitHubShapedForge(HttpForge):
         self._send(
             "POST", f"/statuses/{quote(sha, safe='')}", f"setting the status of {sha[:12]}", json=payload, ok=(201,)
         )
+
+    # The state field of a commit status in the combined status: GitHub says ``state``, Gitea ``status``.
+    _status_field = "state"
+
+    def _status_checks(self, sha: str) -> list[Check]:
+        """The commit statuses on ``sha`` (the combined status: the newest of each context), ours left out."""
+        data = self._send(
+            "GET", f"/commits/{quote(sha, safe='')}/status?per_page=100", f"reading the statuses of {sha[:12]}"
+        )
+        statuses = data.get("statuses") if isinstance(data, dict) else None
+        found = []
+        for status in statuses if isinstance(statuses, list) else []:
+            if not isinstance(status, dict) or not isinstance(status.get("context"), str) or ours(status["context"]):
+                continue
+            state = _STATUS_STATES.get(str(status.get(self._status_field) or ""), "pending")
+            found.append(Check(status["context"][:100], state, str(status.get("target_url") or "")[:500]))
+        return found
+
+    def checks(self, sha: str) -> list[Check]:
+        return self._status_checks(sha)
 
     def _edit_comment(self, number: int, comment_id: int, body: str) -> None:
         self._send(

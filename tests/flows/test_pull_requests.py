@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from sandbox.world import FORGE_TOKEN_ENV, SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tasks.forges.base import EVIDENCE_MARKER
 from tests.conftest import unique
+from tests.flows.test_board import latest_board
 from tests.flows.test_flows import InThread, notes
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
@@ -110,6 +111,36 @@ def wait_for_status(forge: Gitea, app: SandboxApp, sha: str, state: str, timeout
     raise AssertionError(f"{sha[:12]} got no {state} status within {timeout}s: {statuses(forge, app, sha)}")
 
 
+def wait_for_comment(forge: Gitea, app: SandboxApp, number: int, text: str, timeout: float = 120) -> str:
+    """The evidence comment on pull request ``number`` once it says ``text``."""
+    deadline = time.monotonic() + timeout
+    bodies: list[str] = []
+    while time.monotonic() < deadline:
+        comments = forge.api("GET", f"{repo_api(app)}/issues/{number}/comments")
+        bodies = [c["body"] for c in comments if c["body"].startswith(EVIDENCE_MARKER)]
+        if bodies and text in bodies[0]:
+            return str(bodies[0])
+        time.sleep(0.3)
+    raise AssertionError(f"the evidence comment on #{number} did not say {text!r} within {timeout}s: {bodies}")
+
+
+def board_note(app: SandboxApp, environment: str, text: str) -> dict[str, str] | None:
+    """The board artifact's row for ``environment`` when its note says ``text``."""
+    _, rows = latest_board(app)
+    row = next((r for r in rows if r["environment"] == environment), None)
+    return row if row is not None and text in row["note"] else None
+
+
+def wait_for(probe: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"no {what} within {timeout}s")
+
+
 @pytest.mark.parametrize("style", ["merge", "squash", "rebase"])
 def test_production_through_a_pull_request_is_verified_at_the_merge(
     world: SandboxWorld, forge: Gitea, style: str
@@ -127,7 +158,20 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
     assert "v1.0.0" in pr["body"] and "v1.0.1" in pr["body"] and "feature: faster checkout" in pr["body"]
     assert f"apps/production/{app.name}.yaml" in pr["body"]  # the file diff
     assert git(app.origin, "rev-parse", "main") == main_before
-    wait_for_status(forge, app, pr["head"]["sha"], "pending")
+    head = pr["head"]["sha"]
+    # Each gate is a check of its own on the pull request; verification comes after the merge.
+    wait_for_status(forge, app, head, "success")
+    gates = {s["context"]: s["status"] for s in statuses(forge, app, head)}
+    assert gates == {"gitops-promote/freeze": "success"}, gates  # no soak or approval gate here
+    # The pull request's own CI fails: the promotion shows it where people look while it waits.
+    ci = {"context": "ci/build", "description": "tests failed", "target_url": "https://ci.example/1"}
+    forge.api("POST", f"{repo_api(app)}/statuses/{head}", {"state": "failure", **ci})
+    comment = wait_for_comment(forge, app, pr["number"], "1 failing (ci/build)")
+    assert "| checks |" in comment and "waiting" in comment
+    board = dict(wait_for(lambda: board_note(app, "production", "1 failing (ci/build)"), "the board's note"))
+    assert f"pull request #{pr['number']}" in board["note"], board
+    forge.api("POST", f"{repo_api(app)}/statuses/{head}", {"state": "success", **ci})
+    wait_for_comment(forge, app, pr["number"], "1 passed")
 
     merge(forge, app, pr["number"], style)
     state = run.join(timeout=300)
@@ -142,8 +186,13 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
     assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{tip}:apps/production/{app.name}.yaml")
     combined = forge.api("GET", f"{repo_api(app)}/commits/{tip}/status")  # the newest status of each context
     assert combined["state"] == "success", combined
-    assert combined["statuses"][0]["context"] == "gitops-promote"
-    assert combined["statuses"][0]["target_url"].startswith(os.environ["PREFECT_UI_URL"])
+    verification = [s for s in combined["statuses"] if s["context"] == "gitops-promote/verification"]
+    assert verification and verification[0]["target_url"].startswith(os.environ["PREFECT_UI_URL"]), combined
+    if tip != head:  # the verification's outcome is on the pull request's head too, where its page shows it
+        on_head = {
+            s["context"]: s["status"] for s in forge.api("GET", f"{repo_api(app)}/commits/{head}/status")["statuses"]
+        }
+        assert on_head["gitops-promote/verification"] == "success", on_head
     comments = forge.api("GET", f"{repo_api(app)}/issues/{pr['number']}/comments")
     # One evidence comment, written while the pull request waited and updated in place as it was verified.
     evidence_comments = [c for c in comments if c["body"].startswith(EVIDENCE_MARKER)]

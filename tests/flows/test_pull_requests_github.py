@@ -50,7 +50,12 @@ def test_contract_production_through_a_github_pull_request_is_verified_at_the_me
     assert "v1.0.0" in pull["body"] and "v1.0.1" in pull["body"] and "feature: faster checkout" in pull["body"]
     assert pull["head_sha"] == git(app.origin, "rev-parse", f"refs/heads/{pull['head']}")
     assert git(app.origin, "rev-parse", "main") == main_before  # main itself was not written
-    wait_for("a pending status", lambda: any(s["state"] == "pending" for s in fake.statuses))
+    wait_for("the freeze gate's status", lambda: any(s["context"] == "gitops-promote/freeze" for s in fake.statuses))
+
+    # The pull request's CI (a GitHub Actions check run) fails: the evidence comment says which.
+    fake.check_runs.append({"sha": pull["head_sha"], "name": "build", "status": "completed", "conclusion": "failure"})
+    wait_for("the failing check in the comment", lambda: any("1 failing (build)" in b for _, b in fake.comments))
+    fake.check_runs[-1]["conclusion"] = "success"
 
     merge_commit = github.merge(app.name, number, tmp_path / "reviewer")
     state = run.join(timeout=300)
@@ -61,7 +66,9 @@ def test_contract_production_through_a_github_pull_request_is_verified_at_the_me
 
     assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{merge_commit}:apps/production/{app.name}.yaml")
     final = [s for s in fake.statuses if s["sha"] == merge_commit]
-    assert final and final[-1]["state"] == "success" and final[-1]["context"] == "gitops-promote", fake.statuses
+    assert final and final[-1]["state"] == "success" and final[-1]["context"] == "gitops-promote/verification", (
+        fake.statuses
+    )
     assert [body for n, body in fake.comments if n == number and "Verified" in body and "production" in body]
     assert len(fake.comments) == 1, fake.comments  # one evidence comment, updated in place
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")

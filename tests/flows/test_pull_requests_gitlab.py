@@ -46,7 +46,7 @@ def test_contract_production_through_a_gitlab_merge_request_is_verified_at_the_m
     assert (mr["source_branch"], mr["target_branch"]) == (f"promote/{app.name}/production/v1.0.1", "main")
     assert "v1.0.1" in mr["description"] and "feature: faster checkout" in mr["description"]
     assert mr["sha"] == git(app.origin, "rev-parse", f"refs/heads/{mr['source_branch']}")
-    wait_for("a pending status", lambda: any(s["state"] == "pending" for s in fake.statuses))
+    wait_for("the freeze gate's status", lambda: any(s["name"] == "gitops-promote/freeze" for s in fake.statuses))
 
     merge_commit = gitlab.merge(app.name, iid, tmp_path / "reviewer")
     state = run.join(timeout=300)
@@ -54,7 +54,9 @@ def test_contract_production_through_a_gitlab_merge_request_is_verified_at_the_m
     web_url = f"https://gitlab.example.com/{project}/-/merge_requests/{iid}"
     assert state.result()["pull_request"] == web_url
     final = [s for s in fake.statuses if s["sha"] == merge_commit]
-    assert final and final[-1]["state"] == "success" and final[-1]["name"] == "gitops-promote", fake.statuses
+    assert final and final[-1]["state"] == "success" and final[-1]["name"] == "gitops-promote/verification", (
+        fake.statuses
+    )
     assert [body for n, body in fake.notes if n == iid and "Verified" in body]
     assert len(fake.notes) == 1, fake.notes  # one evidence note, updated in place
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")

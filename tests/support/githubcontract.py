@@ -72,6 +72,7 @@ class FakeGitHub:
     labels: set[str] = field(default_factory=lambda: {"promotion"})
     pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    check_runs: list[dict[str, Any]] = field(default_factory=list)  # {"sha", "name", "status", "conclusion"}
     comments: list[tuple[int, str]] = field(default_factory=list)
     reviewers: dict[int, list[str]] = field(default_factory=dict)
     page_size: int | None = None  # answer fewer per page than asked (GitHub may): the client must follow Link
@@ -205,6 +206,17 @@ class FakeGitHub:
         if op == "repos/create-commit-status":
             self.statuses.append({"sha": path["sha"], **request.body})
             return Answer(201, self.description.example(op, "201"), {"Location": f"{self.url}/x"})
+        if op == "repos/get-combined-status-for-ref":
+            return Answer(200, self._combined(op, path["ref"]))
+        if op == "checks/list-for-ref":
+            template = self.description.example(op, "200")
+            item = template["check_runs"][0]
+            runs = [
+                item | {k: v for k, v in run.items() if k != "sha"}
+                for run in self.check_runs
+                if run["sha"] == path["ref"]
+            ]
+            return Answer(200, template | {"total_count": len(runs), "check_runs": runs})
         if op == "issues/create-comment":
             self.comments.append((path["issue_number"], request.body["body"]))
             answer = self.description.example(op, "201") | {"id": len(self.comments), "body": request.body["body"]}
@@ -220,6 +232,28 @@ class FakeGitHub:
             self.comments[index] = (self.comments[index][0], request.body["body"])
             return Answer(200, self.description.example(op, "200") | {"id": path["comment_id"]})
         return _error(404, f"the stand-in does not answer {op}")
+
+    def _combined(self, op: str, sha: str) -> dict[str, Any]:
+        """The newest status of each context on ``sha``, in GitHub's combined-status shape."""
+        template = self.description.example(op, "200")
+        newest: dict[str, dict[str, Any]] = {}
+        for status in self.statuses:
+            if status["sha"] == sha:
+                newest[status["context"]] = status
+        item = template["statuses"][0]
+        statuses = [
+            item | {k: status.get(k) for k in ("context", "state", "description", "target_url")}
+            for status in reversed(newest.values())
+        ]
+        states = {s["state"] for s in statuses}
+        state = (
+            "failure"
+            if states & {"failure", "error"}
+            else "pending"
+            if "pending" in states or not states
+            else "success"
+        )
+        return template | {"sha": sha, "state": state, "statuses": statuses, "total_count": len(statuses)}
 
     def _list(self, request: Request) -> Answer:
         query = request.query

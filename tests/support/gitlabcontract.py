@@ -42,6 +42,7 @@ class FakeGitLab:
     users: dict[str, int] = field(default_factory=lambda: {"alice": 7, "bob": 8})
     merge_requests: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # CI jobs: {"sha", "name", "status", "allow_failure"}
     notes: list[tuple[int, str]] = field(default_factory=list)
     throttle: list[Answer] = field(default_factory=list)
     git_root: Path | None = None
@@ -167,6 +168,22 @@ class FakeGitLab:
         if op == "commits/setStatus":
             self.statuses.append({"sha": path["sha"], **request.body})
             return Answer(201, self.description.example(op, "201") | {"sha": path["sha"]})
+        if op == "commits/listStatuses":
+            template = self.description.example(op, "200")[0]
+            newest: dict[str, dict[str, Any]] = {}
+            for job in self.jobs:
+                if job["sha"] == path["sha"]:
+                    newest[job["name"]] = template | {k: v for k, v in job.items()}
+            for status in self.statuses:
+                if status["sha"] == path["sha"]:
+                    newest[status["name"]] = template | {
+                        "sha": status["sha"],
+                        "name": status["name"],
+                        "status": status["state"],
+                        "description": status.get("description"),
+                        "target_url": status.get("target_url"),
+                    }
+            return Answer(200, list(newest.values())[::-1])
         if op == "notes/create":
             self.notes.append((int(path["merge_request_iid"]), request.body["body"]))
             answer = self.description.example(op, "201") | {"id": len(self.notes), "body": request.body["body"]}

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.forges.base import EVIDENCE_MARKER, ForgeAuthError, ForgeRefusedError, TransientForgeError
+from tasks.forges.base import (
+    EVIDENCE_MARKER,
+    GATE_CONTEXTS,
+    ForgeAuthError,
+    ForgeRefusedError,
+    TransientForgeError,
+    checks_summary,
+)
 from tasks.forges.github import GitHubForge, api_root, graphql_url
 from tests.support.githubcontract import OWNER, REPO, FakeGitHub, serve_github
 from tests.support.openapi import Answer, ContractServer
@@ -182,6 +189,40 @@ def test_contract_auto_merge_through_github_s_graphql_api(github: tuple[FakeGitH
     fake.allow_auto_merge = False
     with pytest.raises(ForgeRefusedError, match=r"not allowed for this repository.*Allow auto-merge"):
         forge.enable_auto_merge(forge.pull_request(first), merge_commit=True)
+
+
+def test_contract_the_pull_request_s_own_checks_are_its_statuses_and_check_runs(
+    github: tuple[FakeGitHub, ContractServer],
+) -> None:
+    """The forge's checks on the head: commit statuses (repos/get-combined-status-for-ref) and check runs
+    (checks/list-for-ref), ours left out; each gate of ours is a status context of its own."""
+    fake, server = github
+    forge = client(fake)
+    sha = "d" * 40
+    assert forge.checks(sha) == []
+    forge.set_commit_status(sha, "success", "no freeze", None, context=GATE_CONTEXTS["freeze"])
+    forge.set_commit_status(sha, "success", "approved by alice", None, context=GATE_CONTEXTS["approval"])
+    fake.statuses.append({"sha": sha, "context": "ci/lint", "state": "pending", "description": "", "target_url": ""})
+    fake.statuses.append({"sha": sha, "context": "ci/lint", "state": "success", "description": "", "target_url": ""})
+    fake.check_runs += [
+        {"sha": sha, "name": "build", "status": "completed", "conclusion": "failure", "html_url": "https://x/1"},
+        {"sha": sha, "name": "e2e", "status": "in_progress", "conclusion": None},
+        {"sha": sha, "name": "docs", "status": "completed", "conclusion": "skipped"},
+        {"sha": "e" * 40, "name": "elsewhere", "status": "completed", "conclusion": "failure"},
+    ]
+    checks = forge.checks(sha)
+    assert sorted((c.name, c.state) for c in checks) == [
+        ("build", "failure"),
+        ("ci/lint", "success"),
+        ("docs", "success"),
+        ("e2e", "pending"),
+    ]
+    assert next(c for c in checks if c.name == "build").url == "https://x/1"
+    assert checks_summary(checks) == "1 failing (build), 1 pending (e2e), 2 passed"
+    assert [s["context"] for s in fake.statuses[:2]] == ["gitops-promote/freeze", "gitops-promote/approval"]
+    assert {"repos/get-combined-status-for-ref", "checks/list-for-ref", "repos/create-commit-status"} <= set(
+        server.calls
+    )
 
 
 def test_the_graphql_endpoint_of_github_and_of_enterprise_server() -> None:

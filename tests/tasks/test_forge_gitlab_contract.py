@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.forges.base import EVIDENCE_MARKER, ForgeAuthError, ForgeRefusedError, TransientForgeError
+from tasks.forges.base import (
+    EVIDENCE_MARKER,
+    GATE_CONTEXTS,
+    ForgeAuthError,
+    ForgeRefusedError,
+    TransientForgeError,
+    checks_summary,
+)
 from tasks.forges.gitlab import GitLabForge
 from tests.support.gitlabcontract import PROJECT, FakeGitLab, serve_gitlab
 from tests.support.openapi import Answer, ContractServer
@@ -166,3 +173,31 @@ def test_a_gitlab_pipeline_in_a_subgroup_gets_the_gitlab_client(monkeypatch: pyt
     forge = forge_for(pipeline, pipeline.environments[-1])
     assert isinstance(forge, GitLabForge)
     assert (forge.api_url, forge.repository) == ("https://gitlab.example.com/api/v4", "platform/apps/app-gitops")
+
+
+def test_contract_the_merge_request_s_own_checks_are_its_pipeline_s_jobs(
+    gitlab: tuple[FakeGitLab, ContractServer],
+) -> None:
+    """The forge's checks on the head: the commit's statuses (CI jobs and external statuses), ours left out, a
+    failed job that may fail left out too (it does not fail the pipeline)."""
+    fake, server = gitlab
+    forge = client(fake)
+    sha = "d" * 40
+    assert forge.checks(sha) == []
+    forge.set_commit_status(sha, "success", "no freeze", None, context=GATE_CONTEXTS["freeze"])
+    fake.jobs += [
+        {"sha": sha, "name": "build", "status": "success", "allow_failure": False},
+        {"sha": sha, "name": "test", "status": "failed", "allow_failure": False, "target_url": "https://x/2"},
+        {"sha": sha, "name": "lint", "status": "failed", "allow_failure": True},
+        {"sha": sha, "name": "deploy-review", "status": "manual", "allow_failure": False},
+        {"sha": "e" * 40, "name": "elsewhere", "status": "failed", "allow_failure": False},
+    ]
+    checks = forge.checks(sha)
+    assert sorted((c.name, c.state) for c in checks) == [
+        ("build", "success"),
+        ("deploy-review", "pending"),
+        ("test", "failure"),
+    ]
+    assert checks_summary(checks) == "1 failing (test), 1 pending (deploy-review), 1 passed"
+    assert fake.statuses[0]["name"] == "gitops-promote/freeze"
+    assert {"commits/listStatuses", "commits/setStatus"} <= set(server.calls)
