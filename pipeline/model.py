@@ -120,17 +120,63 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, regex_engine="python-re")
 
 
+class SecretRef(_Model):
+    """A secret by reference: an environment variable or a Prefect Secret block, never the value."""
+
+    env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
+    secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.secret_block is None):
+            raise ValueError("set exactly one of env (an environment variable) or secret_block")
+        return self
+
+
+class GitHubApp(_Model):
+    """A GitHub App installation as the repository's credentials: its private key (by reference) signs a JWT that
+    GitHub exchanges for an hour-long installation token, refreshed before it expires (tasks/forges/githubapp.py);
+    Git pushes with it as ``x-access-token`` and the pull requests use it too."""
+
+    app_id: Annotated[
+        str,
+        Field(
+            pattern=r"^(?:[1-9][0-9]{0,11}|Iv[0-9A-Za-z.]{1,40})$",
+            description="the app's App ID (digits) or Client ID (Iv...), from the app's settings page",
+        ),
+    ]
+    installation_id: Annotated[
+        int, Field(gt=0, lt=2**53, description="the number at the end of the installation's settings URL")
+    ]
+    private_key: SecretRef = Field(description="the app's private key (the .pem file's text) by reference")
+    api_url: Annotated[
+        str | None,
+        Field(
+            max_length=500,
+            pattern=r"^https?://[^/@?#\s]+(/[^?#@\s]*)?$",
+            description="GitHub's API root; default: from repository.url (https://api.github.com, or "
+            "https://host/api/v3 for Enterprise Server)",
+        ),
+    ] = None
+
+
 class GitCredentials(_Model):
     """Where the Git token comes from; the token itself never appears in a pipeline file."""
 
     token_env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
     secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
+    github_app: GitHubApp | None = None
     username: ShortText = "x-access-token"
 
     @model_validator(mode="after")
     def _one_source(self) -> GitCredentials:
-        if (self.token_env is None) == (self.secret_block is None):
-            raise ValueError("set exactly one of token_env (an environment variable) or secret_block")
+        if [self.token_env, self.secret_block, self.github_app].count(None) != 2:
+            raise ValueError(
+                "set exactly one of token_env (an environment variable), secret_block or github_app (a GitHub App "
+                "installation)"
+            )
+        if self.github_app is not None and self.username != "x-access-token":
+            raise ValueError("a GitHub App's token is used as user x-access-token: remove username")
         return self
 
 
@@ -346,6 +392,16 @@ class ImageRegistry(_Model):
         if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise ValueError(f"registry.url {_echo(url)}: the port must be a number from 1 to 65535")
         return url
+
+    @field_validator("credentials")
+    @classmethod
+    def _no_app(cls, credentials: GitCredentials | None) -> GitCredentials | None:
+        if credentials is not None and credentials.github_app is not None:
+            raise ValueError(
+                "a GitHub App installation is Git and pull-request credentials, not a registry's: use "
+                "token_env or secret_block"
+            )
+        return credentials
 
     @property
     def image_name(self) -> str:
@@ -686,19 +742,6 @@ class Gate(_Model):
         return [w.window() for w in self.windows]
 
 
-class SecretRef(_Model):
-    """A secret by reference: an environment variable or a Prefect Secret block, never the value."""
-
-    env: Annotated[str | None, Field(pattern=_ENV_VAR)] = None
-    secret_block: Annotated[str | None, Field(pattern=_BLOCK_NAME)] = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretRef:
-        if (self.env is None) == (self.secret_block is None):
-            raise ValueError("set exactly one of env (an environment variable) or secret_block")
-        return self
-
-
 class Write(_Model):
     """How a promotion's change reaches the environment's branch: pushed (the default), or as a pull request
     that a person or a policy merges (docs/pull-requests.md)."""
@@ -892,6 +935,12 @@ class Pipeline(_Model):
                 raise ValueError(
                     f"environment {env.name}: write.mode pull-request needs a forge token: set write.token (env: or "
                     "secret_block:) or repository.credentials"
+                )
+            app = self.repository.credentials.github_app if self.repository.credentials else None
+            if write.token is None and app is not None and write.provider != "github":
+                raise ValueError(
+                    f"environment {env.name}: repository.credentials.github_app is a GitHub App, but write.provider "
+                    f"is {write.provider}: set write.provider: github, or write.token for that forge"
                 )
             # GitLab projects may sit in subgroups: group/subgroup/name.
             path = r"[^/]+(/[^/]+)+?" if write.provider == "gitlab" else r"[^/]+/[^/]+?"

@@ -8,7 +8,7 @@ import base64
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -25,10 +25,30 @@ class Outage:
 
 
 @contextmanager
-def serve_git_over_http(project_root: Path, username: str, token: str, outage: Outage | None = None) -> Iterator[str]:
+def serve_git_over_http(
+    project_root: Path,
+    username: str,
+    token: str,
+    outage: Outage | None = None,
+    *,
+    accepts: Callable[[str], bool] | None = None,
+) -> Iterator[str]:
     """Serve bare repositories under ``project_root`` at ``http://127.0.0.1:PORT/`` requiring basic auth.
-    ``outage``: answer its next ``fail_next`` requests 503 (a remote having a bad minute), counting all."""
+    ``outage``: answer its next ``fail_next`` requests 503 (a remote having a bad minute), counting all.
+    ``accepts``: which passwords of ``username`` count besides ``token`` (a forge's short-lived tokens)."""
     expected = "Basic " + base64.b64encode(f"{username}:{token}".encode()).decode()
+
+    def allowed(header: str) -> bool:
+        if header == expected:
+            return True
+        if accepts is None or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except ValueError:
+            return False
+        return user == username and accepts(password)
+
     seen_headers: list[str] = []
     trouble = outage if outage is not None else Outage()
 
@@ -46,7 +66,7 @@ def serve_git_over_http(project_root: Path, username: str, token: str, outage: O
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            if self.headers.get("Authorization") != expected:
+            if not allowed(self.headers.get("Authorization") or ""):
                 self.send_response(401)
                 self.send_header("WWW-Authenticate", 'Basic realm="git"')
                 self.send_header("Content-Length", "0")

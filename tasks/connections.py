@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pipeline.load import load_pipeline
-from pipeline.model import Environment, GitCredentials, ImageRegistry, Pipeline
+from pipeline.model import Environment, GitCredentials, ImageRegistry, Pipeline, Repository
 from tasks.credentials import git_auth, resolve_secret, resolve_token
-from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitError, GitRepository, display_url
+from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitAuth, GitError, GitRepository, display_url
 from tasks.httpbounds import is_loopback
 from tasks.kube import KubeClient, load_api_client
 from tasks.signatures import EvidencePolicy, SigningKeyError, Trust, load_private_key
@@ -42,6 +42,17 @@ def git_network_timeout() -> float:
     return seconds
 
 
+def repository_auth(repository: Repository) -> GitAuth | None:
+    """Git's credentials for the pipeline's repository: a referenced token, or a GitHub App's installation token
+    (asked for when Git first needs it, replaced before it expires)."""
+    credentials = repository.credentials
+    if credentials is not None and credentials.github_app is not None:
+        from tasks.forges import github_app_tokens  # late: only GitHub App pipelines mint tokens
+
+        return GitAuth(username="x-access-token", source=github_app_tokens(credentials.github_app, repository.url))
+    return git_auth(credentials)
+
+
 def open_repository(pipeline: Pipeline, *, signing: bool = False) -> GitRepository:
     """The pipeline's repository, reading evidence by its trusted keys. ``signing``: also load the key that signs
     new records (what promotions need; reading commands do not hold it)."""
@@ -56,7 +67,7 @@ def open_repository(pipeline: Pipeline, *, signing: bool = False) -> GitReposito
     return GitRepository(
         repo_cfg.url,
         cache_dir(),
-        auth=git_auth(repo_cfg.credentials),
+        auth=repository_auth(repo_cfg),
         author=Author(repo_cfg.author.name, repo_cfg.author.email),
         network_timeout=git_network_timeout(),
         evidence_policy=evidence_policy(pipeline, signing=signing),

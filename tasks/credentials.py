@@ -15,6 +15,9 @@ class CredentialsError(RefusedError, RuntimeError):
 
 
 def resolve_token(credentials: GitCredentials) -> str:
+    """The token an environment variable or a Secret block holds (a GitHub App's comes from :func:`git_auth`)."""
+    if credentials.github_app is not None:
+        raise CredentialsError("a GitHub App installation gives Git and pull-request tokens only")
     return read_secret(credentials.token_env, credentials.secret_block, "token")
 
 
@@ -49,6 +52,7 @@ def read_secret(env: str | None, secret_block: str | None, what: str) -> str:
 
 
 def git_auth(credentials: GitCredentials | None) -> GitAuth | None:
+    """Git's credentials from a referenced token (a GitHub App's: tasks/connections.py's ``repository_auth``)."""
     if credentials is None:
         return None
     # A trailing newline (a token saved from `echo`) is not part of it; any other control character is refused.

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Concatenate, NoReturn, ParamSpec, TypeVar
+from typing import Concatenate, NoReturn, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import git
@@ -104,18 +104,42 @@ class Proposal:
 
 @dataclass(frozen=True)
 class GitAuth:
-    """HTTP(S) credentials: a username and a token. ``repr`` hides the token."""
+    """HTTP(S) credentials: a username and a token, or a source that hands out the current token (a GitHub App's
+    installation token changes every hour). ``repr`` hides the token."""
 
     username: str
-    token: str = field(repr=False)
+    token: str = field(default="", repr=False)
+    source: TokenSource | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # A line break would end the credential answer early or add fields to it.
-        for name, value in (("username", self.username), ("token", self.token)):
-            if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-                raise GitError(
-                    f"the Git {name} contains a line break or another control character; store it without one"
-                )
+        _no_control("username", self.username)
+        _no_control("token", self.token)
+
+    def current(self) -> str:
+        """The token to send now."""
+        if self.source is None:
+            return self.token
+        token = self.source()
+        _no_control("token", token)
+        return token
+
+    def secrets(self) -> list[str]:
+        """Every token this may have sent, for scrubbing messages."""
+        return [t for t in (self.token, *(self.source.handed_out if self.source else ())) if t]
+
+
+class TokenSource(Protocol):
+    """Hands out a token valid for a while yet; remembers each one it gave (tasks/forges/githubapp.py)."""
+
+    handed_out: list[str]
+
+    def __call__(self) -> str: ...
+
+
+def _no_control(name: str, value: str) -> None:
+    # A line break would end the credential answer early or add fields to it.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise GitError(f"the Git {name} contains a line break or another control character; store it without one")
 
 
 @dataclass(frozen=True)
@@ -289,7 +313,7 @@ class GitRepository:
                 "GIT_ASKPASS": "",  # no prompt program: a refused token fails, it is not asked for again
                 "SSH_ASKPASS": "",
                 "PROMOTE_GIT_USERNAME": self.auth.username,
-                "PROMOTE_GIT_PASSWORD": self.auth.token,
+                "PROMOTE_GIT_PASSWORD": self.auth.current(),
             }
         return env
 
@@ -303,8 +327,8 @@ class GitRepository:
 
     def _scrub(self, text: str) -> str:
         text = text.replace(self.url, display_url(self.url))
-        if self.auth is not None and self.auth.token:
-            text = text.replace(self.auth.token, "***")
+        for secret in self.auth.secrets() if self.auth is not None else ():
+            text = text.replace(secret, "***")
         return text
 
     def _git(self, *args: str) -> str:

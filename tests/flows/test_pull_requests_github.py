@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.world import FORGE_TOKEN_ENV, SandboxWorld, git
 from tasks import evidence
+from tasks.forges.githubapp import REFRESH_BEFORE
 from tests.flows.test_flows import InThread, notes
 from tests.support.forgehost import hosted_app, wait_for
 from tests.support.githubcontract import GitHubHost, serve_github_host
@@ -95,3 +98,47 @@ def test_contract_auto_merge_on_github_is_asked_for_then_the_merge_is_verified(
     github.merge(app.name, number, tmp_path / "checks-passed")  # what GitHub does once the required checks pass
     state = run.join(timeout=300)
     assert state.is_completed(), state.message
+
+
+def test_contract_a_github_app_s_installation_tokens_push_and_open_the_pull_request(
+    world: SandboxWorld, github: GitHubHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """repository.credentials.github_app instead of a personal token: Git pushes and the pull request's API calls
+    carry installation tokens minted from the app's JWT, refreshed as they near their expiry."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    fake = github.fake
+    fake.app = ("424242", 7001, key.public_key())
+    fake.token_seconds = REFRESH_BEFORE - 30  # each token is due for replacement at once: every use asks anew
+    app = hosted_app(world, github, "ghapp", approval=False)
+    personal = f"""
+  credentials:
+    token_env: {FORGE_TOKEN_ENV}
+    username: x-access-token"""
+    text = app.pipeline_file.read_text()
+    assert personal in text
+    app.pipeline_file.write_text(
+        text.replace(
+            personal,
+            f"""
+  credentials:
+    github_app:
+      app_id: "424242"
+      installation_id: 7001
+      private_key: {{env: PROMOTE_TEST_APP_KEY}}
+      api_url: {fake.url}""",
+        )
+    )
+    monkeypatch.setenv("PROMOTE_TEST_APP_KEY", pem.decode())
+    monkeypatch.delenv(FORGE_TOKEN_ENV)  # the personal token is gone: only the app's tokens can work
+    assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
+    run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
+    number = wait_for("a pull request", lambda: next((n for n, p in fake.pulls.items() if p["repo"] == app.name), 0))
+    merge_commit = github.merge(app.name, number, tmp_path / "reviewer")
+    state = run.join(timeout=300)
+    assert state.is_completed(), state.message
+    assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{merge_commit}:apps/production/{app.name}.yaml")
+    assert len(fake.jwt_claims) >= 3, fake.jwt_claims  # the tag push, the branch push, the API calls: each anew
+    assert {claims["iss"] for claims in fake.jwt_claims} == {"424242"}

@@ -226,3 +226,36 @@ def test_supported_shapes_validate() -> None:
     parse_pipeline(_pipeline(*(_env(e, TAG.format(e)) for e in ("dev", "qa", "staging", "prod"))))
     parse_pipeline(_pipeline(*(_env(e, OVERLAY.format(e)) for e in ("dev", "staging", "prod"))))
     parse_pipeline(_pipeline(*(_env(e, YAML_PATH.format(e)) for e in ("dev", "staging", "prod"))))
+
+
+GITHUB_APP = (ROOT / "deployments" / "examples" / "pull-request-github-app.yaml").read_text()
+APP_BLOCK = """    github_app:
+      app_id: "123456"                  # the App ID (or the Client ID, Iv...) from the app's settings page
+      installation_id: 45678901
+      private_key:
+        env: GITHUB_APP_PRIVATE_KEY     # the .pem file's text; or secret_block: github-app-key"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (APP_BLOCK, APP_BLOCK + "\n    token_env: GITHUB_TOKEN", "set exactly one of token_env"),
+        (APP_BLOCK, APP_BLOCK + "\n    username: bot", "used as user x-access-token: remove username"),
+        ('app_id: "123456"', 'app_id: "12 34"', "repository.credentials.github_app.app_id"),
+        ("installation_id: 45678901", "installation_id: 0", "greater than 0"),
+        ("provider: github", "provider: gitlab", "write.provider is gitlab: set write.provider: github"),
+    ],
+)
+def test_a_github_app_as_credentials_is_checked(old: str, new: str, expected: str) -> None:
+    assert old in GITHUB_APP
+    problems = _problems(GITHUB_APP.replace(old, new))
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_a_github_app_is_no_registry_s_credentials() -> None:
+    app = parse_pipeline(GITHUB_APP).repository.credentials
+    assert app is not None and app.github_app is not None and app.github_app.installation_id == 45678901
+    from pipeline.model import ImageRegistry
+
+    with pytest.raises(ValueError, match="not a registry's"):
+        ImageRegistry(url="https://registry.example", repository="app", credentials=app)

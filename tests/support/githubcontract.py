@@ -6,12 +6,16 @@ the REST API"), which the description does not declare per operation."""
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 import subprocess
 import threading
+import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -81,7 +85,15 @@ class FakeGitHub:
     git_root: Path | None = None  # where the repositories are (<root>/<owner>/<repo>.git), when they are real
     allow_auto_merge: bool = True  # the repository setting "Allow auto-merge"
     auto_merge: dict[int, str | None] = field(default_factory=dict)  # number -> merge method asked for (None: default)
+    app: tuple[str, int, Any] | None = None  # a GitHub App: (App ID, installation id, its RSA public key)
+    installation_tokens: dict[str, float] = field(default_factory=dict)  # minted token -> when it expires
+    token_seconds: float = 3600.0  # how long a minted installation token lasts (GitHub: an hour)
+    jwt_claims: list[dict[str, Any]] = field(default_factory=list)  # each accepted JWT's claims
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def accepts(self, token: str) -> bool:
+        """The personal token, or an installation token not yet expired."""
+        return token == self.token or self.installation_tokens.get(token, 0.0) > time.time()
 
     # --- the repository's state, as a test sets it ----------------------------------------------------------
 
@@ -158,12 +170,15 @@ class FakeGitHub:
         return body
 
     def handle(self, request: Request) -> Answer:
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+        op, path = request.operation.id, request.path
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if op == "apps/create-installation-access-token":
+            return self._installation_token(bearer, path["installation_id"], request.body or {})
+        if not self.accepts(bearer):
             return _error(401, "Bad credentials")
         with self.lock:
             if self.throttle:
                 return self.throttle.pop(0)
-        op, path = request.operation.id, request.path
         if path.get("owner") != OWNER:
             return _error(404, "Not Found")
         if op == "pulls/list":
@@ -232,6 +247,27 @@ class FakeGitHub:
             self.comments[index] = (self.comments[index][0], request.body["body"])
             return Answer(200, self.description.example(op, "200") | {"id": path["comment_id"]})
         return _error(404, f"the stand-in does not answer {op}")
+
+    def _installation_token(self, jwt: str, installation_id: int, body: dict[str, Any]) -> Answer:
+        """As GitHub: the JWT must be RS256-signed by the app's key, issued by its App ID, and live at most ten
+        minutes; the installation must be the app's."""
+        claims = _verified_jwt(jwt, self.app[2]) if self.app is not None else None
+        if self.app is None or claims is None or str(claims.get("iss")) != self.app[0]:
+            return _error(401, "A JSON web token could not be decoded")
+        now = time.time()
+        if not claims["iat"] - 60 <= now <= claims["exp"] or claims["exp"] - claims["iat"] > 600:
+            return _error(401, "'Expiration time' claim ('exp') is too far in the future")
+        if installation_id != self.app[1]:
+            return _error(404, "Not Found")
+        self.jwt_claims.append(claims)
+        token = "ghs_" + secrets.token_hex(18)
+        self.installation_tokens[token] = now + self.token_seconds
+        expires = datetime.fromtimestamp(now + self.token_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        template = self.description.example("apps/create-installation-access-token", "201")
+        answer = template | {"token": token, "expires_at": expires, "repositories": []}
+        if body.get("repositories"):
+            answer["repository_selection"] = "selected"
+        return Answer(201, answer)
 
     def _combined(self, op: str, sha: str) -> dict[str, Any]:
         """The newest status of each context on ``sha``, in GitHub's combined-status shape."""
@@ -317,6 +353,27 @@ class FakeGitHub:
         return {"pullRequest": {"number": number, "autoMergeRequest": {"mergeMethod": method}}}
 
 
+def _verified_jwt(jwt: str, public_key: Any) -> dict[str, Any] | None:
+    """The claims of an RS256 JWT whose signature ``public_key`` verifies, else None."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    def decoded(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    try:
+        header, claims, signature = jwt.split(".")
+        if json.loads(decoded(header)) != {"alg": "RS256", "typ": "JWT"}:
+            return None
+        public_key.verify(decoded(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        found = json.loads(decoded(claims))
+    except (ValueError, InvalidSignature):
+        return None
+    ok = isinstance(found, dict) and all(isinstance(found.get(k), int) for k in ("iat", "exp"))
+    return found if ok else None
+
+
 @contextmanager
 def serve_github(token: str) -> Iterator[tuple[FakeGitHub, ContractServer]]:
     """GitHub's API for ``acme/gitops`` at a loopback URL (``fake.url``), every request checked against the
@@ -371,5 +428,10 @@ class GitHubHost(ServedForgeHost):
 def serve_github_host(token: str, root: Path) -> Iterator[GitHubHost]:
     """A :class:`GitHubHost` for the block: repositories under ``root``, the API a contract server."""
     root.mkdir(parents=True, exist_ok=True)
-    with serve_github(token) as (fake, server), serve_git_over_http(root, GitHubHost.username, token) as git_url:
+    with (
+        serve_github(token) as (fake, server),
+        serve_git_over_http(
+            root, GitHubHost.username, token, accepts=lambda password: fake.accepts(password)
+        ) as git_url,
+    ):
         yield GitHubHost(fake, server, git_url, root, token)
