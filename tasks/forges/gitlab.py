@@ -8,7 +8,8 @@ tests check every request against tests/data/gitlab/merge-requests.openapi.json,
 created), ``GET /users?username=`` (reviewers are asked for by id), ``POST /projects/:id/statuses/:sha``,
 ``GET /projects/:id/repository/commits/:sha/statuses`` (the merge request's own checks, shown while it waits),
 ``GET/POST /projects/:id/merge_requests/:iid/notes`` and ``PUT .../notes/:note_id`` (the evidence note, updated in
-place), ``PUT /projects/:id/merge_requests/:iid/merge`` with ``auto_merge`` (GitLab 17.11 and later). ``:id`` is
+place), ``PUT /projects/:id/merge_requests/:iid/merge`` with ``auto_merge`` (GitLab 17.11 and later) and
+``merge_when_pipeline_succeeds`` (its name before). ``:id`` is
 the project's URL-encoded path, subgroups included.
 Authentication is ``Authorization: Bearer <token>`` (a personal, project, group or OAuth token with the ``api``
 scope). A 429 is waited out for its ``Retry-After`` or until ``RateLimit-Reset``, inside the call's deadline.
@@ -219,7 +220,9 @@ class GitLabForge(HttpForge):
     def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
         # GitLab merges by the project's merge method (merge commit, semi-linear or fast-forward): kind: branch
         # needs a merge commit, which the project's settings decide, and the merge is checked in Git after it.
-        payload = {"auto_merge": True, "sha": pr.head_sha}
+        # merge_when_pipeline_succeeds is the name before GitLab 17.11 (which ignores auto_merge and would merge
+        # at once); later releases take both, deprecated name included.
+        payload = {"auto_merge": True, "merge_when_pipeline_succeeds": True, "sha": pr.head_sha}
         self._send(
             "PUT", f"/merge_requests/{int(pr.number)}/merge", f"setting !{pr.number} to auto-merge", json=payload
         )

@@ -42,6 +42,7 @@ class FakeGitLab:
     users: dict[str, int] = field(default_factory=lambda: {"alice": 7, "bob": 8})
     merge_requests: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     statuses: list[dict[str, Any]] = field(default_factory=list)
+    version: tuple[int, int] = (18, 6)  # the GitLab release answering
     jobs: list[dict[str, Any]] = field(default_factory=list)  # CI jobs: {"sha", "name", "status", "allow_failure"}
     notes: list[tuple[int, str]] = field(default_factory=list)
     throttle: list[Answer] = field(default_factory=list)
@@ -158,7 +159,13 @@ class FakeGitLab:
             body = request.body or {}
             if body.get("sha") not in (None, mr["sha"]):
                 return _error(409, "SHA does not match HEAD of source branch")
-            mr["auto_merge"] = bool(body.get("auto_merge"))
+            # Before GitLab 17.11 ``auto_merge`` is an unknown parameter (ignored); merge_when_pipeline_succeeds
+            # was the name. Neither set: GitLab merges at once.
+            asked = body.get("merge_when_pipeline_succeeds") if self.version < (17, 11) else body.get("auto_merge")
+            if asked:
+                mr["auto_merge"] = True
+            else:
+                mr |= {"state": "merged", "merge_commit_sha": "e" * 40}
             return Answer(200, self._body(project, mr, "mergeRequests/get", "200"))
         if op == "labels/get":
             name = unquote(str(path["label_id"]))

@@ -121,6 +121,13 @@ def test_contract_auto_merge_sets_the_merge_request_to_merge_when_its_checks_pas
     forge.enable_auto_merge(forge.pull_request(iid), merge_commit=True)
     assert fake.merge_requests[(PROJECT, iid)]["auto_merge"] is True
     assert "mergeRequests/merge" in server.calls
+    # A GitLab before 17.11 knows the option as merge_when_pipeline_succeeds: it too waits for the pipeline
+    # instead of merging at once.
+    fake.version = (17, 10)
+    older = fake.add(PROJECT, "promote/y", sha="a" * 40)
+    forge.enable_auto_merge(forge.pull_request(older), merge_commit=True)
+    assert fake.merge_requests[(PROJECT, older)]["auto_merge"] is True
+    assert forge.pull_request(older).state == "open"
 
 
 def test_contract_a_conflicting_merge_request_is_not_mergeable(gitlab: tuple[FakeGitLab, ContractServer]) -> None:
