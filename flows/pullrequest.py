@@ -137,7 +137,7 @@ def wait_for_merge(
     pr: PullRequest,
     lock: EnvironmentLock,
     *,
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[PullRequest | None], None] | None = None,
 ) -> PullRequest:
     """Suspend until ``pr`` is merged or closed (raises Prefect's Pause: the run ends here and re-runs from the
     top once resumed), or, where the run cannot be suspended, wait in the process."""
@@ -272,22 +272,25 @@ class ChecksWatch:
         self.conn, self.forge, self.env, self.cand, self.pr = conn, forge, env, cand, pr
         self.seen: str | None = None
 
-    def look(self) -> None:
+    def look(self, now: PullRequest | None = None) -> None:
+        """Read the checks of the pull request's head (``now``: the pull request as just read, whose head may have
+        moved); an unreadable answer changes nothing shown (the next look tries again)."""
+        self.pr = now or self.pr
+        env, pr = self.env, self.pr
         try:
-            checks: list[Check] | None = self.forge.checks(self.pr.head_sha)
+            checks: list[Check] = self.forge.checks(pr.head_sha)
         except ForgeError as exc:
-            get_run_logger().warning(f"could not read the checks of {self.pr.short()}: {exc}")
-            checks = None
-        summary = checks_summary(checks) if checks is not None else "could not be read"
+            get_run_logger().warning(f"could not read the checks of {pr.short()}: {exc}")
+            return
+        summary = checks_summary(checks)
         if summary == self.seen:
             return
         self.seen = summary
-        env, pr = self.env, self.pr
-        failing = checks is not None and any(c.state == "failure" for c in checks)
+        failing = any(c.state == "failure" for c in checks)
         say = get_run_logger().warning if failing else get_run_logger().info
         say(f"[{env.name}] checks of {pr.short()}: {summary}")
         if failing and env.write.auto_merge:
-            say(f"[{env.name}] the forge will not merge {pr.short()} by itself while a required check fails")
+            say(f"[{env.name}] while a check the branch requires fails, the forge does not merge {pr.short()}")
         _evidence(
             self.forge,
             env,

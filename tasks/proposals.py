@@ -204,13 +204,13 @@ def wait_for_decision(
     log: Callable[[str], None],
     *,
     poll_seconds: float = 10.0,
-    on_wait: Callable[[], None] | None = None,
+    on_wait: Callable[[PullRequest | None], None] | None = None,
 ) -> PullRequest:
     """Ask the forge every ``poll_seconds`` until pull request ``number`` is merged or closed, at most
     ``seconds``; the process waits (a run that cannot be suspended, a rollback). Says where it stands every
-    minute; ``on_wait()`` runs while it is open, every third poll (the checks' watch: one more read of the
-    forge, kept rarer than the pull request's own for the forge's rate limits).
-    Raises :class:`ProposalError` when the time is up."""
+    minute; ``on_wait(pr)`` runs while it is open (``pr``: as just read, None if unread), every third poll
+    (the checks' watch: one more read of the forge, kept rarer than the pull request's own for the forge's rate
+    limits). Raises :class:`ProposalError` when the time is up."""
     deadline = time.monotonic() + seconds
     said = watched = time.monotonic()
     while True:
@@ -228,7 +228,7 @@ def wait_for_decision(
             )
         if on_wait is not None and time.monotonic() - watched >= 3 * poll_seconds:
             watched = time.monotonic()
-            on_wait()
+            on_wait(pr)
         if time.monotonic() - said >= 60:
             said = time.monotonic()
             left = (deadline - time.monotonic()) / 60
