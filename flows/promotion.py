@@ -14,9 +14,8 @@ from flows import events
 from flows.common import crash_point, environment_lock, pipeline_path, record, run_record, tell
 from flows.holds import check_holds
 from flows.pullrequest import (
+    forge_report,
     pinned_pull_request,
-    report_outcome,
-    report_pending,
     roll_back_through_pull_request,
     through_pull_request,
     with_pinned_previous,
@@ -125,16 +124,17 @@ def promote(
                 applied = apply_promotion(conn, env, cand)
             crash_point("after-write-back")
             report.write_back = applied.commit
-            if forge is not None and pr is not None:
-                report_pending(forge, env, pr, applied.commit)
+            on_forge = forge_report(conn, forge, env, cand, pr)
+            if on_forge is not None:
+                on_forge.pending(applied.commit)
             try:
                 verification, checks = _verify_or_roll_back(conn, env, cand, applied, report, forge)
             except Exception as failure:
-                if forge is not None and pr is not None:
-                    report_outcome(forge, env, pr, applied.commit, ok=False, text=str(failure))
+                if on_forge is not None:
+                    on_forge.outcome(applied.commit, ok=False, text=str(failure))
                 raise
-            if forge is not None and pr is not None:
-                report_outcome(forge, env, pr, applied.commit, ok=True, text=verification.summary())
+            if on_forge is not None:
+                on_forge.outcome(applied.commit, ok=True, text=verification.summary())
             details = {"rc": cand.record_tag, "from": cand.previous, "revision": applied.revision}
             details["verification"] = verification.summary()
             if pr is not None:

@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -38,7 +39,7 @@ from tasks.forges.base import (
 )
 from tasks.locks import EnvironmentLock
 from tasks.merges import PIN_PREFIX, pause_key_prefix
-from tasks.proposals import ProposalError, Proposed, merged_write, propose, wait_for_decision
+from tasks.proposals import ProposalError, Proposed, merged_write, propose, upstream_evidence, wait_for_decision
 from tasks.repourls import normalize_repository
 from tasks.steps import _RETRYING, tag_release
 from tasks.strategies import strategy_for
@@ -247,7 +248,7 @@ def gate_statuses(
 ) -> list[tuple[str, CommitState, str]]:
     """What each of the environment's gates decided, as (context, state, description) for the pull request's
     head. Every one let the promotion through (else there would be no pull request); gates the environment does
-    not have get no status. Verification comes after the merge (:func:`report_outcome`)."""
+    not have get no status. Verification comes after the merge (:class:`ForgeReport`)."""
     if report.override:
         freeze = f"held ({report.held or 'a hold'}), overridden by {report.override}"
     elif report.held:
@@ -270,6 +271,7 @@ class ChecksWatch:
 
     def __init__(self, conn: Connections, forge: Forge, env: Environment, cand: Candidate, pr: PullRequest) -> None:
         self.conn, self.forge, self.env, self.cand, self.pr = conn, forge, env, cand, pr
+        self.story = story_of(conn, env, cand)
         self.seen: str | None = None
 
     def look(self, now: PullRequest | None = None) -> None:
@@ -295,6 +297,7 @@ class ChecksWatch:
             self.forge,
             env,
             pr,
+            self.story,
             merge=f"waiting: merge it into {pr.base} to promote {self.cand.label}",
             verification="after the merge",
             checks=summary,
@@ -302,8 +305,27 @@ class ChecksWatch:
         publish_board(self.conn, notes={env.name: f"waiting for the merge of {pr.short()}; checks: {summary}"})
 
 
+@dataclass(frozen=True)
+class Story:
+    """What the evidence comment says of the promotion at every stage: the plan and the upstream evidence."""
+
+    plan: str
+    upstream: str
+
+
+def story_of(conn: Connections, env: Environment, cand: Candidate) -> Story:
+    plan = f"{cand.previous or '(none)'} -> {cand.label} (commit {cand.anchor[:12]})"
+    return Story(plan, upstream_evidence(conn, env, cand))
+
+
 def evidence_text(
-    env: Environment, pr: PullRequest, *, merge: str, verification: str, link: str | None, checks: str | None = None
+    env: Environment,
+    story: Story,
+    *,
+    merge: str,
+    verification: str,
+    link: str | None,
+    checks: str | None = None,
 ) -> str:
     """The promotion's evidence comment: where the pull request's promotion stands, one row per step."""
     lines = [
@@ -312,6 +334,8 @@ def evidence_text(
         "",
         "| step | state |",
         "|---|---|",
+        f"| plan | {md.cell(story.plan, 300)} |",
+        f"| upstream | {md.cell(story.upstream, 300)} |",
     ]
     if checks is not None:
         lines.append(f"| checks | {md.cell(checks, 300)} |")
@@ -329,33 +353,56 @@ def _merged(pr: PullRequest, commit: str) -> str:
 
 
 def _evidence(
-    forge: Forge, env: Environment, pr: PullRequest, *, merge: str, verification: str, checks: str | None = None
+    forge: Forge,
+    env: Environment,
+    pr: PullRequest,
+    story: Story,
+    *,
+    merge: str,
+    verification: str,
+    checks: str | None = None,
 ) -> None:
     """Write the evidence comment (updated in place); a forge that refuses it does not stop the promotion."""
-    body = evidence_text(env, pr, merge=merge, verification=verification, link=run_url(), checks=checks)
+    body = evidence_text(env, story, merge=merge, verification=verification, link=run_url(), checks=checks)
     try:
         forge.comment(pr.number, body)
     except ForgeError as exc:
         get_run_logger().warning(f"could not comment on {pr.short()}: {exc}")
 
 
-def report_outcome(forge: Forge, env: Environment, pr: PullRequest, commit: str, *, ok: bool, text: str) -> None:
-    """The verification's outcome on the forge: the verification status on the merge commit and on the pull
-    request's head (where the pull request's page shows it), and the evidence comment."""
-    state: CommitState = "success" if ok else "failure"
-    _status(forge, commit, state, text)
-    if pr.head_sha and pr.head_sha != commit:
-        _status(forge, pr.head_sha, state, text)
-    outcome = f"{'Verified' if ok else 'Failed'}: {text}"
-    _evidence(forge, env, pr, merge=_merged(pr, commit), verification=outcome)
+@dataclass(frozen=True)
+class ForgeReport:
+    """The verification of a merged pull request as the forge shows it: statuses and the evidence comment."""
+
+    forge: Forge
+    env: Environment
+    pr: PullRequest
+    story: Story
+
+    def pending(self, commit: str) -> None:
+        """Verification has begun: pending on the merge commit. Never pending on an open pull request's head:
+        GitLab counts our statuses into the head's pipeline, and a pending one there would keep a project whose
+        merge requests need a passed pipeline from merging it at all."""
+        _status(self.forge, commit, "pending", f"verifying {self.env.name}")
+        verification = f"running: verifying {self.env.name} at {commit[:12]}"
+        _evidence(self.forge, self.env, self.pr, self.story, merge=_merged(self.pr, commit), verification=verification)
+
+    def outcome(self, commit: str, *, ok: bool, text: str) -> None:
+        """The verification status on the merge commit and on the pull request's head (where the pull request's
+        page shows it), and the evidence comment."""
+        state: CommitState = "success" if ok else "failure"
+        _status(self.forge, commit, state, text)
+        if self.pr.head_sha and self.pr.head_sha != commit:
+            _status(self.forge, self.pr.head_sha, state, text)
+        outcome = f"{'Verified' if ok else 'Failed'}: {text}"
+        _evidence(self.forge, self.env, self.pr, self.story, merge=_merged(self.pr, commit), verification=outcome)
 
 
-def report_pending(forge: Forge, env: Environment, pr: PullRequest, commit: str) -> None:
-    """Verification has begun: pending on the merge commit. Never pending on an open pull request's head: GitLab
-    counts our statuses into the head's pipeline, and a pending one there would keep a project whose merge requests
-    need a passed pipeline from merging it at all."""
-    _status(forge, commit, "pending", f"verifying {env.name}")
-    _evidence(forge, env, pr, merge=_merged(pr, commit), verification=f"running: verifying {env.name} at {commit[:12]}")
+def forge_report(
+    conn: Connections, forge: Forge | None, env: Environment, cand: Candidate, pr: PullRequest | None
+) -> ForgeReport | None:
+    """The forge's report of a promotion written through pull request ``pr`` (None: written by push)."""
+    return ForgeReport(forge, env, pr, story_of(conn, env, cand)) if forge is not None and pr is not None else None
 
 
 def roll_back_through_pull_request(

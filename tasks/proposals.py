@@ -72,14 +72,21 @@ def title(pipeline: str, env: Environment, cand: Candidate, *, rollback: bool = 
     return f"Promote {cand.label} to {env.name} ({pipeline})"[:250]
 
 
+def upstream_evidence(conn: Connections, env: Environment, cand: Candidate) -> str:
+    """What the environment before ``env`` recorded of ``cand``: ``verified in staging at <time>``, or that it
+    recorded nothing, or that ``env`` is the entry."""
+    pipeline = conn.pipeline
+    upstream = pipeline.upstream_of(env)
+    if upstream is None:
+        return "(entry environment)"
+    verified = evidence.find_record(conn.repo, "verified", pipeline.name, upstream.name, cand.record_tag)
+    return f"verified in {upstream.name} at {verified.at}" if verified else f"none recorded in {upstream.name}"
+
+
 def body(conn: Connections, env: Environment, cand: Candidate, *, rollback: bool = False, why: str = "") -> str:
     """The plan, for the reviewer: from -> to, the commits it brings, the file change, the upstream evidence.
     Everything that is anyone's text (commit subjects, values, the diff) is escaped (tasks/markdown.py)."""
     pipeline = conn.pipeline
-    upstream = pipeline.upstream_of(env)
-    verified = (
-        evidence.find_record(conn.repo, "verified", pipeline.name, upstream.name, cand.record_tag) if upstream else None
-    )
     if rollback:
         lines = [
             f"## Roll back **{md.text(env.name)}** of **{md.text(pipeline.name)}**",
@@ -93,12 +100,7 @@ def body(conn: Connections, env: Environment, cand: Candidate, *, rollback: bool
             "",
             f"- version: {md.code(cand.previous or '(none)')} -> {md.code(cand.label)}",
             f"- commit: {md.code(cand.anchor[:12])}",
-            "- upstream evidence: "
-            + (
-                md.text(f"verified in {upstream.name} at {verified.at}")
-                if upstream and verified
-                else md.text(f"none recorded in {upstream.name}" if upstream else "(entry environment)")
-            ),
+            f"- upstream evidence: {md.text(upstream_evidence(conn, env, cand))}",
             "",
             f"### Commits ({len(cand.commits)})",
         ]

@@ -199,6 +199,9 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
     assert len(evidence_comments) == 1, comments
     assert "Verified" in evidence_comments[0]["body"] and "production" in evidence_comments[0]["body"]
     assert f"merged by {ADMIN}" in evidence_comments[0]["body"]
+    # The plan and the upstream evidence stay in it at every stage.
+    assert "| plan | v1.0.0 -> v1.0.1 (commit " in evidence_comments[0]["body"]
+    assert "| upstream | verified in staging at " in evidence_comments[0]["body"]
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")
     assert promoted is not None
     assert promoted.details["pull_request"] == f"#{pr['number']} {pr['html_url']}"
@@ -308,8 +311,9 @@ def test_a_crash_right_after_the_pull_request_was_opened_repeats_nothing(
     head = first["head"]["sha"]
     assert statuses(forge, app, head) == []  # it died before saying anything on the forge
     run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
-    # The re-run finds the pull request and its branch: it reports on the same commit, opens and pushes nothing.
-    wait_for_status(forge, app, head, "pending")
+    # The re-run finds the pull request and its branch: it reports on the same commit (its gates' checks),
+    # opens and pushes nothing.
+    wait_for_status(forge, app, head, "success")
     pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=all")
     assert len(pulls) == 1 and pulls[0]["head"]["sha"] == head
     merge(forge, app, first["number"])
