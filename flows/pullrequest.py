@@ -314,7 +314,7 @@ class Story:
 
 
 def story_of(conn: Connections, env: Environment, cand: Candidate) -> Story:
-    plan = f"{cand.previous or '(none)'} -> {cand.label} (commit {cand.anchor[:12]})"
+    plan = f"{cand.previous or '(none)'} -> {cand.label}, commit {cand.anchor[:12]}"
     return Story(plan, upstream_evidence(conn, env, cand))
 
 

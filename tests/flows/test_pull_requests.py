@@ -200,7 +200,7 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
     assert "Verified" in evidence_comments[0]["body"] and "production" in evidence_comments[0]["body"]
     assert f"merged by {ADMIN}" in evidence_comments[0]["body"]
     # The plan and the upstream evidence stay in it at every stage.
-    assert "| plan | v1.0.0 -> v1.0.1 (commit " in evidence_comments[0]["body"]
+    assert "| plan | v1.0.0 -> v1.0.1 (rc v1.0.1-rc1), commit " in evidence_comments[0]["body"]
     assert "| upstream | verified in staging at " in evidence_comments[0]["body"]
     promoted = evidence.find(notes(app, "v1.0.1-rc1"), "promoted", app.name, "production", "v1.0.1")
     assert promoted is not None
