@@ -15,7 +15,8 @@ class CredentialsError(RefusedError, RuntimeError):
 
 
 def resolve_token(credentials: GitCredentials) -> str:
-    """The token an environment variable or a Secret block holds (a GitHub App's comes from :func:`git_auth`)."""
+    """The token an environment variable or a Secret block holds (a GitHub App's installation tokens come from
+    tasks/connections.py's ``repository_auth`` and tasks/forges' ``forge_for``)."""
     if credentials.github_app is not None:
         raise CredentialsError("a GitHub App installation gives Git and pull-request tokens only")
     return read_secret(credentials.token_env, credentials.secret_block, "token")

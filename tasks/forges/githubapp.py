@@ -2,12 +2,13 @@
 
 The app's private key (PEM, by reference: an environment variable or a Prefect Secret block) signs a short JWT
 (RS256; ``iss`` the App ID or Client ID, ``iat`` a minute in the past for clock drift, ``exp`` nine minutes ahead:
-GitHub refuses more than ten), which GitHub exchanges for an installation token (``apps/create-installation-access-
-token``, ``POST /app/installations/{installation_id}/access_tokens``), limited to the pipeline's repository. The
-token lasts an hour; :class:`InstallationTokens` hands out the one it holds until five minutes before it expires,
-then asks for a new one, so a promotion that waits for hours (an approval, a pull request) pushes and calls the API
-with a valid token. Git uses it as the password of ``x-access-token``, the forge client as its Bearer token; one
-holder per app, installation and repository in a process, so both share one token.
+GitHub refuses more than ten), which GitHub exchanges for an installation token
+(``apps/create-installation-access-token``: ``POST /app/installations/{installation_id}/access_tokens``), limited
+to the pipeline's repository. The token lasts an hour; :class:`InstallationTokens` hands out the one it holds
+until five minutes before it expires, then asks for a new one, so a promotion that waits for hours (an approval, a
+pull request) pushes and calls the API with a valid token. Git uses it as the password of ``x-access-token``, the
+forge client as its Bearer token; one holder per app, installation and repository in a process, so both share one
+token.
 
 Neither the key nor a token appears in a message, an argument or a file: the key is parsed in memory, the tokens
 stay in this object (Git gets them through the credential helper's environment, tasks/gitrepo.py).
@@ -27,6 +28,7 @@ from tasks.forges.base import ForgeAuthError, ForgeError, ForgeRefusedError
 JWT_LIFETIME = 540  # seconds ahead of now; GitHub accepts at most 600
 JWT_BACKDATE = 60  # seconds behind now, for a clock a little ahead of GitHub's
 REFRESH_BEFORE = 300  # a token this close to its expiry is replaced before it is handed out
+KEEP_HANDED_OUT = 48  # tokens remembered for scrubbing messages (two days of hourly ones)
 
 
 def _b64(data: bytes) -> str:
@@ -89,7 +91,8 @@ class InstallationTokens:
         with self._lock:
             if not self._token or self._expires - self._clock() < REFRESH_BEFORE:
                 self._token, self._expires = self._exchange()
-                self.handed_out.append(self._token)
+                # A long-lived worker gets one a hour: the recent ones are what a message could still hold.
+                self.handed_out[:] = [*self.handed_out[-(KEEP_HANDED_OUT - 1) :], self._token]
             return self._token
 
     def _exchange(self) -> tuple[str, float]:
