@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes import client as k8s
 from kubernetes.config import new_client_from_config
 
+from rules.readiness import judge_application
 from sandbox.apiserver import LocalKubeAPI, install_crds
 from tasks.kube import APPLICATION, KubeClient, ObjectRef, RequestStats
-from tasks.readiness import judge_application
 
 X, OLD = "1" * 40, "0" * 40
 GROUP = ("argoproj.io", "v1alpha1")

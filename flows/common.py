@@ -22,6 +22,7 @@ from flows import events
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from pipeline.paths import configured_roots, confine, default_roots
+from rules.windows import HeldError
 from tasks import board, evidence
 from tasks import markdown as md
 from tasks.approval import expire_if_due
@@ -29,7 +30,6 @@ from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
 from tasks.notify import notify
 from tasks.steps import run_url
-from tasks.windows import HeldError
 
 _TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 

@@ -1,5 +1,5 @@
 """Holds on a promotion: the org-wide freeze switch, the gate's windows and its soak time (rules in
-tasks/windows.py). A held promotion fails at once naming the hold, or waits for it to end
+rules/windows.py). A held promotion fails at once naming the hold, or waits for it to end
 (``gate.when_held: wait``, at most ``gate.max_wait``); an override needs a reason and is recorded in the
 audit record and in Git (an ``override`` evidence record)."""
 
@@ -16,10 +16,10 @@ from flows import events
 from flows.common import record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
+from rules.windows import FREEZE_VARIABLE, HeldError, Hold, first_hold, freeze_hold, soak_hold, window_hold
 from tasks import evidence
 from tasks.connections import Connections
 from tasks.strategies.base import Candidate
-from tasks.windows import FREEZE_VARIABLE, HeldError, Hold, first_hold, freeze_hold, soak_hold, window_hold
 
 _POLL = timedelta(seconds=60)  # how often a waiting promotion looks again when it cannot know the end
 

@@ -30,13 +30,13 @@ from flows.promote_rc import promote_rc
 from flows.report import PromotionReport
 from pipeline.load import discover_pipelines, load_pipeline
 from pipeline.model import Environment, Pipeline
+from rules.windows import HeldError
 from tasks import markdown as md
 from tasks.approval import fail_expired_approvals
 from tasks.connections import open_repository
 from tasks.measure import OVERALL, measure_pipeline
 from tasks.metrics import DeliveryMetrics, Window, combine, render_markdown
 from tasks.plan import plan_pipeline
-from tasks.windows import HeldError
 
 METRICS_WINDOW = timedelta(days=30)  # the delivery-metrics artifact's window, ending when the nightly ends
 _REASON_LIMIT = 300  # a pipeline that could not be measured: why, cut

@@ -14,7 +14,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from pipeline.model import PATTERN_HELP, UNION_KINDS, Pipeline
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 
 # --- loading with precise errors -----------------------------------------------------------------------
 

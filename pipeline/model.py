@@ -20,12 +20,12 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.fluxtemplate import TemplateError, check
-from tasks.refnames import branch_name_problem, ref_name_problem
-from tasks.signatures import load_public_key
-from tasks.versions import SemverRange, TagScheme, VersionError
-from tasks.windows import Window, WindowError, parse_duration
-from tasks.yamlpath import PathSyntaxError, parse_path
+from rules.fluxtemplate import TemplateError, check
+from rules.refnames import branch_name_problem, ref_name_problem
+from rules.signatures import load_public_key
+from rules.versions import SemverRange, TagScheme, VersionError
+from rules.windows import Window, WindowError, parse_duration
+from rules.yamlpath import PathSyntaxError, parse_path
 
 # Kubernetes object names (RFC 1123 subdomain) and namespaces (RFC 1123 label).
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
@@ -677,7 +677,7 @@ class HealthCheck(_Model):
 
 class GateWindow(_Model):
     """A recurring window: ``deny`` holds promotions while it is open; ``allow`` windows are the only times
-    promotions may happen (tasks/windows.py has the rules)."""
+    promotions may happen (rules/windows.py has the rules)."""
 
     allow: Annotated[str | None, Field(min_length=1, max_length=300)] = None
     deny: Annotated[str | None, Field(min_length=1, max_length=300)] = None

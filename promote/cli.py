@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pipeline.load import PipelineError, load_pipeline
 from promote.notifications import DEFAULT_EVENTS
-from tasks.errors import PromoteError
+from rules.errors import PromoteError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

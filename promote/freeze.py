@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from promote.trigger import ApiConfig, TriggerError
+from rules.windows import FREEZE_VARIABLE, freeze_hold
 from tasks import httpbounds, prefectapi
-from tasks.windows import FREEZE_VARIABLE, freeze_hold
 
 TIMEOUT_SECONDS = 30.0
 

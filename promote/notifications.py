@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from flows.events import MILESTONES, PREFIX
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 
 DEFAULT_EVENTS = ("failed", "rolled-back", "approval.waiting", "frozen", "live")
 NAME_PREFIX = "gitops-promote: notify "

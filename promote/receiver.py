@@ -35,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 from tasks.evidence import PROMOTE_TRAILER
 from tasks.repourls import normalize_repository
 

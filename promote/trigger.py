@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
+from rules.errors import RefusedError
 from tasks import httpbounds, prefectapi
-from tasks.errors import RefusedError
 from tasks.httpbounds import Deadline, Response
 
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pipeline.model import Environment, Pipeline
+from rules.errors import PromoteError
+from rules.refnames import is_full_sha
 from tasks import evidence
 from tasks.connections import Connections
-from tasks.errors import PromoteError
-from tasks.refnames import is_full_sha
 from tasks.strategies import strategy_for
 from tasks.terminal import printable
 

@@ -10,11 +10,11 @@ from urllib.parse import urlsplit
 
 from pipeline.load import load_pipeline
 from pipeline.model import Environment, GitCredentials, ImageRegistry, Pipeline, Repository
+from rules.signatures import EvidencePolicy, SigningKeyError, Trust, load_private_key
 from tasks.credentials import git_auth, resolve_secret, resolve_token
 from tasks.gitrepo import DEFAULT_NETWORK_TIMEOUT, Author, GitAuth, GitError, GitRepository, display_url
 from tasks.httpbounds import is_loopback
 from tasks.kube import KubeClient, load_api_client
-from tasks.signatures import EvidencePolicy, SigningKeyError, Trust, load_private_key
 
 if TYPE_CHECKING:
     from tasks.registry import RegistryClient

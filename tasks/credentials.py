@@ -6,7 +6,7 @@ import os
 from typing import cast
 
 from pipeline.model import GitCredentials, SecretRef
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 from tasks.gitrepo import GitAuth
 
 

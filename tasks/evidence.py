@@ -5,7 +5,7 @@ Approvals are recorded the same way, so a re-run after a crash does not ask twic
 carry :data:`PROMOTE_TRAILER`, so "what changed since" can leave them out.
 
 Anyone who can push the notes ref can write a note. With the pipeline's ``evidence.trusted_keys`` (the
-repository's :class:`~tasks.signatures.EvidencePolicy`), records count only when signed by one of those keys:
+repository's :class:`~rules.signatures.EvidencePolicy`), records count only when signed by one of those keys:
 every reader here leaves the others out, and :func:`ignored_records` says which were left out and why. A note
 that is not this tool's (another tool's format, broken JSON, wrong field types) is read as holding no records
 of ours instead of stopping every reader, and a write keeps its text.
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from tasks.errors import RefusedError
-from tasks.signatures import EvidencePolicy, Trust, sign
+from rules.errors import RefusedError
+from rules.signatures import EvidencePolicy, Trust, sign
 
 if TYPE_CHECKING:
     from tasks.gitrepo import GitRepository, LogEntry
@@ -48,7 +48,7 @@ class Record:
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    sig: str = ""  # tasks/signatures.py: ed25519:<key id>:<signature> over every other field
+    sig: str = ""  # rules/signatures.py: ed25519:<key id>:<signature> over every other field
 
     def same_fact(self, other: Record) -> bool:
         """Equal apart from when and by which run: writing it again is a no-op."""

@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 
 import git
 
-from tasks.errors import PromoteError, TransientError
-from tasks.refnames import is_full_sha, is_valid_branch_name, is_valid_tag_name
-from tasks.signatures import EvidencePolicy
+from rules.errors import PromoteError, TransientError
+from rules.refnames import is_full_sha, is_valid_branch_name, is_valid_tag_name
+from rules.signatures import EvidencePolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")

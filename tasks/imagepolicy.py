@@ -8,7 +8,7 @@ Choosing follows Flux's image-reflector-controller (``internal/policy``):
   the *original* tag is returned. Two tags with the same extracted value: the later one in the listing wins
   (Flux keeps them in a map keyed by the extracted value).
 * ``semver``: values that parse as semver (an optional leading ``v``) inside the range; pre-releases only
-  when the range names one (``tasks.versions.SemverRange``); the highest wins.
+  when the range names one (``rules.versions.SemverRange``); the highest wins.
 * ``alphabetical`` / ``numerical``: ``asc`` selects the *last* value of the ascending order, ``desc`` the
   first. Flux's API reference (AlphabeticalPolicy.order): "Given the letters of the alphabet as tags,
   ascending order would select Z, and descending order would select A"; NumericalPolicy.order: "Given the
@@ -29,8 +29,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Protocol
 
 from pipeline.model import ImagePolicy, TagFilter, compile_tag_pattern
-from tasks.errors import RefusedError
-from tasks.versions import newest_in_range
+from rules.errors import RefusedError
+from rules.versions import newest_in_range
 
 __all__ = ["ImagePolicyError", "expand_extract", "select_tag"]
 

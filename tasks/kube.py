@@ -2,7 +2,7 @@
 do, retries for transient failures only, and a watch-based wait that re-lists on 410 Gone.
 
 Objects are handled as plain dicts through the generic ``/apis/{group}/{version}`` paths, so Argo CD and
-Flux objects need no generated models; the judgement of an object lives in :mod:`tasks.readiness`.
+Flux objects need no generated models; the judgement of an object lives in :mod:`rules.readiness`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from rules.readiness import Judgement
 from tasks import informer
 from tasks.kubeobjects import (
     APPLICATION,
@@ -42,7 +43,6 @@ from tasks.kubeobjects import (
     short_error,
     watch_events,
 )
-from tasks.readiness import Judgement
 
 __all__ = [
     "APPLICATION",

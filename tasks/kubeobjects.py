@@ -12,7 +12,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from tasks.errors import PromoteError, TransientError
+from rules.errors import PromoteError, TransientError
 
 Log = Callable[[str], None]
 

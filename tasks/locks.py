@@ -20,6 +20,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from rules.readiness import Judgement, parse_time
 from tasks.kube import (
     KubeClient,
     KubeError,
@@ -29,7 +30,6 @@ from tasks.kube import (
     TransientKubeError,
     describe_api_error,
 )
-from tasks.readiness import Judgement, parse_time
 
 LEASE = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 

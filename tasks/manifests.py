@@ -1,6 +1,6 @@
 """Kubernetes manifest formats this tool edits: Argo CD Application ``targetRevision``, Kustomize ``images[]``,
 Flux setter markers. Each changes one value and leaves every other byte of the file as it was, through the
-splice engine in :mod:`tasks.yamledit`.
+splice engine in :mod:`rules.yamledit`.
 
 Every function takes ``source`` (the file name) for its error messages, validates its inputs first and
 computes all edits before applying any: a ``ManifestError`` means nothing was changed.
@@ -16,7 +16,7 @@ from typing import Literal
 
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from tasks.yamledit import (
+from rules.yamledit import (
     INT_TAG,
     Check,
     Edit,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.model import Pipeline
+from rules.errors import NothingToDoError, RefusedError
 from tasks.connections import Connections
-from tasks.errors import NothingToDoError, RefusedError
 from tasks.gitrepo import GitRepository
 from tasks.strategies import strategy_for
 

@@ -12,7 +12,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from tasks.readiness import Judgement, _cap, image_matches, parse_time
+from rules.readiness import Judgement, _cap, image_matches, parse_time
 
 POD_TEMPLATE_HASH = "pod-template-hash"
 _EPOCH = datetime.min.replace(tzinfo=UTC)

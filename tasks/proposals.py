@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.model import Environment
+from rules.errors import RefusedError
+from rules.refnames import branch_name_problem, is_full_sha
 from tasks import evidence
 from tasks import markdown as md
 from tasks.connections import Connections
-from tasks.errors import RefusedError
 from tasks.forges.base import Forge, ForgeRefusedError, PullRequest, TransientForgeError
 from tasks.gitrepo import GitError, GitRepository
-from tasks.refnames import branch_name_problem, is_full_sha
 from tasks.strategies import strategy_for
 from tasks.strategies.base import Applied, Candidate
 

@@ -35,8 +35,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from rules.errors import PromoteError, TransientError
 from tasks import httpbounds
-from tasks.errors import PromoteError, TransientError
 from tasks.httpbounds import Deadline, Response
 
 __all__ = ["RegistryClient", "RegistryError", "TransientRegistryError"]

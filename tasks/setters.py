@@ -9,77 +9,19 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ruamel.yaml.nodes import Node, ScalarNode
 
+from rules.imageupdates import Change, ObjectRef, UpdateResult
+from rules.yamledit import MAX_FILE_BYTES, ManifestError, compose, mapping_value
 from tasks import worktree_paths
 from tasks.manifests import find_setter_markers, set_setter_values
-from tasks.yamledit import MAX_FILE_BYTES, ManifestError, compose, mapping_value
 
-__all__ = ["Change", "ObjectRef", "UpdateResult", "apply_to_files"]
+__all__ = ["apply_to_files"]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _MARKER_KEY = "$imagepolicy"
-
-
-@dataclass(frozen=True, order=True)
-class ObjectRef:
-    """The YAML document a changed value sits in (Flux's ObjectIdentifier); empty strings when absent."""
-
-    api_version: str
-    kind: str
-    name: str
-    namespace: str
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind or '(no kind)'} {where}{self.name or '(no name)'}"
-
-
-@dataclass(frozen=True)
-class Change:
-    """One marked value that changed (Flux's Change, plus where it is)."""
-
-    file: str  # relative to the repository root, '/'-separated
-    object: ObjectRef
-    old_value: str
-    new_value: str
-    setter: str  # the marker's policy reference: "ns:name" (whole image) or "ns:name:tag" / ":name"
-    line: int
-
-
-@dataclass(frozen=True)
-class UpdateResult:
-    """What :func:`apply_to_files` changed; empty ``changes`` means every marker already held the image."""
-
-    path: str  # the update path the files were searched under, '/'-separated, relative to the root
-    policy: str
-    image: str  # repository, e.g. registry.example/app
-    tag: str
-    changes: tuple[Change, ...]
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.changes)
-
-    @property
-    def image_ref(self) -> str:
-        return f"{self.image}:{self.tag}"
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        return tuple(sorted({c.file for c in self.changes}))
-
-    @property
-    def objects(self) -> tuple[ObjectRef, ...]:
-        return tuple(sorted({c.object for c in self.changes}))
-
-    @property
-    def images(self) -> tuple[str, ...]:
-        """The image references written, for commit messages (``registry.example/app:1.2.3``)."""
-        return (self.image_ref,) if self.changes else ()
 
 
 def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: str) -> UpdateResult:
@@ -190,7 +132,7 @@ def _yaml_files(base: Path) -> tuple[list[Path], list[Path]]:
 
 def _document_objects(text: str, source: str) -> list[tuple[int, int, ObjectRef]]:
     """(first line, last line, object) of each YAML document, 1-based lines."""
-    docs = compose(text, source)  # bounded and read as Flux reads it (tasks.yamledit)
+    docs = compose(text, source)  # bounded and read as Flux reads it (rules.yamledit)
     spans: list[tuple[int, int, ObjectRef]] = []
     for doc in docs:
         if doc is None:

@@ -17,10 +17,10 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
 from pipeline.model import Environment, Pipeline
+from rules.errors import is_transient
 from tasks import evidence
 from tasks import markdown as md
 from tasks.connections import Connections
-from tasks.errors import is_transient
 from tasks.gitrepo import TagResult
 from tasks.health import CheckResult, results_table, run_check
 from tasks.strategies import strategy_for

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.model import ArgoApplicationRef, DeploymentRef, Environment, FluxKustomizationRef
+from rules.readiness import Judgement, flux_manages, judge_application, judge_deployment, judge_kustomization
 from tasks.health import render
 from tasks.kube import (
     APPLICATION,
@@ -28,7 +29,6 @@ from tasks.kube import (
     VerificationError,
 )
 from tasks.pods import POD_TEMPLATE_HASH, judge_pods, new_replicaset
-from tasks.readiness import Judgement, flux_manages, judge_application, judge_deployment, judge_kustomization
 from tasks.strategies import strategy_for
 
 ARGO_REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"

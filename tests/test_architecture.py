@@ -1,5 +1,6 @@
-"""The structure the code promises: one place switches on the tracking kind, no import cycles, and the
-pipeline model loads without Git, Kubernetes or Prefect."""
+"""The structure the code promises: one place switches on the tracking kind, no import cycles, the floors
+(``rules/`` at the bottom, importing nothing else of the project; ``pipeline/`` on it, importing only it), and the
+pipeline model loads without Git, Kubernetes, Prefect or any ``tasks`` module."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("flows", "tasks", "promote", "pipeline", "sandbox")
+PRODUCT = ("flows", "tasks", "promote", "pipeline", "rules", "sandbox")
 DISPATCHER = ROOT / "tasks" / "strategies" / "__init__.py"
 # A branch on the kind: comparing it, matching on it, or testing a model class in a condition. A bare
 # `assert isinstance(env.tracks, TrackTag)` in a strategy's own module narrows the type; it decides nothing.
@@ -102,6 +103,32 @@ def test_the_pipeline_model_loads_without_git_kubernetes_or_prefect() -> None:
     code = "import json, sys; import pipeline.load; print(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    heavy = {"git", "kubernetes", "prefect", "httpx", "tasks.gitrepo", "tasks.kube", "tasks.steps"}
+    heavy = {"git", "kubernetes", "prefect", "httpx"}
     assert loaded & heavy == set()
-    assert not any(m.startswith("flows") or m.startswith("promote") for m in loaded)
+    assert not any(m.split(".")[0] in ("flows", "promote", "tasks", "sandbox") for m in loaded), sorted(
+        m for m in loaded if m.split(".")[0] in ("flows", "promote", "tasks", "sandbox")
+    )
+
+
+def _arrows(package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` and the product modules it imports (at run time)."""
+    modules = {_module(path): path for path in _sources(*PRODUCT)}
+    return {
+        name: _imports(path, set(modules)) - {name} for name, path in modules.items() if name.split(".")[0] == package
+    }
+
+
+def test_the_rules_floor_imports_nothing_else_of_the_project() -> None:
+    arrows = _arrows("rules")
+    assert len(arrows) >= 10, sorted(arrows)  # the floor is there
+    up = {name: sorted(m for m in imported if m.split(".")[0] != "rules") for name, imported in arrows.items()}
+    assert {name: found for name, found in up.items() if found} == {}
+
+
+def test_the_pipeline_model_stands_on_the_rules_floor_only() -> None:
+    arrows = _arrows("pipeline")
+    up = {
+        name: sorted(m for m in imported if m.split(".")[0] not in ("pipeline", "rules"))
+        for name, imported in arrows.items()
+    }
+    assert {name: found for name, found in up.items() if found} == {}

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from tasks.errors import PromoteError, RefusedError, TransientError
+from rules.errors import PromoteError, RefusedError, TransientError
 
 PullRequestState = Literal["open", "merged", "closed"]
 CommitState = Literal["pending", "success", "failure", "error"]

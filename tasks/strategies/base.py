@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pipeline.model import Environment, Pipeline
+from rules.errors import NothingToDoError, RefusedError
 from tasks import evidence
-from tasks.errors import NothingToDoError, RefusedError
 
 if TYPE_CHECKING:
     from tasks.connections import Connections

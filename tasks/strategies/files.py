@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rules.errors import RefusedError
 from tasks import evidence, worktree_paths
-from tasks.errors import RefusedError
 from tasks.gitrepo import CommitResult, GitError, GitRepository
 
 

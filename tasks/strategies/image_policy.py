@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.model import Environment, TrackImagePolicy
+from rules.fluxtemplate import TemplateData, render
+from rules.imageupdates import UpdateResult
 from tasks import evidence, manifests, worktree_paths
-from tasks.fluxtemplate import TemplateData, render
 from tasks.gitrepo import CommitResult
 from tasks.imagepolicy import select_tag
-from tasks.setters import UpdateResult, apply_to_files
+from tasks.setters import apply_to_files
 from tasks.strategies import files
 from tasks.strategies.base import Entry, NothingToPromoteError, ReleaseError
 from tasks.strategies.copied import CopiedValueStrategy

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, cast
 
 from pipeline.model import Environment, Pipeline, TrackTag
+from rules.versions import Bump, ReleaseVersion, latest_stable, next_rc
 from tasks import evidence, manifests
 from tasks.gitrepo import CommitResult, GitRepository
 from tasks.strategies import files
@@ -24,7 +25,6 @@ from tasks.strategies.base import (
     TagToCreate,
     require_upstream,
 )
-from tasks.versions import Bump, ReleaseVersion, latest_stable, next_rc
 
 if TYPE_CHECKING:
     from tasks.connections import Connections

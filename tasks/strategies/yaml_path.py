@@ -3,7 +3,7 @@
 
 An environment lists its edits as ``{file, path, name}``; promotion copies the values the environment before
 it *verified*, paired by name, into this environment's files: every edit in one commit, only the values'
-bytes changed (:mod:`tasks.yamlpath`). The evidence key is the value when all edits carry the same one
+bytes changed (:mod:`rules.yamlpath`). The evidence key is the value when all edits carry the same one
 (``1.2.3``), else ``name=value`` pairs (``app=1.2.3,chart=0.4.0``). Rollback writes the previous values back.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.model import Environment, TrackYamlPath
-from tasks import yamlpath
+from rules import yamlpath
 from tasks.gitrepo import CommitResult
 from tasks.strategies import files
 from tasks.strategies.base import ReleaseError, verification_values

@@ -5,7 +5,7 @@ scheduler onto a KWOK node. Nothing in these tests writes a status.
 Each test records what the controllers wrote (tests/support/fluxsite.py StatusRecorder) and checks the moment
 verification answered against it: not on the previous revision's Ready, not before the rollout completed, and
 within seconds of Flux reporting a failure. With PROMOTE_RECORD_FLUX_FIXTURES=1 the recordings are written to
-tests/data/flux/, which tests/tasks/test_readiness_recorded.py replays through the readiness rules.
+tests/data/flux/, which tests/rules/test_readiness_recorded.py replays through the readiness rules.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client as k8s
 
 from pipeline.model import Environment
+from rules.readiness import flux_revision_matches
 from tasks.kube import KubeClient, VerificationError
-from tasks.readiness import flux_revision_matches
 from tasks.verification import verify_environment
 from tests.support.fluxsite import IMAGE, KUSTOMIZATION_FILE, FluxSite, StatusRecorder, deployment, served_site
 

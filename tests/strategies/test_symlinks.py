@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.load import parse_pipeline
+from rules.errors import RefusedError
 from tasks.connections import Connections
-from tasks.errors import RefusedError
 from tasks.gitrepo import GitRepository
 from tasks.strategies import files, strategy_for
 from tasks.strategies.tag import application_edit

@@ -1,5 +1,5 @@
 """The tag strategy against real Git when the repository spells its release tags without the configured prefix
-(``1.3.0-rc1`` with ``tag_prefix: v``), or both ways: tasks.versions names each version by a tag that exists."""
+(``1.3.0-rc1`` with ``tag_prefix: v``), or both ways: rules.versions names each version by a tag that exists."""
 
 from __future__ import annotations
 

@@ -12,13 +12,13 @@ from ruamel.yaml import YAML
 
 from pipeline.load import parse_pipeline
 from pipeline.model import Pipeline
+from rules.yamledit import ManifestError
 from tasks import evidence
 from tasks.connections import Connections
 from tasks.gitrepo import GitRepository
 from tasks.strategies import strategy_for
 from tasks.strategies.base import ReleaseError
 from tasks.strategies.files import TargetError
-from tasks.yamledit import ManifestError
 from tests.support.gitserver import commit_file, make_origin, run_git
 
 ROOT = Path(__file__).resolve().parents[2]

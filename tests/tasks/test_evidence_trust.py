@@ -11,10 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from rules.signatures import EvidencePolicy, SigningKeyError, Trust, load_private_key, load_public_key, sign
 from tasks import evidence
 from tasks.evidence import Record
 from tasks.gitrepo import GitRepository
-from tasks.signatures import EvidencePolicy, SigningKeyError, Trust, load_private_key, load_public_key, sign
 from tests.support.gitserver import make_origin, run_git
 
 COMMIT_FILES = {"README.md": "hello\n"}

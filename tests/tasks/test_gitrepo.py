@@ -291,7 +291,7 @@ def test_token_over_http_never_in_config_url_or_errors(tmp_path: Path) -> None:
 def test_network_failures_are_transient_at_the_git_border(tmp_path: Path) -> None:
     """gitrepo itself classifies git's failure: an unreachable host is TransientGitError (retried by the steps),
     an unknown ref a plain GitError (terminal); no other module reads git's stderr."""
-    from tasks.errors import is_transient
+    from rules.errors import is_transient
     from tasks.gitrepo import TransientGitError
 
     unreachable = GitRepository("http://127.0.0.1:9/nowhere.git", tmp_path / "cache")

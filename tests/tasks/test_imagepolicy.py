@@ -11,9 +11,10 @@ import pytest
 
 from pipeline.load import PipelineError, parse_pipeline
 from pipeline.model import ImagePolicy, TagFilter, compile_tag_pattern
+from rules.imageupdates import Change, ObjectRef
 from tasks.imagepolicy import ImagePolicyError, expand_extract, select_tag
 from tasks.manifests import ManifestError
-from tasks.setters import Change, ObjectRef, apply_to_files
+from tasks.setters import apply_to_files
 
 ANY = TagFilter()
 

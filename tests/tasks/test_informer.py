@@ -14,11 +14,11 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.config import new_client_from_config
 
+from rules.readiness import Judgement, judge_application
 from sandbox.apimetrics import ResourceRequests, resource_requests
 from sandbox.apiserver import LocalKubeAPI, delete_namespace
 from tasks import informer
 from tasks.kube import APPLICATION, KubeClient, ObjectNotFoundError, ObjectRef, RequestStats, VerificationError
-from tasks.readiness import Judgement, judge_application
 from tests.tasks.test_verification import (
     OLD,
     Background,

@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client as k8s
 
 from pipeline.model import Environment
+from rules.readiness import judge_application
 from sandbox.apiserver import RBAC_DIR, LocalKubeAPI, apply_manifests
 from sandbox.rollouts import run_pods
 from tasks import kube as kube_module
@@ -27,7 +28,6 @@ from tasks.kube import (
     VerificationError,
     load_api_client,
 )
-from tasks.readiness import judge_application
 from tasks.verification import ARGO_REFRESH_ANNOTATION, FLUX_RECONCILE_ANNOTATION, verify_environment
 
 pytestmark = pytest.mark.kube

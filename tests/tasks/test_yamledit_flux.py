@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import manifests, yamlpath
+from rules import yamlpath
+from rules.yamledit import MAX_FILE_BYTES, ManifestError
+from tasks import manifests
 from tasks.setters import apply_to_files
-from tasks.yamledit import MAX_FILE_BYTES, ManifestError
 
 APP = (
     "apiVersion: argoproj.io/v1alpha1\nkind: Application\nmetadata:\n  name: shop\nspec:\n  source:\n"

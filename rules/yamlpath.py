@@ -1,5 +1,5 @@
 """Values in any YAML file by path (Helm ``values.yaml``, ``Chart.yaml``, a manifest), read and written
-byte-exact through :mod:`tasks.yamledit`.
+byte-exact through :mod:`rules.yamledit`.
 
 The path syntax, one step after another:
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from tasks.yamledit import ManifestError, PathKey, apply, compose, line_of, navigate, set_scalar
+from rules.yamledit import ManifestError, PathKey, apply, compose, line_of, navigate, set_scalar
 
 __all__ = ["Index", "Key", "PathSyntaxError", "Select", "get_value", "parse_path", "set_values", "validate_value"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import semver
 
-from tasks.versions import (
+from rules.versions import (
     ReleaseVersion,
     SemverRange,
     TagScheme,

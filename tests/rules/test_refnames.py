@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.refnames import MAX_REF_LENGTH, branch_name_problem, is_valid_branch_name, is_valid_tag_name
+from rules.refnames import MAX_REF_LENGTH, branch_name_problem, is_valid_branch_name, is_valid_tag_name
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 
 # What a signature covers starts with this, so a signature made for anything else never verifies here.
 DOMAIN = b"gitops-promote evidence v1\n"

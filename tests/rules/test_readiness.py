@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tasks.readiness import flux_manages, image_matches, judge_application, judge_deployment, judge_kustomization
+from rules.readiness import flux_manages, image_matches, judge_application, judge_deployment, judge_kustomization
 
 X = "a" * 40
 OLD = "b" * 40

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tasks.readiness import judge_application, judge_kustomization
+from rules.readiness import judge_application, judge_kustomization
 
 X = "a" * 40
 OLD = "b" * 40

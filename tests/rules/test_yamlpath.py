@@ -1,11 +1,11 @@
-"""tasks/yamlpath.py: the path syntax, and byte-exact reads and writes of values in any YAML file."""
+"""rules/yamlpath.py: the path syntax, and byte-exact reads and writes of values in any YAML file."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.yamledit import ManifestError
-from tasks.yamlpath import Index, Key, PathSyntaxError, Select, get_value, parse_path, set_values
+from rules.yamledit import ManifestError
+from rules.yamlpath import Index, Key, PathSyntaxError, Select, get_value, parse_path, set_values
 
 VALUES = """\
 # shop in staging: a Helm values file with everything a person writes by hand.

@@ -1,4 +1,4 @@
-"""Freeze windows, the org freeze switch and the soak time (tasks/windows.py), with a fixed clock.
+"""Freeze windows, the org freeze switch and the soak time (rules/windows.py), with a fixed clock.
 
 Expected instants are worked out by hand in the comments (calendar of December 2026: the 4th is a Friday;
 Europe/Berlin is UTC+1 in winter, UTC+2 in summer; in 2027 clocks go forward on Sunday 28 March at 02:00)."""
@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from pipeline.load import PipelineError, parse_pipeline
-from tasks.windows import Window, WindowError, freeze_hold, parse_duration, soak_hold, window_hold
+from rules.windows import Window, WindowError, freeze_hold, parse_duration, soak_hold, window_hold
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEKEND = Window("deny", "0 18 * * FRI", timedelta(hours=62), "Europe/Berlin", "weekend")  # Fri 18:00 -> Mon 08:00
@@ -231,7 +231,7 @@ def test_odd_rrules_are_validation_errors_not_tracebacks(schedule: str) -> None:
 def test_a_check_costs_one_step_back_whatever_the_windows(monkeypatch: pytest.MonkeyPatch) -> None:
     """Was 15-33 s: twenty every-minute 6-day deny windows, each check walking every start in six days. Now each
     window looks one occurrence back (counted on the real cronsim)."""
-    import tasks.windows as windows_module
+    import rules.windows as windows_module
 
     steps = {"n": 0}
     real = windows_module.CronSim

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.versions import (
+from rules.versions import (
     ReleaseVersion,
     SemverRange,
     TagScheme,

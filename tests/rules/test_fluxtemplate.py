@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.model import TrackImagePolicy
-from tasks.fluxtemplate import TemplateData, TemplateError, check, render, render_update
-from tasks.setters import Change, ObjectRef, UpdateResult
+from rules.fluxtemplate import TemplateData, TemplateError, check, render, render_update
+from rules.imageupdates import Change, ObjectRef, UpdateResult
 
 SEED = TrackImagePolicy.model_fields["message_template"].default
 DEPLOYMENT = ObjectRef("apps/v1", "Deployment", "frontend", "shop")
@@ -283,7 +283,7 @@ def test_range_variables_end_with_their_range() -> None:
 
 def test_a_template_nested_hundreds_deep_is_an_error_not_a_crash() -> None:
     """Was a RecursionError that took `promote receive` down at start (it reads every pipeline file)."""
-    from tasks.fluxtemplate import TemplateError, check
+    from rules.fluxtemplate import TemplateError, check
 
     deep = "{{" + "(" * 330 + ".Updated" + ")" * 330 + "}}"
     with pytest.raises(TemplateError, match="nested too deeply"):

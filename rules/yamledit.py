@@ -3,7 +3,7 @@
 A ruamel.yaml load/dump round trip re-indents files that mix ``- `` and ``  - `` list styles, moves
 comment columns and folds long values, so it would turn a one-value promotion into a noisy diff. Here
 ruamel only *composes* the text: the node tree carries the start/end offset of every scalar. A format
-module (:mod:`tasks.manifests` for Kubernetes manifests, :mod:`tasks.yamlpath` for any YAML by path) locates
+module (:mod:`tasks.manifests` for Kubernetes manifests, :mod:`rules.yamlpath` for any YAML by path) locates
 its scalars with :func:`compose`, :func:`navigate` and :func:`mapping_value`, asks :func:`set_scalar` for
 each :class:`Edit` (the new value rendered in the old scalar's quoting style) and its :class:`Check`, and
 :func:`apply` splices them all into the original text and re-reads the result to prove every value landed
@@ -33,7 +33,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import implicit_resolvers
 
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 
 __all__ = [
     "INT_TAG",

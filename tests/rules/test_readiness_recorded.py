@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tasks.readiness import flux_revision_matches, judge_kustomization
+from rules.readiness import flux_revision_matches, judge_kustomization
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "flux"
 RECORDINGS = sorted(DATA.glob("*.json"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tasks.readiness import Judgement, judge_application
+from rules.readiness import Judgement, judge_application
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "argocd"
 RECORDINGS = sorted(DATA.glob("*.json"))

@@ -87,7 +87,7 @@ def judge_application(
     """Argo CD runs ``revision`` (a commit id): synced to it by a finished operation and healthy.
 
     The "operation in progress" rules are those of ``argocd app wait`` (argo-cd cmd/argocd/commands/app.go,
-    checkAppWaitConditions); tests/tasks/test_readiness.py has one table row per rule. On top of them: the synced
+    checkAppWaitConditions); tests/rules/test_readiness.py has one table row per rule. On top of them: the synced
     revision must be ours, and a failed operation or a Degraded health for our revision fails fast.
     """
     now = now or datetime.now(UTC)
@@ -184,7 +184,7 @@ def _generation(value: Any) -> int | None:
 def judge_kustomization(ks: dict[str, Any], revision: str, *, requested_at: str | None = None) -> Judgement:
     """Flux has applied ``revision`` and calls the Kustomization ready, by the rules ``flux reconcile`` applies.
 
-    Each step names the upstream rule it ports; tests/tasks/test_readiness_upstream.py has one table row per rule.
+    Each step names the upstream rule it ports; tests/rules/test_readiness_upstream.py has one table row per rule.
     On top of them (ours): a Stalled or terminal Ready=False for our revision fails fast, also beside the
     Reconciling=True (ProgressingWithRetry) that real Flux writes with it, and the applied revision must be ours.
     """

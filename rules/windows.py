@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 from dateutil import rrule
 
-from tasks.errors import RefusedError
+from rules.errors import RefusedError
 
 __all__ = [
     "FREEZE_VARIABLE",

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.setters import ObjectRef, UpdateResult
+from rules.imageupdates import ObjectRef, UpdateResult
 
 __all__ = ["TemplateData", "TemplateError", "check", "render", "render_update"]
 
