@@ -30,6 +30,7 @@ from flows.promote_rc import promote_rc
 from flows.report import PromotionReport
 from pipeline.load import discover_pipelines, load_pipeline
 from pipeline.model import Environment, Pipeline
+from rules.errors import OutcomeError
 from rules.windows import HeldError
 from tasks import markdown as md
 from tasks.approval import fail_expired_approvals
@@ -110,7 +111,7 @@ class PipelineOutcome:
     summary: str | None = None
 
 
-class PipelineFailedError(RuntimeError):
+class PipelineFailedError(OutcomeError, RuntimeError):
     """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``outcome``)."""
 
     def __init__(self, stage: str, cause: Exception, outcome: PipelineOutcome) -> None:

@@ -22,6 +22,7 @@ from flows.pullrequest import (
 )
 from flows.report import PromotionReport
 from pipeline.model import Environment
+from rules.errors import OutcomeError
 from tasks import evidence
 from tasks.approval import (
     ApprovalPlan,
@@ -49,7 +50,7 @@ from tasks.strategies.base import Applied, Candidate, NothingToPromoteError
 from tasks.verification import VerificationResult
 
 
-class PromotionError(RuntimeError):
+class PromotionError(OutcomeError, RuntimeError):
     """The promotion ended without the new version in the environment; the message says what happened."""
 
 

@@ -6,6 +6,9 @@
     +-- TransientError       the network, a 5xx or 429, an API server restarting, for every attempt made at
     |                        the border: the step is retried with backoff (``tasks.steps.retry_if_transient``).
     +-- NothingToDoError     a clear no-op (nothing new to promote); the flow ends successfully and says why.
+    +-- OutcomeError         the change was made and the environment did not come up as it must: verification,
+    |                        health checks, a promotion or a nightly's pipeline that ended without the new
+    |                        version running. Never retried as a step (the run rolls back, or says what to do).
     +-- GitError             one outside system's failures, raised by its own module (:mod:`tasks.gitrepo`,
     +-- KubeError            :mod:`tasks.kube`, :mod:`tasks.registry`): terminal, except the subclass that is
     +-- RegistryError        also ``TransientError`` (``TransientGitError``, ``TransientKubeError``,
@@ -17,7 +20,7 @@ another's error text, and retrying is one ``isinstance`` check.
 
 from __future__ import annotations
 
-__all__ = ["NothingToDoError", "PromoteError", "RefusedError", "TransientError", "is_transient"]
+__all__ = ["NothingToDoError", "OutcomeError", "PromoteError", "RefusedError", "TransientError", "is_transient"]
 
 
 class PromoteError(Exception):
@@ -34,6 +37,11 @@ class TransientError(PromoteError):
 
 class NothingToDoError(PromoteError):
     """A clear no-op: e.g. no registry tag matches the policy, or the value is already promoted."""
+
+
+class OutcomeError(PromoteError):
+    """The promotion's change was made and the environment did not come up as it must; the message says what it
+    ran into and what happened to the change (rolled back, or left for a person)."""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from rules.errors import PromoteError, TransientError
+from rules.errors import OutcomeError, PromoteError, TransientError
 
 Log = Callable[[str], None]
 
@@ -56,7 +56,7 @@ class ObjectNotFoundError(KubeError):
     """The object does not exist (404): a wrong name or namespace, a missing CRD, or a lock just released."""
 
 
-class VerificationError(RuntimeError):
+class VerificationError(OutcomeError, RuntimeError):
     """The environment reached a terminal bad state (Degraded, Stalled, deadline exceeded) or timed out."""
 
 

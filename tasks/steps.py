@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
 from pipeline.model import Environment, Pipeline
-from rules.errors import is_transient
+from rules.errors import OutcomeError, is_transient
 from tasks import evidence
 from tasks import markdown as md
 from tasks.connections import Connections
@@ -133,8 +133,8 @@ def _verify(conn: Connections, env: Environment, revision: str, values: dict[str
     return result
 
 
-class HealthCheckError(RuntimeError):
-    pass
+class HealthCheckError(OutcomeError, RuntimeError):
+    """A health check of the environment failed after the change was verified in the cluster."""
 
 
 def _health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str]) -> list[CheckResult]:
