@@ -13,7 +13,7 @@ from typing import Any
 from prefect import get_run_logger
 
 from flows import events
-from flows.common import record, tell
+from flows.records import record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from rules.windows import FREEZE_VARIABLE, HeldError, Hold, first_hold, freeze_hold, soak_hold, window_hold

@@ -22,8 +22,8 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
-from flows.common import pipeline_path, started_by
 from flows.heartbeat import beats, runs_without_the_wait
+from flows.inputs import pipeline_path, started_by
 from flows.promote_environment import promote_environment
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc

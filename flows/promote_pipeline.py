@@ -12,8 +12,8 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.states import Completed
 
-from flows.common import pipeline_path
 from flows.heartbeat import beats
+from flows.inputs import pipeline_path
 from flows.nightly import Advance, PipelineFailedError, outcome_summary, promote_pipeline
 
 

@@ -9,8 +9,11 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from flows import events
-from flows.common import crash_point, environment_lock, pipeline_path, record, run_record, tell
+from flows.faults import crash_point
 from flows.heartbeat import beats
+from flows.inputs import pipeline_path
+from flows.locking import environment_lock
+from flows.records import record, run_record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence

@@ -11,8 +11,10 @@ import time
 from prefect import get_run_logger
 
 from flows import events
-from flows.common import crash_point, environment_lock, pipeline_path, record, run_record, tell
+from flows.faults import crash_point
 from flows.holds import check_holds
+from flows.inputs import pipeline_path
+from flows.locking import environment_lock
 from flows.pullrequest import (
     forge_report,
     pinned_pull_request,
@@ -20,6 +22,7 @@ from flows.pullrequest import (
     through_pull_request,
     with_pinned_previous,
 )
+from flows.records import record, run_record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from rules.errors import OutcomeError

@@ -21,7 +21,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.common import crash_point, publish_board, tell
+from flows.faults import crash_point
+from flows.records import publish_board, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import markdown as md

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import pipeline_path
+from flows.inputs import pipeline_path
 from tasks.forges import forge_for
 from tasks.merges import sweep
 

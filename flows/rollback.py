@@ -6,8 +6,10 @@ import time
 
 from prefect import flow, get_run_logger
 
-from flows.common import environment_lock, pipeline_path, record, run_record, tell
 from flows.heartbeat import beats
+from flows.inputs import pipeline_path
+from flows.locking import environment_lock
+from flows.records import record, run_record, tell
 from flows.report import PromotionReport
 from tasks.connections import connect
 from tasks.steps import fetch_repository, roll_back_promotion, verify

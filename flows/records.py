@@ -1,107 +1,26 @@
-"""Orchestration helpers shared by the flows: the per-environment lock, the audit record and notifications,
-crash points."""
+"""What a flow run leaves behind: evidence records in Git, its audit record, the board, and the webhook message
+(a failure reaches it, however the run ends)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
 
-from prefect import get_client, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import FlowRunContext
-from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
 from flows import events
+from flows.inputs import started_by
 from flows.report import PromotionReport
-from pipeline.model import Environment
-from pipeline.paths import configured_roots, confine, default_roots
 from rules.windows import HeldError
 from tasks import board, evidence
 from tasks import markdown as md
-from tasks.approval import expire_if_due
 from tasks.connections import Connections
-from tasks.locks import EnvironmentLock, lease_name
 from tasks.notify import notify
 from tasks.steps import run_url
-
-_TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
-def crash_point(name: str) -> None:
-    """Fault injection for the crash-and-rerun tests: ``PROMOTE_CRASH_AT=<name>`` kills the process here,
-    as a power cut would (no exception handlers, no cleanup). Inert unless that variable is set."""
-    if os.environ.get("PROMOTE_CRASH_AT") == name:
-        os._exit(86)
-
-
-def _run_alive(holder: str) -> bool:
-    """Whether the flow run holding a lock can still finish its promotion (paused/suspended counts)."""
-    try:
-        run_id = UUID(holder)
-    except ValueError:
-        return True  # not a flow run id: only the lease's expiry frees it
-    with get_client(sync_client=True) as client:
-        try:
-            run = client.read_flow_run(run_id)
-        except Exception:  # an unknown run (other server, deleted) holds nothing we can honour
-            return False
-        if expire_if_due(client, run, datetime.now(UTC)):
-            return False  # its approval window closed: it is Failed now and its lock is free
-    return run.state is None or run.state.type.value not in _TERMINAL
-
-
-def lock_ttl_seconds() -> int:
-    """How long a lock outlives a dead holder process (renewed every third of it while alive)."""
-    return max(3, int(os.environ.get("PROMOTE_LOCK_TTL_SECONDS", "60")))
-
-
-@contextlib.contextmanager
-def environment_lock(conn: Connections, env: Environment) -> Iterator[EnvironmentLock]:
-    """Hold the environment's Lease for the block; the holder is this flow run, so a suspended run that
-    re-runs from the top after approval finds its own lock and carries on. A killed process stops renewing
-    and the lock lapses after the TTL."""
-    holder = str(flow_run.id or uuid4())
-    lock = EnvironmentLock(
-        kube=conn.kube(env),
-        namespace=env.verify.cluster.lock_namespace,
-        name=lease_name(conn.pipeline.name, env.name),
-        holder=holder,
-        ttl_seconds=lock_ttl_seconds(),
-        holder_alive=_run_alive,
-        log=conn.log,
-    )
-    lock.acquire(timeout=env.gate.timeout_seconds + env.verify.timeout_seconds + 3600)
-    stop = threading.Event()
-
-    def keep_renewing() -> None:
-        while not stop.wait(lock.ttl_seconds / 3):
-            try:
-                lock.renew()
-            except Exception as exc:  # a renewal that fails is retried next round; the error is logged
-                conn.log(f"lock renewal failed: {exc}")
-
-    renewer = threading.Thread(target=keep_renewing, name=f"lock-{lock.name}", daemon=True)
-    renewer.start()
-    try:
-        yield lock
-    except Pause:
-        # Suspended for approval: the run is not over, so the environment stays locked for it
-        # (hold_for() stretched the lease over the approval window before suspending).
-        stop.set()
-        raise
-    except BaseException:
-        stop.set()
-        lock.release()
-        raise
-    stop.set()
-    lock.release()
 
 
 def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, commit: str, **extra: Any) -> None:
@@ -122,36 +41,6 @@ def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, com
     )
     if (milestone := events.FOR_RECORD.get(kind)) is not None:
         events.emit(milestone, conn.pipeline.name, env, version=tag, commit=commit, **extra)
-
-
-def pipeline_path(path: str) -> str:
-    """``path`` as a flow run may read it: confined to the pipeline roots (pipeline/paths.py) when
-    PROMOTE_PIPELINE_ROOTS is set or the run belongs to a deployment (its parameters are anyone's who can start
-    a run); as given for a run started in this process (the CLI, a test)."""
-    roots = configured_roots()
-    if roots is None:
-        context = FlowRunContext.get()
-        run = context.flow_run if context is not None else None
-        if run is None or run.deployment_id is None:
-            return path
-        roots = default_roots()
-    return str(confine(path, roots))
-
-
-def started_by() -> str:
-    context = FlowRunContext.get()
-    run = context.flow_run if context is not None else None
-    if run is None:
-        return "local call"
-    # The engine's copy of the run carries all we need: no API read (a nightly writes many audit records;
-    # prefect.runtime's deployment.id reads the run from the API when it is not a deployment's).
-    if run.created_by is not None:
-        return f"{(run.created_by.type or '').lower()} {run.created_by.display_value}".strip()
-    if run.deployment_id is not None:
-        return f"deployment {flow_run.flow_name}/{run.deployment_id}"
-    if run.parent_task_run_id is not None:  # the calling flow's own audit says who started it
-        return "nested run"
-    return "local run"
 
 
 def audit(key: str, report: PromotionReport, started: float) -> None:
