@@ -132,3 +132,16 @@ def test_the_pipeline_model_stands_on_the_rules_floor_only() -> None:
         for name, imported in arrows.items()
     }
     assert {name: found for name, found in up.items() if found} == {}
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in tests/support/ (and fixtures in a conftest.py), never in a test module another
+    imports: a test module is a list of tests, and importing one runs its module-level set-up twice over."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [module or ""]
+            if any(re.match(r"^tests\.(\w+\.)*test_\w+$", name) for name in names):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")  # type: ignore[attr-defined]
+    assert offenders == []

@@ -4,14 +4,9 @@ it (headless Chromium; the screenshot is kept in test-artifacts/board.png)."""
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
 import pytest
-from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
@@ -21,25 +16,12 @@ from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks.approval import resume_run
 from tasks.board import NONE, board_key, board_rows, board_table
 from tasks.connections import open_repository
-from tests.flows.test_flows import ROOT, InThread, api_url, by_pipeline, ready_app, wait_for_state
+from tests.support.flowruns import ROOT, InThread, api_url, by_pipeline, latest_board, ready_app, wait_for_state
 from tests.support.webdriver import browser
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
 ARTIFACTS = ROOT / "test-artifacts"
-
-
-def latest_board(app: SandboxApp) -> tuple[str, list[dict[str, str]]]:
-    """(artifact id, rows) of the newest ``board-<pipeline>`` artifact, read through the Prefect client."""
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[board_key(app.name)])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    assert found, f"no artifact {board_key(app.name)}"
-    data: Any = found[0].data
-    return str(found[0].id), json.loads(data) if isinstance(data, str) else data
 
 
 def from_git(app: SandboxApp) -> list[dict[str, str]]:

@@ -7,10 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
@@ -20,70 +18,21 @@ from prefect import get_client
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.world import SandboxWorld, git
-from tests.flows.test_flows import (
-    ROOT,
+from tests.support.flowruns import (
+    ARTIFACTS,
     InThread,
     artifacts_of,
     by_pipeline,
     read_run,
     ready_app,
+    run,
     subjects,
     wait_for_state,
 )
 from tests.support.webdriver import browser
-from tests.support.webhook import Webhook, serve_webhook
+from tests.support.webhook import Webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
-
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture
-def webhook() -> Iterator[tuple[Webhook, str]]:
-    hook = Webhook()
-    with serve_webhook(hook) as base:
-        yield hook, f"{base}/services/T0/B0/e2e-secret"
-
-
-@pytest.fixture
-def worker(world: SandboxWorld, tmp_path: Path, webhook: tuple[Webhook, str]) -> Iterator[dict[str, str]]:
-    env = {
-        **os.environ,
-        "PROMOTE_E2E_WEBHOOK": webhook[1],  # flow runs inherit the worker's environment
-        "PROMOTE_PROJECT_DIR": str(ROOT),
-        "PYTHONPATH": str(ROOT),
-        "PREFECT_LOGGING_LEVEL": "INFO",
-        "PROMOTE_PIPELINE_ROOTS": str(tmp_path),  # deployment runs read pipeline files only under these
-    }
-    prefect = [sys.executable, "-m", "prefect"]
-    created = run(*prefect, "work-pool", "create", "promote", "--type", "process", "--overwrite", env=env)
-    assert created.returncode == 0, created.stdout + created.stderr
-    deployed = run(*prefect, "--no-prompt", "deploy", "--all", env=env)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    for flow in ("promote-rc", "promote-production", "promote-environment", "nightly", "rollback", "receiver"):
-        assert f"{flow}/default" in deployed.stdout, deployed.stdout
-    log = (tmp_path / "worker.log").open("w")
-    proc = subprocess.Popen(
-        [*prefect, "worker", "start", "--pool", "promote"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_deploy_trigger_approve_complete(

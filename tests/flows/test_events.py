@@ -12,8 +12,8 @@ from flows.promote_rc import promote_rc
 from flows.rollback import rollback
 from sandbox.world import SandboxApp, SandboxWorld
 from tasks.approval import resume_run
-from tests.flows.test_flows import InThread, api_url, by_pipeline, ready_app, wait_for_state
 from tests.support.events import wait_for_events
+from tests.support.flowruns import InThread, api_url, by_pipeline, ready_app, wait_for_state
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 

@@ -18,7 +18,7 @@ from flows.nightly import fanned_outcome, nightly_report
 from sandbox.postgres import INSTALL_HINT, PostgresUnavailableError, local_postgres
 from sandbox.prefect_server import PrefectServer
 from sandbox.world import SandboxWorld
-from tests.flows.test_flows import ROOT, ready_app, tags
+from tests.support.flowruns import ROOT, ready_app, tags
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect]
 

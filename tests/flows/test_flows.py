@@ -7,17 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from uuid import UUID
 
 import pytest
 from prefect import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.schemas.objects import FlowRun
 
 from flows.nightly import PipelineOutcome, nightly, nightly_report
 from flows.promote_production import promote_production
@@ -27,98 +22,29 @@ from flows.rollback import rollback
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tasks.approval import ResumeError, resume_run, suspendable
-from tests.conftest import unique
+from tests.support.flowruns import (
+    CRASH_SCRIPT,
+    ROOT,
+    InThread,
+    api_url,
+    artifacts_of,
+    by_pipeline,
+    notes,
+    rc_verified,
+    read_run,
+    ready_app,
+    subjects,
+    tags,
+    wait_for_state,
+)
 from tests.support.gitserver import Outage, make_origin, serve_git_over_http
 from tests.support.webhook import Webhook, serve_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def tags(app: SandboxApp) -> list[str]:
-    return git(app.origin, "tag", "--list").split()
-
 
 def file_at_main(app: SandboxApp, rel: str) -> str:
     return git(app.origin, "show", f"main:{rel}")
-
-
-def subjects(app: SandboxApp) -> list[str]:
-    return git(app.origin, "log", "--format=%s", "main").splitlines()
-
-
-def notes(app: SandboxApp, ref: str) -> list[evidence.Record]:
-    commit = git(app.origin, "rev-parse", f"{ref}^{{commit}}")
-    try:
-        text = git(app.origin, "notes", "--ref=promote", "show", commit)
-    except subprocess.CalledProcessError:
-        return []
-    return evidence.parse_records(text)
-
-
-def read_run(run_id: UUID) -> FlowRun:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(run_id)
-
-
-def wait_for_state(name_filter: Callable[[FlowRun], bool], state: str, timeout: float = 60) -> FlowRun:
-    """The first flow run matching ``name_filter`` that reaches ``state`` (e.g. PAUSED)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with get_client(sync_client=True) as client:
-            for run in client.read_flow_runs(limit=200):
-                if run.state and run.state.type.value == state and name_filter(run):
-                    return run
-        time.sleep(0.3)
-    raise AssertionError(f"no flow run reached {state} within {timeout}s")
-
-
-def by_pipeline(app: SandboxApp, flow_prefix: str = "") -> Callable[[FlowRun], bool]:
-    return lambda run: (run.parameters or {}).get("pipeline_file") == str(app.pipeline_file)
-
-
-def artifacts_of(run_id: UUID) -> dict[str, str]:
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-    return {a.key or "": str(a.data) for a in found}
-
-
-class InThread:
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.state: State[Any] | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self.thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self.state = fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def join(self, timeout: float = 120) -> State[Any]:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the flow did not finish"
-        if self.error:
-            raise self.error
-        assert self.state is not None
-        return self.state
-
-
-def api_url() -> str:
-    return os.environ["PREFECT_API_URL"]
-
-
-def ready_app(world: SandboxWorld, name: str, **kwargs: Any) -> SandboxApp:
-    app = world.create_app(unique(name), **kwargs)
-    deadline = time.monotonic() + 300  # the simulated Argo CD first rolls out v1.0.0 everywhere
-    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    app.commit_change("feature: faster checkout")
-    return app
 
 
 def test_rc_then_production_without_gate(world: SandboxWorld) -> None:
@@ -162,15 +88,9 @@ def test_production_refuses_an_rc_without_staging_evidence(world: SandboxWorld) 
     assert git(app.origin, "for-each-ref") == before  # nothing tagged, nothing written
 
 
-def _rc_verified(app: SandboxApp) -> UUID | None:
-    state = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
-    assert state.is_completed(), state.message
-    return state.state_details.flow_run_id
-
-
 def test_approve_through_the_api(world: SandboxWorld) -> None:
     app = ready_app(world, "approve")
-    _rc_verified(app)
+    rc_verified(app)
     running = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
     paused = wait_for_state(by_pipeline(app), "PAUSED")
     assert "v1.0.1" not in tags(app)  # nothing happens to production before the decision
@@ -188,7 +108,7 @@ def test_approve_through_the_api(world: SandboxWorld) -> None:
 
 def test_reject_ends_failed_and_leaves_production_alone(world: SandboxWorld) -> None:
     app = ready_app(world, "reject")
-    _rc_verified(app)
+    rc_verified(app)
     prod_file = file_at_main(app, f"apps/production/{app.name}.yaml")
     running = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
     paused = wait_for_state(by_pipeline(app), "PAUSED")
@@ -211,7 +131,7 @@ def test_reject_ends_failed_and_leaves_production_alone(world: SandboxWorld) -> 
 
 def test_approval_timeout_ends_the_run_cleanly(world: SandboxWorld) -> None:
     app = ready_app(world, "timeout", approval_timeout=2)
-    _rc_verified(app)
+    rc_verified(app)
     started = time.monotonic()
     state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
     assert state.is_failed()
@@ -260,7 +180,7 @@ def test_suspended_run_past_its_approval_window_ends_failed() -> None:
 
 def test_production_failure_rolls_back(world: SandboxWorld) -> None:
     app = ready_app(world, "rollback", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     production = app.env("production")
     production.failure, production.failure_ref = "degraded", "v1.0.1"
     state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
@@ -288,7 +208,7 @@ def test_production_failure_rolls_back(world: SandboxWorld) -> None:
 def test_failing_production_health_checks_roll_back(world: SandboxWorld) -> None:
     """Verification passes (the rollout happened) but the health check does not: production goes back too."""
     app = ready_app(world, "sick", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     head, tail = app.pipeline_file.read_text().split(f"/{app.name}/production/version")
     tail = tail.replace("timeout_seconds: 30", "timeout_seconds: 2", 1)  # the production check's window
     app.pipeline_file.write_text(head + f"/{app.name}/production/missing" + tail)  # answers 404
@@ -305,7 +225,7 @@ def test_failing_production_health_checks_roll_back(world: SandboxWorld) -> None
 
 def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWorld) -> None:
     app = ready_app(world, "stuck", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     app.env("production").failure = "degraded"  # at every revision: the rollback's verification fails as well
     state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
     assert state.is_failed()
@@ -323,7 +243,7 @@ def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWor
 
 def test_rollback_flow_and_dry_run(world: SandboxWorld) -> None:
     app = ready_app(world, "rbflow", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     assert promote_production(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     before = git(app.origin, "for-each-ref")
     plan = rollback(pipeline_file=str(app.pipeline_file), dry_run=True)
@@ -389,7 +309,7 @@ def test_only_a_deployments_own_top_level_run_is_suspended() -> None:
 
 def test_two_production_promotions_at_once_the_second_waits(world: SandboxWorld) -> None:
     app = ready_app(world, "twice")
-    rc_run = _rc_verified(app)
+    rc_run = rc_verified(app)
     first = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
     paused = wait_for_state(by_pipeline(app), "PAUSED")
     second = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
@@ -405,14 +325,6 @@ def test_two_production_promotions_at_once_the_second_waits(world: SandboxWorld)
     # The second found the approval and the tag already there: it completes without a second gate or tag.
     assert second_state.is_completed(), second_state.message
     assert subjects(app).count(f"promote({app.name}): production v1.0.0 -> v1.0.1") == 1
-
-
-CRASH_SCRIPT = """
-import sys
-from flows.{module} import {flow}
-state = {flow}(pipeline_file=sys.argv[1], return_state=True)
-print("unexpectedly finished:", state)
-"""
 
 
 def run_until_crash(app: SandboxApp, module: str, flow: str, point: str) -> subprocess.Popen[str]:
@@ -444,7 +356,7 @@ def test_rc_crash_and_rerun_repeats_nothing(world: SandboxWorld, point: str) -> 
 @pytest.mark.parametrize("point", ["after-approval", "after-tag-push", "after-write-back"])
 def test_production_crash_and_rerun_repeats_nothing(world: SandboxWorld, point: str) -> None:
     app = ready_app(world, "crashprod")
-    _rc_verified(app)
+    rc_verified(app)
     proc = run_until_crash(app, "promote_production", "promote_production", point)
     paused = wait_for_state(by_pipeline(app), "PAUSED")
     resume_run(api_url(), str(paused.id), {"approve": True, "approver": "alice", "reason": "go"})

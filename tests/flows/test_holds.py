@@ -18,8 +18,8 @@ from flows.nightly import nightly
 from flows.promote_production import promote_production
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
-from tests.flows.test_flows import _rc_verified, api_url, artifacts_of, notes, ready_app, tags
 from tests.support.events import wait_for_events
+from tests.support.flowruns import api_url, artifacts_of, notes, rc_verified, ready_app, tags
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
@@ -45,7 +45,7 @@ def promote_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_deny_window_holds_production_and_an_override_is_recorded(world: SandboxWorld) -> None:
     app = ready_app(world, "window", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     # Opens every minute for an hour: open whenever the test runs, and it never ends (the windows overlap).
     set_gate(app, windows=[{"deny": "* * * * *", "duration": "1h", "name": "change-freeze"}])
     before = git(app.origin, "for-each-ref")
@@ -97,7 +97,7 @@ def test_a_deny_window_holds_production_and_an_override_is_recorded(world: Sandb
 
 def test_the_org_freeze_holds_every_gated_promotion_until_lifted(world: SandboxWorld) -> None:
     app = ready_app(world, "orgfreeze", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     on = promote_cli("freeze", "on", "--reason", "quarter-end audit", "--by", "carol")
     try:
         assert on.returncode == 0, on.stderr[-2000:]
@@ -122,7 +122,7 @@ def test_freeze_on_needs_a_reason() -> None:
 
 def test_min_soak_holds_then_a_waiting_gate_promotes_once_soaked(world: SandboxWorld) -> None:
     app = ready_app(world, "soak", approval=False)
-    _rc_verified(app)
+    rc_verified(app)
     set_gate(app, min_soak="1h")
     held = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
     assert held.is_failed() and "gate.min_soak is 1h" in (held.message or "")

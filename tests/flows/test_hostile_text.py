@@ -10,7 +10,7 @@ from markdown_it import MarkdownIt
 
 from flows.promote_rc import promote_rc
 from sandbox.world import SandboxWorld
-from tests.flows.test_flows import artifacts_of, ready_app
+from tests.support.flowruns import artifacts_of, ready_app
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 

@@ -20,7 +20,7 @@ from flows.promote_rc import promote_rc
 from promote.notifications import NotificationsError, automation_name, parse_events
 from sandbox.world import SandboxWorld
 from tests.conftest import unique
-from tests.flows.test_flows import ready_app
+from tests.support.flowruns import ready_app
 from tests.support.webhook import Webhook, serve_webhook
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]

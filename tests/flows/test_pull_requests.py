@@ -6,53 +6,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
-from sandbox.gitea import ADMIN, Gitea, GiteaUnavailableError
-from sandbox.world import FORGE_TOKEN_ENV, SandboxApp, SandboxWorld, git
+from sandbox.gitea import ADMIN, Gitea
+from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tasks.forges.base import EVIDENCE_MARKER
-from tests.conftest import unique
-from tests.flows.test_board import latest_board
-from tests.flows.test_flows import InThread, notes
+from tests.support.flowruns import InThread, latest_board, notes
+from tests.support.giteaflows import forge_app, merge, repo_api, touch_production_on_main, wait_for_pull_request
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
-
-
-@pytest.fixture
-def forge(gitea: Gitea, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gitea]:
-    monkeypatch.setenv(FORGE_TOKEN_ENV, gitea.token)
-    monkeypatch.setenv("PROMOTE_PULL_REQUEST_POLL_SECONDS", "1")
-    yield gitea
-
-
-def forge_app(world: SandboxWorld, forge: Gitea, name: str, **kwargs: Any) -> SandboxApp:
-    app = world.create_app(unique(name), forge=forge, **kwargs)
-    deadline = time.monotonic() + 300  # the simulated controllers first roll out v1.0.0 everywhere
-    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    app.commit_change("feature: faster checkout")
-    return app
-
-
-def repo_api(app: SandboxApp) -> str:
-    return f"/repos/{ADMIN}/{app.name}"
-
-
-def wait_for_pull_request(forge: Gitea, app: SandboxApp, state: str = "open", timeout: float = 240) -> dict[str, Any]:
-    """The app's only pull request once it is in ``state``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pulls = forge.api("GET", f"{repo_api(app)}/pulls?state=all")
-        if pulls and pulls[0]["state"] == state:
-            return dict(pulls[0])
-        time.sleep(0.3)
-    raise AssertionError(f"no pull request of {app.name} was {state} within {timeout}s")
 
 
 def wait_for_open_pull_request(forge: Gitea, app: SandboxApp, timeout: float = 240) -> dict[str, Any]:
@@ -66,36 +34,10 @@ def wait_for_open_pull_request(forge: Gitea, app: SandboxApp, timeout: float = 2
     raise AssertionError(f"no pull request of {app.name} was open within {timeout}s")
 
 
-def touch_production_on_main(app: SandboxApp) -> str:
-    """Someone else changes production's Application file on main, on the line a promotion writes (so an open
-    pull request of it no longer merges); main's new commit."""
-    git(app.workdir, "fetch", "--quiet", "origin")
-    git(app.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
-    path = app.workdir / "apps" / "production" / f"{app.name}.yaml"
-    path.write_text(path.read_text().replace("targetRevision: v1.0.0", "targetRevision: v1.0.0 "))
-    git(app.workdir, "commit", "--quiet", "-am", "ops: touch production")
-    git(app.workdir, "push", "--quiet", "origin", "HEAD:main")
-    return git(app.origin, "rev-parse", "main")
-
-
 def with_write_option(app: SandboxApp, line: str) -> None:
     """Add ``line`` (such as ``rollback: push``) to production's ``write:`` in the app's pipeline file."""
     text = app.pipeline_file.read_text()
     app.pipeline_file.write_text(text.replace("      provider: gitea", f"      provider: gitea\n      {line}"))
-
-
-def merge(forge: Gitea, app: SandboxApp, number: int, style: str = "merge", timeout: float = 120) -> None:
-    """Merge as a reviewer would. Gitea checks a pull request's mergeability in the background after it is
-    opened or updated, and answers 405 "Please try again later" until it has: so does a person's click."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            forge.api("POST", f"{repo_api(app)}/pulls/{number}/merge", {"Do": style})
-            return
-        except GiteaUnavailableError as exc:
-            if "HTTP 405" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def statuses(forge: Gitea, app: SandboxApp, sha: str) -> list[dict[str, Any]]:

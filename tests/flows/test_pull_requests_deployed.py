@@ -9,29 +9,20 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
-from prefect.deployments import run_deployment
 
 from flows.promote_rc import promote_rc
 from flows.pullrequest_sweeper import pull_request_sweeper
 from promote.receiver import Debouncer, Receiver, serve
 from sandbox.gitea import ADMIN, Gitea
 from sandbox.world import SandboxApp, SandboxWorld, git
-from tests.flows.test_e2e import ARTIFACTS, webhook, worker  # noqa: F401 - fixtures
-from tests.flows.test_flows import read_run
-from tests.flows.test_pull_requests import (  # noqa: F401 - forge is a fixture
-    forge,
-    forge_app,
-    merge,
-    repo_api,
-    touch_production_on_main,
-    wait_for_pull_request,
-)
+from tests.support.deployedruns import left_suspension, suspended_run, wait_final, wait_for
+from tests.support.flowruns import ARTIFACTS, read_run
+from tests.support.giteaflows import forge_app, merge, repo_api, touch_production_on_main, wait_for_pull_request
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
 
@@ -57,45 +48,6 @@ def waiting_for_its_pull_request(gitea: Gitea, app: SandboxApp) -> tuple[UUID, d
     return run_id, wait_for_pull_request(gitea, app)
 
 
-def suspended_run(app_file: Path) -> UUID:
-    flow_run = run_deployment("promote-production/default", parameters={"pipeline_file": str(app_file)}, timeout=0)
-    return flow_run.id
-
-
-def wait_for(run_id: UUID, name: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = read_run(run_id).state
-        if state is not None and state.name == name:
-            return
-        if state is not None and state.is_final():
-            raise AssertionError(f"flow run {run_id} ended {state.name}: {state.message}")
-        time.sleep(0.3)
-    raise AssertionError(f"flow run {run_id} was not {name} within {timeout}s (it is {read_run(run_id).state})")
-
-
-def left_suspension(run_id: UUID, timeout: float = 120) -> float:
-    """Seconds until the run is no longer Suspended."""
-    began = time.monotonic()
-    while time.monotonic() - began < timeout:
-        state = read_run(run_id).state
-        if state is not None and state.name != "Suspended":
-            return time.monotonic() - began
-        time.sleep(0.1)
-    raise AssertionError(f"flow run {run_id} was still Suspended after {timeout}s")
-
-
-def wait_final(run_id: UUID, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = read_run(run_id).state
-        if state is not None and state.is_final():
-            assert state.is_completed(), f"{state.name}: {state.message}"
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"flow run {run_id} did not finish within {timeout}s")
-
-
 def note(line: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     with (ARTIFACTS / "pull-request-resume.txt").open("a") as out:
@@ -103,9 +55,9 @@ def note(line: str) -> None:
 
 
 def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
-    forge: Gitea,  # noqa: F811 - before the worker: it exports the forge token the worker's runs read
+    forge: Gitea,
     world: SandboxWorld,
-    worker: dict[str, str],  # noqa: F811
+    worker: dict[str, str],
     receiver: tuple[Receiver, str],
 ) -> None:
     got, url = receiver
@@ -155,9 +107,9 @@ def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
 
 
 def test_without_a_webhook_the_sweeper_resumes_the_promotion(
-    forge: Gitea,  # noqa: F811
+    forge: Gitea,
     world: SandboxWorld,
-    worker: dict[str, str],  # noqa: F811
+    worker: dict[str, str],
 ) -> None:
     app = forge_app(world, forge, "prpoll", approval=False)
     run_id, pr = waiting_for_its_pull_request(forge, app)
@@ -172,9 +124,9 @@ def test_without_a_webhook_the_sweeper_resumes_the_promotion(
 
 
 def test_a_base_that_moved_under_a_waiting_pull_request_gets_the_change_made_again(
-    forge: Gitea,  # noqa: F811
+    forge: Gitea,
     world: SandboxWorld,
-    worker: dict[str, str],  # noqa: F811
+    worker: dict[str, str],
 ) -> None:
     """Someone changes the same line on main while the run waits: Gitea can no longer merge the pull request;
     the sweeper resumes the run, which makes the change again on main's new tip (its own commit only) and waits

@@ -22,10 +22,9 @@ from flows.pullrequest_sweeper import pull_request_sweeper
 from pipeline.load import load_pipeline
 from promote.receiver import Debouncer, Receiver, serve
 from sandbox.world import FORGE_TOKEN_ENV, SandboxWorld, git
-from tests.flows.test_e2e import webhook, worker  # noqa: F401 - fixtures
-from tests.flows.test_flows import read_run
-from tests.flows.test_pull_requests_deployed import left_suspension, suspended_run, wait_final
-from tests.flows.test_pull_requests_deployed import wait_for as wait_for_state
+from tests.support.deployedruns import left_suspension, suspended_run, wait_final
+from tests.support.deployedruns import wait_for as wait_for_state
+from tests.support.flowruns import read_run
 from tests.support.forgehost import hosted_app, wait_for
 from tests.support.githubcontract import GitHubHost, serve_github_host
 from tests.support.gitlabcontract import GitLabHost, serve_gitlab_host
@@ -56,7 +55,7 @@ def gitlab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GitLabHo
 def test_contract_a_suspended_promotion_is_resumed_by_github_s_merge_webhook(
     github: GitHubHost,
     world: SandboxWorld,
-    worker: dict[str, str],  # noqa: F811
+    worker: dict[str, str],
     tmp_path: Path,
 ) -> None:
     got = Receiver(lambda: [], {"github": SECRET}, Debouncer(lambda *args: None, seconds=0.1))
@@ -95,7 +94,7 @@ def test_contract_a_suspended_promotion_is_resumed_by_github_s_merge_webhook(
 def test_contract_without_a_webhook_the_sweeper_asks_gitlab_and_resumes_the_promotion(
     gitlab: GitLabHost,
     world: SandboxWorld,
-    worker: dict[str, str],  # noqa: F811
+    worker: dict[str, str],
     tmp_path: Path,
 ) -> None:
     app = hosted_app(world, gitlab, "gldeploy", approval=False)

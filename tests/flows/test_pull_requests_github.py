@@ -19,7 +19,7 @@ from flows.promote_rc import promote_rc
 from sandbox.world import FORGE_TOKEN_ENV, SandboxWorld, git
 from tasks import evidence
 from tasks.forges.githubapp import REFRESH_BEFORE
-from tests.flows.test_flows import InThread, notes
+from tests.support.flowruns import InThread, notes
 from tests.support.forgehost import hosted_app, wait_for
 from tests.support.githubcontract import GitHubHost, serve_github_host
 

@@ -14,7 +14,7 @@ from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.world import FORGE_TOKEN_ENV, SandboxWorld, git
 from tasks import evidence
-from tests.flows.test_flows import InThread, notes
+from tests.support.flowruns import InThread, notes
 from tests.support.forgehost import hosted_app, wait_for
 from tests.support.gitlabcontract import GitLabHost, serve_gitlab_host
 

@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tests.conftest import unique
+from tests.support.flowruns import running_image
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
@@ -25,11 +25,6 @@ def ready(world: SandboxWorld, name: str, strategy: Any, **kwargs: Any) -> Sandb
     while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
         time.sleep(0.1)
     return app
-
-
-def running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
-    deployment = client.AppsV1Api(world.api).read_namespaced_deployment(app.name, f"{app.name}-{env}")
-    return str(deployment.spec.template.spec.containers[0].image)
 
 
 def all_records(app: SandboxApp) -> list[evidence.Record]:
@@ -356,7 +351,7 @@ def test_overlay_crash_after_write_back_then_a_failing_rerun_still_rolls_back(wo
     import subprocess
     import sys
 
-    from tests.flows.test_flows import CRASH_SCRIPT, ROOT
+    from tests.support.flowruns import CRASH_SCRIPT, ROOT
 
     app = ready(world, "ovl-crash", "overlay", approval=False)
     app.release_image("1.0.8")

@@ -15,10 +15,8 @@ from prefect import get_client
 
 from promote.receiver import Debouncer, Receiver, emit_prefect_event, routes_from, serve
 from sandbox.world import SandboxWorld
-from tests.flows.test_e2e import webhook, worker  # noqa: F401  (fixtures: deployments and a worker)
-from tests.flows.test_flows import ready_app
-from tests.flows.test_strategies import running_image
 from tests.support.events import read_events
+from tests.support.flowruns import ready_app, running_image
 from tests.support.registry import push_image, run_registry
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
@@ -38,7 +36,7 @@ def _promote_rc_runs(pipeline_file: str) -> list[Any]:
 
 def test_a_burst_of_registry_pushes_starts_one_promote_rc_through_the_worker(
     world: SandboxWorld,
-    worker: dict[str, str],  # noqa: F811  (the fixture imported above)
+    worker: dict[str, str],
     tmp_path: Path,
 ) -> None:
     pipelines = tmp_path / "pipelines"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import promote
 from tests.support.gitserver import make_origin
 from tests.support.slowhttp import Fixed, Trickle, serve_fixed, serve_trickle
 
@@ -32,20 +32,6 @@ IMAGE_TRACKS = """\
       policy: flux-system:shop
       registry: {url: 'http://127.0.0.1:1', repository: shop}
       choose: {semver: 1.x}"""
-
-
-def promote(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PROMOTE_CACHE_DIR": str(cwd / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("NOT_SET_TOKEN_FOR_TEST", None)
-    return subprocess.run(
-        [sys.executable, "-m", "promote.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
 
 
 def _assert_named_failure(proc: subprocess.CompletedProcess[str], prefix: str, *expected: str) -> None:

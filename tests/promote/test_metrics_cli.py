@@ -11,7 +11,7 @@ import pytest
 
 from tasks import evidence
 from tasks.gitrepo import GitRepository
-from tests.promote.test_cli import promote
+from tests.support.cli import promote
 from tests.support.gitserver import make_origin, run_git
 
 PIPELINE = """\

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from tasks.board import NONE
-from tests.promote.test_cli import promote
 from tests.support.boardrepo import make_board_repo, release_story
+from tests.support.cli import promote
 
 
 def test_status_of_a_directory_prints_each_pipeline_in_chain_order(tmp_path: Path) -> None:

@@ -19,15 +19,7 @@ from sandbox.apimetrics import ResourceRequests, resource_requests
 from sandbox.apiserver import LocalKubeAPI, delete_namespace
 from tasks import informer
 from tasks.kube import APPLICATION, KubeClient, ObjectNotFoundError, ObjectRef, RequestStats, VerificationError
-from tests.tasks.test_verification import (
-    OLD,
-    Background,
-    X,
-    argo_status,
-    compact_etcd,
-    make_app,
-    set_app_status,
-)
+from tests.support.verifying import OLD, Background, X, argo_status, compact_etcd, make_app, set_app_status
 
 pytestmark = pytest.mark.kube
 

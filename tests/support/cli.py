@@ -1,0 +1,22 @@
+"""The `promote` command line as a user runs it: a subprocess with a cache of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def promote(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROMOTE_CACHE_DIR": str(cwd / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("NOT_SET_TOKEN_FOR_TEST", None)
+    return subprocess.run(
+        [sys.executable, "-m", "promote.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
