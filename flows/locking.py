@@ -15,11 +15,10 @@ from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
 from pipeline.model import Environment
+from tasks import prefectapi
 from tasks.approval import expire_if_due
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
-
-_TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _run_alive(holder: str) -> bool:
@@ -35,7 +34,7 @@ def _run_alive(holder: str) -> bool:
             return False
         if expire_if_due(client, run, datetime.now(UTC)):
             return False  # its approval window closed: it is Failed now and its lock is free
-    return run.state is None or run.state.type.value not in _TERMINAL
+    return run.state is None or run.state.type.value not in prefectapi.TERMINAL
 
 
 def lock_ttl_seconds() -> int:

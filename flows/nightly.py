@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-import httpx
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.schemas.objects import FlowRun, State
@@ -33,6 +32,7 @@ from pipeline.model import Environment, Pipeline
 from rules.errors import OutcomeError
 from rules.windows import HeldError
 from tasks import markdown as md
+from tasks import prefectapi
 from tasks.approval import fail_expired_approvals
 from tasks.connections import open_repository
 from tasks.measure import OVERALL, measure_pipeline
@@ -43,14 +43,6 @@ METRICS_WINDOW = timedelta(days=30)  # the delivery-metrics artifact's window, e
 _REASON_LIMIT = 300  # a pipeline that could not be measured: why, cut
 # How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).
 CREATE_ATTEMPTS = 3
-_UNAVAILABLE = frozenset({429, 502, 503, 504})
-
-
-def api_unavailable(exc: BaseException) -> bool:
-    """The Prefect API could not take the request (overloaded, restarting), as opposed to refusing it."""
-    if isinstance(exc, PrefectHTTPStatusError):
-        return exc.response.status_code in _UNAVAILABLE
-    return isinstance(exc, httpx.TransportError)
 
 
 _progress = threading.local()  # per pipeline thread: whether the subflow being called got to Running
@@ -85,7 +77,7 @@ def run_subflow(subflow: Flow[..., PromotionReport], **parameters: Any) -> Promo
                 result: PromotionReport = watched(**parameters)
             return result
         except Exception as exc:
-            if _progress.started or not api_unavailable(exc) or attempt == CREATE_ATTEMPTS:
+            if _progress.started or not prefectapi.unavailable(exc) or attempt == CREATE_ATTEMPTS:
                 raise
             status = exc.response.status_code if isinstance(exc, PrefectHTTPStatusError) else type(exc).__name__
             get_run_logger().warning(
@@ -330,7 +322,7 @@ def fan_out(
                         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch)
                     )
             except Exception as exc:
-                if not api_unavailable(exc):
+                if not prefectapi.unavailable(exc):
                     raise
                 log.warning(f"the Prefect API could not answer ({type(exc).__name__}); asking again next poll")
             for run in found:

@@ -133,8 +133,8 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
-    from promote.trigger import ApiConfig
     from tasks.approval import ResumeError, resume_run
+    from tasks.prefectapi import ApiConfig
 
     if not approve and not args.reason.strip():
         print("promote reject: --reason is required", file=sys.stderr)
@@ -175,7 +175,7 @@ def _cmd_notifications(args: argparse.Namespace) -> int:
 
 def _cmd_freeze(args: argparse.Namespace) -> int:
     from promote import freeze
-    from promote.trigger import ApiConfig
+    from tasks.prefectapi import ApiConfig
     from tasks.terminal import printable
 
     api = ApiConfig.from_env()
@@ -191,8 +191,9 @@ def _cmd_freeze(args: argparse.Namespace) -> int:
 
 
 def _cmd_trigger(args: argparse.Namespace) -> int:
-    from promote.trigger import CREATE_SECONDS, ApiConfig, create_run, default_idempotency_key, follow, parse_params
+    from promote.trigger import CREATE_SECONDS, create_run, default_idempotency_key, follow, parse_params
     from tasks.httpbounds import Deadline
+    from tasks.prefectapi import ApiConfig
 
     api = ApiConfig.from_env()
     params = parse_params(args.param)

@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 
-from promote.trigger import ApiConfig, TriggerError
+from promote.trigger import TriggerError
 from rules.windows import FREEZE_VARIABLE, freeze_hold
 from tasks import httpbounds, prefectapi
+from tasks.prefectapi import ApiConfig
 
 TIMEOUT_SECONDS = 30.0
 

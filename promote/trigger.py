@@ -7,39 +7,19 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from rules.errors import RefusedError
 from tasks import httpbounds, prefectapi
 from tasks.httpbounds import Deadline, Response
+from tasks.prefectapi import REQUEST_SECONDS, ApiConfig, PrefectApiError
 
-TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 CREATE_SECONDS = 120.0  # creating a run (read the deployment, post the run, retries included) without --timeout
-REQUEST_SECONDS = 30.0  # one request, at most
 
 
-class TriggerError(RefusedError, RuntimeError):
+class TriggerError(PrefectApiError):
     """The run could not be created (unknown deployment, bad parameters, API refused)."""
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    url: str
-    key: str | None = None
-
-    @classmethod
-    def from_env(cls) -> ApiConfig:
-        url = os.environ.get("PREFECT_API_URL")
-        if not url:
-            raise TriggerError("PREFECT_API_URL is not set: point it at your Prefect API, e.g. http://prefect:4200/api")
-        return cls(url=url.rstrip("/"), key=os.environ.get("PREFECT_API_KEY") or None)
-
-    def client(self) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        return httpbounds.client(base_url=self.url, headers=headers, timeout=REQUEST_SECONDS)
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -163,7 +143,7 @@ def follow(
                 message = f": {httpbounds.scrub(str(state['message']), limit=300)}" if state.get("message") else ""
                 out(f"{time.strftime('%H:%M:%S')} {name}{message}")
                 last = name
-            if kind in TERMINAL:
+            if kind in prefectapi.TERMINAL:
                 return kind
             if deadline is not None and deadline.remaining() <= poll_seconds:
                 raise TriggerError(f"run {run_id} still {name} after {deadline.seconds:.0f}s (--timeout)")
@@ -180,7 +160,7 @@ def _request(
     json: Any = None,
 ) -> Response:
     """One API request, retried on transport errors and 502/503/504, all within ``deadline`` (each request within
-    :data:`REQUEST_SECONDS` when there is none)."""
+    :data:`tasks.prefectapi.REQUEST_SECONDS` when there is none)."""
     for attempt in range(4):
         bound = deadline.within(REQUEST_SECONDS) if deadline is not None else Deadline(REQUEST_SECONDS)
         try:

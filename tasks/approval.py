@@ -97,7 +97,7 @@ def resume_run(
             f"{flow_run_id[:80]!r} is not a flow run id: give the run's UUID, as the Prefect UI and the "
             "approval notification show it (e.g. 0b7c8d6e-1f2a-4b3c-9d4e-5f6a7b8c9d0e)"
         ) from None
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = prefectapi.auth_headers(api_key)
     deadline = httpbounds.Deadline(timeout)
     try:
         with httpbounds.client(timeout=timeout, headers=headers) as http:
