@@ -10,10 +10,8 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
-from uuid import UUID
+from typing import Annotated, Any
 
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -21,15 +19,16 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
+from flows.fanout import PIPELINE_DEPLOYMENT, FanOut, fan_out
 from flows.heartbeat import beats, runs_without_the_wait
 from flows.inputs import pipeline_path, started_by
+from flows.outcomes import Advance, PipelineFailedError, PipelineOutcome
 from flows.promote_environment import promote_environment
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from flows.report import PromotionReport
 from pipeline.load import discover_pipelines, load_pipeline
 from pipeline.model import Environment, Pipeline
-from rules.errors import OutcomeError
 from rules.windows import HeldError
 from tasks import markdown as md
 from tasks import prefectapi
@@ -86,32 +85,6 @@ def run_subflow(subflow: Flow[..., PromotionReport], **parameters: Any) -> Promo
             )
             time.sleep(random.uniform(1, 3))  # noqa: S311  # jitter: do not come back in step with the others
     raise AssertionError("unreachable")
-
-
-@dataclass
-class PipelineOutcome:
-    """What the nightly did for one pipeline file: promote-rc's report and, per environment promoted after
-    the entry (in chain order), that promotion's report; ``failed_in`` names the run that failed."""
-
-    pipeline_file: str
-    rc: PromotionReport | None = None
-    promotions: dict[str, PromotionReport] = field(default_factory=dict)
-    failed: str | None = None
-    failed_in: str | None = None
-    # Fanned out (nightly fan_out_to="deployments"): the promote-pipeline run and what it said when it ended.
-    run_id: str | None = None
-    summary: str | None = None
-
-
-class PipelineFailedError(OutcomeError, RuntimeError):
-    """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``outcome``)."""
-
-    def __init__(self, stage: str, cause: Exception, outcome: PipelineOutcome) -> None:
-        super().__init__(str(cause))
-        self.stage, self.outcome = stage, outcome
-
-
-Advance = Literal["all", "one-step"]
 
 
 def _promote_env(outcome: PipelineOutcome, pipeline: Pipeline, env: Environment, rc: str | None) -> PromotionReport:
@@ -243,101 +216,6 @@ def write_metrics_artifact(files: list[str], warn: Callable[[str], None], *, fet
         )
     except Exception as exc:
         warn(f"could not write the delivery-metrics artifact: {exc}")
-
-
-FanOut = Literal["threads", "deployments"]
-PIPELINE_DEPLOYMENT = "promote-pipeline/default"
-_FAN_OUT_POLL_SECONDS = 5.0
-_READ_BATCH = 200
-
-
-def fanned_outcome(pipeline_file: str, run_id: str, state: State[Any] | None, waited: float) -> PipelineOutcome:
-    """What a promote-pipeline run's state says, as the nightly reports it (None: not final in time)."""
-    outcome = PipelineOutcome(pipeline_file, run_id=run_id)
-    if state is None:
-        outcome.failed = f"did not end within {waited:.0f}s; it goes on running (see the run)"
-    elif state.is_completed():
-        outcome.summary = state.message or "completed"
-    elif state.is_paused():  # waiting for an approval (suspended): nothing held, the gate decides later
-        outcome.summary = f"{state.name}: waiting for approval" + (f" ({state.message})" if state.message else "")
-    else:
-        outcome.failed = f"{state.name}: {state.message or 'no message'}"
-    if outcome.failed:
-        outcome.failed_in = "promote-pipeline"
-    return outcome
-
-
-def fan_out(
-    files: list[str],
-    *,
-    production: bool,
-    dry_run: bool,
-    advance: Advance,
-    deployment: str,
-    wait_seconds: float,
-    poll_seconds: float = _FAN_OUT_POLL_SECONDS,
-) -> dict[str, PipelineOutcome]:
-    """One run of ``deployment`` per pipeline file, picked up by the work pool's workers; wait for them all.
-
-    A run that suspends for an approval counts as done for tonight. Idempotent per nightly run: a retried
-    nightly finds the runs it already started (the idempotency key is the nightly run and the file)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.deployments import run_deployment
-    from prefect.exceptions import ObjectNotFound
-    from prefect.runtime import flow_run
-
-    log = get_run_logger()
-    parent = flow_run.get_id() or "local"
-    runs: dict[str, str] = {}
-    for file in files:
-        try:
-            run = run_deployment(
-                deployment,
-                parameters={"pipeline_file": file, "production": production, "dry_run": dry_run, "advance": advance},
-                timeout=0,
-                as_subflow=True,
-                idempotency_key=f"nightly-{parent}-{file}",
-            )
-        except ObjectNotFound:
-            raise RuntimeError(
-                f"fan_out_to=deployments needs the deployment {deployment!r}: run `prefect deploy --all` "
-                "(prefect.yaml defines promote-pipeline/default)"
-            ) from None
-        assert isinstance(run, FlowRun)  # called from sync code: the sync variant
-        runs[file] = str(run.id)
-    log.info(f"started {len(runs)} {deployment} runs; the work pool's workers share them out")
-    started = time.monotonic()
-    pending = {run_id: file for file, run_id in runs.items()}
-    ended: dict[str, State[Any]] = {}
-    last_report = started
-    with get_client(sync_client=True) as client:
-        while pending:
-            ids = [UUID(r) for r in pending]
-            found: list[FlowRun] = []
-            try:
-                for at in range(0, len(ids), _READ_BATCH):  # the API answers at most 200 rows a request
-                    batch = ids[at : at + _READ_BATCH]
-                    found += client.read_flow_runs(
-                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch)
-                    )
-            except Exception as exc:
-                if not prefectapi.unavailable(exc):
-                    raise
-                log.warning(f"the Prefect API could not answer ({type(exc).__name__}); asking again next poll")
-            for run in found:
-                if run.state is not None and (run.state.is_final() or run.state.is_paused()):
-                    ended[str(run.id)] = run.state
-                    pending.pop(str(run.id), None)
-            now = time.monotonic()
-            if not pending or now - started >= wait_seconds:
-                break
-            if now - last_report >= 60:
-                log.info(f"{len(ended)} of {len(runs)} pipeline runs ended; waiting for {len(pending)}")
-                last_report = now
-            time.sleep(min(poll_seconds, max(0.1, wait_seconds - (now - started))))
-    waited = time.monotonic() - started
-    return {file: fanned_outcome(file, run_id, ended.get(run_id), waited) for file, run_id in runs.items()}
 
 
 @beats

@@ -14,7 +14,8 @@ from prefect.states import Completed
 
 from flows.heartbeat import beats
 from flows.inputs import pipeline_path
-from flows.nightly import Advance, PipelineFailedError, outcome_summary, promote_pipeline
+from flows.nightly import outcome_summary, promote_pipeline
+from flows.outcomes import Advance, PipelineFailedError
 
 
 @beats

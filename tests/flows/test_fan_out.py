@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-from flows.nightly import fanned_outcome, nightly_report
+from flows.fanout import fanned_outcome
+from flows.nightly import nightly_report
 from sandbox.postgres import INSTALL_HINT, PostgresUnavailableError, local_postgres
 from sandbox.prefect_server import PrefectServer
 from sandbox.world import SandboxWorld

@@ -14,7 +14,8 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 
-from flows.nightly import PipelineOutcome, nightly, nightly_report
+from flows.nightly import nightly, nightly_report
+from flows.outcomes import PipelineOutcome
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from flows.report import PromotionReport

@@ -1,0 +1,35 @@
+"""What the nightly did for one pipeline: the outcome it reports, and the error a pipeline's failure travels in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from flows.report import PromotionReport
+from rules.errors import OutcomeError
+
+
+@dataclass
+class PipelineOutcome:
+    """What the nightly did for one pipeline file: promote-rc's report and, per environment promoted after
+    the entry (in chain order), that promotion's report; ``failed_in`` names the run that failed."""
+
+    pipeline_file: str
+    rc: PromotionReport | None = None
+    promotions: dict[str, PromotionReport] = field(default_factory=dict)
+    failed: str | None = None
+    failed_in: str | None = None
+    # Fanned out (nightly fan_out_to="deployments"): the promote-pipeline run and what it said when it ended.
+    run_id: str | None = None
+    summary: str | None = None
+
+
+class PipelineFailedError(OutcomeError, RuntimeError):
+    """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``outcome``)."""
+
+    def __init__(self, stage: str, cause: Exception, outcome: PipelineOutcome) -> None:
+        super().__init__(str(cause))
+        self.stage, self.outcome = stage, outcome
+
+
+Advance = Literal["all", "one-step"]
