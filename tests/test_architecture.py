@@ -145,3 +145,14 @@ def test_no_test_module_imports_another() -> None:
             if any(re.match(r"^tests\.(\w+\.)*test_\w+$", name) for name in names):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")  # type: ignore[attr-defined]
     assert offenders == []
+
+
+def test_every_strategy_module_has_a_test_file_of_its_own() -> None:
+    """A strategy (a module of tasks/strategies/ that sets a ``kind``) is tested in tests/strategies/test_<module>.py,
+    against real Git, before the flow tests use it."""
+    strategies = [
+        p.stem for p in (ROOT / "tasks" / "strategies").glob("*.py") if re.search(r"^\s+kind = ", p.read_text(), re.M)
+    ]
+    assert len(strategies) == 5, strategies
+    missing = [name for name in strategies if not (ROOT / "tests" / "strategies" / f"test_{name}.py").exists()]
+    assert missing == []
