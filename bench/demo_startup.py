@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sandbox.apiserver import LocalKubeAPI
+from sandbox.apiserver import KubeBinaries, LocalKubeAPI
 from sandbox.prefect_server import PrefectServer, template_dir
 
 
@@ -44,13 +44,13 @@ def _server(root: Path, use_template: bool, *, priming: bool = False) -> float:
         server.stop()
 
 
-def _kube(binaries: Path) -> float:
+def _kube(binaries: KubeBinaries) -> float:
     started = time.monotonic()
     with LocalKubeAPI(binaries=binaries):
         return time.monotonic() - started
 
 
-def _side_by_side(root: Path, binaries: Path) -> float:
+def _side_by_side(root: Path, binaries: KubeBinaries) -> float:
     started = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         prefect = pool.submit(_server, root, True)
@@ -59,7 +59,7 @@ def _side_by_side(root: Path, binaries: Path) -> float:
     return time.monotonic() - started
 
 
-def _one_after_the_other(root: Path, binaries: Path) -> float:
+def _one_after_the_other(root: Path, binaries: KubeBinaries) -> float:
     started = time.monotonic()
     _kube(binaries)
     _server(root, True)

@@ -42,7 +42,9 @@ class ForgeHost(Protocol):
 
     provider: str  # write.provider
     username: str  # the user Git authenticates as, with the token
-    api_url: str  # write.api_url
+
+    @property
+    def api_url(self) -> str: ...  # write.api_url
 
     def create_repository(self, name: str) -> str: ...  # an empty repository; its clone URL (http)
 

@@ -240,6 +240,6 @@ def test_a_suspended_promotion_keeps_its_environment_locked(
     assert approved.returncode == 0, approved.stdout + approved.stderr
     second_state = second.join(timeout=240)
     assert second_state.is_completed(), second_state.message
-    assert read_run(suspended.id).state.is_completed()  # type: ignore[union-attr]
+    assert read_run(suspended.id).state.is_completed()
     assert subjects(app).count(f"promote({app.name}): production v1.0.0 -> v1.0.1") == 1
     assert git(app.origin, "tag", "--list").split().count("v1.0.1") == 1

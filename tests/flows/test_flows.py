@@ -475,10 +475,12 @@ def test_a_task_retries_a_remote_having_a_bad_minute_but_not_a_refusal(tmp_path:
 
 def test_nightly_report_puts_each_failure_under_the_run_that_failed() -> None:
     def rc(**fields: str) -> PromotionReport:
-        return PromotionReport(pipeline="app", environment="staging", **fields)
+        return PromotionReport.model_validate({"pipeline": "app", "environment": "staging", **fields})
 
     rc1, rc2 = rc(action="create", rc="v1.0.1-rc1"), rc(action="create", rc="v2.0.0-rc1")
-    production = PromotionReport(pipeline="app", environment="production", version="v2.0.0", **{"from": "v1.9.0"})
+    production = PromotionReport.model_validate(
+        {"pipeline": "app", "environment": "production", "version": "v2.0.0", "from": "v1.9.0"}
+    )
     results = {
         "a.yaml": PipelineOutcome("a.yaml", rc1, failed="rejected by bob: no", failed_in="promote-production"),
         "b.yaml": PipelineOutcome("b.yaml", failed="staging Degraded", failed_in="promote-rc"),

@@ -60,7 +60,7 @@ def forge(app: SandboxApp, tmp_path: Path, commit: str, *records: Record) -> Non
     if git(clone, "ls-remote", "origin", "refs/notes/promote"):
         git(clone, "fetch", "--quiet", "origin", "+refs/notes/promote:refs/notes/promote")
     old = git(clone, "notes", "--ref=promote", "show", commit) if _has_note(clone, commit) else ""
-    body = json.loads(old) if old else {"schema": 1, "records": []}
+    body: dict[str, Any] = json.loads(old) if old else {"schema": 1, "records": []}
     body["records"] += [asdict(r) for r in records]
     git(clone, "notes", "--ref=promote", "add", "--force", "-m", json.dumps(body), commit)
     git(clone, "push", "--quiet", "--force", "origin", "refs/notes/promote:refs/notes/promote")

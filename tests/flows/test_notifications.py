@@ -44,7 +44,7 @@ def test_a_failed_promotion_reaches_the_notification_block(world: SandboxWorld, 
     state, url = hook
     block = unique("oncall")
     CustomWebhookNotificationBlock(
-        name=block, url=f"{url}/hooks/oncall", json_data={"text": "{{subject}}\n{{body}}"}
+        name=block, url=f"{url}/hooks/oncall", json_data={"text": "{{subject}}\n{{body}}"}, headers={}, cookies={}
     ).save(block)
     app = ready_app(world, "notify", approval=False)
     first = promote_cli(
@@ -66,7 +66,7 @@ def test_a_failed_promotion_reaches_the_notification_block(world: SandboxWorld, 
     assert again.returncode == 0 and "updated automation" in again.stdout, again.stderr[-2000:]
     with get_client(sync_client=True) as client:
         found = client.read_automations_by_name(automation_name(f"custom-webhook/{block}"))
-    assert len(found) == 1 and found[0].trigger.expect == {"promote.failed"}  # type: ignore[union-attr]
+    assert len(found) == 1 and found[0].trigger.expect == {"promote.failed"}
 
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     production = app.env("production")

@@ -340,7 +340,7 @@ def test_every_file_writing_strategy_goes_through_a_pull_request(
 ) -> None:
     """kustomize-image, branch (the pull request carries the merge of the verified staging commit) and yaml-path,
     each squash-merged: what the forge made of the change is what gets verified."""
-    app = forge_app(world, forge, f"pr{strategy}", strategy=strategy, approval=False)  # type: ignore[arg-type]
+    app = forge_app(world, forge, f"pr{strategy}", strategy=strategy, approval=False)
     app.release_image("1.1.0")  # on main's staging overlay or values, or on the staging branch
     rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
     assert rc.is_completed(), rc.message

@@ -89,7 +89,7 @@ def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
     assert forged.status_code == 401
     assert any("bad signature" in reason for reason in got.refused)
     time.sleep(1)
-    assert read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
+    assert read_run(run_id).state.name == "Suspended"
     # Signed but untrue ("merged" while it is open, as a leaked secret could send): the run wakes, asks Gitea
     # itself, and goes back to waiting; main is not touched.
     main_before = git(app.origin, "rev-parse", "main")
@@ -114,7 +114,7 @@ def test_without_a_webhook_the_sweeper_resumes_the_promotion(
     app = forge_app(world, forge, "prpoll", approval=False)
     run_id, pr = waiting_for_its_pull_request(forge, app)
     quiet = pull_request_sweeper()  # still open: nothing resumed
-    assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
+    assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"
     merge(forge, app, pr["number"])
     began = time.monotonic()
     swept = pull_request_sweeper()

@@ -104,7 +104,7 @@ def test_contract_without_a_webhook_the_sweeper_asks_gitlab_and_resumes_the_prom
     fake, project = gitlab.fake, f"acme/{app.name}"
     iid = wait_for("a merge request", lambda: next((i for p, i in fake.merge_requests if p == project), 0))
     quiet = pull_request_sweeper()  # still open: nothing resumed
-    assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"  # type: ignore[union-attr]
+    assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"
     merge_commit = gitlab.merge(app.name, iid, tmp_path / "reviewer")
     began = time.monotonic()
     assert pull_request_sweeper()["resumed"] >= 1

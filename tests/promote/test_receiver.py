@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from promote import receiver
-from promote.receiver import Debouncer, Push, Receiver, Route, authentic, match, normalize_repository, parse, serve
+from promote.receiver import Debouncer, Push, Receiver, Route, authentic, match, parse, serve
 from tasks.evidence import PROMOTE_TRAILER
+from tasks.repourls import normalize_repository
 
 SECRET = "s3cret-webhook-value"
 BODY = b'{"ref": "refs/heads/main"}'

@@ -85,7 +85,7 @@ def start(site: ArgoSite, *, auto_sync: bool = True) -> tuple[str, str]:
 
 def rolled_out(api: k8s.ApiClient, namespace: str, image: str, replicas: int = 2) -> bool:
     d: Any = k8s.AppsV1Api(api).read_namespaced_deployment("web", namespace)
-    return (
+    return bool(
         d.spec.template.spec.containers[0].image == image
         and (d.status.observed_generation or 0) >= d.metadata.generation
         and d.status.updated_replicas == replicas

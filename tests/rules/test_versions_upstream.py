@@ -114,7 +114,7 @@ def test_new_tags_always_use_the_scheme_spelling() -> None:
     """ours: a version computed from the repository's (bare) tags is tagged in the configured scheme."""
     versions = SCHEME.versions(["1.2.0", "1.2.1-rc1"])
     assert SCHEME.tag(next_rc(versions, "patch")) == "v1.2.1-rc2"
-    assert SCHEME.tag(latest_rc(versions).stable()) == "v1.2.1"  # type: ignore[union-attr]
+    assert SCHEME.tag(latest_rc(versions).stable()) == "v1.2.1"
     assert SCHEME.tag(SCHEME.parse("1.2.1-rc1")) == "v1.2.1-rc1"  # user input is normalised, as before
     assert ReleaseVersion(1, 2, 0, spelled="1.2.0") == ReleaseVersion(1, 2, 0)
 

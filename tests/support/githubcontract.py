@@ -289,7 +289,8 @@ class FakeGitHub:
             if "pending" in states or not states
             else "success"
         )
-        return template | {"sha": sha, "state": state, "statuses": statuses, "total_count": len(statuses)}
+        combined: dict[str, Any] = template | {"sha": sha, "state": state, "statuses": statuses}
+        return combined | {"total_count": len(statuses)}
 
     def _list(self, request: Request) -> Answer:
         query = request.query

@@ -112,9 +112,9 @@ class FakeGitLab:
         op, path = request.operation.id, request.path
         if op == "users/list":
             wanted = request.query.get("username")
-            found = [u for u in self.users.items() if u[0] == wanted]
+            users = [u for u in self.users.items() if u[0] == wanted]
             template = self.description.example(op, "200")[0]
-            return Answer(200, [template | {"id": uid, "username": name} for name, uid in found])
+            return Answer(200, [template | {"id": uid, "username": name} for name, uid in users])
         project = unquote(str(path.get("id", "")))
         if project != PROJECT and (self.git_root is None or not (self.git_root / f"{project}.git").exists()):
             return _error(404, "404 Project Not Found")
@@ -122,7 +122,7 @@ class FakeGitLab:
             query = request.query
             states = {"opened": ("opened",), "merged": ("merged",), "closed": ("closed",), "all": None}
             allowed = states.get(str(query.get("state", "all")))
-            found = [
+            found: list[dict[str, Any]] = [
                 mr
                 for (p, _), mr in sorted(self.merge_requests.items(), key=lambda kv: kv[0][1], reverse=True)
                 if p == project

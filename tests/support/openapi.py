@@ -202,10 +202,11 @@ def check_request(
         path_args[name] = value
     query: dict[str, Any] = {}
     for name, values in parse_qs(parts.query, keep_blank_values=True).items():
-        spec = declared.get(("query", name))
-        if spec is None:
+        declared_spec = declared.get(("query", name))
+        if declared_spec is None:
             problems.append(f"query parameter {name[:50]!r} is not declared for {op.id}")
             continue
+        spec = declared_spec
         value = _typed(values[-1], spec.get("schema", {}))
         problems += [f"query parameter {name}: {e}" for e in description.errors(spec.get("schema", {}), value)]
         query[name] = value

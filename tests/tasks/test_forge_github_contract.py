@@ -52,7 +52,7 @@ def test_contract_open_find_reuse_and_merged(github: tuple[FakeGitHub, ContractS
     assert opened.url.endswith(f"/pull/{opened.number}")
     assert fake.reviewers[opened.number] == ["octocat"]
     assert forge.find_pull_request(head, "main") == forge.find_pull_request(head, "main")
-    assert forge.find_pull_request(head, "main").number == opened.number  # type: ignore[union-attr]
+    assert forge.find_pull_request(head, "main").number == opened.number
     # A second open for the same branch: GitHub's 422, a refusal the promotion answers by finding the open one.
     with pytest.raises(ForgeRefusedError, match=r"HTTP 422: Validation Failed"):
         forge.open_pull_request(head, "main", "again", "")

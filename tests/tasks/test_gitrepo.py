@@ -111,7 +111,7 @@ def test_invalid_tag_names_are_refused(tag: str) -> None:
         validate_tag_name(tag)
 
 
-def _set_value(rel: str, value: str):  # type: ignore[no-untyped-def]
+def _set_value(rel: str, value: str):
     def edit(workdir: Path) -> list[str]:
         (workdir / rel).write_text(f"targetRevision: {value}\n")
         return [rel]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from tasks import httpbounds
@@ -49,7 +50,7 @@ def test_the_body_is_capped_while_streaming(declare_length: bool) -> None:
 
 
 def test_deep_json_is_a_value_error() -> None:
-    response = httpbounds.Response(200, httpbounds.httpx.Headers(), b"[" * 100_000 + b"]" * 100_000)
+    response = httpbounds.Response(200, httpx.Headers(), b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(ValueError, match="nested too deeply"):
         response.json()
 

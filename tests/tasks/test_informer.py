@@ -7,7 +7,7 @@ list, watch from the list's resourceVersion, re-list on 410 Gone; every waiter r
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -56,14 +56,13 @@ def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
 def start_waits(kube: KubeClient, namespace: str, names: list[str]) -> tuple[dict[str, RequestStats], list[Background]]:
     """One wait per Application in a thread of its own, each with its stats."""
     stats = {name: RequestStats() for name in names}
-    waits = [
-        Background(
-            lambda name=name: kube.wait_for(
-                ObjectRef(APPLICATION, namespace, name), judge, timeout=60, what=name, stats=stats[name]
-            )
+
+    def wait(name: str) -> Callable[[], object]:
+        return lambda: kube.wait_for(
+            ObjectRef(APPLICATION, namespace, name), judge, timeout=60, what=name, stats=stats[name]
         )
-        for name in names
-    ]
+
+    waits = [Background(wait(name)) for name in names]
     return stats, waits
 
 

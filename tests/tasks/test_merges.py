@@ -17,7 +17,7 @@ from tasks.merges import pause_key_prefix, resume_for, sweep
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 
 
-def _waiting(client, pipeline_file: str, key: str, until: datetime, pin: dict[str, object] | None):  # type: ignore[no-untyped-def]
+def _waiting(client, pipeline_file: str, key: str, until: datetime, pin: dict[str, object] | None):
     """A deployment's run (the server reschedules only those on resume; this deployment has no work pool, so
     nothing picks the run up), suspended with ``key``, with the pin a waiting promotion leaves."""
     flow_id = client.create_flow(promote_production)
@@ -58,10 +58,10 @@ def test_the_sweeper_resumes_decided_ones_ends_expired_ones_and_leaves_open_ones
         after = {run_id: client.read_flow_run(run_id).state for run_id in ours}
     assert ("m.yaml", "prod", 1) in asked and ("o.yaml", "prod", 2) in asked and ("c.yaml", "prod", 3) in asked
     assert result.resumed >= 2 and result.expired >= 1
-    assert after[merged.id].name != "Suspended" and after[closed.id].name != "Suspended"  # type: ignore[union-attr]
-    assert after[still.id].name == "Suspended"  # type: ignore[union-attr]
-    assert after[late.id].type.value == "FAILED"  # type: ignore[union-attr]
-    assert "not merged within write.merge_timeout" in (after[late.id].message or "")  # type: ignore[union-attr]
+    assert after[merged.id].name != "Suspended" and after[closed.id].name != "Suspended"
+    assert after[still.id].name == "Suspended"
+    assert after[late.id].type.value == "FAILED"
+    assert "not merged within write.merge_timeout" in (after[late.id].message or "")
     assert after[approval.id].name == "Suspended"  # an approval is not the sweeper's  # type: ignore[union-attr]
     # ... and a pull request's wait is not the approval sweep's: that one says "approval timed out".
     with get_client(sync_client=True) as client:
@@ -77,4 +77,4 @@ def test_a_webhook_resumes_only_the_runs_waiting_for_that_pull_request() -> None
     resumed = resume_for(["git.example/team/app", "git.example/team/app-mirror"], 7)
     assert str(seven.id) in resumed and str(seventeen.id) not in resumed
     with get_client(sync_client=True) as client:
-        assert client.read_flow_run(seventeen.id).state.name == "Suspended"  # type: ignore[union-attr]
+        assert client.read_flow_run(seventeen.id).state.name == "Suspended"

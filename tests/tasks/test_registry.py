@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -357,7 +358,9 @@ def test_a_token_or_password_with_a_line_break_is_refused_not_retried() -> None:
             if self.path.startswith("/token"):
                 self._json(200, {"token": "abc\r\nX-Injected: 1"})
                 return
-            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            address: Any = self.server.server_address
+            port = address[1]
+            realm = f"http://127.0.0.1:{port}/token"
             self._json(401, {}, {"WWW-Authenticate": f'Bearer realm="{realm}",service="registry"'})
 
         def _json(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:

@@ -335,7 +335,7 @@ def rollout(api: k8s.ApiClient, namespace: str, image: str, **status: Any) -> No
     apps.patch_namespaced_deployment(
         "web", namespace, {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}}
     )
-    generation = apps.read_namespaced_deployment("web", namespace).metadata.generation  # type: ignore[union-attr]
+    generation = apps.read_namespaced_deployment("web", namespace).metadata.generation
     body = {
         "observedGeneration": generation,
         "replicas": 2,
@@ -378,7 +378,7 @@ def test_pods_must_run_the_promoted_digest(kube: KubeClient, kube_client: k8s.Ap
     make_app(kube_client, namespace, "shop", argo_status(X))
     make_deployment(kube_client, namespace, good)
     apps = k8s.AppsV1Api(kube_client)
-    generation = apps.read_namespaced_deployment("web", namespace).metadata.generation  # type: ignore[union-attr]
+    generation = apps.read_namespaced_deployment("web", namespace).metadata.generation
     counts = {"replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
     apps.patch_namespaced_deployment_status("web", namespace, {"status": {"observedGeneration": generation, **counts}})
     other = "registry.local/web@sha256:" + "b" * 64
