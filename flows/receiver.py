@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from promote.receiver import run_forever
+from webhooks.receiver import run_forever
 
 
 @flow(name="receiver", validate_parameters=True)

@@ -151,7 +151,7 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
 
 
 def _cmd_receive(args: argparse.Namespace) -> int:
-    from promote import receiver
+    from webhooks import receiver
 
     receiver.run_forever(
         args.directory,

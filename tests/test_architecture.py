@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ("flows", "tasks", "promote", "pipeline", "rules", "sandbox")
+PRODUCT = ("flows", "tasks", "promote", "pipeline", "rules", "webhooks", "sandbox")
 DISPATCHER = ROOT / "tasks" / "strategies" / "__init__.py"
 # A branch on the kind: comparing it, matching on it, or testing a model class in a condition. A bare
 # `assert isinstance(env.tracks, TrackTag)` in a strategy's own module narrows the type; it decides nothing.

@@ -17,12 +17,12 @@ import pytest
 
 from flows.promote_rc import promote_rc
 from flows.pullrequest_sweeper import pull_request_sweeper
-from promote.receiver import Debouncer, Receiver, serve
 from sandbox.gitea import ADMIN, Gitea
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tests.support.deployedruns import left_suspension, suspended_run, wait_final, wait_for
 from tests.support.flowruns import ARTIFACTS, read_run
 from tests.support.giteaflows import forge_app, merge, repo_api, touch_production_on_main, wait_for_pull_request
+from webhooks.receiver import Debouncer, Receiver, serve
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
 

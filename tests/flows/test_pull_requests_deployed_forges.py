@@ -20,7 +20,6 @@ import pytest
 from flows.promote_rc import promote_rc
 from flows.pullrequest_sweeper import pull_request_sweeper
 from pipeline.load import load_pipeline
-from promote.receiver import Debouncer, Receiver, serve
 from sandbox.world import FORGE_TOKEN_ENV, SandboxWorld, git
 from tests.support.deployedruns import left_suspension, suspended_run, wait_final
 from tests.support.deployedruns import wait_for as wait_for_state
@@ -28,6 +27,7 @@ from tests.support.flowruns import read_run
 from tests.support.forgehost import hosted_app, wait_for
 from tests.support.githubcontract import GitHubHost, serve_github_host
 from tests.support.gitlabcontract import GitLabHost, serve_gitlab_host
+from webhooks.receiver import Debouncer, Receiver, serve
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 

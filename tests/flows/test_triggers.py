@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from prefect import get_client
 
-from promote.receiver import Debouncer, Receiver, emit_prefect_event, routes_from, serve
 from sandbox.world import SandboxWorld
 from tests.support.events import read_events
 from tests.support.flowruns import ready_app, running_image
 from tests.support.registry import push_image, run_registry
+from webhooks.receiver import Debouncer, Receiver, emit_prefect_event, routes_from, serve
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
 

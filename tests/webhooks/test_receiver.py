@@ -1,4 +1,4 @@
-"""The push receiver (promote/receiver.py): signatures and tokens as each sender makes them, the payload shapes
+"""The push receiver (webhooks/receiver.py): signatures and tokens as each sender makes them, the payload shapes
 they document, routing to pipelines, bursts, and the real HTTP server, up to a real docker-registry posting its
 notifications to it and the event arriving at the real Prefect server."""
 
@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from promote import receiver
-from promote.receiver import Debouncer, Push, Receiver, Route, authentic, match, parse, serve
 from tasks.evidence import PROMOTE_TRAILER
 from tasks.repourls import normalize_repository
+from webhooks import receiver
+from webhooks.receiver import Debouncer, Push, Receiver, Route, authentic, match, parse, serve
 
 SECRET = "s3cret-webhook-value"
 BODY = b'{"ref": "refs/heads/main"}'
