@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +17,8 @@ from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
 from tasks.forges.base import EVIDENCE_MARKER
 from tests.support.flowruns import InThread, latest_board, notes
-from tests.support.giteaflows import forge_app, merge, repo_api, touch_production_on_main, wait_for_pull_request
+from tests.support.forgehost import hosted_app, wait_for
+from tests.support.giteaflows import merge, repo_api, touch_production_on_main, wait_for_pull_request
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
 
@@ -73,21 +73,11 @@ def board_note(app: SandboxApp, environment: str, text: str) -> dict[str, str] |
     return row if row is not None and text in row["note"] else None
 
 
-def wait_for(probe: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"no {what} within {timeout}s")
-
-
 @pytest.mark.parametrize("style", ["merge", "squash", "rebase"])
 def test_production_through_a_pull_request_is_verified_at_the_merge(
     world: SandboxWorld, forge: Gitea, style: str
 ) -> None:
-    app = forge_app(world, forge, "pr", approval=False)
+    app = hosted_app(world, forge, "pr", approval=False)
     rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
     assert rc.is_completed(), rc.message
     main_before = git(app.origin, "rev-parse", "main")
@@ -110,7 +100,7 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
     forge.api("POST", f"{repo_api(app)}/statuses/{head}", {"state": "failure", **ci})
     comment = wait_for_comment(forge, app, pr["number"], "1 failing (ci/build)")
     assert "| checks |" in comment and "waiting" in comment
-    board = dict(wait_for(lambda: board_note(app, "production", "1 failing (ci/build)"), "the board's note"))
+    board = dict(wait_for("the board's note", lambda: board_note(app, "production", "1 failing (ci/build)")))
     assert f"pull request #{pr['number']}" in board["note"], board
     forge.api("POST", f"{repo_api(app)}/statuses/{head}", {"state": "success", **ci})
     wait_for_comment(forge, app, pr["number"], "1 passed")
@@ -151,7 +141,7 @@ def test_production_through_a_pull_request_is_verified_at_the_merge(
 
 
 def test_a_pull_request_closed_unmerged_ends_the_run_and_changes_nothing(world: SandboxWorld, forge: Gitea) -> None:
-    app = forge_app(world, forge, "prclosed", approval=False)
+    app = hosted_app(world, forge, "prclosed", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     main_before = git(app.origin, "rev-parse", "main")
     run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
@@ -167,7 +157,7 @@ def test_a_pull_request_closed_unmerged_ends_the_run_and_changes_nothing(world: 
 def test_a_wrong_token_names_the_forge_and_the_variable(
     world: SandboxWorld, forge: Gitea, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app = forge_app(world, forge, "prtoken", approval=False)
+    app = hosted_app(world, forge, "prtoken", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     # The Git token is the forge token here: give the forge API a wrong one of its own.
     with_write_option(app, "token: {env: PROMOTE_TEST_WRONG_FORGE_TOKEN}")
@@ -180,7 +170,7 @@ def test_a_wrong_token_names_the_forge_and_the_variable(
 
 
 def test_base_moved_under_an_open_pull_request_is_rebased_then_merged(world: SandboxWorld, forge: Gitea) -> None:
-    app = forge_app(world, forge, "prbase", approval=False)
+    app = hosted_app(world, forge, "prbase", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
     first = wait_for_pull_request(forge, app)
@@ -234,7 +224,7 @@ def test_a_crash_right_after_the_pull_request_was_opened_repeats_nothing(
     import subprocess
     import sys
 
-    app = forge_app(world, forge, "prcrash", approval=False)
+    app = hosted_app(world, forge, "prcrash", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     code = (
         "from flows.promote_production import promote_production; "
@@ -269,7 +259,7 @@ def test_a_crash_right_after_the_pull_request_was_opened_repeats_nothing(
 def test_a_four_environment_chain_where_only_production_opens_a_pull_request(world: SandboxWorld, forge: Gitea) -> None:
     from flows.promote_environment import promote_environment
 
-    app = forge_app(world, forge, "prchain", strategy="chain", approval=False)
+    app = hosted_app(world, forge, "prchain", strategy="chain", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     for env in ("qa", "staging"):
         state = promote_environment(pipeline_file=str(app.pipeline_file), environment=env, return_state=True)
@@ -287,7 +277,7 @@ def test_a_four_environment_chain_where_only_production_opens_a_pull_request(wor
 def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
     world: SandboxWorld, forge: Gitea, rollback: str
 ) -> None:
-    app = forge_app(world, forge, "prback", approval=False)
+    app = hosted_app(world, forge, "prback", approval=False)
     if rollback == "push":
         with_write_option(app, "rollback: push")
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
@@ -315,7 +305,7 @@ def test_a_failed_production_is_rolled_back_through_a_pull_request_or_pushed(
 
 
 def test_promoting_a_rolled_back_version_again_opens_a_new_pull_request(world: SandboxWorld, forge: Gitea) -> None:
-    app = forge_app(world, forge, "pragain", approval=False)
+    app = hosted_app(world, forge, "pragain", approval=False)
     with_write_option(app, "rollback: push")
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     production = app.env("production")
@@ -340,7 +330,7 @@ def test_every_file_writing_strategy_goes_through_a_pull_request(
 ) -> None:
     """kustomize-image, branch (the pull request carries the merge of the verified staging commit) and yaml-path,
     each squash-merged: what the forge made of the change is what gets verified."""
-    app = forge_app(world, forge, f"pr{strategy}", strategy=strategy, approval=False)
+    app = hosted_app(world, forge, f"pr{strategy}", strategy=strategy, approval=False)
     app.release_image("1.1.0")  # on main's staging overlay or values, or on the staging branch
     rc = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
     assert rc.is_completed(), rc.message
@@ -366,7 +356,7 @@ def test_every_file_writing_strategy_goes_through_a_pull_request(
 def test_a_branch_environment_s_pull_request_squashed_is_refused_with_the_fix(
     world: SandboxWorld, forge: Gitea
 ) -> None:
-    app = forge_app(world, forge, "prsquash", strategy="branch", approval=False)
+    app = hosted_app(world, forge, "prsquash", strategy="branch", approval=False)
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     run = InThread(lambda: promote_production(pipeline_file=str(app.pipeline_file), return_state=True))
     pr = wait_for_pull_request(forge, app)
@@ -379,7 +369,7 @@ def test_a_branch_environment_s_pull_request_squashed_is_refused_with_the_fix(
 def test_auto_merge_lets_gitea_merge_and_the_run_verifies_it(world: SandboxWorld, forge: Gitea) -> None:
     """``write.auto_merge``: the pull request is scheduled to merge when its required checks pass (this repository
     requires none, so Gitea merges it at once); nobody merges by hand, and the run verifies the merge."""
-    app = forge_app(world, forge, "auto", approval=False)
+    app = hosted_app(world, forge, "auto", approval=False)
     with_write_option(app, "auto_merge: true")
     assert promote_rc(pipeline_file=str(app.pipeline_file), return_state=True).is_completed()
     state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)

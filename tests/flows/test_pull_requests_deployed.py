@@ -21,7 +21,8 @@ from sandbox.gitea import ADMIN, Gitea
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tests.support.deployedruns import left_suspension, suspended_run, wait_final, wait_for
 from tests.support.flowruns import ARTIFACTS, read_run
-from tests.support.giteaflows import forge_app, merge, repo_api, touch_production_on_main, wait_for_pull_request
+from tests.support.forgehost import hosted_app
+from tests.support.giteaflows import merge, repo_api, touch_production_on_main, wait_for_pull_request
 from webhooks.receiver import Debouncer, Receiver, serve
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.gitea, pytest.mark.usefixtures("prefect_api")]
@@ -61,7 +62,7 @@ def test_a_suspended_promotion_is_resumed_by_the_merge_webhook(
     receiver: tuple[Receiver, str],
 ) -> None:
     got, url = receiver
-    app = forge_app(world, forge, "prhook", approval=False)
+    app = hosted_app(world, forge, "prhook", approval=False)
     forge.api(
         "POST",
         f"{repo_api(app)}/hooks",
@@ -111,7 +112,7 @@ def test_without_a_webhook_the_sweeper_resumes_the_promotion(
     world: SandboxWorld,
     worker: dict[str, str],
 ) -> None:
-    app = forge_app(world, forge, "prpoll", approval=False)
+    app = hosted_app(world, forge, "prpoll", approval=False)
     run_id, pr = waiting_for_its_pull_request(forge, app)
     quiet = pull_request_sweeper()  # still open: nothing resumed
     assert quiet["looked_at"] >= 1 and read_run(run_id).state.name == "Suspended"
@@ -131,7 +132,7 @@ def test_a_base_that_moved_under_a_waiting_pull_request_gets_the_change_made_aga
     """Someone changes the same line on main while the run waits: Gitea can no longer merge the pull request;
     the sweeper resumes the run, which makes the change again on main's new tip (its own commit only) and waits
     again; the pull request merges."""
-    app = forge_app(world, forge, "prmoved", approval=False)
+    app = hosted_app(world, forge, "prmoved", approval=False)
     run_id, pr = waiting_for_its_pull_request(forge, app)
     moved = touch_production_on_main(app)
     deadline = time.monotonic() + 120

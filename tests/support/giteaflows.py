@@ -1,5 +1,5 @@
-"""Pull requests on the real Gitea as the flow tests drive them: an app whose repository is on the forge, its
-pull request, a merge by each method, a change on main under an open pull request."""
+"""Pull requests on the real Gitea as the flow tests drive them (tests/support/forgehost.py puts an app on the
+forge): its pull request, a merge by each method, a change on main under an open pull request."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ import time
 from typing import Any
 
 from sandbox.gitea import ADMIN, Gitea, GiteaUnavailableError
-from sandbox.world import SandboxApp, SandboxWorld, git
-from tests.conftest import unique
-
-
-def forge_app(world: SandboxWorld, forge: Gitea, name: str, **kwargs: Any) -> SandboxApp:
-    app = world.create_app(unique(name), forge=forge, **kwargs)
-    deadline = time.monotonic() + 300  # the simulated controllers first roll out v1.0.0 everywhere
-    while any(env.applied is None for env in app.envs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    app.commit_change("feature: faster checkout")
-    return app
+from sandbox.world import SandboxApp, git
 
 
 def repo_api(app: SandboxApp) -> str:
