@@ -16,23 +16,21 @@ from flows import events
 from flows.records import record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
-from rules.windows import FREEZE_VARIABLE, HeldError, Hold, first_hold, freeze_hold, soak_hold, window_hold
+from rules.windows import HeldError, Hold, first_hold, freeze_hold, soak_hold, window_hold
 from tasks import evidence
+from tasks import freeze as freeze_switch
 from tasks.connections import Connections
 from tasks.strategies.base import Candidate
 
 _POLL = timedelta(seconds=60)  # how often a waiting promotion looks again when it cannot know the end
 
 
-def read_freeze() -> Any:
-    """The value of the org-wide freeze switch (a Prefect Variable), None if it was never set."""
-    from prefect.variables import Variable
-
-    return Variable.get(FREEZE_VARIABLE, default=None)
-
-
 def current_hold(
-    conn: Connections, env: Environment, cand: Candidate, now: datetime, freeze: Callable[[], Any] = read_freeze
+    conn: Connections,
+    env: Environment,
+    cand: Candidate,
+    now: datetime,
+    freeze: Callable[[], Any] = freeze_switch.read_in_run,
 ) -> Hold | None:
     """What holds promoting ``cand`` into ``env`` at ``now``, if anything: the freeze first (it names a
     person's decision), then the windows, then the soak."""

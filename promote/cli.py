@@ -174,7 +174,7 @@ def _cmd_notifications(args: argparse.Namespace) -> int:
 
 
 def _cmd_freeze(args: argparse.Namespace) -> int:
-    from promote import freeze
+    from tasks import freeze
     from tasks.prefectapi import ApiConfig
     from tasks.terminal import printable
 

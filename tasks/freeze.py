@@ -1,5 +1,7 @@
-"""``promote freeze on|off``: the org-wide freeze switch, a Prefect Variable (settable from the UI too) that
-holds every promotion into an environment with a gate (flows/holds.py), through the Prefect REST API."""
+"""The org-wide freeze switch, a Prefect Variable (settable from the UI too) that holds every promotion into an
+environment with a gate (flows/holds.py): read by a promotion (:func:`read_in_run`), and read and set by ``promote
+freeze on|off`` through the Prefect REST API (:func:`read`, :func:`switch`). Its name is rules.windows's
+``FREEZE_VARIABLE``."""
 
 from __future__ import annotations
 
@@ -8,16 +10,22 @@ from typing import Any
 
 import httpx
 
-from promote.trigger import TriggerError
 from rules.windows import FREEZE_VARIABLE, freeze_hold
 from tasks import httpbounds, prefectapi
-from tasks.prefectapi import ApiConfig
+from tasks.prefectapi import ApiConfig, PrefectApiError
 
 TIMEOUT_SECONDS = 30.0
 
 
-class FreezeError(TriggerError):
+class FreezeError(PrefectApiError):
     """The switch could not be read or set; the message names the API and the fix."""
+
+
+def read_in_run() -> Any:
+    """The switch's value as a flow run reads it (through the run's own Prefect client), None if never set."""
+    from prefect.variables import Variable
+
+    return Variable.get(FREEZE_VARIABLE, default=None)
 
 
 # Prefect's answer for a variable that does not exist (prefect/server/api/variables.py). Any other 404 (a wrong
