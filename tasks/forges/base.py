@@ -21,9 +21,9 @@ name the forge, the repository, the HTTP status and the variable that holds the 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from rules.errors import PromoteError, RefusedError, TransientError
 
@@ -89,6 +89,21 @@ class Check:
 def ours(context: str) -> bool:
     """Whether a status context is one this tool posts (left out of the forge's checks)."""
     return context == STATUS_CONTEXT or context.startswith(STATUS_CONTEXT + "/")
+
+
+def checks_from(
+    items: object, name_key: str, url_key: str, state_of: Callable[[dict[str, Any]], CheckState | None]
+) -> list[Check]:
+    """The forge's checks in ``items`` (a JSON list of statuses, check runs or jobs): each entry with a string
+    ``name_key`` that is not one of ours, in the state ``state_of`` reads from it (None: it does not count)."""
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get(name_key), str) or ours(item[name_key]):
+            continue
+        state = state_of(item)
+        if state is not None:
+            found.append(Check(item[name_key][:100], state, str(item.get(url_key) or "")[:500]))
+    return found
 
 
 def checks_summary(checks: Sequence[Check]) -> str:

@@ -33,8 +33,8 @@ from tasks.forges.base import (
     ForgeError,
     ForgeRefusedError,
     PullRequest,
+    checks_from,
     marked_ids,
-    ours,
 )
 from tasks.forges.http import GitHubShapedForge
 
@@ -44,6 +44,14 @@ _PAGE = 100
 _PAGES = 3  # closed pull requests looked through for a merged one: the newest 300
 _SECONDARY_WAIT = 60.0  # "wait for at least one minute" when a secondary limit names no time
 _PASSED = ("success", "neutral", "skipped")  # a completed check run's conclusions that do not stop a merge
+
+
+def _run_state(run: dict[str, Any]) -> CheckState:
+    if run.get("status") != "completed":
+        return "pending"
+    return "success" if run.get("conclusion") in _PASSED else "failure"
+
+
 _LINK_NEXT = re.compile(r'<([^<>\s]+)>\s*;\s*rel="next"')
 
 
@@ -248,15 +256,7 @@ class GitHubForge(GitHubShapedForge):
         what = f"reading the check runs of {sha[:12]}"
         data, _ = self._call("GET", f"/commits/{quote(sha, safe='')}/check-runs?per_page={_PAGE}", what)
         runs = data.get("check_runs") if isinstance(data, dict) else None
-        for run in runs if isinstance(runs, list) else []:
-            if not isinstance(run, dict) or not isinstance(run.get("name"), str) or ours(run["name"]):
-                continue
-            if run.get("status") != "completed":
-                state: CheckState = "pending"
-            else:
-                state = "success" if run.get("conclusion") in _PASSED else "failure"
-            found.append(Check(run["name"][:100], state, str(run.get("html_url") or "")[:500]))
-        return found
+        return found + checks_from(runs, "name", "html_url", _run_state)
 
     def _marked_comments(self, number: int) -> list[int]:
         url = f"{self.api_url}{self._path}/issues/{int(number)}/comments?per_page={_PAGE}"

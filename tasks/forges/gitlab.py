@@ -9,8 +9,7 @@ created), ``GET /users?username=`` (reviewers are asked for by id), ``POST /proj
 ``GET /projects/:id/repository/commits/:sha/statuses`` (the merge request's own checks, shown while it waits),
 ``GET/POST /projects/:id/merge_requests/:iid/notes`` and ``PUT .../notes/:note_id`` (the evidence note, updated in
 place), ``PUT /projects/:id/merge_requests/:iid/merge`` with ``auto_merge`` (GitLab 17.11 and later) and
-``merge_when_pipeline_succeeds`` (its name before). ``:id`` is
-the project's URL-encoded path, subgroups included.
+``merge_when_pipeline_succeeds`` (its name before). ``:id`` is the project's URL-encoded path, subgroups included.
 Authentication is ``Authorization: Bearer <token>`` (a personal, project, group or OAuth token with the ``api``
 scope). A 429 is waited out for its ``Retry-After`` or until ``RateLimit-Reset``, inside the call's deadline.
 """
@@ -33,8 +32,8 @@ from tasks.forges.base import (
     ForgeRefusedError,
     PullRequest,
     PullRequestState,
+    checks_from,
     marked_ids,
-    ours,
     status_description,
 )
 from tasks.forges.http import HttpForge
@@ -50,6 +49,11 @@ _CHECK_STATES: dict[str, CheckState] = {
     "failed": "failure",
     "canceled": "failure",
 }
+
+
+def _job_state(job: dict[str, Any]) -> CheckState | None:
+    state = _CHECK_STATES.get(str(job.get("status") or ""), "pending")
+    return None if state == "failure" and job.get("allow_failure") is True else state
 
 
 def api_root(repository_url: str) -> str:
@@ -207,15 +211,7 @@ class GitLabForge(HttpForge):
         data = self._send(
             "GET", f"/repository/commits/{quote(sha, safe='')}/statuses?{query}", f"reading the statuses of {sha[:12]}"
         )
-        found = []
-        for status in data if isinstance(data, list) else []:
-            if not isinstance(status, dict) or not isinstance(status.get("name"), str) or ours(status["name"]):
-                continue
-            state = _CHECK_STATES.get(str(status.get("status") or ""), "pending")
-            if state == "failure" and status.get("allow_failure") is True:
-                continue
-            found.append(Check(status["name"][:100], state, str(status.get("target_url") or "")[:500]))
-        return found
+        return checks_from(data, "name", "target_url", _job_state)
 
     def enable_auto_merge(self, pr: PullRequest, merge_commit: bool) -> None:
         # GitLab merges by the project's merge method (merge commit, semi-linear or fast-forward): kind: branch

@@ -25,7 +25,7 @@ from tasks.forges.base import (
     PullRequest,
     PullRequestState,
     TransientForgeError,
-    ours,
+    checks_from,
     status_description,
 )
 
@@ -264,13 +264,13 @@ class GitHubShapedForge(HttpForge):
             "GET", f"/commits/{quote(sha, safe='')}/status?per_page=100", f"reading the statuses of {sha[:12]}"
         )
         statuses = data.get("statuses") if isinstance(data, dict) else None
-        found = []
-        for status in statuses if isinstance(statuses, list) else []:
-            if not isinstance(status, dict) or not isinstance(status.get("context"), str) or ours(status["context"]):
-                continue
-            state = _STATUS_STATES.get(str(status.get(self._status_field) or ""), "pending")
-            found.append(Check(status["context"][:100], state, str(status.get("target_url") or "")[:500]))
-        return found
+        field = self._status_field
+        return checks_from(
+            statuses,
+            "context",
+            "target_url",
+            lambda status: _STATUS_STATES.get(str(status.get(field) or ""), "pending"),
+        )
 
     def checks(self, sha: str) -> list[Check]:
         return self._status_checks(sha)
