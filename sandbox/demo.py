@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from sandbox.realworld import REAL_STRATEGIES, needs_argocd
-from sandbox.world import STRATEGIES, Strategy
+from sandbox.scenarios import REAL_STRATEGIES, SCENARIOS, STRATEGIES, scenario
+from sandbox.world import Strategy
 
 if TYPE_CHECKING:
     from sandbox.world import SandboxApp, SandboxWorld
@@ -107,31 +107,6 @@ def _drain_prefect_logs() -> None:
     EventsWorker.drain_all(timeout=10)
 
 
-_WHAT = {
-    "tag": "release tags: rc -> staging, stable tag -> production (Argo CD)",
-    "overlay": "Kustomize overlays: CI sets staging's image, promotion copies it to production (Argo CD)",
-    "branch": "branches: staging is merged into main with --no-ff (Flux)",
-    "image-policy": "image policy: registry tags chosen by semver range, written through setter markers (Flux)",
-    "helm": "Helm values: CI sets staging's image.tag, promotion copies the verified values to production (Argo CD)",
-    "chain": "a chain of four: rc -> dev -> qa -> staging, stable tag -> production (Argo CD)",
-}
-
-
-def _developer_change(app: SandboxApp, registry_url: str) -> str:
-    """What starts a promotion in each strategy: a commit, a CI image bump, or a pushed image."""
-    if app.strategy in ("tag", "chain"):
-        sha = app.commit_change("feature: faster checkout")
-        return f"a developer pushed {sha[:12]} to main (every environment runs v1.0.0)"
-    if app.strategy == "image-policy":
-        from sandbox.registry import push_image
-
-        push_image(registry_url, f"sandbox/{app.name}", ["1.0.1"])
-        return f"CI pushed image sandbox/{app.name}:1.0.1 to the registry at {registry_url}"
-    sha = app.release_image("1.0.1")
-    where = {"branch": "the staging branch", "helm": "staging's Helm values"}.get(app.strategy, "overlays/staging")
-    return f"CI set image 1.0.1 in {where} ({sha[:12]}); production runs 1.0.0"
-
-
 def _running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
     from kubernetes import client
 
@@ -153,7 +128,7 @@ def run_demo(
 ) -> int:
     with contextlib.ExitStack() as stack:
         registry_url = ""
-        if strategy == "image-policy":
+        if scenario(strategy).needs_registry:
             from sandbox.registry import push_image, run_registry
 
             registry_root = Path(tempfile.mkdtemp(prefix="promote-sandbox-registry-"))
@@ -215,7 +190,8 @@ def _run(
         from sandbox.prefect_server import PrefectServer, prefect_env
 
         say(f"{BANNER}\ngitops-promote sandbox: a full promotion dev -> staging -> production, locally\n{BANNER}")
-        say(f"strategy:  {_WHAT[strategy]}")
+        chosen = scenario(strategy)
+        say(f"strategy:  {chosen.what}")
         say(f"workspace: {root}")
         if registry_url:
             say(f"registry:  docker-registry at {registry_url}")
@@ -247,7 +223,7 @@ def _run(
                 from sandbox.cluster import ClusterBinaries, RealCluster
                 from sandbox.realworld import RealWorld
 
-                argocd = needs_argocd(strategy)
+                argocd = chosen.controller == "argocd"
                 say("      building the real controllers if this machine has not (minutes, once; progress below)")
                 binaries = ClusterBinaries.ensure(argocd=argocd)
                 cluster = up.enter_context(
@@ -256,7 +232,7 @@ def _run(
                         flux=not argocd,
                         argocd=argocd,
                         progress=lambda line: say(f"      {line}"),
-                        repo_server_tools=[_helm()] if strategy == "helm" else [],
+                        repo_server_tools=[_helm()] if chosen.needs_helm else [],
                     )
                 )
                 admin = new_client_from_config(config_file=str(cluster.kubeconfig))
@@ -277,7 +253,7 @@ def _run(
             say(f"      Prefect server ready in {server.ready_seconds:.1f}s ({how}); UI at {server.url}")
             (root / "world").mkdir(exist_ok=True)
             with world.running():
-                where = "Argo CD Applications" if needs_argocd(strategy) else "Flux Kustomizations"
+                where = {"argocd": "Argo CD Applications", "flux": "Flux Kustomizations"}[chosen.controller]
                 say(f"[2/4] creating sandbox GitOps repositories, {where} and Deployments ...")
                 made = [
                     world.create_app(name, strategy=strategy, delay_seconds=delay, forge=forge) for name in _names(apps)
@@ -291,7 +267,7 @@ def _run(
                 else:
                     _wait_for_first_rollout(made)
                 for app in made:
-                    say(f"      {app.name}: {_developer_change(app, registry_url)}")
+                    say(f"      {app.name}: {chosen.start_promotion(app, registry_url)}")
                 say(f"[3/4] running the nightly flow over {pipelines} ...\n")
                 from flows.heartbeat import runs_without_the_wait
                 from flows.nightly import nightly
@@ -364,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--strategy",
         choices=STRATEGIES,
         default="tag",
-        help="how versions move: " + "; ".join(f"{name}: {what}" for name, what in _WHAT.items()),
+        help="how versions move: " + "; ".join(f"{name}: {each.what}" for name, each in SCENARIOS.items()),
     )
     parser.add_argument(
         "--write",
@@ -384,9 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.apps < 1:
         parser.error("--apps must be at least 1")
-    has_real = args.strategy in REAL_STRATEGIES and args.write == "push"
-    controllers: Controllers = args.controllers or ("real" if has_real else "simulated")
-    if controllers == "real" and args.strategy not in REAL_STRATEGIES:
+    on_real = scenario(args.strategy).on_real_controllers
+    controllers: Controllers = args.controllers or ("real" if on_real and args.write == "push" else "simulated")
+    if controllers == "real" and not on_real:
         parser.error(
             f"--controllers real runs the strategies {', '.join(REAL_STRATEGIES)}; {args.strategy} runs on "
             "--controllers simulated"

@@ -2,7 +2,8 @@
 by the real controller-manager onto a KWOK node) instead of the simulator.
 
 Per application, a bare Git origin served over loopback HTTP with basic auth (:mod:`sandbox.gitserve`), because the
-controllers take http(s) URLs only, and what the controllers need to deploy it, per strategy:
+controllers take http(s) URLs only, and what the controllers need to deploy it, per scenario (each one's file in
+:mod:`sandbox.scenarios` says what it lays out and which objects it needs):
 
 * ``tag`` and ``chain`` (Argo CD): the environments' Applications are files in the repository
   (``apps/<env>/<app>.yaml``, ``targetRevision`` the release tag), applied by a root Application that follows
@@ -37,103 +38,10 @@ from sandbox.apiserver import apply_manifests
 from sandbox.cluster import ARGOCD_NAMESPACE, FLUX_NAMESPACE
 from sandbox.gitserve import serve_git_over_http
 from sandbox.healthapp import serve_health
-from sandbox.world import CHAIN, SandboxApp, SandboxWorld, Strategy, _changelog, _helm_files, git, publish_first_release
+from sandbox.scenarios import Scenario, scenario
+from sandbox.world import SandboxApp, SandboxWorld, Strategy, git, publish_first_release, push_environment_branches
 
-REAL_STRATEGIES: tuple[Strategy, ...] = ("tag", "overlay", "branch", "image-policy", "helm", "chain")
-ARGO_STRATEGIES = frozenset({"tag", "overlay", "helm", "chain"})
-IMAGE_REPOSITORY = "registry.sandbox.local"
 FIRST_ROLLOUT_SECONDS = 300.0
-HELM_CONTAINER = "web"  # the example chart's (deployments/examples/helm)
-
-
-def needs_argocd(strategy: Strategy) -> bool:
-    return strategy in ARGO_STRATEGIES
-
-
-def _deployment(app: str, image: str, replicas: int = 2, setter: str = "") -> str:
-    marker = f' # {{"$imagepolicy": "{setter}"}}' if setter else ""
-    return f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {app}
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: {app}}}
-  template:
-    metadata:
-      labels: {{app: {app}}}
-    spec:
-      containers:
-        - name: {app}
-          image: {image}{marker}
-"""
-
-
-def _images(app: str, base: str, comment: str) -> str:
-    """A Kustomize overlay of ``base`` that sets the app's image (the promotion and CI write ``newTag``)."""
-    return f"""\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- {base}
-images:
-- name: {app}
-  newName: {IMAGE_REPOSITORY}/{app}
-  newTag: 1.0.0   # {comment}
-"""
-
-
-def _child_application(app: str, env: str, url: str) -> str:
-    return f"""\
-# Argo CD Application for {app} in {env}. gitops-promote changes only targetRevision below.
-apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata:
-  name: {app}-{env}
-  namespace: {ARGOCD_NAMESPACE}
-spec:
-  project: default
-  source:
-    repoURL: {url}
-    path: deploy
-    targetRevision: v1.0.0   # the release this environment runs
-  destination:
-    server: https://kubernetes.default.svc
-    namespace: {app}-{env}
-  syncPolicy:
-    automated: {{prune: true, selfHeal: true}}
-"""
-
-
-def _files(app: str, strategy: Strategy, url: str, envs: tuple[str, ...]) -> dict[str, str]:
-    base = {
-        "base/deployment.yaml": _deployment(app, app),
-        "base/kustomization.yaml": "resources:\n- deployment.yaml\n",
-    }
-    if strategy in ("tag", "chain"):
-        files = {f"apps/{env}/{app}.yaml": _child_application(app, env, url) for env in envs}
-        files["deploy/kustomization.yaml"] = "resources:\n- deployment.yaml\n"
-        files["deploy/deployment.yaml"] = _deployment(app, f"{IMAGE_REPOSITORY}/{app}:1.0.0")
-    elif strategy == "overlay":
-        files = base | {
-            f"overlays/{env}/kustomization.yaml": _images(app, "../../base", f"{env}'s image") for env in envs
-        }
-    elif strategy == "branch":
-        files = base | {"deploy/kustomization.yaml": _images(app, "../base", "this branch's image")}
-    elif strategy == "helm":
-        files = _helm_files(app)
-    else:
-        setter = f"{FLUX_NAMESPACE}:{app}-" + "{env}"
-        files = {
-            f"apps/{env}/deployment.yaml": _deployment(
-                app, f"{IMAGE_REPOSITORY}/{app}:1.0.0", setter=setter.format(env=env)
-            )
-            for env in envs
-        }
-    files["src/CHANGELOG.md"] = _changelog(app)
-    return files
 
 
 @dataclass
@@ -149,14 +57,15 @@ class RealSandboxApp(SandboxApp):
     def commit_change(self, line: str, *, branch: str | None = None) -> str:
         """A developer's change on main; for tag pipelines with the image CI built for it (1.0.1), since here the
         image comes from what the release tag points at."""
-        if self.strategy not in ("tag", "chain"):
+        also = self.scenario.real_change_files(self.name)
+        if not also:
             return super().commit_change(line, branch=branch)
         git(self.workdir, "fetch", "--quiet", "origin")
         git(self.workdir, "checkout", "--quiet", "-B", "main", "origin/main")
         changelog = self.workdir / "src" / "CHANGELOG.md"
         changelog.write_text(changelog.read_text() + f"- {line}\n")
-        manifest = self.workdir / "deploy" / "deployment.yaml"
-        manifest.write_text(_deployment(self.name, f"{IMAGE_REPOSITORY}/{self.name}:1.0.1"))
+        for rel, text in also.items():
+            (self.workdir / rel).write_text(text)
         git(self.workdir, "commit", "--quiet", "-am", f"{line} (image 1.0.1)")
         git(self.workdir, "push", "--quiet", "origin", "HEAD:main")
         return git(self.workdir, "rev-parse", "HEAD")
@@ -194,9 +103,10 @@ class RealWorld:
                 self._delete_applications()
 
     def create_app(self, name: str, *, strategy: Strategy = "tag", **_ignored: Any) -> RealSandboxApp:
-        if strategy == "image-policy" and not self.registry_url:
-            raise ValueError("an image-policy app needs the world's registry_url (a registry with its tags)")
-        envs = CHAIN if strategy == "chain" else ("staging", "production")
+        chosen = scenario(strategy)
+        if chosen.needs_registry and not self.registry_url:
+            raise ValueError(f"the {strategy} scenario needs the world's registry_url (a registry with its tags)")
+        envs = chosen.environments
         base = self.root / "work" / name
         base.mkdir(parents=True)
         origin = self.root / "git" / f"{name}.git"
@@ -205,18 +115,15 @@ class RealWorld:
         work = base / "work"
         git(base, "clone", "--quiet", str(origin), str(work))
         git(work, "checkout", "--quiet", "-B", "main")
-        publish_first_release(work, _files(name, strategy, url, envs))
-        if strategy == "branch":
-            git(work, "push", "--quiet", "origin", "main:staging")
+        publish_first_release(work, chosen.real_files(name, url))
+        push_environment_branches(work, chosen)
         core = client.CoreV1Api(self.api)
         for env in envs:
             with contextlib.suppress(ApiException):  # 409: there from an earlier app of the same name
                 core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=f"{name}-{env}")))
             self._deployments[f"{name}/{env}"] = (f"{name}-{env}", name)
-        if needs_argocd(strategy):
-            self._argo_objects(name, url, strategy, envs)
-        else:
-            self._flux_objects(name, url, strategy, envs)
+        objects = {"argocd": self._argo_objects, "flux": self._flux_objects}[chosen.controller]
+        objects(name, url, chosen, envs)
         pipeline = base / f"{name}.yaml"
         pipeline.write_text(
             SandboxWorld.pipeline_text(
@@ -228,11 +135,11 @@ class RealWorld:
                 registry_url=self.registry_url,
                 verify_timeout=240,
                 names=envs,
-                container=HELM_CONTAINER if strategy == "helm" else None,
+                container=chosen.real_container,
                 real=True,
             )
         )
-        kind = "argocd" if needs_argocd(strategy) else "flux"
+        kind = chosen.controller
         app = RealSandboxApp(
             name=name,
             origin=origin,
@@ -244,7 +151,7 @@ class RealWorld:
         self.apps.append(app)
         return app
 
-    def _argo_objects(self, name: str, url: str, strategy: Strategy, envs: tuple[str, ...]) -> None:
+    def _argo_objects(self, name: str, url: str, chosen: Scenario, envs: tuple[str, ...]) -> None:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -252,21 +159,7 @@ class RealWorld:
             "stringData": {"url": url, "username": self._username, "password": self._token, "type": "git"},
         }
         sync = {"automated": {"prune": True, "selfHeal": True}}
-        if strategy in ("tag", "chain"):  # app of apps: the children are files in Git (their targetRevision)
-            sources = {f"{name}-apps": ({"path": "apps", "directory": {"recurse": True}}, ARGOCD_NAMESPACE)}
-        elif strategy == "overlay":
-            sources = {f"{name}-{env}": ({"path": f"overlays/{env}"}, f"{name}-{env}") for env in envs}
-        else:  # helm: the chart with each environment's values (release name: the app, as the chart's Deployment)
-            sources = {
-                f"{name}-{env}": (
-                    {
-                        "path": f"charts/{name}",
-                        "helm": {"releaseName": name, "valueFiles": [f"../../envs/{env}/values.yaml"]},
-                    },
-                    f"{name}-{env}",
-                )
-                for env in envs
-            }
+        sources = chosen.argo_sources(name, envs)
         applications = [
             {
                 "apiVersion": "argoproj.io/v1alpha1",
@@ -284,16 +177,15 @@ class RealWorld:
         apply_manifests(self.api, [secret, *applications], namespace=ARGOCD_NAMESPACE)
         self._applications += list(sources)
 
-    def _flux_objects(self, name: str, url: str, strategy: Strategy, envs: tuple[str, ...]) -> None:
+    def _flux_objects(self, name: str, url: str, chosen: Scenario, envs: tuple[str, ...]) -> None:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": f"{name}-auth"},
             "stringData": {"username": self._username, "password": self._token},
         }
-        # branch: each environment follows its own branch; image-policy: one source for both
-        branches = {env: ("staging" if strategy == "branch" and env == "staging" else "main") for env in envs}
-        source_of = {env: (f"{name}-{env}" if strategy == "branch" else name) for env in envs}
+        branches = {env: chosen.branch(env) for env in envs}
+        source_of = {env: chosen.flux_source(name, env) for env in envs}
         sources = {
             source_of[env]: {
                 "apiVersion": "source.toolkit.fluxcd.io/v1",
@@ -316,7 +208,7 @@ class RealWorld:
                 "metadata": {"name": f"{name}-{env}"},
                 "spec": {
                     "interval": "5m",
-                    "path": "./deploy" if strategy == "branch" else f"./apps/{env}",
+                    "path": chosen.flux_path(env),
                     "prune": True,
                     "wait": True,
                     "timeout": "2m",

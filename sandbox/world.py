@@ -14,19 +14,19 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 from kubernetes import client
 
 from sandbox.agent import GitOpsAgent, SimDeployment, SimEnvironment, create_objects
 from sandbox.gitea import ADMIN as GITEA_ADMIN
 from sandbox.healthapp import serve_health
+from sandbox.scenarios import Scenario, scenario
+from sandbox.scenarios.base import NAMESPACES
+from sandbox.scenarios.layouts import IMAGE_REPOSITORY
 
-Strategy = Literal["tag", "branch", "overlay", "image-policy", "helm", "chain"]
-STRATEGIES: tuple[Strategy, ...] = ("tag", "branch", "overlay", "image-policy", "helm", "chain")
+Strategy = str  # a scenario's name: one of STRATEGIES (sandbox/scenarios/__init__.py)
 FORGE_TOKEN_ENV = "PROMOTE_SANDBOX_FORGE_TOKEN"  # noqa: S105 - the variable's name: apps on a forge read the token there
-CHAIN: tuple[str, ...] = ("dev", "qa", "staging", "production")  # the "chain" strategy: tags through four
-EXAMPLE_CHART = Path(__file__).resolve().parent.parent / "deployments" / "examples" / "helm" / "charts" / "shop"
 
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "Sandbox Developer",
@@ -53,139 +53,6 @@ class ForgeHost(Protocol):
     def push_url(self, clone_url: str) -> str: ...  # with credentials, for a test's own pushes
 
 
-def _application(app: str, env: str, revision: str) -> str:
-    return f"""\
-# Argo CD Application for {app} in {env}. gitops-promote changes only targetRevision below.
-apiVersion: argoproj.io/v1alpha1
-kind: Application
-metadata:
-  name: {app}-{env}
-  namespace: argocd
-  labels:
-    app.kubernetes.io/part-of: {app}
-spec:
-  project: default
-  source:
-    repoURL: https://git.sandbox.local/{app}.git
-    path: overlays/{env}
-    targetRevision: {revision}   # the release this environment runs
-  destination:
-    server: https://kubernetes.default.svc
-    namespace: {app}-{env}
-  syncPolicy:
-    automated: {{prune: true, selfHeal: true}}
-"""
-
-
-def _files(app: str) -> dict[str, str]:
-    return {
-        f"apps/staging/{app}.yaml": _application(app, "staging", "v1.0.0"),
-        f"apps/production/{app}.yaml": _application(app, "production", "v1.0.0"),
-        "base/deployment.yaml": f"""\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {app}
-spec:
-  replicas: 3
-  template:
-    spec:
-      containers:
-      - name: {app}
-        image: registry.sandbox.local/{app}:latest
-""",
-        "overlays/staging/kustomization.yaml": f"""\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- ../../base
-images:
-- name: {app}
-  newTag: 1.0.0   # staging's image
-patches:
-- patch: |-
-    - op: replace
-      path: /spec/replicas
-      value: 2
-  target:
-    kind: Deployment
-""",
-        "overlays/production/kustomization.yaml": f"""\
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- ../../base
-images:
-- name: {app}
-  newTag: 1.0.0  # Promote by updating tag
-patches:
-- patch: |-
-    - op: replace
-      path: /spec/replicas
-      value: 5
-  target:
-    kind: Deployment
-""",
-        "src/CHANGELOG.md": _changelog(app),
-    }
-
-
-def _helm_files(app: str) -> dict[str, str]:
-    """The example chart (deployments/examples/helm), and per environment a values file that CI and
-    gitops-promote write (image.tag and a version label; the rest, anchors included, stays)."""
-    files = {f"charts/{app}/{p.relative_to(EXAMPLE_CHART)}": p.read_text() for p in EXAMPLE_CHART.rglob("*.yaml")}
-    for env in ("staging", "production"):
-        files[f"envs/{env}/values.yaml"] = f"""\
-# {app} in {env}. gitops-promote writes image.tag and the version label below; everything else is yours.
-replicaCount: {2 if env == "staging" else 5}
-image:
-  repository: registry.sandbox.local/{app}
-  tag: "1.0.0"   # promoted from the environment before
-podLabels:
-  app.kubernetes.io/version: "1.0.0"
-defaults: &limits {{cpu: 500m, memory: 256Mi}}
-resources:
-  limits: *limits
-"""
-    return files | {"src/CHANGELOG.md": _changelog(app)}
-
-
-def _changelog(app: str) -> str:
-    return f"# {app}\n\n- 1.0.0: first release\n"
-
-
-def _branch_overlay(app: str) -> str:
-    return f"""\
-# {app}: each environment's branch carries this overlay; staging is merged into main to promote.
-apiVersion: kustomize.config.k8s.io/v1beta1
-kind: Kustomization
-resources:
-- ../base
-images:
-- name: {app}
-  newName: registry.sandbox.local/{app}
-  newTag: 1.0.0
-"""
-
-
-def _policy_deployment(app: str, env: str) -> str:
-    return f"""\
-# {app} in {env}: the image below is written by gitops-promote's image policy (Flux setter marker).
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: {app}
-  namespace: {app}-{env}
-spec:
-  replicas: {2 if env == "staging" else 5}
-  template:
-    spec:
-      containers:
-        - name: {app}
-          image: registry.sandbox.local/{app}:1.0.0 # {{"$imagepolicy": "flux-system:{app}-{env}"}}
-"""
-
-
 def publish_first_release(work: Path, files: dict[str, str]) -> None:
     """Commit ``files`` in the clone ``work`` as the GitOps layout, tag it v1.0.0 and push both to its origin."""
     for rel, text in files.items():
@@ -196,6 +63,13 @@ def publish_first_release(work: Path, files: dict[str, str]) -> None:
     git(work, "commit", "--quiet", "-m", "Initial GitOps layout")
     git(work, "tag", "-a", "v1.0.0", "-m", "first release")
     git(work, "push", "--quiet", "origin", "main", "v1.0.0")
+
+
+def push_environment_branches(work: Path, chosen: Scenario) -> None:
+    """Environments that deploy from a branch other than main start on the first release too."""
+    for branch in dict.fromkeys(chosen.branch(env) for env in chosen.environments):
+        if branch != "main":
+            git(work, "push", "--quiet", "origin", f"main:{branch}")
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -212,10 +86,14 @@ class SandboxApp:
     envs: list[SimEnvironment] = field(default_factory=list)
     strategy: Strategy = "tag"
 
+    @property
+    def scenario(self) -> Scenario:
+        return scenario(self.strategy)
+
     def commit_change(self, line: str, *, branch: str | None = None) -> str:
         """A developer pushes a change (what the next promotion carries): to main, or for a branch pipeline
         to the staging branch."""
-        branch = branch or ("staging" if self.strategy == "branch" else "main")
+        branch = branch or self.scenario.branch(self.scenario.environments[0])
         git(self.workdir, "fetch", "--quiet", "origin")
         git(self.workdir, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
         changelog = self.workdir / "src" / "CHANGELOG.md"
@@ -225,24 +103,12 @@ class SandboxApp:
         return git(self.workdir, "rev-parse", "HEAD")
 
     def release_image(self, tag: str, *, branch: str | None = None) -> str:
-        """CI built ``tag`` and set it where the first environment takes it from: the staging overlay (overlay
-        pipelines), the staging branch's overlay (branch pipelines) or staging's Helm values (helm)."""
-        branch = branch or ("staging" if self.strategy == "branch" else "main")
+        """CI built ``tag`` and set it where the first environment takes it from (the scenario's
+        ``release_file``: the staging overlay, the staging branch's overlay or staging's Helm values)."""
+        branch = branch or self.scenario.branch(self.scenario.environments[0])
         git(self.workdir, "fetch", "--quiet", "origin")
         git(self.workdir, "checkout", "--quiet", "-B", branch, f"origin/{branch}")
-        if self.strategy == "helm":
-            path = self.workdir / "envs" / "staging" / "values.yaml"
-            text = path.read_text()
-            for key in ("  tag: ", "  app.kubernetes.io/version: "):
-                old = next(line for line in text.splitlines() if line.startswith(key))
-                text = text.replace(old, f'{key}"{tag}"' + ("   # set by CI" if "tag" in key else ""))
-            path.write_text(text)
-        else:
-            overlay = "deploy" if self.strategy == "branch" else "overlays/staging"
-            path = self.workdir / overlay / "kustomization.yaml"
-            text = path.read_text()
-            old = next(line for line in text.splitlines() if "newTag:" in line)
-            path.write_text(text.replace(old, f"{old.split('newTag:')[0]}newTag: {tag}   # set by CI"))
+        self.scenario.set_image(self.workdir, tag)
         git(self.workdir, "commit", "--quiet", "-am", f"ci: {self.name} image {tag}")
         git(self.workdir, "push", "--quiet", "origin", f"HEAD:{branch}")
         return git(self.workdir, "rev-parse", "HEAD")
@@ -277,8 +143,9 @@ class SandboxWorld:
     ) -> SandboxApp:
         """An application promoted by ``strategy``: release tags (Argo CD), a staging -> main branch merge
         (Flux), Kustomize overlays on main (Argo CD), or an image policy over ``registry_url`` (Flux)."""
-        if strategy == "image-policy" and not self.registry_url:
-            raise ValueError("an image-policy app needs the world's registry_url (a registry with its tags)")
+        chosen = scenario(strategy)
+        if chosen.needs_registry and not self.registry_url:
+            raise ValueError(f"the {strategy} scenario needs the world's registry_url (a registry with its tags)")
         base = self.root / name
         base.mkdir(parents=True)
         work = base / "work"
@@ -295,29 +162,12 @@ class SandboxWorld:
             git(base, "init", "--quiet", "--initial-branch=main", str(work))
             git(work, "remote", "add", "origin", forge.push_url(url))
         git(work, "checkout", "--quiet", "-B", "main")
-        names = CHAIN if strategy == "chain" else ("staging", "production")
-        files = _files(name) if strategy in ("tag", "overlay") else {}
-        if strategy == "chain":
-            files = {f"apps/{env}/{name}.yaml": _application(name, env, "v1.0.0") for env in CHAIN}
-            files |= {"src/CHANGELOG.md": _changelog(name)}
-        if strategy == "helm":
-            files = _helm_files(name)
-        if strategy == "branch":
-            files = {
-                "base/deployment.yaml": _files(name)["base/deployment.yaml"],
-                "deploy/kustomization.yaml": _branch_overlay(name),
-                "src/CHANGELOG.md": _changelog(name),
-            }
-        if strategy == "image-policy":
-            files = {
-                f"apps/{env}/deployment.yaml": _policy_deployment(name, env) for env in ("staging", "production")
-            } | {"src/CHANGELOG.md": _changelog(name)}
-        publish_first_release(work, files)
-        if strategy == "branch":
-            git(work, "push", "--quiet", "origin", "main:staging")
+        names = chosen.environments
+        publish_first_release(work, chosen.files(name))
+        push_environment_branches(work, chosen)
 
-        envs = [self._sim_env(name, env, strategy, origin, delay_seconds) for env in names]
-        create_objects(self.api, envs, initial_image=f"registry.sandbox.local/{name}:1.0.0")
+        envs = [self._sim_env(name, env, chosen, origin, delay_seconds) for env in names]
+        create_objects(self.api, envs, initial_image=f"{IMAGE_REPOSITORY}/{name}:1.0.0")
         pipeline = base / f"{name}.yaml"
         pipeline.write_text(
             self._pipeline(
@@ -342,26 +192,25 @@ class SandboxWorld:
         return app
 
     @staticmethod
-    def _sim_env(name: str, env: str, strategy: Strategy, origin: Path, delay_seconds: float) -> SimEnvironment:
+    def _sim_env(name: str, env: str, chosen: Scenario, origin: Path, delay_seconds: float) -> SimEnvironment:
+        watched = chosen.watched(name, env)
         deployment = SimDeployment(
             namespace=f"{name}-{env}",
             name=name,
             container=name,
-            image_repository=f"registry.sandbox.local/{name}",
+            image_repository=f"{IMAGE_REPOSITORY}/{name}",
             replicas=5 if env == "production" else 2,
-            overlay_file={"overlay": f"overlays/{env}/kustomization.yaml", "branch": "deploy/kustomization.yaml"}.get(
-                strategy
-            ),
+            overlay_file=watched.overlay_file,
             overlay_image=name,
-            manifest_file=f"apps/{env}/deployment.yaml" if strategy == "image-policy" else None,
-            values_file=f"envs/{env}/values.yaml" if strategy == "helm" else None,
+            manifest_file=watched.manifest_file,
+            values_file=watched.values_file,
         )
         return SimEnvironment(
-            kind="flux" if strategy in ("branch", "image-policy") else "argocd",
+            kind=chosen.controller,
             name=f"{name}-{env}",
-            namespace="flux-system" if strategy in ("branch", "image-policy") else "argocd",
-            branch="staging" if strategy == "branch" and env == "staging" else "main",
-            application_file=f"apps/{env}/{name}.yaml" if strategy in ("tag", "chain") else None,
+            namespace=NAMESPACES[chosen.controller],
+            branch=chosen.branch(env),
+            application_file=watched.application_file,
             deployments=[deployment],
             delay_seconds=delay_seconds,
             origin=origin,
@@ -421,48 +270,10 @@ class SandboxWorld:
         not the image, and their health checks ask for an answer only. ``container``: the container verified
         (default: ``name``)."""
 
-        def tracks(env: str) -> str:
-            if strategy == "helm":
-                return f"""
-      kind: yaml-path
-      edits:
-        - name: image
-          file: envs/{env}/values.yaml
-          path: image.tag
-        - name: version-label
-          file: envs/{env}/values.yaml
-          path: podLabels."app.kubernetes.io/version\""""
-            if strategy in ("tag", "chain"):
-                return f"""
-      kind: tag
-      application_file: apps/{env}/{name}.yaml"""
-            if strategy == "overlay":
-                return f"""
-      kind: kustomize-image
-      file: overlays/{env}/kustomization.yaml
-      image: {name}"""
-            if strategy == "branch":
-                merge = "\n      merge_from: staging" if env == "production" else ""
-                return f"""
-      kind: branch
-      branch: {"staging" if env == "staging" else "main"}{merge}"""
-            choose = "semver: 1.x.x" if env == "production" else "semver: '>=1.0.0-0 <2.0.0'  # release candidates too"
-            return f"""
-      kind: image-policy
-      path: apps/{env}
-      policy: flux-system:{name}-{env}
-      registry:
-        url: {registry_url}
-        repository: sandbox/{name}
-        image: registry.sandbox.local/{name}
-      choose:
-        {choose}"""
+        chosen = scenario(strategy)
 
         def env_block(env: str) -> str:
-            # Tags: the health endpoint serves the image tag, 1.2.3 for release v1.2.3; images: the tag itself.
-            expected = {"tag": "{version}", "chain": "{version}", "branch": None}.get(strategy, "{tag}")
-            if real and strategy in ("tag", "chain"):
-                expected = None
+            expected = chosen.expected_health(real)
             match = f'\n        expect_json: {{path: version, equals: "{expected}"}}' if expected else ""
             health = (
                 f"""
@@ -483,16 +294,10 @@ class SandboxWorld:
                 if approval and env == "production"
                 else ""
             )
-            if strategy in ("branch", "image-policy"):
-                gitops = f"""
-        kind: flux
+            gitops = f"""
+        kind: {chosen.controller}
         name: {name}-{env}
-        namespace: flux-system"""
-            else:
-                gitops = f"""
-        kind: argocd
-        name: {name}-{env}
-        namespace: argocd"""
+        namespace: {NAMESPACES[chosen.controller]}"""
             provider = forge.provider if forge is not None else "gitea"
             api = f"\n      api_url: {forge.api_url}" if forge is not None and forge.provider != "gitea" else ""
             write = (
@@ -503,13 +308,11 @@ class SandboxWorld:
                 if env in pull_requests
                 else ""
             )
-            image = "registry.sandbox.local/" + name + ":{version}" if strategy in ("tag", "chain") else None
-            if real:
-                image = None
+            image = chosen.expected_image(name, real)
             expect = f'\n          expect_image: "{image}"' if image else ""
             return f"""
   - name: {env}
-    tracks:{tracks(env)}
+    tracks:{chosen.tracks(name, env, registry_url)}
     verify:
       cluster:
         kubeconfig: {kubeconfig}

@@ -28,7 +28,7 @@ def _sources(*packages: str) -> list[Path]:
 def test_the_dispatcher_is_the_only_switch_on_the_tracking_kind() -> None:
     switches = [
         f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-        for path in _sources("flows", "tasks", "promote")
+        for path in _sources("flows", "tasks", "promote", "webhooks", "sandbox")
         if path != DISPATCHER
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if KIND_SWITCH.search(line)
@@ -48,6 +48,49 @@ def test_the_kind_switch_pattern_catches_what_it_is_meant_to() -> None:
     ):
         assert KIND_SWITCH.search(line), line
     assert not KIND_SWITCH.search("    assert isinstance(env.tracks, TrackTag)")
+
+
+# A branch on a sandbox scenario's name: comparing ``strategy`` (or ``.strategy``), matching on it, or looking it up
+# in a table of its own. The registry in sandbox/scenarios/__init__.py is the one place that picks by name.
+SCENARIO_SWITCH = re.compile(
+    r"\bstrategy\s*(==|!=|\bin\b|\bnot in\b)|match\s+\S*strategy\b|\.get\(\s*[\w.]*strategy\s*\)|\w\[[\w.]*strategy\]"
+)
+SCENARIO_REGISTRY = ROOT / "sandbox" / "scenarios" / "__init__.py"
+
+
+def test_the_sandbox_picks_a_scenario_by_name_in_one_place() -> None:
+    switches = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _sources("sandbox")
+        if path != SCENARIO_REGISTRY
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if SCENARIO_SWITCH.search(line)
+    ]
+    assert switches == [], "switch on a scenario's name outside sandbox/scenarios/__init__.py:\n" + "\n".join(switches)
+    assert SCENARIO_SWITCH.search(SCENARIO_REGISTRY.read_text())
+
+
+def test_the_scenario_switch_pattern_catches_what_it_is_meant_to() -> None:
+    for line in (
+        'if strategy == "image-policy":',
+        'if self.strategy not in ("tag", "chain"):',
+        'image = "x" if strategy in ("tag", "chain") else None',
+        "match app.strategy:",
+        '{"branch": "deploy"}.get(strategy)',
+        "say(_WHAT[strategy])",
+    ):
+        assert SCENARIO_SWITCH.search(line), line
+    for line in ("world.create_app(name, strategy=strategy, delay_seconds=delay)", "chosen = scenario(strategy)"):
+        assert not SCENARIO_SWITCH.search(line), line
+
+
+def test_every_scenario_has_a_file_of_its_own() -> None:
+    from sandbox.scenarios import SCENARIOS
+
+    for name, each in SCENARIOS.items():
+        module = sys.modules[type(each).__module__]
+        assert Path(module.__file__ or "").parent == SCENARIO_REGISTRY.parent, name
+        assert module.__name__.rsplit(".", 1)[-1] == name.replace("-", ""), f"{name} lives in {module.__name__}"
 
 
 def _module(path: Path) -> str:
