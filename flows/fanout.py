@@ -11,12 +11,11 @@ from prefect import get_run_logger
 from prefect.client.schemas.objects import FlowRun, State
 
 from flows.outcomes import Advance, PipelineOutcome
-from tasks import prefectapi
+from tasks import prefectapi, prefectruns
 
 FanOut = Literal["threads", "deployments"]
 PIPELINE_DEPLOYMENT = "promote-pipeline/default"
 _FAN_OUT_POLL_SECONDS = 5.0
-_READ_BATCH = 200  # the API answers at most 200 rows a request
 
 
 def fanned_outcome(pipeline_file: str, run_id: str, state: State[Any] | None, waited: float) -> PipelineOutcome:
@@ -50,7 +49,6 @@ def fan_out(
     A run that suspends for an approval counts as done for tonight. Idempotent per nightly run: a retried
     nightly finds the runs it already started (the idempotency key is the nightly run and the file)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
     from prefect.runtime import flow_run
@@ -82,13 +80,8 @@ def fan_out(
     with get_client(sync_client=True) as client:
         while pending:
             ids = [UUID(r) for r in pending]
-            found: list[FlowRun] = []
             try:
-                for at in range(0, len(ids), _READ_BATCH):  # the API answers at most 200 rows a request
-                    batch = ids[at : at + _READ_BATCH]
-                    found += client.read_flow_runs(
-                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch)
-                    )
+                found = prefectruns.read_runs(client, ids)
             except Exception as exc:
                 if not prefectapi.unavailable(exc):
                     raise

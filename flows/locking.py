@@ -7,34 +7,26 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID, uuid4
 
-from prefect import get_client
 from prefect.exceptions import Pause
 from prefect.runtime import flow_run
 
 from pipeline.model import Environment
-from tasks import prefectapi
-from tasks.approval import expire_if_due
+from tasks import prefectruns
 from tasks.connections import Connections
 from tasks.locks import EnvironmentLock, lease_name
 
 
-def _run_alive(holder: str) -> bool:
-    """Whether the flow run holding a lock can still finish its promotion (paused/suspended counts)."""
+def holder_can_finish(holder: str, now: datetime | None = None) -> bool:
+    """Whether the flow run holding a lock can still finish its promotion (paused, or suspended within its
+    approval window, counts). Reads only: a holder suspended past its window is left for the sweep to end."""
     try:
         run_id = UUID(holder)
     except ValueError:
         return True  # not a flow run id: only the lease's expiry frees it
-    with get_client(sync_client=True) as client:
-        try:
-            run = client.read_flow_run(run_id)
-        except Exception:  # an unknown run (other server, deleted) holds nothing we can honour
-            return False
-        if expire_if_due(client, run, datetime.now(UTC)):
-            return False  # its approval window closed: it is Failed now and its lock is free
-    return run.state is None or run.state.type.value not in prefectapi.TERMINAL
+    return prefectruns.can_still_finish(prefectruns.read_run(run_id), now)
 
 
 def lock_ttl_seconds() -> int:
@@ -54,7 +46,7 @@ def environment_lock(conn: Connections, env: Environment) -> Iterator[Environmen
         name=lease_name(conn.pipeline.name, env.name),
         holder=holder,
         ttl_seconds=lock_ttl_seconds(),
-        holder_alive=_run_alive,
+        holder_alive=holder_can_finish,
         log=conn.log,
     )
     lock.acquire(timeout=env.gate.timeout_seconds + env.verify.timeout_seconds + 3600)

@@ -26,7 +26,8 @@ from flows.records import publish_board, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import markdown as md
-from tasks.approval import pin_candidate, suspendable
+from tasks import prefectruns
+from tasks.approval import pin_candidate
 from tasks.connections import Connections
 from tasks.forges.base import (
     EVIDENCE_MARKER,
@@ -58,23 +59,15 @@ def _pin_key(environment: str) -> str:
 def pin_pull_request(environment: str, number: int, cand: Candidate) -> None:
     """Remember in the flow run which pull request it waits for, and what the environment ran before: a resumed
     run re-runs from the top, and by then the base may already hold the new value."""
-    from prefect.input import create_flow_run_input, read_flow_run_input
-
     if not flow_run.id:
         return
-    key = _pin_key(environment)
-    if read_flow_run_input(key) is None:
-        pin = {"number": number, "environment": environment, "previous": cand.previous, "value": cand.record_tag}
-        create_flow_run_input(key, pin)
+    pin = {"number": number, "environment": environment, "previous": cand.previous, "value": cand.record_tag}
+    prefectruns.pin_input(_pin_key(environment), pin)
 
 
 def pinned_pull_request(environment: str) -> dict[str, Any] | None:
     """What this flow run pinned before it was suspended for a pull request's merge, if anything."""
-    from prefect.input import read_flow_run_input
-
-    if not flow_run.id:
-        return None
-    value = read_flow_run_input(_pin_key(environment))
+    value = prefectruns.pinned_input(_pin_key(environment))
     return value if isinstance(value, dict) and isinstance(value.get("number"), int) else None
 
 
@@ -116,15 +109,7 @@ def poll_seconds() -> float:
 def _next_pause_key(prefix: str) -> str:
     """A pause key not used by this run before: Prefect lets a key pause a run once, and a run resumed while its
     pull request is still open (a webhook for another event, the sweeper's base check) must be able to wait again."""
-    from uuid import UUID
-
-    from prefect import get_client
-
-    used: set[str] = set()
-    if flow_run.id:
-        with get_client(sync_client=True) as client:
-            run = client.read_flow_run(UUID(flow_run.id))
-            used = set(run.empirical_policy.pause_keys or ())
+    used = prefectruns.used_pause_keys()
     attempt = 1
     while f"{prefix}{attempt}" in used:
         attempt += 1
@@ -143,12 +128,8 @@ def wait_for_merge(
 ) -> PullRequest:
     """Suspend until ``pr`` is merged or closed (raises Prefect's Pause: the run ends here and re-runs from the
     top once resumed), or, where the run cannot be suspended, wait in the process."""
-    from prefect.context import FlowRunContext
-    from prefect.flow_runs import suspend_flow_run
-
     seconds = env.write.merge_seconds()
-    context = FlowRunContext.get()
-    if suspendable(context.flow_run if context is not None else None):
+    if prefectruns.can_suspend_this_run():
         lock.hold_for(seconds + 600)  # a suspended run has no process to renew it
         pin_candidate(env.name, cand.record_tag)
         url = conn.pipeline.repository.url
@@ -156,7 +137,7 @@ def wait_for_merge(
         get_run_logger().info(
             f"[{env.name}] suspended until {pr.short()} is merged or closed (at most {seconds / 3600:.0f} h): {pr.url}"
         )
-        suspend_flow_run(timeout=int(seconds), key=key)
+        prefectruns.suspend(timeout=int(seconds), key=key)
         lock.hold_for(0)
         return read_pull_request(forge, pr.number)
     log = get_run_logger().info

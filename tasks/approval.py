@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +14,7 @@ import httpx
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field, model_validator
 
-from tasks import httpbounds, prefectapi
+from tasks import httpbounds, merges, prefectapi, prefectruns
 from tasks import markdown as md
 
 
@@ -156,21 +155,12 @@ def _pin_key(environment: str) -> str:
 def pin_candidate(environment: str, value: str) -> None:
     """Remember, in the flow run, what is waiting for approval: a suspended run re-runs from the top, and
     must promote what was approved even if something newer was verified or pushed meanwhile."""
-    from prefect.input import create_flow_run_input, read_flow_run_input
-
-    key = _pin_key(environment)
-    if read_flow_run_input(key) is None:
-        create_flow_run_input(key, value)
+    prefectruns.pin_input(_pin_key(environment), value)
 
 
 def pinned_candidate(environment: str) -> str | None:
     """What this flow run pinned before it was suspended for approval, if anything."""
-    from prefect.input import read_flow_run_input
-    from prefect.runtime import flow_run
-
-    if not flow_run.id:
-        return None
-    value = read_flow_run_input(_pin_key(environment))
+    value = prefectruns.pinned_input(_pin_key(environment))
     return str(value) if value is not None else None
 
 
@@ -182,82 +172,16 @@ def fail_expired_approvals(flow_name: str = "promote-production", *, now: dateti
     """End as Failed ("approval timed out") every suspended run of ``flow_name`` whose approval window closed.
 
     A suspended run has no process left to notice its own timeout: Prefect only refuses a late resume, and
-    the run would show "Suspended" forever while its environment lock lapses. Each new promotion (and the
-    lock, when it meets such a holder) sweeps them. Returns the ids of the runs it ended.
+    the run would show "Suspended" forever. Each gated promotion and each nightly sweeps them (the environment
+    lock only reads: it takes over from such a holder without ending it). Returns the ids of the runs it ended.
     """
-    from prefect import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
 
-    moment = now or datetime.now(UTC)
-    ended: list[str] = []
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-            ),
-            limit=200,
-        )
-        for run in runs:
-            if expire_if_due(client, run, moment):
-                ended.append(str(run.id))
-    return ended
+    def message(closed: datetime) -> str:
+        waited = f" (the window closed at {closed.isoformat(timespec='seconds')})"
+        return f"approval timed out: nobody approved in time{waited}; production was not changed"
 
-
-def _fail_own_run(message: str) -> None:
-    """End this (paused) flow run as Failed with ``message`` before the engine reports the exception.
-
-    Why: once the pause window has closed, Prefect's orchestration refuses any transition out of Paused and
-    fails the run with its own "The flow was failed and never resumed." The engine's report of our exception
-    would lose to that (or win, when the server's expiry service got there first): a race. Forcing the state
-    first makes the run say why it ended, every time."""
-    from prefect import get_client
-    from prefect.runtime import flow_run
-    from prefect.states import Failed
-
-    if not flow_run.id:
-        return
-    try:
-        with get_client(sync_client=True) as client:
-            client.set_flow_run_state(UUID(flow_run.id), Failed(message=message), force=True)
-    except Exception as exc:  # the exception raised next still ends the run; only the message may be Prefect's
-        logging.getLogger(__name__).warning(f"could not record the approval timeout on the run: {exc}")
-
-
-def expire_if_due(client: Any, run: Any, now: datetime) -> bool:
-    """Fail ``run`` if it waits for approval past its window; whether it did."""
-    from prefect.states import Failed
-
-    state = run.state
-    deadline = state.state_details.pause_timeout if state is not None else None
-    # Only suspended runs: a paused (local) run's own process fails it when its timeout passes.
-    if state is None or state.type.value != "PAUSED" or state.name != "Suspended" or deadline is None:
-        return False
-    if (state.state_details.pause_key or "").startswith("merge-"):
-        return False  # waiting for a pull request's merge, not an approval: the pull-request sweeper ends it
-    if deadline > now:
-        return False
-    waited = f" (the window closed at {deadline.isoformat(timespec='seconds')})"
-    client.set_flow_run_state(
-        run.id,
-        Failed(message=f"approval timed out: nobody approved in time{waited}; production was not changed"),
-        force=True,
-    )
-    return True
-
-
-def suspendable(run: Any) -> bool:
-    """Whether this flow run can be suspended: Prefect's server refuses to suspend a run that is not a
-    deployment's own, and any nested run ("Cannot suspend subflows."), e.g. promote-production inside a
-    scheduled nightly. (prefect.runtime's deployment.id would say yes there: nested runs inherit it.)"""
-    return run is not None and run.deployment_id is not None and run.parent_task_run_id is None
+    # A run waiting for a pull request's merge is the pull-request sweeper's (tasks/merges.py).
+    return prefectruns.fail_expired_suspensions(flow_name, message, now=now, skip_keys=(merges.KEY_PREFIX,))
 
 
 def approval_poll_seconds() -> int:
@@ -272,25 +196,18 @@ def wait_for_approval(
 ) -> ApprovalDecision:
     """Pause (local or nested run: the process waits) or suspend (a deployment's run: the worker is freed and
     the flow re-runs from the top once resumed, arriving here again and receiving the stored decision)."""
-    poll_seconds = poll_seconds or approval_poll_seconds()
-    from prefect.context import FlowRunContext
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run, suspend_flow_run
-
     form = ApprovalDecision.with_initial_data(description=plan.markdown(), approve=False, approver="", reason="")
     timeout = max(1, int(timeout_seconds))
-    context = FlowRunContext.get()
     try:
-        if suspendable(context.flow_run if context is not None else None):
-            decision = suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
-        else:
-            decision = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_seconds, key=key)
-    except FlowPauseTimeout:
+        decision = prefectruns.wait_for_input(
+            form, timeout=timeout, key=key, poll_seconds=poll_seconds or approval_poll_seconds()
+        )
+    except prefectruns.FlowPauseTimeout:
         message = (
             f"approval timed out after {timeout}s: nobody approved {plan.to_version} for {plan.environment}; "
             "production was not changed"
         )
-        _fail_own_run(message)
+        prefectruns.fail_own_run(message)
         raise ApprovalTimeoutError(message) from None
     if decision is None:
         raise ApprovalTimeoutError(f"approval for {plan.environment} ended without a decision")

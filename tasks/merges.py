@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from tasks import prefectruns
+
 log = logging.getLogger("promote.merges")
 
 PIN_PREFIX = "promote-pull-request-"
@@ -138,7 +140,6 @@ def sweep(
     environment, number)`` -> open / merged / closed) and resume those whose pull request was decided; end as
     Failed those whose merge window closed. A run whose forge cannot be asked is left for the next round."""
     from prefect import get_client
-    from prefect.states import Failed
 
     moment = now or datetime.now(UTC)
     result = SweepResult()
@@ -146,13 +147,11 @@ def sweep(
         for waiting in waiting_runs(api, limit=limit):
             result.looked_at += 1
             if waiting.deadline is not None and waiting.deadline <= moment:
-                api.set_flow_run_state(
+                prefectruns.fail_run(
+                    api,
                     waiting.run_id,
-                    Failed(
-                        message="the pull request was not merged within write.merge_timeout: nothing was verified; "
-                        "merge it and promote again, or close it"
-                    ),
-                    force=True,
+                    "the pull request was not merged within write.merge_timeout: nothing was verified; "
+                    "merge it and promote again, or close it",
                 )
                 result.expired += 1
                 continue

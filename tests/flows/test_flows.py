@@ -22,7 +22,8 @@ from flows.report import PromotionReport
 from flows.rollback import rollback
 from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks import evidence
-from tasks.approval import ResumeError, resume_run, suspendable
+from tasks.approval import ResumeError, resume_run
+from tasks.prefectruns import suspendable
 from tests.support.flowruns import (
     CRASH_SCRIPT,
     ROOT,
@@ -177,6 +178,30 @@ def test_suspended_run_past_its_approval_window_ends_failed() -> None:
     still = read_run(waiting.id)
     assert still.state is not None and still.state.name == "Suspended"
     assert fail_expired_approvals(now=sweep_time) == []  # nothing left to end
+
+
+def test_the_lock_reads_whether_its_holder_can_finish_and_changes_no_run() -> None:
+    """The environment lock's liveness check (flows/locking.py) on the real server: a holder suspended past its
+    window cannot finish (its lock may be taken over), one within its window can; asking ends no run."""
+    from datetime import UTC, datetime, timedelta
+    from uuid import uuid4
+
+    from prefect.states import Completed, Suspended
+
+    from flows.locking import holder_can_finish
+
+    with get_client(sync_client=True) as client:
+        suspended = client.create_flow_run(promote_production, parameters={"pipeline_file": "x.yaml"})
+        ended = client.create_flow_run(promote_production, parameters={"pipeline_file": "y.yaml"})
+        start = datetime.now(UTC)
+        client.set_flow_run_state(suspended.id, Suspended(pause_expiration_time=start + timedelta(hours=1)), force=True)
+        client.set_flow_run_state(ended.id, Completed(), force=True)
+    assert holder_can_finish(str(suspended.id), now=start)
+    assert not holder_can_finish(str(suspended.id), now=start + timedelta(hours=2))
+    assert not holder_can_finish(str(ended.id)) and not holder_can_finish(str(uuid4()))
+    assert holder_can_finish("not-a-run-id")  # only the lease's expiry frees a holder that is not a flow run
+    still = read_run(suspended.id)
+    assert still.state is not None and still.state.name == "Suspended", still.state
 
 
 def test_production_failure_rolls_back(world: SandboxWorld) -> None:
