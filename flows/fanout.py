@@ -82,10 +82,9 @@ def fan_out(
             ids = [UUID(r) for r in pending]
             try:
                 found = prefectruns.read_runs(client, ids)
-            except Exception as exc:
-                if not prefectapi.unavailable(exc):
-                    raise
-                log.warning(f"the Prefect API could not answer ({type(exc).__name__}); asking again next poll")
+            except prefectapi.PrefectUnavailableError as exc:
+                log.warning(f"{exc}; asking again next poll")
+                found = []
             for run in found:
                 if run.state is not None and (run.state.is_final() or run.state.is_paused()):
                     ended[str(run.id)] = run.state

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from rules.errors import RefusedError
+from rules.errors import RefusedError, TransientError
 from tasks import httpbounds
 from tasks.httpbounds import Response, shown_url
 
@@ -30,6 +30,10 @@ UNAVAILABLE = frozenset({429, 502, 503, 504})
 
 class PrefectApiError(RefusedError, RuntimeError):
     """The Prefect API is not configured, or refused what was asked; the message says which and the fix."""
+
+
+class PrefectUnavailableError(TransientError, RuntimeError):
+    """The Prefect API could not take a request (see :func:`unavailable`): asking again later is safe."""
 
 
 def auth_headers(key: str | None) -> dict[str, str]:

@@ -67,11 +67,21 @@ def read_run(run_id: UUID) -> FlowRun | None:
 
 
 def read_runs(client: Any, ids: list[UUID]) -> list[FlowRun]:
-    """The flow runs with these ids that the server knows, read in batches through ``client``."""
+    """The flow runs with these ids that the server knows, read in batches through ``client``; raises
+    :class:`~tasks.prefectapi.PrefectUnavailableError` when the API could not answer (ask again later)."""
     found: list[FlowRun] = []
-    for at in range(0, len(ids), READ_BATCH):
-        batch = ids[at : at + READ_BATCH]
-        found += client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch))
+    try:
+        for at in range(0, len(ids), READ_BATCH):
+            batch = ids[at : at + READ_BATCH]
+            found += client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=batch)), limit=len(batch)
+            )
+    except Exception as exc:
+        if not prefectapi.unavailable(exc):
+            raise
+        raise prefectapi.PrefectUnavailableError(
+            f"the Prefect API could not answer a read of {len(ids)} flow runs ({type(exc).__name__})"
+        ) from exc
     return found
 
 
