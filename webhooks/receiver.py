@@ -524,7 +524,8 @@ class ConnectionGate:
 
 
 def serve(receiver: Receiver, host: str, port: int, gate: ConnectionGate | None = None) -> ThreadingHTTPServer:
-    """A started server (``serve_forever`` on a daemon thread); ``shutdown()`` stops it."""
+    """A started server (``serve_forever`` on a daemon thread); ``shutdown()`` stops it, ``server_close()`` frees
+    its socket."""
 
     slots = gate or ConnectionGate()
 
@@ -677,6 +678,7 @@ def run_forever(
         pass
     finally:
         server.shutdown()
+        server.server_close()
         debouncer.flush()
         from prefect.events.worker import EventsWorker
 

@@ -17,6 +17,7 @@ from tests.support.flowruns import (
     ROOT,
     run,
 )
+from tests.support.processes import stop_group
 from tests.support.webhook import Webhook, serve_webhook
 
 
@@ -56,11 +57,7 @@ def worker(world: SandboxWorld, tmp_path: Path, webhook: tuple[Webhook, str]) ->
     try:
         yield env
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_group(proc)
         log.close()
 
 

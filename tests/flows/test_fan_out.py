@@ -20,6 +20,7 @@ from sandbox.postgres import INSTALL_HINT, PostgresUnavailableError, local_postg
 from sandbox.prefect_server import PrefectServer
 from sandbox.world import SandboxWorld
 from tests.support.flowruns import ROOT, ready_app, tags
+from tests.support.processes import stop_group
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect]
 
@@ -119,10 +120,7 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
         for proc, _ in workers:
             proc.terminate()
         for proc, _ in workers:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_group(proc, grace_seconds=30)
 
     for app in apps:  # every pipeline went all the way to production
         assert "v1.0.1" in tags(app), (app.name, tags(app))

@@ -38,6 +38,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
         yield got, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def waiting_for_its_pull_request(gitea: Gitea, app: SandboxApp) -> tuple[UUID, dict[str, Any]]:

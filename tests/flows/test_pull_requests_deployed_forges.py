@@ -86,6 +86,7 @@ def test_contract_a_suspended_promotion_is_resumed_by_github_s_merge_webhook(
         wait_final(run_id)
     finally:
         server.shutdown()
+        server.server_close()
     final = [s for s in fake.statuses if s["sha"] == merge_commit]
     assert final and final[-1]["state"] == "success" and final[-1]["context"] == "gitops-promote/verification"
     assert "targetRevision: v1.0.1" in git(app.origin, "show", f"{merge_commit}:apps/production/{app.name}.yaml")

@@ -83,3 +83,4 @@ def test_a_burst_of_registry_pushes_starts_one_promote_rc_through_the_worker(
             assert len(_promote_rc_runs(pipeline_file)) == 1
     finally:
         server.shutdown()
+        server.server_close()

@@ -7,11 +7,12 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 from uuid import uuid4
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import FlowRun, State
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from prefect.states import Completed, Paused, Running, Suspended
@@ -68,7 +69,7 @@ def test_an_api_that_refuses_the_read_is_not_taken_for_a_transient_failure() -> 
         prefectruns.read_runs(client, [uuid4()])
 
 
-def _run(state: object) -> FlowRun:
+def _run(state: State[Any]) -> FlowRun:
     return FlowRun(flow_id=uuid4(), state=state)
 
 

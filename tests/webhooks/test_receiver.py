@@ -225,6 +225,7 @@ def running() -> Iterator[tuple[Receiver, list[tuple[Route, Push, int]], str]]:
         yield rx, emitted, f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_a_bad_signature_is_refused_and_logged_without_the_payload(
