@@ -813,11 +813,12 @@ def run_forwarding_stderr(argv: list[str], cwd: Path) -> tuple[int, str, list[st
             tail.append(line.rstrip())
             sys.stderr.write(line)
 
-    forwarder = threading.Thread(target=forward, daemon=True)
-    forwarder.start()
-    stdout = proc.stdout.read() if proc.stdout is not None else ""
-    returncode = proc.wait()
-    forwarder.join()
+    with proc:  # closes both pipes
+        forwarder = threading.Thread(target=forward, daemon=True)
+        forwarder.start()
+        stdout = proc.stdout.read() if proc.stdout is not None else ""
+        returncode = proc.wait()
+        forwarder.join()
     return returncode, stdout, list(tail)
 
 
