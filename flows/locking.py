@@ -21,7 +21,8 @@ from tasks.locks import EnvironmentLock, lease_name
 
 def holder_can_finish(holder: str, now: datetime | None = None) -> bool:
     """Whether the flow run holding a lock can still finish its promotion (paused, or suspended within its
-    approval window, counts). Reads only: a holder suspended past its window is left for the sweep to end."""
+    window for an approval or a merge, counts). Reads only: a holder suspended past its window is left for the
+    sweeps to end (Prefect would refuse its late resume)."""
     try:
         run_id = UUID(holder)
     except ValueError:
