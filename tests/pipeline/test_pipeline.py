@@ -32,6 +32,13 @@ def test_there_is_an_example_per_strategy() -> None:
     assert kinds == {"tag", "branch", "kustomize-image", "image-policy", "yaml-path"}
 
 
+def test_there_is_an_example_of_release_windows_and_a_soak_time() -> None:
+    gates = [env.gate for path in EXAMPLES for env in load_pipeline(path).environments]
+    assert any(gate.windows and gate.min_soak for gate in gates)
+    kinds = {"allow" if window.allow else "deny" for gate in gates for window in gate.windows}
+    assert kinds == {"allow", "deny"}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_are_valid(path: Path) -> None:
     assert load_pipeline(path).environments
