@@ -159,30 +159,11 @@ def _request(
     *,
     json: Any = None,
 ) -> Response:
-    """One API request, retried on transport errors and 502/503/504, all within ``deadline`` (each request within
-    :data:`tasks.prefectapi.REQUEST_SECONDS` when there is none)."""
-    for attempt in range(4):
-        bound = deadline.within(REQUEST_SECONDS) if deadline is not None else Deadline(REQUEST_SECONDS)
-        try:
-            response = httpbounds.request(http, method, path, json=json, deadline=bound, max_bytes=prefectapi.MAX_BYTES)
-        except httpbounds.BoundsError as exc:
-            if deadline is not None and deadline.expired():
-                raise TriggerError(
-                    f"the Prefect API at {httpbounds.shown_url(api.url)} did not answer within the "
-                    f"{deadline.seconds:.0f}s overall limit (--timeout)"
-                ) from None
-            raise TriggerError(f"the Prefect API at {httpbounds.shown_url(api.url)}: {exc}") from None
-        except httpx.TransportError as exc:
-            problem = type(exc).__name__
-        else:
-            if response.status_code not in (502, 503, 504):
-                return response
-            problem = f"HTTP {response.status_code}"
-        pause = 1.5 * 2**attempt
-        if attempt == 3 or (deadline is not None and deadline.remaining() <= pause):
-            raise TriggerError(f"cannot reach the Prefect API at {httpbounds.shown_url(api.url)}: {problem}")
-        time.sleep(pause)
-    raise AssertionError("unreachable")
+    """One API request, asked again while the API cannot take it, all within ``deadline`` (without one, within
+    what the tries and their pauses take at most)."""
+    bound = deadline or Deadline(prefectapi.ATTEMPTS * REQUEST_SECONDS + 15)
+    hint = " (--timeout)" if deadline is not None else ""
+    return prefectapi.request(api.url, http, method, path, bound, TriggerError, json=json, limit_hint=hint)
 
 
 def _raise_for(api: ApiConfig, response: Response, what: str) -> None:

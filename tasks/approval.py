@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import httpx
 from prefect.input import RunInput
 from pydantic import ConfigDict, Field, model_validator
 
@@ -70,6 +68,9 @@ class ApprovalPlan:
         return "\n".join(lines)
 
 
+RESUME_AGAIN_ON = frozenset({429, 503})
+
+
 class ResumeError(RuntimeError):
     """The run could not be resumed (not paused, unknown, input rejected)."""
 
@@ -97,30 +98,19 @@ def resume_run(
             "approval notification show it (e.g. 0b7c8d6e-1f2a-4b3c-9d4e-5f6a7b8c9d0e)"
         ) from None
     headers = prefectapi.auth_headers(api_key)
-    deadline = httpbounds.Deadline(timeout)
-    try:
-        with httpbounds.client(timeout=timeout, headers=headers) as http:
-            for attempt in range(1, 7):
-                response = httpbounds.request(
-                    http,
-                    "POST",
-                    f"{api_url.rstrip('/')}/flow_runs/{run_id}/resume",
-                    json={"run_input": decision},
-                    deadline=deadline,
-                    max_bytes=prefectapi.MAX_BYTES,
-                )
-                # 503 (its database busy) and 429: the server did not act on the request, so asking again is
-                # safe; Prefect's own client retries these too. Anything else is the answer.
-                pause = min(8.0, 0.5 * 2**attempt)
-                if response.status_code not in (429, 503) or pause >= deadline.remaining():
-                    break
-                time.sleep(pause)
-    except httpbounds.BoundsError as exc:
-        raise ResumeError(f"the Prefect API at {httpbounds.shown_url(api_url)}: {exc}") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise ResumeError(
-            f"cannot reach the Prefect API at {httpbounds.shown_url(api_url)}: {type(exc).__name__}"
-        ) from None
+    with httpbounds.client(timeout=timeout, headers=headers) as http:
+        # Only 503 (its database busy) and 429 say the server did not act on the resume; after a 502 or a 500 it
+        # may have, and a second resume would be refused as "not paused": those are reported, not repeated.
+        response = prefectapi.request(
+            api_url,
+            http,
+            "POST",
+            f"{api_url.rstrip('/')}/flow_runs/{run_id}/resume",
+            httpbounds.Deadline(timeout),
+            ResumeError,
+            json={"run_input": decision},
+            again_on=RESUME_AGAIN_ON,
+        )
     if response.status_code == 404:
         raise ResumeError(f"flow run {run_id} does not exist (or {prefectapi.API_HINT})")
     if response.status_code in (401, 403):

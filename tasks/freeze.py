@@ -96,15 +96,8 @@ def describe(value: Any) -> str:
 def _send(
     api: ApiConfig, http: httpx.Client, method: str, path: str, timeout: float, json: Any = None
 ) -> httpbounds.Response:
-    try:
-        return httpbounds.request(
-            http, method, path, json=json, deadline=httpbounds.Deadline(timeout), max_bytes=prefectapi.MAX_BYTES
-        )
-    except httpbounds.BoundsError as exc:
-        raise FreezeError(f"the Prefect API at {httpbounds.shown_url(api.url)}: {exc}") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # their text may hold the URL: only the kind
-        where = httpbounds.shown_url(api.url)
-        raise FreezeError(f"cannot reach the Prefect API at {where}: {type(exc).__name__}") from None
+    # Reading and setting the variable are idempotent: asked again while the API cannot take them.
+    return prefectapi.request(api.url, http, method, path, httpbounds.Deadline(timeout), FreezeError, json=json)
 
 
 def _check(api: ApiConfig, response: httpbounds.Response, what: str) -> None:

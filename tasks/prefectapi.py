@@ -10,6 +10,8 @@ some paths, a JSON list): without the check, that is a traceback instead of the 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +19,7 @@ import httpx
 
 from rules.errors import RefusedError, TransientError
 from tasks import httpbounds
-from tasks.httpbounds import Response, shown_url
+from tasks.httpbounds import Deadline, Response, shown_url
 
 MAX_BYTES = 4 << 20  # a flow run or a deployment is a few KiB; anything far larger is not the API's answer
 API_HINT = "PREFECT_API_URL must point at the API itself, which usually ends in /api (e.g. http://prefect:4200/api)"
@@ -26,6 +28,7 @@ REQUEST_SECONDS = 30.0  # one request, at most
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # Answers that say the server did not take the request (overloaded, restarting): asking again is safe.
 UNAVAILABLE = frozenset({429, 502, 503, 504})
+ATTEMPTS = 4  # one request and three more, 1.5, 3 and 6 s apart, while the API cannot take it
 
 
 class PrefectApiError(RefusedError, RuntimeError):
@@ -67,6 +70,49 @@ def unavailable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in UNAVAILABLE
     return isinstance(exc, httpx.TransportError)
+
+
+def request(
+    api_url: str,
+    http: httpx.Client,
+    method: str,
+    path: str,
+    deadline: Deadline,
+    error: type[Exception],
+    *,
+    json: Any = None,
+    again_on: Collection[int] = UNAVAILABLE,
+    limit_hint: str = "",
+) -> Response:
+    """One request to the Prefect API, asked again while the API could not take it (an answer in ``again_on``, a
+    network failure), everything within ``deadline`` and each try within :data:`REQUEST_SECONDS`. The answer is
+    the caller's to read; ``error`` says, naming the API but never its key, that no answer came. ``again_on``
+    narrows what is asked again for a request that must not be repeated once acted on."""
+    for attempt in range(ATTEMPTS):
+        try:
+            response = httpbounds.request(
+                http, method, path, json=json, deadline=deadline.within(REQUEST_SECONDS), max_bytes=MAX_BYTES
+            )
+        except httpbounds.BoundsError as exc:
+            if deadline.expired():
+                raise error(
+                    f"the Prefect API at {shown_url(api_url)} did not answer within the {deadline.seconds:.0f}s "
+                    f"overall limit{limit_hint}"
+                ) from None
+            raise error(f"the Prefect API at {shown_url(api_url)}: {exc}") from None
+        except httpx.TransportError as exc:  # its text may hold the URL: only the kind
+            problem = type(exc).__name__
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            raise error(f"cannot reach the Prefect API at {shown_url(api_url)}: {type(exc).__name__}") from None
+        else:
+            if response.status_code not in again_on:
+                return response
+            problem = f"HTTP {response.status_code}"
+        pause = 1.5 * 2**attempt
+        if attempt == ATTEMPTS - 1 or deadline.remaining() <= pause:
+            raise error(f"cannot reach the Prefect API at {shown_url(api_url)}: {problem}")
+        time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def json_object(response: Response, api_url: str, what: str, error: type[Exception]) -> dict[str, Any]:

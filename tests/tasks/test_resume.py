@@ -3,44 +3,15 @@ that answers the way a busy Prefect server does: 503 while its database is locke
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 from uuid import uuid4
 
 import pytest
 
-from sandbox.httpserve import serve_http
 from tasks.approval import ResumeError, resume_run
+from tests.support.busyapi import serving
 
 ACCEPT: dict[str, Any] = {"status": "ACCEPT", "state": {"name": "Running"}}
-
-
-@contextmanager
-def serving(answers: list[tuple[int, dict[str, Any]]], seen: list[str]) -> Iterator[str]:
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with lock:
-                seen.append(self.path)
-                status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    with serve_http(Handler) as url:
-        yield url
 
 
 def test_a_busy_server_is_asked_again_and_the_answer_counts() -> None:
