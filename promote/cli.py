@@ -464,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A Prefect server this process starts (an ephemeral one) sends no usage data unless the user asked for it;
+    # on a machine without internet it would log an error for each attempt.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

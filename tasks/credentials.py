@@ -37,6 +37,14 @@ def read_secret(env: str | None, secret_block: str | None, what: str) -> str:
             )
         return token
     assert secret_block is not None  # guaranteed by the model
+    if not _prefect_server_reachable():
+        # Without a configured server, Prefect would start one of its own (seconds, a database file) that holds
+        # no blocks: the lookup could only fail, after the wait.
+        raise CredentialsError(
+            f"Prefect Secret block {secret_block!r} is kept by a Prefect server, and none is configured here: set "
+            f"PREFECT_API_URL (and PREFECT_API_KEY) to the server that holds it, or give the {what} in an "
+            "environment variable instead (token_env / env in the pipeline file)"
+        )
     from prefect.blocks.system import Secret  # imported late: plain CLI commands stay fast
 
     try:
@@ -50,6 +58,16 @@ def read_secret(env: str | None, secret_block: str | None, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise CredentialsError(f"Prefect Secret block {secret_block!r} holds no string {what}")
     return value
+
+
+def _prefect_server_reachable() -> bool:
+    """A Prefect API is configured (environment or profile), or this runs inside a flow run, which has one."""
+    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return True
+    return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
 def git_auth(credentials: GitCredentials | None) -> GitAuth | None:

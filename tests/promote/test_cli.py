@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,3 +200,30 @@ def test_timeout_holds_against_a_trickling_api(tmp_path: Path, command: str, pha
     _assert_named_failure(proc, f"promote {command}: ", "3")
     # The command's own start (imports) takes a few seconds on a busy machine; the 3 s limit must hold after it.
     assert elapsed < 30, f"--timeout 3 took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "false"), ("true", "true")])
+def test_the_command_line_turns_prefect_s_usage_data_off_unless_the_user_turned_it_on(
+    tmp_path: Path, given: str | None, expected: str
+) -> None:
+    """A Prefect server the command starts for itself sends no usage data (on a machine without internet it logs
+    an error for each try); a user's own setting wins."""
+    script = (
+        "import os, sys; from promote.cli import main; main(['validate', sys.argv[1]]); "
+        "print(os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    if given is not None:
+        env["PREFECT_SERVER_ANALYTICS_ENABLED"] = given
+    example = Path(__file__).resolve().parents[2] / "deployments" / "examples" / "tags.yaml"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(example)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == expected

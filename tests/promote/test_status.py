@@ -81,3 +81,19 @@ def test_escape_sequences_from_notes_are_shown_not_acted_on(tmp_path: Path) -> N
     assert "mallory" in proc.stdout  # shown ...
     assert "\x1b" not in proc.stdout and "\r" not in proc.stdout  # ... as text, not as escape sequences
     assert "\\x1b[2J" in proc.stdout
+
+
+def test_status_without_a_prefect_server_says_how_to_give_a_secret_block_s_token(tmp_path: Path) -> None:
+    """A Secret block is read only from a configured Prefect server: without one, `promote status` starts no server
+    of its own (which could not hold the block) and says how to give the token."""
+    board = make_board_repo(tmp_path)
+    text = board.pipeline_file.read_text().replace(
+        f"  url: {board.origin}\n", f"  url: {board.origin}\n  credentials: {{secret_block: gitops-token}}\n", 1
+    )
+    assert "secret_block" in text
+    board.pipeline_file.write_text(text)
+    proc = promote("status", str(board.pipeline_file), cwd=tmp_path, without=("PREFECT_API_URL", "PREFECT_UI_URL"))
+    output = proc.stdout + proc.stderr
+    assert "Prefect Secret block 'gitops-token' is kept by a Prefect server, and none is configured here" in output
+    assert "PREFECT_API_URL" in output and "token_env" in output
+    assert "telemetry" not in output.lower() and "Starting temporary server" not in output, output[-2000:]

@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 
 
-def promote(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def promote(
+    *args: str, cwd: Path, timeout: float = 240, without: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``without``: environment variables the command does not get (e.g. PREFECT_API_URL: no server configured)."""
     env = {**os.environ, "PROMOTE_CACHE_DIR": str(cwd / "cache"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("NOT_SET_TOKEN_FOR_TEST", None)
+    for name in ("NOT_SET_TOKEN_FOR_TEST", *without):
+        env.pop(name, None)
     return subprocess.run(
         [sys.executable, "-m", "promote.cli", *args],
         capture_output=True,
