@@ -38,8 +38,9 @@ def read_secret(env: str | None, secret_block: str | None, what: str) -> str:
         return token
     assert secret_block is not None  # guaranteed by the model
     if not _prefect_server_reachable():
-        # Without a configured server, Prefect would start one of its own (seconds, a database file) that holds
-        # no blocks: the lookup could only fail, after the wait.
+        # Without a configured server, Prefect would start a temporary one over its local database for this one
+        # lookup (seconds of start, in a command documented as reading Git alone): say where the token can come
+        # from instead.
         raise CredentialsError(
             f"Prefect Secret block {secret_block!r} is kept by a Prefect server, and none is configured here: set "
             f"PREFECT_API_URL (and PREFECT_API_KEY) to the server that holds it, or give the {what} in an "
