@@ -71,7 +71,8 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
         )
         raise ManifestError(
             rel_path + "/" if rel_path != "." else "./",
-            f'no {{"$imagepolicy": "{policy_ref}"}} setter marker in any *.yaml/*.yml file under this path{note}; '
+            f'no {{"$imagepolicy": "{policy_ref}"}} setter marker in any *.yaml, *.yml or Kustomization file under '
+            f"this path{note}; "
             f'mark the value to update with a line comment: `image: {image}:1.0.0 # {{"$imagepolicy": '
             f'"{policy_ref}"}}` or `tag: 1.0.0 # {{"$imagepolicy": "{policy_ref}:tag"}}`',
         )
@@ -117,15 +118,17 @@ def _update_path(root: Path, subpath: str) -> Path:
 
 
 def _yaml_files(base: Path) -> tuple[list[Path], list[Path]]:
-    """The YAML files under ``base``, and the symlinked ones skipped (never written through; a target inside
-    the path is visited as itself). Symlinked directories are not descended into."""
+    """The files under ``base`` Flux's reader takes (image-automation-controller's internal/update/filereader.go:
+    a ``.yaml`` or ``.yml`` extension, or the name ``Kustomization``; hidden files and folders too), and the
+    symlinked ones skipped (never written through; a target inside the path is visited as itself). Symlinked
+    directories are not descended into, nor Git's own ``.git``."""
     found: list[Path] = []
     links: list[Path] = []
     for directory, subdirs, files in os.walk(base):  # does not descend into symlinked directories
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+        subdirs[:] = sorted(d for d in subdirs if d != ".git")
         for name in sorted(files):
             path = Path(directory) / name
-            if name.endswith(_YAML_SUFFIXES) and not name.startswith("."):
+            if name.endswith(_YAML_SUFFIXES) or name == "Kustomization":
                 (links if path.is_symlink() else found).append(path)
     return sorted(found), sorted(links)
 
