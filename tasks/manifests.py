@@ -69,7 +69,10 @@ _NAME_MAX = 255  # distribution's NameTotalLengthMax
 # Registered algorithms have a fixed, lowercase encoding (opencontainers/go-digest).
 _DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
 
-_MARKER_COMMENT_RE = re.compile(r"[ \t]+#[ \t]*(\{.*\})[ \t]*\r?")
+# The marker comment at the end of a value's line; in a flow collection written over several lines the comma that
+# ends the entry comes first (`{name: web, image: x:1, # {...}` and JSON-style `"image": "x:1", # {...}`), and
+# go-yaml, which Flux reads with, gives the comment to that value all the same.
+_MARKER_COMMENT_RE = re.compile(r"(?:[ \t]*,)?[ \t]+#[ \t]*(\{.*\})[ \t]*\r?")
 
 _SUFFIX_FIELDS: dict[str, SetterField] = {"tag": "tag", "name": "name", "digest": "digest"}
 _KUSTOMIZE_FIELDS = (("new_name", "newName"), ("new_tag", "newTag"), ("digest", "digest"))
