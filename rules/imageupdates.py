@@ -41,6 +41,8 @@ class UpdateResult:
     image: str  # repository, e.g. registry.example/app
     tag: str
     changes: tuple[Change, ...]
+    # Files that mention a marker but do not read as YAML (a Helm template), skipped as Flux skips them: why, each
+    skipped: tuple[str, ...] = ()
 
     @property
     def changed(self) -> bool:

@@ -18,7 +18,7 @@ from rules.yamledit import MAX_FILE_BYTES, ManifestError, compose, mapping_value
 from tasks import worktree_paths
 from tasks.manifests import find_setter_markers, set_setter_values
 
-__all__ = ["apply_to_files"]
+__all__ = ["apply_to_files", "reads"]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _MARKER_KEY = "$imagepolicy"
@@ -36,6 +36,7 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
     rel_path = base.relative_to(root.resolve()).as_posix()
     pending: list[tuple[Path, bytes]] = []
     changes: list[Change] = []
+    unreadable: list[str] = []
     marked_files = 0
     found, links = _yaml_files(base)
     for file in found:
@@ -47,7 +48,13 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ManifestError(rel, "not UTF-8 text; setter markers can only be updated in UTF-8 YAML") from None
-        before = [m for m in find_setter_markers(text, source=rel) if m.policy == policy_ref]
+        try:
+            before = [m for m in find_setter_markers(text, source=rel) if m.policy == policy_ref]
+        except ManifestError as problem:
+            # As Flux's reader does (internal/update/filereader.go): a file that mentions a marker but does not
+            # read as YAML (a Helm template) is skipped, and the others are still updated.
+            unreadable.append(f"{rel}: {problem}"[:300])
+            continue
         if not before:
             continue
         marked_files += 1
@@ -69,6 +76,8 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
             if skipped
             else ""
         )
+        if unreadable:
+            note += f" ({len(unreadable)} file(s) mention a marker but do not read as YAML, e.g. {unreadable[0]})"
         raise ManifestError(
             rel_path + "/" if rel_path != "." else "./",
             f'no {{"$imagepolicy": "{policy_ref}"}} setter marker in any *.yaml, *.yml or Kustomization file under '
@@ -78,7 +87,9 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
         )
     for file, data in pending:
         _write_replacing(file, data)
-    return UpdateResult(path=rel_path, policy=policy_ref, image=image, tag=tag, changes=tuple(changes))
+    return UpdateResult(
+        path=rel_path, policy=policy_ref, image=image, tag=tag, changes=tuple(changes), skipped=tuple(unreadable)
+    )
 
 
 def _read_marked(file: Path, rel: str) -> bytes | None:
@@ -103,6 +114,14 @@ def _read_marked(file: Path, rel: str) -> bytes | None:
     )
 
 
+def reads(rel: str) -> bool:
+    """Whether the file at ``rel`` ('/'-separated) is one the update reads, as Flux's reader does
+    (image-automation-controller's internal/update/filereader.go): a ``.yaml`` or ``.yml`` extension or the name
+    ``Kustomization``, hidden files and folders included; nothing in Git's own ``.git``."""
+    parts = rel.split("/")
+    return ".git" not in parts[:-1] and (parts[-1].endswith(_YAML_SUFFIXES) or parts[-1] == "Kustomization")
+
+
 def _update_path(root: Path, subpath: str) -> Path:
     if PurePosixPath(subpath).is_absolute() or Path(subpath).is_absolute():
         raise ManifestError(subpath, "the update path must be relative to the repository root")
@@ -118,17 +137,16 @@ def _update_path(root: Path, subpath: str) -> Path:
 
 
 def _yaml_files(base: Path) -> tuple[list[Path], list[Path]]:
-    """The files under ``base`` Flux's reader takes (image-automation-controller's internal/update/filereader.go:
-    a ``.yaml`` or ``.yml`` extension, or the name ``Kustomization``; hidden files and folders too), and the
-    symlinked ones skipped (never written through; a target inside the path is visited as itself). Symlinked
-    directories are not descended into, nor Git's own ``.git``."""
+    """The files under ``base`` the update reads (:func:`reads`), and the symlinked ones skipped (never written
+    through; a target inside the path is visited as itself). Symlinked directories are not descended into, nor
+    Git's own ``.git``."""
     found: list[Path] = []
     links: list[Path] = []
     for directory, subdirs, files in os.walk(base):  # does not descend into symlinked directories
         subdirs[:] = sorted(d for d in subdirs if d != ".git")
         for name in sorted(files):
             path = Path(directory) / name
-            if name.endswith(_YAML_SUFFIXES) or name == "Kustomization":
+            if reads(name):
                 (links if path.is_symlink() else found).append(path)
     return sorted(found), sorted(links)
 

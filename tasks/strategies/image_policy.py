@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from pipeline.model import Environment, TrackImagePolicy
 from rules.fluxtemplate import TemplateData, render
 from rules.imageupdates import UpdateResult
+from rules.yamledit import ManifestError
 from tasks import evidence, manifests, worktree_paths
 from tasks.gitrepo import CommitResult
 from tasks.imagepolicy import select_tag
-from tasks.setters import apply_to_files
+from tasks.setters import apply_to_files, reads
 from tasks.strategies import files
 from tasks.strategies.base import Entry, NothingToPromoteError, ReleaseError
 from tasks.strategies.copied import CopiedValueStrategy
@@ -29,10 +30,6 @@ if TYPE_CHECKING:
 def _tracks(env: Environment) -> TrackImagePolicy:
     assert isinstance(env.tracks, TrackImagePolicy)
     return env.tracks
-
-
-def _is_manifest(path: str) -> bool:
-    return path.endswith((".yaml", ".yml")) and not any(part.startswith(".") for part in path.split("/"))
 
 
 def policy_text(tracks: TrackImagePolicy) -> str:
@@ -64,10 +61,16 @@ class ImagePolicyStrategy(CopiedValueStrategy):
         repo = conn.repo
         commit = repo.resolve(ref)
         for file in repo.list_files(commit, tracks.path):
-            if not _is_manifest(file):
+            if not reads(file):
                 continue
             text = repo.read_file(commit, file)
-            for marker in manifests.find_setter_markers(text, source=file):
+            if "$imagepolicy" not in text:
+                continue
+            try:
+                markers = manifests.find_setter_markers(text, source=file)
+            except ManifestError:
+                continue  # not YAML (a Helm template): the update skips it too
+            for marker in markers:
                 if marker.policy != tracks.policy:
                     continue
                 if marker.field == "tag":
@@ -134,6 +137,8 @@ class ImagePolicyStrategy(CopiedValueStrategy):
             files.inside_work_tree(workdir, tracks.path)
             update = apply_to_files(workdir, tracks.path, tracks.policy, tracks.registry.image_name, value)
             result["update"] = update
+            for why in update.skipped:
+                conn.log(f"[{env.name}] skipped (mentions a setter marker but does not read as YAML): {why}")
             return list(update.files)
 
         def message() -> str:
@@ -154,7 +159,7 @@ class ImagePolicyStrategy(CopiedValueStrategy):
             root = Path(scratch)
             before: dict[str, str] = {}
             for file in repo.list_files(commit, tracks.path):
-                if _is_manifest(file):
+                if reads(file):
                     before[file] = repo.read_file(commit, file)
                     (root / file).parent.mkdir(parents=True, exist_ok=True)
                     (root / file).write_text(before[file], encoding="utf-8")

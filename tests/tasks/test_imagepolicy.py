@@ -237,17 +237,26 @@ def test_apply_updates_only_marked_values_and_keeps_comments(tmp_path: Path) -> 
         "frontend:1.0.0  #", "frontend:1.2.3  #"
     )
     assert (root / "apps/frontend/release.yml").read_text() == HELM_VALUES.replace('"1.0.0"', '"1.2.3"')
-    for untouched in ("apps/.hidden/copy.yaml", "other/outside-path.yaml"):
-        assert (root / untouched).read_text() == DEPLOYMENT
+    # Hidden folders are read as Flux's reader reads them (image-automation-controller's filereader.go).
+    assert (root / "apps/.hidden/copy.yaml").read_text() == DEPLOYMENT.replace("frontend:1.0.0  #", "frontend:1.2.3  #")
+    assert (root / "other/outside-path.yaml").read_text() == DEPLOYMENT
     assert "x:1 #" in (root / "apps/frontend/notes.txt").read_text()
 
     deployment = ObjectRef("apps/v1", "Deployment", "frontend", "shop")
     release = ObjectRef("helm.toolkit.fluxcd.io/v2", "HelmRelease", "frontend", "shop")
     assert result.path == "apps"
-    assert result.files == ("apps/frontend/deployment.yaml", "apps/frontend/release.yml")
+    assert result.files == ("apps/.hidden/copy.yaml", "apps/frontend/deployment.yaml", "apps/frontend/release.yml")
     assert result.objects == (deployment, release)
     assert result.images == ("registry.example/shop/frontend:1.2.3",)
     assert result.changes == (
+        Change(
+            "apps/.hidden/copy.yaml",
+            deployment,
+            "registry.example/shop/frontend:1.0.0",
+            "registry.example/shop/frontend:1.2.3",
+            "flux-system:frontend",
+            12,
+        ),
         Change(
             "apps/frontend/deployment.yaml",
             deployment,
@@ -282,14 +291,29 @@ def test_apply_keeps_crlf_line_endings_and_file_mode(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o640
 
 
-def test_apply_writes_nothing_when_any_file_fails(tmp_path: Path) -> None:
+def test_a_marked_file_that_is_not_yaml_is_skipped_and_the_others_updated(tmp_path: Path) -> None:
+    """As Flux's reader (image-automation-controller's internal/update/filereader.go): a file that mentions a marker
+    but does not read as YAML (a Helm template) is skipped, and said so; the others are still updated."""
     root = _tree(tmp_path)
     broken = root / "apps/frontend/zz-broken.yaml"
-    broken.write_text('image: a:1 # {"$imagepolicy": "flux-system:frontend"}\n  bad: [indent\n')
-    with pytest.raises(ManifestError, match=r"apps/frontend/zz-broken.yaml: not valid YAML"):
-        apply_to_files(root, "apps", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
-    assert (root / "apps/frontend/deployment.yaml").read_text() == DEPLOYMENT
-    assert (root / "apps/frontend/release.yml").read_text() == HELM_VALUES
+    text = 'image: a:1 # {"$imagepolicy": "flux-system:frontend"}\n  bad: [indent\n'
+    broken.write_text(text)
+    result = apply_to_files(root, "apps", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+    assert broken.read_text() == text
+    assert (root / "apps/frontend/release.yml").read_text() == HELM_VALUES.replace('"1.0.0"', '"1.2.3"')
+    (skipped,) = result.skipped
+    assert skipped.startswith("apps/frontend/zz-broken.yaml: ") and "not valid YAML" in skipped
+    assert "apps/frontend/zz-broken.yaml" not in result.files
+
+
+def test_when_the_only_marked_file_is_not_yaml_the_error_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "chart/templates").mkdir(parents=True)
+    (root / "chart/templates/deploy.yaml").write_text(
+        'image: {{ .Values.image }} # {"$imagepolicy": "flux-system:frontend"}\n{{- end }}\n'
+    )
+    with pytest.raises(ManifestError, match=r"1 file\(s\) mention a marker but do not read as YAML, e\.g\. chart/"):
+        apply_to_files(root, ".", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
 
 
 def test_apply_digest_only_markers_are_an_error(tmp_path: Path) -> None:
