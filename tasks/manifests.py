@@ -516,7 +516,7 @@ def set_setter_values(
             value = parts[marker.field]
         if value is None:
             continue
-        edit, check = set_scalar(text, doc_index, path, node, value, f"the value at line {marker.line}", source)
+        edit, check = set_scalar(text, doc_index, path, node, value, f"the value marked for {policy}", source)
         checks.append(check)
         if text[edit.start : edit.end] != edit.text:
             edits.append(edit)

@@ -223,6 +223,16 @@ def test_anchored_value_is_refused() -> None:
         set_kustomize_image(text, "app2", new_tag="v2")
 
 
+def test_an_anchored_marked_value_is_refused_naming_its_line_once() -> None:
+    text = 'tag: &t 1.0.0 # {"$imagepolicy": "flux-system:web:tag"}\nother: *t\n'
+    with pytest.raises(ManifestError) as refused:
+        set_setter_values(text, "flux-system:web", tag="1.2.3", source="values.yaml")
+    assert str(refused.value) == (
+        "values.yaml: the value marked for flux-system:web at line 1 is anchored (&t) and may be shared; "
+        "edit it by hand"
+    )
+
+
 def test_invalid_yaml_names_the_file() -> None:
     with pytest.raises(ManifestError, match=r"^bad\.yaml: not valid YAML"):
         set_kustomize_image("images: [\n", "app", new_tag="v1", source="bad.yaml")
