@@ -74,6 +74,10 @@ _DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
 # go-yaml, which Flux reads with, gives the comment to that value all the same.
 _MARKER_COMMENT_RE = re.compile(r"(?:[ \t]*,)?[ \t]+#[ \t]*(\{.*\})[ \t]*\r?")
 
+_HEAD_COMMENT_RE = re.compile(r"[ \t]*#[ \t]*(\{.*\})[ \t]*\r?")
+# Before a list item on its own line: the indentation (group 1), then a block list's dash if any (a flow list's item
+# has none).
+_ITEM_PREFIX_RE = re.compile(r"([ \t]*)(?:-[ \t]+)?")
 _SUFFIX_FIELDS: dict[str, SetterField] = {"tag": "tag", "name": "name", "digest": "digest"}
 _KUSTOMIZE_FIELDS = (("new_name", "newName"), ("new_tag", "newTag"), ("digest", "digest"))
 _PATCH_LISTS = ("patches", "patchesJson6902")
@@ -459,7 +463,21 @@ def _find_target_revision(
 
 def find_setter_markers(text: str, *, source: str = _DEFAULT_SOURCE) -> list[SetterMarker]:
     """All ``{"$imagepolicy": ...}`` markers on values of the file, in file order."""
-    return [marker for marker, _, _, _ in _markers(text, compose(text, source))]
+    return [marker for marker, _, _, _ in _markers(text, _objects(text, source))]
+
+
+def _objects(text: str, source: str) -> Sequence[Node | None]:
+    """The file's documents, each an object (a mapping) or empty: Flux's reader refuses a file with a document
+    that is a bare list or value, and updates nothing in it."""
+    docs = compose(text, source)
+    for doc in docs:
+        if doc is not None and not isinstance(doc, MappingNode):
+            raise ManifestError(
+                source,
+                f"the document at line {line_of(doc)} is a {'list' if isinstance(doc, SequenceNode) else 'bare value'}"
+                ", not an object: Flux reads no setter markers in such a file",
+            )
+    return docs
 
 
 def set_setter_values(
@@ -496,7 +514,7 @@ def set_setter_values(
     if digest is not None:
         _validate_digest(digest, source)
 
-    docs = compose(text, source)
+    docs = _objects(text, source)
     all_markers = _markers(text, docs)
     markers = [m for m in all_markers if m[0].policy == policy]
     if not markers:
@@ -535,18 +553,53 @@ def _markers(text: str, docs: Sequence[Node | None]) -> list[tuple[SetterMarker,
         if id(node) in seen:  # reached again through an alias (`<<: *base`): one value, one edit
             continue
         seen.add(id(node))
-        end = node.end_mark.index
-        if node.style in ("|", ">") or node.end_mark.column == 0:
-            continue  # ends at the start of a line (block scalar, some empty values): no comment of its own
-        eol = text.find("\n", end)
-        comment = _MARKER_COMMENT_RE.fullmatch(text, end, len(text) if eol == -1 else eol)
+        comment = _line_comment(text, node)
+        if comment is None and isinstance(path[-1], int):
+            parent = navigate(docs[doc_index], path[:-1])
+            before = parent.value[path[-1] - 1] if isinstance(parent, SequenceNode) and path[-1] > 0 else None
+            comment = _head_comment(text, node, after_collection=isinstance(before, MappingNode | SequenceNode))
         if comment is None:
             continue
-        parsed = _parse_marker(comment[1])
+        parsed = _parse_marker(comment)
         if parsed is not None:
             policy, field = parsed
             found.append((SetterMarker(line_of(node), policy, field, node.value), doc_index, path, node))
     return found
+
+
+def _line_comment(text: str, node: ScalarNode) -> str | None:
+    """The marker-shaped comment at the end of the value's line (kyaml's LineComment), if any."""
+    end = node.end_mark.index
+    if node.style in ("|", ">") or node.end_mark.column == 0:
+        return None  # ends at the start of a line (block scalar, some empty values): no comment of its own
+    eol = text.find("\n", end)
+    comment = _MARKER_COMMENT_RE.fullmatch(text, end, len(text) if eol == -1 else eol)
+    return comment[1] if comment is not None else None
+
+
+def _head_comment(text: str, item: ScalarNode, *, after_collection: bool) -> str | None:
+    """The marker-shaped comment on the line above a list item that starts its line (kyaml's HeadComment, which
+    Flux's setters read when the item has no line comment): the nearest non-blank line above is that one comment,
+    and the line right above it is no comment (go-yaml would join the two into one comment that is no marker).
+    After an item that is a mapping or a list, go-yaml gives the comment to that item unless it stands exactly at
+    the dash's column."""
+    start = item.start_mark.index
+    line_start = text.rfind("\n", 0, start) + 1
+    prefix = _ITEM_PREFIX_RE.fullmatch(text, line_start, start)
+    if prefix is None:
+        return None
+    above = text[:line_start].split("\n")[:-1]
+    at = len(above) - 1
+    while at >= 0 and not above[at].strip():
+        at -= 1
+    if at < 0:
+        return None
+    comment = _HEAD_COMMENT_RE.fullmatch(above[at])
+    if comment is None or (at > 0 and above[at - 1].lstrip().startswith("#")):
+        return None
+    if after_collection and len(above[at]) - len(above[at].lstrip(" \t")) != len(prefix[1]):
+        return None
+    return comment[1]
 
 
 def _parse_marker(comment: str) -> tuple[str, SetterField] | None:
