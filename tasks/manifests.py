@@ -72,9 +72,9 @@ _DIGEST_HEX_LEN = {"sha256": 64, "sha384": 96, "sha512": 128}
 # The marker comment at the end of a value's line; in a flow collection written over several lines the comma that
 # ends the entry comes first (`{name: web, image: x:1, # {...}` and JSON-style `"image": "x:1", # {...}`), and
 # go-yaml, which Flux reads with, gives the comment to that value all the same.
-_MARKER_COMMENT_RE = re.compile(r"(?:[ \t]*,)?[ \t]+#[ \t]*(\{.*\})[ \t]*\r?")
+_MARKER_COMMENT_RE = re.compile(r"(?:[ \t]*,)?[ \t]+#+[ \t]*(\{.*\})[ \t]*\r?")  # kyaml trims every leading #
 
-_HEAD_COMMENT_RE = re.compile(r"[ \t]*#[ \t]*(\{.*\})[ \t]*\r?")
+_HEAD_COMMENT_RE = re.compile(r"[ \t]*#+[ \t]*(\{.*\})[ \t]*\r?")
 # Before a list item on its own line: the indentation (group 1), then a block list's dash if any (a flow list's item
 # has none).
 _ITEM_PREFIX_RE = re.compile(r"([ \t]*)(?:-[ \t]+)?")
@@ -603,16 +603,21 @@ def _head_comment(text: str, item: ScalarNode, *, after_collection: bool) -> str
 
 
 def _parse_marker(comment: str) -> tuple[str, SetterField] | None:
+    """The policy and field a marker names, read as kyaml's ``processShortHand`` reads it (fieldmeta.go): a JSON
+    object of strings (null reads as ""), whose ``$imagepolicy`` names a setter exactly, `ns:name` or
+    `ns:name:tag|name|digest`, with no space stripped."""
     try:
         data = json.loads(comment)
     except ValueError:
         return None
-    ref = data.get("$imagepolicy") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not all(value is None or isinstance(value, str) for value in data.values()):
+        return None
+    ref = data.get("$imagepolicy")
     if not isinstance(ref, str):
         return None
-    parts = ref.strip().split(":")
+    parts = ref.split(":")
     if len(parts) == 2 and all(parts):
-        return ref.strip(), "image"
+        return ref, "image"
     if len(parts) == 3 and all(parts[:2]) and parts[2] in _SUFFIX_FIELDS:
         return f"{parts[0]}:{parts[1]}", _SUFFIX_FIELDS[parts[2]]
     return None  # Flux rejects other shapes too
