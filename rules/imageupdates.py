@@ -43,6 +43,7 @@ class UpdateResult:
     changes: tuple[Change, ...]
     # Files that mention a marker but do not read as YAML (a Helm template), skipped as Flux skips them: why, each
     skipped: tuple[str, ...] = ()
+    digest: str | None = None  # the latest ref's digest, when the update wrote one
 
     @property
     def changed(self) -> bool:
@@ -50,7 +51,7 @@ class UpdateResult:
 
     @property
     def image_ref(self) -> str:
-        return f"{self.image}:{self.tag}"
+        return f"{self.image}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
     @property
     def files(self) -> tuple[str, ...]:

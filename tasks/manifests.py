@@ -488,6 +488,7 @@ def set_setter_values(
     tag: str | None = None,
     name: str | None = None,
     digest: str | None = None,
+    clear_digest: bool = False,
     source: str = _DEFAULT_SOURCE,
 ) -> tuple[str, int]:
     """Write a policy's latest image through its setter markers, as Flux's ``Setters`` strategy does.
@@ -495,8 +496,10 @@ def set_setter_values(
     ``policy`` is ``"<namespace>:<name>"``. Give the full reference as ``image`` (``repo:tag``,
     optionally ``@digest``) or its parts. A whole-reference marker keeps the parts not given from its
     current value (a new tag drops an old digest, which pinned the old tag); ``:tag``/``:name``/``:digest``
-    markers take just their part and are left alone when it is not given. Returns the new text and how
-    many values changed (0 when the markers already hold the values).
+    markers take just their part and are left alone when it is not given. ``clear_digest``: with no digest
+    given, ``:digest`` markers beside the policy's other markers are emptied, as Flux empties them for a latest
+    ref without a digest (an old digest left there would pin the old image under the new tag). Returns the new
+    text and how many values changed (0 when the markers already hold the values).
     """
     if image is not None:
         if (tag, name, digest) != (None, None, None):
@@ -525,6 +528,8 @@ def set_setter_values(
             'add a line comment such as `# {"$imagepolicy": "' + policy + '"}` to the value to update',
         )
     parts: dict[str, str | None] = {"name": name, "tag": tag, "digest": digest}
+    if digest is None and clear_digest and any(m[0].field != "digest" for m in markers):
+        parts["digest"] = ""
     edits: list[Edit] = []
     checks: list[Check] = []
     for marker, doc_index, path, node in markers:

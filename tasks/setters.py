@@ -24,13 +24,17 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 _MARKER_KEY = "$imagepolicy"
 
 
-def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: str) -> UpdateResult:
-    """Write ``image:tag`` through every ``{"$imagepolicy": policy_ref...}`` marker in the YAML files under
-    ``root/subpath``, keeping every other byte (comments, quoting, layout) of those files.
+def apply_to_files(
+    root: Path, subpath: str, policy_ref: str, image: str, tag: str, digest: str | None = None
+) -> UpdateResult:
+    """Write ``image:tag`` (``@digest`` when given) through every ``{"$imagepolicy": policy_ref...}`` marker in the
+    YAML files under ``root/subpath``, keeping every other byte (comments, quoting, layout) of those files.
 
-    A whole-image marker gets ``image:tag`` (an old digest goes: it pinned the old tag), ``:tag`` markers
-    the tag, ``:name`` markers the image; ``:digest`` markers are left alone. Every edit is computed before
-    any file is written: an error (``ManifestError``) leaves the tree unchanged.
+    As Flux writes a policy's latest ref: a whole-image marker gets ``image:tag[@digest]`` (an old digest goes: it
+    pinned the old tag), ``:tag`` markers the tag, ``:name`` markers the image, ``:digest`` markers the digest, or
+    nothing when there is none (emptied beside the policy's other markers; a file whose markers set only the
+    digest is refused). Every edit is computed before any file is written: an error (``ManifestError``) leaves
+    the tree unchanged.
     """
     base = _update_path(root, subpath)
     rel_path = base.relative_to(root.resolve()).as_posix()
@@ -58,7 +62,9 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
         if not before:
             continue
         marked_files += 1
-        new_text, count = set_setter_values(text, policy_ref, name=image, tag=tag, source=rel)
+        new_text, count = set_setter_values(
+            text, policy_ref, name=image, tag=tag, digest=digest, clear_digest=digest is None, source=rel
+        )
         if count == 0:
             continue
         after = [m for m in find_setter_markers(new_text, source=rel) if m.policy == policy_ref]
@@ -88,7 +94,13 @@ def apply_to_files(root: Path, subpath: str, policy_ref: str, image: str, tag: s
     for file, data in pending:
         _write_replacing(file, data)
     return UpdateResult(
-        path=rel_path, policy=policy_ref, image=image, tag=tag, changes=tuple(changes), skipped=tuple(unreadable)
+        path=rel_path,
+        policy=policy_ref,
+        image=image,
+        tag=tag,
+        changes=tuple(changes),
+        skipped=tuple(unreadable),
+        digest=digest,
     )
 
 

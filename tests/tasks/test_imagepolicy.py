@@ -342,3 +342,26 @@ def test_apply_refuses_paths_outside_the_root(tmp_path: Path) -> None:
             apply_to_files(root, bad, "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
     with pytest.raises(ManifestError, match="not a directory"):
         apply_to_files(root, "nope", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3")
+
+
+OLD_DIGEST = "sha256:" + "0" * 64
+DIGEST_VALUES = f"""\
+image:
+  tag: 1.0.0 # {{"$imagepolicy": "flux-system:frontend:tag"}}
+  digest: {OLD_DIGEST} # {{"$imagepolicy": "flux-system:frontend:digest"}}
+"""
+NEW_DIGEST = "sha256:" + "1" * 64
+
+
+def test_a_digest_is_written_through_digest_markers_and_none_empties_them(tmp_path: Path) -> None:
+    """As Flux writes a latest ref (internal/update/setters.go; tests/tasks/test_setters_flux_oracle.py proves it
+    against Flux's code): its digest, or, without one, an emptied pin, never the old image's digest under the new
+    tag."""
+    for digest, written in ((NEW_DIGEST, NEW_DIGEST), (None, '""')):
+        root = tmp_path / f"repo-{bool(digest)}"
+        root.mkdir()
+        (root / "values.yaml").write_text(DIGEST_VALUES)
+        result = apply_to_files(root, ".", "flux-system:frontend", "registry.example/shop/frontend", "1.2.3", digest)
+        text = (root / "values.yaml").read_text()
+        assert "  tag: 1.2.3 #" in text and f"  digest: {written} #" in text, text
+        assert result.image_ref == "registry.example/shop/frontend:1.2.3" + (f"@{digest}" if digest else "")

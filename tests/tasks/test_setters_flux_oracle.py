@@ -30,6 +30,8 @@ DELIBERATE = {
     "null-tag": "Flux keeps the null tag (`tag: !!null 1.2.3`); we write a string",
     "kind-list": "Flux writes each item of a `kind: List` to a new file (deployment_web.yaml, service_web.yaml) and "
     "leaves the list as it was, so the cluster gets the old list and the new copies; we update the list in place",
+    "digest-only-markers": "with no digest in the latest ref, Flux empties a file's only marker, a `:digest` one, "
+    "and the image runs by whatever tag is left there; we refuse, and write nothing",
 }
 # Where Flux is right and we are not yet: each still differs (the test says when one no longer does).
 TO_FIX: dict[str, str] = {}  # none left
@@ -71,7 +73,7 @@ def _values(root: Path) -> dict[str, list[tuple[str, str, str]] | str]:
 def _ours(case: Path, work: Path, policy: Policy) -> dict[str, list[tuple[str, str, str]] | str]:
     shutil.copytree(case / "files", work)
     with contextlib.suppress(ManifestError):  # nothing marked for the policy: nothing written, as Flux writes nothing
-        apply_to_files(work, ".", policy.ref, policy.image, policy.tag)
+        apply_to_files(work, ".", policy.ref, policy.image, policy.tag, policy.digest or None)
     return _values(work)
 
 
