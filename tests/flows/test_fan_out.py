@@ -8,11 +8,12 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
 
 from flows.fanout import fanned_outcome
 from flows.nightly import nightly_report
@@ -131,9 +132,20 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
         flow_names = {r.flow_id: client.read_flow(r.flow_id).name for r in client.read_flow_runs(limit=200)}
         pipeline_runs = {str(r.id): r for r in runs if flow_names[r.flow_id] == "promote-pipeline"}
         nightly_run = next(r for r in client.read_flow_runs(limit=200) if flow_names.get(r.flow_id) == "nightly")
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[nightly_run.id]))
-        )
+        # The run's own artifacts, waited for on a busy machine (the run ends after it wrote them, but a read may
+        # still come before they are visible); what the run logged says why if they never come.
+        deadline = time.monotonic() + 120
+        while True:
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[nightly_run.id]))
+            )
+            if {"nightly", "delivery-metrics"} <= {a.key for a in artifacts} or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[nightly_run.id]))
+        run_logs = [entry.message for entry in client.read_logs(log_filter=run_filter)]
+    keys = {a.key for a in artifacts}
+    assert {"nightly", "delivery-metrics"} <= keys, (keys, nightly_run.state, run_logs[-20:])
     assert len(pipeline_runs) == 4, [r.name for r in runs]
     for pipeline_run in pipeline_runs.values():
         assert pipeline_run.parent_task_run_id is not None  # a child of the nightly in the UI
