@@ -33,7 +33,7 @@ class FluxSetters:
 
     @classmethod
     def ensure(cls) -> FluxSetters:
-        """The oracle, built if this machine has not (seconds with a warm Go cache, about 1.5 min cold)."""
+        """The oracle, built if this machine has not (seconds with a warm Go cache, about 35 s cold)."""
         code, out, tail = run_forwarding_stderr(["bash", str(BUILD_SCRIPT), "flux-setters"], cwd=REPO_ROOT)
         if code != 0:
             raise RuntimeError(
