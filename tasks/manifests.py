@@ -8,6 +8,7 @@ computes all edits before applying any: a ``ManifestError`` means nothing was ch
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Sequence
@@ -554,14 +555,15 @@ def set_setter_values(
 def _markers(text: str, docs: Sequence[Node | None]) -> list[tuple[SetterMarker, int, tuple[PathKey, ...], ScalarNode]]:
     found: list[tuple[SetterMarker, int, tuple[PathKey, ...], ScalarNode]] = []
     seen: set[int] = set()
+    previous: dict[int, Node] | None = None  # each list item's previous sibling, found once when first needed
     for doc_index, path, node in walk_values(docs):
         if id(node) in seen:  # reached again through an alias (`<<: *base`): one value, one edit
             continue
         seen.add(id(node))
         comment = _line_comment(text, node)
         if comment is None and isinstance(path[-1], int):
-            parent = navigate(docs[doc_index], path[:-1])
-            before = parent.value[path[-1] - 1] if isinstance(parent, SequenceNode) and path[-1] > 0 else None
+            previous = _previous_items(docs) if previous is None else previous
+            before = previous.get(id(node))
             comment = _head_comment(text, node, after_collection=isinstance(before, MappingNode | SequenceNode))
         if comment is None:
             continue
@@ -570,6 +572,24 @@ def _markers(text: str, docs: Sequence[Node | None]) -> list[tuple[SetterMarker,
             policy, field = parsed
             found.append((SetterMarker(line_of(node), policy, field, node.value), doc_index, path, node))
     return found
+
+
+def _previous_items(docs: Sequence[Node | None]) -> dict[int, Node]:
+    """For every list item (by ``id``), the item before it in its list: one pass over the documents."""
+    previous: dict[int, Node] = {}
+    seen: set[int] = set()
+    stack = [doc for doc in docs if doc is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, SequenceNode):
+            previous.update((id(item), before) for before, item in itertools.pairwise(node.value))
+            stack.extend(node.value)
+        elif isinstance(node, MappingNode):
+            stack.extend(value for _, value in node.value)
+    return previous
 
 
 def _line_comment(text: str, node: ScalarNode) -> str | None:
@@ -593,16 +613,23 @@ def _head_comment(text: str, item: ScalarNode, *, after_collection: bool) -> str
     prefix = _ITEM_PREFIX_RE.fullmatch(text, line_start, start)
     if prefix is None:
         return None
-    above = text[:line_start].split("\n")[:-1]
-    at = len(above) - 1
-    while at >= 0 and not above[at].strip():
-        at -= 1
-    if at < 0:
+    # Back over the blank lines to the nearest line with something on it, and the line before that: only as far
+    # as that (the whole text before every item would make a long file's reading quadratic).
+    end = line_start - 1  # the newline ending the line above, or -1 at the top
+    while end >= 0:
+        begin = text.rfind("\n", 0, end) + 1
+        line = text[begin:end]
+        if line.strip():
+            break
+        end = begin - 1
+    else:
         return None
-    comment = _HEAD_COMMENT_RE.fullmatch(above[at])
-    if comment is None or (at > 0 and above[at - 1].lstrip().startswith("#")):
+    comment = _HEAD_COMMENT_RE.fullmatch(line)
+    if comment is None:
         return None
-    if after_collection and len(above[at]) - len(above[at].lstrip(" \t")) != len(prefix[1]):
+    if begin > 0 and text[text.rfind("\n", 0, begin - 1) + 1 : begin - 1].lstrip().startswith("#"):
+        return None
+    if after_collection and len(line) - len(line.lstrip(" \t")) != len(prefix[1]):
         return None
     return comment[1]
 

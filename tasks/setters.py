@@ -57,7 +57,7 @@ def apply_to_files(
         except ManifestError as problem:
             # As Flux's reader does (internal/update/filereader.go): a file that mentions a marker but does not
             # read as YAML (a Helm template) is skipped, and the others are still updated.
-            unreadable.append(f"{rel}: {problem}"[:300])
+            unreadable.append(str(problem)[:300])  # names the file
             continue
         if not before:
             continue
