@@ -99,8 +99,9 @@ def resume_run(
         ) from None
     headers = prefectapi.auth_headers(api_key)
     with httpbounds.client(timeout=timeout, headers=headers) as http:
-        # Only 503 (its database busy) and 429 say the server did not act on the resume; after a 502 or a 500 it
-        # may have, and a second resume would be refused as "not paused": those are reported, not repeated.
+        # Only 503 (its database busy) and 429 say the server did not act on the resume; after a 502, a 500 or a
+        # connection lost mid-answer it may have, and a second resume would be refused as "not paused": those are
+        # reported, not repeated.
         response = prefectapi.request(
             api_url,
             http,
@@ -110,6 +111,7 @@ def resume_run(
             ResumeError,
             json={"run_input": decision},
             again_on=RESUME_AGAIN_ON,
+            once_sent=False,
         )
     if response.status_code == 404:
         raise ResumeError(f"flow run {run_id} does not exist (or {prefectapi.API_HINT})")

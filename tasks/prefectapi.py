@@ -82,12 +82,14 @@ def request(
     *,
     json: Any = None,
     again_on: Collection[int] = UNAVAILABLE,
+    once_sent: bool = True,
     limit_hint: str = "",
 ) -> Response:
     """One request to the Prefect API, asked again while the API could not take it (an answer in ``again_on``, a
     network failure), everything within ``deadline`` and each try within :data:`REQUEST_SECONDS`. The answer is
-    the caller's to read; ``error`` says, naming the API but never its key, that no answer came. ``again_on``
-    narrows what is asked again for a request that must not be repeated once acted on."""
+    the caller's to read; ``error`` says, naming the API but never its key, that no answer came. For a request
+    that must not be repeated once acted on, ``again_on`` narrows the answers asked again after, and
+    ``once_sent=False`` asks again only after a failure to connect (a request that never left)."""
     for attempt in range(ATTEMPTS):
         try:
             response = httpbounds.request(
@@ -101,6 +103,8 @@ def request(
                 ) from None
             raise error(f"the Prefect API at {shown_url(api_url)}: {exc}") from None
         except httpx.TransportError as exc:  # its text may hold the URL: only the kind
+            if not once_sent and not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                raise error(f"cannot reach the Prefect API at {shown_url(api_url)}: {type(exc).__name__}") from None
             problem = type(exc).__name__
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise error(f"cannot reach the Prefect API at {shown_url(api_url)}: {type(exc).__name__}") from None

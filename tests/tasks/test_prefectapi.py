@@ -5,6 +5,7 @@ answers a request may be repeated after; the freeze switch, read and set through
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from typing import Any
 
@@ -66,3 +67,31 @@ def test_the_freeze_switch_rides_out_a_busy_server() -> None:
     assert seen == ["GET /api/variables/name/promote_freeze"] * 2
     with serving([(503, BUSY)], []) as url, pytest.raises(FreezeError, match="HTTP 503"):
         freeze.read(prefectapi.ApiConfig(f"{url}/api"), timeout=4)
+
+
+def test_a_request_that_may_have_been_acted_on_is_not_sent_again_after_a_lost_answer() -> None:
+    """A server that takes the request and closes without answering: a resume (``once_sent=False``) is not
+    repeated, since the first may have been acted on; an idempotent read is asked again."""
+    accepted: list[bytes] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        server.settimeout(30)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+
+        def hang_up() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:
+                    accepted.append(conn.recv(65536))
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        with pytest.raises(ApiError, match=r"cannot reach the Prefect API at .*: RemoteProtocolError$"):
+            _get(url, 30, once_sent=False)
+        assert len(accepted) == 1
+        with pytest.raises(ApiError, match="RemoteProtocolError"):
+            _get(url, 3)
+        assert len(accepted) >= 2
