@@ -25,7 +25,8 @@ def test_missing_packages_that_cannot_be_installed_are_listed_in_one_message(tmp
     assert lines[0].startswith("error: the tests need Debian packages that are not installed")
     for package in ("golang-go", "chromium", "chromium-driver", "docker-registry", "gcc", "redis-server", "npm"):
         assert any(line.startswith(f"  {package}: ") for line in lines), (package, done.stderr)
-    assert lines[-1].startswith("install them, e.g.: sudo apt-get install golang-go chromium")
+    assert lines[-2].startswith("install them, e.g.: sudo apt-get install golang-go chromium")
+    assert "PROMOTE_SKIP_SYSTEM_PACKAGES=1 hack/test" in lines[-1]
 
 
 def test_a_machine_with_everything_passes_silently() -> None:
