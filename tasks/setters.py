@@ -18,10 +18,10 @@ from rules.yamledit import MAX_FILE_BYTES, ManifestError, compose, mapping_value
 from tasks import worktree_paths
 from tasks.manifests import find_setter_markers, set_setter_values
 
-__all__ = ["apply_to_files", "reads"]
+__all__ = ["MARKER_KEY", "apply_to_files", "reads"]
 
 _YAML_SUFFIXES = (".yaml", ".yml")
-_MARKER_KEY = "$imagepolicy"
+MARKER_KEY = "$imagepolicy"  # the cheap screen before any parsing, as Flux's reader does
 
 
 def apply_to_files(
@@ -107,7 +107,7 @@ def apply_to_files(
 def _read_marked(file: Path, rel: str) -> bytes | None:
     """The file's bytes if it holds a setter marker at all, else None. A file over the edit limit (a large CRD
     bundle beside the manifests) is screened in chunks without loading it; holding a marker, it is refused."""
-    key = _MARKER_KEY.encode()
+    key = MARKER_KEY.encode()
     with file.open("rb") as handle:
         head = handle.read(MAX_FILE_BYTES + 1)
         if len(head) <= MAX_FILE_BYTES:

@@ -18,7 +18,7 @@ from rules.yamledit import ManifestError
 from tasks import evidence, manifests, worktree_paths
 from tasks.gitrepo import CommitResult
 from tasks.imagepolicy import select_tag
-from tasks.setters import apply_to_files, reads
+from tasks.setters import MARKER_KEY, apply_to_files, reads
 from tasks.strategies import files
 from tasks.strategies.base import Entry, NothingToPromoteError, ReleaseError
 from tasks.strategies.copied import CopiedValueStrategy
@@ -64,7 +64,7 @@ class ImagePolicyStrategy(CopiedValueStrategy):
             if not reads(file):
                 continue
             text = repo.read_file(commit, file)
-            if "$imagepolicy" not in text:
+            if MARKER_KEY not in text:
                 continue
             try:
                 markers = manifests.find_setter_markers(text, source=file)
