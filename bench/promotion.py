@@ -52,11 +52,15 @@ os.environ["PREFECT_API_LOG_RETRYABLE_ERRORS"] = "true"
 SERVER = PrefectServer(home=ROOT / "prefect")
 os.environ.update(prefect_env(SERVER.home, SERVER.api_url))
 os.environ["PROMOTE_CACHE_DIR"] = str(ROOT / "cache")
-os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+# Runs log at INFO, as a user's do, so the log lines they send to the server are counted and paid for; only
+# the console (this bench's own output) is kept to warnings.
+os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
 
 from kubernetes.config import new_client_from_config  # noqa: E402
 from prefect import flow  # noqa: E402
 
+from bench import prefect_rows  # noqa: E402
 from bench.cpu import children_named, descendants, postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
 from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
@@ -169,6 +173,8 @@ class NightlyResult:
     client_cpu: float = 0.0  # the flow's process and its Git children, without the stand-in controllers
     server_cpu: float = 0.0  # the Prefect server process tree
     database_cpu: float = 0.0  # PostgreSQL's processes (0 on SQLite: inside the server)
+    rows: prefect_rows.Rows | None = None  # what the nightly left in Prefect's database
+    kinds: prefect_rows.Kinds | None = None  # the same rows by kind, with --breakdown
 
     @property
     def per_pipeline(self) -> float:
@@ -183,6 +189,18 @@ class Accounts:
     postgres_data: Path | None = None
     agent: GitOpsAgent | None = None
     workers: list[int] = field(default_factory=list)  # process workers: their flow runs are client work too
+    database_url: str | None = None  # PostgreSQL's, when the server runs on it (else its SQLite file)
+    breakdown: bool = False  # also read the rows by kind (--breakdown)
+
+    @property
+    def database(self) -> str | Path:
+        return self.database_url or self.server.home / "prefect.db"
+
+    def rows(self) -> prefect_rows.Rows:
+        return prefect_rows.settled(self.database)
+
+    def kinds(self) -> prefect_rows.Kinds | None:
+        return prefect_rows.kinds(self.database) if self.breakdown else None
 
     def read(self) -> tuple[float, float, float]:
         """(client, server, database) CPU-s so far."""
@@ -205,6 +223,7 @@ ACCOUNTS = Accounts(SERVER)
 def run_nightly(pipelines: Path, max_parallel: int, fan_out_to: str = "threads") -> NightlyResult:
     log_start = SERVER.log_file.stat().st_size
     count = sum(1 for entry in pipelines.iterdir() if entry.is_file())
+    rows_before, kinds_before = ACCOUNTS.rows(), ACCOUNTS.kinds()
     before = cpu_seconds()
     charged_before = ACCOUNTS.read()
     started = time.perf_counter()
@@ -217,7 +236,10 @@ def run_nightly(pipelines: Path, max_parallel: int, fan_out_to: str = "threads")
         refusals = log.read().count(REFUSAL)
     failed = None if state.is_completed() else str(state.message)
     busy, stolen, total = (a - b for a, b in zip(after, before, strict=True))
-    return NightlyResult(seconds, failed, refusals, busy, stolen, total, count, client, server, database)
+    rows = ACCOUNTS.rows() - rows_before  # read after the CPU: waiting for the batched writes costs none of it
+    kinds_after = ACCOUNTS.kinds()
+    kinds = kinds_after - kinds_before if kinds_after is not None and kinds_before is not None else None
+    return NightlyResult(seconds, failed, refusals, busy, stolen, total, count, client, server, database, rows, kinds)
 
 
 def describe(result: NightlyResult) -> str:
@@ -229,6 +251,10 @@ def describe(result: NightlyResult) -> str:
         f"; per pipeline {result.per_pipeline:.2f} CPU-s (client {result.client_cpu / result.pipelines:.2f}"
         f" + server {result.server_cpu / result.pipelines:.2f} + database {result.database_cpu / result.pipelines:.2f})"
     )
+    if result.rows is not None:
+        text += f"\n      per pipeline in Prefect's database: {result.rows.per(result.pipelines)}"
+    if result.kinds is not None:
+        text += "\n" + result.kinds.table(result.pipelines)
     return text + (f", FAILED: {result.failed[:300]}" if result.failed else "")
 
 
@@ -342,10 +368,12 @@ def process_workers(count: int, limit: int) -> Iterator[None]:
         ACCOUNTS.workers = []
 
 
-def scale(world: SandboxWorld, counts: list[int], modes: list[str], max_parallel: int, workers: int) -> None:
+def scale(
+    world: SandboxWorld, counts: list[int], modes: list[str], max_parallel: int, workers: int, database: str
+) -> None:
     """The nightly over 1, 20, 200... pipelines, in each fan-out mode; ratios to one pipeline in that mode."""
     print(
-        f"nightly at scale, server on PostgreSQL; threads: max_parallel={max_parallel}; deployments: {workers}"
+        f"nightly at scale, server on {database}; threads: max_parallel={max_parallel}; deployments: {workers}"
         f" process workers of {max_parallel // workers} runs each (+1 for the nightly itself):"
     )
     print(
@@ -370,6 +398,10 @@ def scale(world: SandboxWorld, counts: list[int], modes: list[str], max_parallel
                 )
                 failed = f"  FAILED: {result.failed[:200]}" if result.failed else ""
                 print(f"  {mode:<12} {count:>9} {result.seconds:8.2f} {ratio:6.2f}x  {split}{failed}", flush=True)
+                if result.rows is not None:
+                    print(f"  {'':<12} {'':>9} per pipeline in Prefect's database: {result.rows.per(count)}")
+                if result.kinds is not None:
+                    print(result.kinds.table(count), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -396,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
         default=NIGHTLY_MAX_PARALLEL,
         help=f"the big nightly's max_parallel (default: the nightly flow's own, {NIGHTLY_MAX_PARALLEL})",
     )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="with each nightly, what it left in Prefect's database by kind (task names, events, log lines...)",
+    )
     parser.add_argument("--server-defaults", action="store_true", help="run the Prefect server without SERVER_SETTINGS")
     parser.add_argument(
         "--database",
@@ -405,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         " what the README recommends for many pipelines) or sqlite (`prefect server start`'s default)",
     )
     args = parser.parse_args(argv)
+    ACCOUNTS.breakdown = args.breakdown
     with contextlib.ExitStack() as stack:
         if args.database == "postgresql":
             try:
@@ -415,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                     " run hack/bench (it installs it), or --database sqlite"
                 ) from None
             ACCOUNTS.postgres_data = postgres.data
+            ACCOUNTS.database_url = postgres.url
             os.environ["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = postgres.url  # read by the server started below
         if not args.server_defaults:
             os.environ.update(SERVER_SETTINGS)
@@ -440,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.scale:
                 counts = [int(n) for n in args.scale.split(",")]
-                scale(world, counts, args.fan_out.split(","), args.max_parallel, args.workers)
+                scale(world, counts, args.fan_out.split(","), args.max_parallel, args.workers, args.database)
                 return 0
             n = args.pipelines
             parallel = args.max_parallel
