@@ -53,7 +53,8 @@ KWOK_STAGES = KWOK_DIR / "stages.yaml"
 KWOK_NODE = KWOK_DIR / "node.yaml"
 NODE_NAME = "kwok-node-0"
 FLUX_NAMESPACE = "flux-system"
-COMPONENTS = ("kube", "kwok", "flux", "flux-crds")
+COMPONENTS = ("kube", "kwok")
+FLUX_COMPONENTS = ("flux", "flux-crds")  # built only where a cluster runs Flux (about 6 minutes cold)
 ARGOCD_COMPONENT = "argocd"  # built only where a cluster runs Argo CD (3-8 minutes cold)
 ARGOCD_NAMESPACE = "argocd"
 _ARGOCD_PROGRAMS = {"argocd-repo-server", "argocd-application-controller"}
@@ -70,8 +71,8 @@ class ClusterBinaries:
 
     kube: Path  # etcd, kube-apiserver, kube-controller-manager, kube-scheduler
     kwok: Path  # kwok
-    flux: Path  # source-controller, kustomize-controller
-    flux_crds: Path  # their upstream CRDs
+    flux: Path | None = None  # source-controller, kustomize-controller
+    flux_crds: Path | None = None  # their upstream CRDs
     argocd: Path | None = None  # argocd-slim, kustomize, git-verify-wrapper.sh, crds/ (hack/build-cluster-binaries)
 
     @property
@@ -95,7 +96,9 @@ class ClusterBinaries:
         return where / name
 
     def missing(self) -> list[Path]:
-        names = ["kube-controller-manager", "kube-scheduler", "kwok", "source-controller", "kustomize-controller"]
+        names = ["kube-controller-manager", "kube-scheduler", "kwok"]
+        if self.flux is not None:
+            names += ["source-controller", "kustomize-controller"]
         if self.argocd is not None:
             names += ["argocd-repo-server", "redis-server"]
         programs = [*self.apiserver.missing(), *(self.program(n) for n in names)]
@@ -104,10 +107,11 @@ class ClusterBinaries:
         return [p for p in programs if not (p.is_file() and os.access(p, os.X_OK))]
 
     @classmethod
-    def ensure(cls, *, argocd: bool = False) -> ClusterBinaries:
+    def ensure(cls, *, flux: bool = True, argocd: bool = False) -> ClusterBinaries:
         """Find the binaries, building what is missing (minutes per component, once per machine; progress on
-        stderr). ``argocd``: Argo CD too (and Debian's redis-server must be installed)."""
-        components = [*COMPONENTS, *([ARGOCD_COMPONENT] if argocd else [])]
+        stderr). ``flux``: Flux's controllers and CRDs; ``argocd``: Argo CD (and Debian's redis-server must be
+        installed). A cluster that runs only one of them builds only that one."""
+        components = [*COMPONENTS, *(FLUX_COMPONENTS if flux else ()), *([ARGOCD_COMPONENT] if argocd else [])]
         if argocd and shutil.which("redis-server") is None:
             raise ClusterBinariesUnavailableError(
                 "Argo CD needs redis-server (Debian: apt-get install redis-server); .ci/run installs it, and so does "
@@ -123,7 +127,14 @@ class ClusterBinaries:
                 f"exited {returncode}). It needs Go 1.26+ (`go` on PATH) with access to the Go module proxy, "
                 f"and caches them under ~/.cache/gitops-promote. Its last output:\n{tail}"
             )
-        found = cls(*(Path(line) for line in lines))
+        where = dict(zip(components, (Path(line) for line in lines), strict=True))
+        found = cls(
+            kube=where["kube"],
+            kwok=where["kwok"],
+            flux=where.get("flux"),
+            flux_crds=where.get("flux-crds"),
+            argocd=where.get(ARGOCD_COMPONENT),
+        )
         if missing := found.missing():
             raise ClusterBinariesUnavailableError(
                 f"{script} finished but these are missing or not executable: {', '.join(map(str, missing))}"
@@ -163,6 +174,8 @@ class RealCluster:
         self.with_flux = flux
         if argocd and binaries.argocd is None:
             raise ClusterBinariesUnavailableError("argocd=True needs ClusterBinaries.ensure(argocd=True)")
+        if flux and (binaries.flux is None or binaries.flux_crds is None):
+            raise ClusterBinariesUnavailableError("flux=True needs ClusterBinaries.ensure(flux=True)")
         self.with_argocd = argocd
         self.api = LocalKubeAPI(users=users, binaries=binaries.apiserver, startup_timeout=startup_timeout)
         self.startup_timeout = startup_timeout
@@ -205,6 +218,7 @@ class RealCluster:
             try:
                 apply_manifests(admin, KWOK_NODE)
                 if self.with_flux:
+                    assert self.binaries.flux_crds is not None  # checked when the cluster was made
                     install_crds(admin, self.binaries.flux_crds, timeout=300)
                     namespace = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=FLUX_NAMESPACE))
                     k8s.CoreV1Api(admin).create_namespace(namespace)

@@ -225,7 +225,7 @@ def _run(
 
                 argocd = chosen.controller == "argocd"
                 say("      building the real controllers if this machine has not (minutes, once; progress below)")
-                binaries = ClusterBinaries.ensure(argocd=argocd)
+                binaries = ClusterBinaries.ensure(flux=not argocd, argocd=argocd)
                 cluster = up.enter_context(
                     RealCluster(
                         binaries=binaries,
