@@ -16,7 +16,6 @@ import contextlib
 import importlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -153,12 +152,16 @@ def run_demo(
 
 
 def _helm() -> Path:
-    """The helm CLI (hack/build-helm: built once, as hack/bootstrap does), for Argo CD's repo server."""
-    script = Path(__file__).resolve().parent.parent / "hack" / "build-helm"
-    done = subprocess.run([str(script)], capture_output=True, text=True, check=False, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"hack/build-helm failed (exit {done.returncode}): {done.stderr[-2000:]}")
-    return Path(done.stdout.strip().splitlines()[-1])
+    """The helm CLI for Argo CD's repo server (hack/build-helm: built on first use, minutes once; its progress
+    goes to stderr)."""
+    from sandbox.apiserver import run_forwarding_stderr
+
+    root = Path(__file__).resolve().parent.parent
+    returncode, stdout, tail = run_forwarding_stderr([str(root / "hack" / "build-helm")], root)
+    if returncode != 0 or not stdout.strip():
+        shown = "\n".join(tail) or "(no output)"
+        raise RuntimeError(f"hack/build-helm failed (exit {returncode}); it needs Go 1.26+. Its last output:\n{shown}")
+    return Path(stdout.strip().splitlines()[-1])
 
 
 def _wait_for_first_rollout(made: list[SandboxApp], overall_seconds: float = 300) -> None:

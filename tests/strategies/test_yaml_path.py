@@ -65,13 +65,13 @@ def _verify_staging(conn: Connections, key: str) -> None:
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    """The helm CLI, built once by hack/build-helm (hack/bootstrap builds it before the tests)."""
+    """The helm CLI, built once by hack/build-helm (hack/test builds it before pytest starts)."""
     try:
         built = subprocess.run(
             [str(ROOT / "hack" / "build-helm")], capture_output=True, text=True, check=True, timeout=1800
         )
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.fail(f"helm is needed to render charts: run hack/bootstrap (it builds helm with Go): {exc}")
+        pytest.fail(f"helm is needed to render charts: run hack/build-helm (it builds helm with Go): {exc}")
     return built.stdout.strip().splitlines()[-1]
 
 
