@@ -9,7 +9,7 @@ http(s) ones, no HTML.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 # Inline syntax only (the text is one line inside a cell or after a list marker): emphasis, code, links and
@@ -69,4 +69,15 @@ def commit_list(commits: Sequence[tuple[str, str]], most: int = 30) -> list[str]
     lines = [f"- {code(sha[:12])} {text(subject, 200)}" for sha, subject in commits[:most]] or ["- (none)"]
     if len(commits) > most:
         lines.append(f"- ... and {len(commits) - most} more")
+    return lines
+
+
+def table(rows: Sequence[Mapping[str, object]], limit: int = 300) -> list[str]:
+    """Rows of the same keys as a markdown table (header from the first row); every cell made safe."""
+    if not rows:
+        return []
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(cell(k) for k in keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        lines.append("| " + " | ".join(cell("" if row.get(k) is None else row.get(k), limit) for k in keys) + " |")
     return lines

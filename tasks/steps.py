@@ -11,12 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
-from pipeline.model import Environment, Pipeline
+from pipeline.model import Environment
 from rules.errors import OutcomeError, is_transient
 from tasks import evidence
 from tasks import markdown as md
@@ -120,46 +120,44 @@ def roll_back_promotion(
 def _verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
     kube = conn.kube(env)
     kube.log = _log()
-    result = verify_environment(kube, env, revision, values)
+    return verify_environment(kube, env, revision, values)
+
+
+def _publish(
+    conn: Connections, env: Environment, revision: str, result: VerificationResult, checks: list[CheckResult]
+) -> None:
+    """One artifact per verification, the health checks' table in it: each artifact is a write the Prefect
+    server stores and announces with two events, and a nightly writes one per environment of every pipeline."""
+    lines = [f"## {md.text(env.name)} runs {md.code(revision[:12])}", ""]
+    lines += [f"- **{md.text(s.what)}**: {md.text(s.message, 600)} ({s.seconds:.1f}s)" for s in result.steps]
+    lines += ["", f"API requests: {result.stats.requests} (watch events: {result.stats.events})"]
+    if checks:
+        lines += ["", "### Health checks", "", *md.table(results_table(checks))]
     create_markdown_artifact(
         key=f"verification-{conn.pipeline.name}-{env.name}",
-        markdown="\n".join(
-            [f"## {md.text(env.name)} runs {md.code(revision[:12])}", ""]
-            + [f"- **{md.text(s.what)}**: {md.text(s.message, 600)} ({s.seconds:.1f}s)" for s in result.steps]
-            + ["", f"API requests: {result.stats.requests} (watch events: {result.stats.events})"]
-        ),
-        description=f"{env.name} verification",
+        markdown="\n".join(lines),
+        description=f"{env.name} verification" + (" and health checks" if checks else ""),
     )
-    return result
 
 
 class HealthCheckError(OutcomeError, RuntimeError):
     """A health check of the environment failed after the change was verified in the cluster."""
 
 
-def _health_checks(pipeline: Pipeline, env: Environment, values: dict[str, str]) -> list[CheckResult]:
+def _health_checks(env: Environment, values: dict[str, str]) -> list[CheckResult]:
     log = _log()
     results = [run_check(check, values, log=log) for check in env.health_checks]
-    if results:
-        create_table_artifact(
-            key=f"health-{pipeline.name}-{env.name}",
-            table=[
-                {k: md.cell(v) if isinstance(v, str) else v for k, v in row.items()} for row in results_table(results)
-            ],
-            description=f"{env.name} health checks",
-        )
     for result in results:
         log(result.summary())
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise HealthCheckError(f"[{env.name}] health checks failed: " + "; ".join(r.summary() for r in failed))
     return results
 
 
 @task(name="verify-environment", **_RETRYING)
 def verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
     """The controller runs ``revision`` and it rolled out (used after a rollback: no health checks)."""
-    return _verify(conn, env, revision, values)
+    result = _verify(conn, env, revision, values)
+    _publish(conn, env, revision, result, [])
+    return result
 
 
 @task(name="verify-environment", **_RETRYING)
@@ -169,9 +167,15 @@ def verify_and_check(
     """The controller runs ``revision``, it rolled out, then the health checks pass: one step, as each task
     run costs the Prefect server about as much as a short step (a nightly runs many). A failed health check
     is not retried by Prefect (it probes and backs off itself until its timeout); a transient Kubernetes
-    error retries the step, and verifying again is harmless. Each part keeps its own artifact."""
+    error retries the step, and verifying again is harmless. Both parts go into one artifact, failed checks
+    included."""
     verification = _verify(conn, env, revision, values)
-    return verification, _health_checks(conn.pipeline, env, values)
+    checks = _health_checks(env, values)
+    _publish(conn, env, revision, verification, checks)
+    failed = [r for r in checks if not r.passed]
+    if failed:
+        raise HealthCheckError(f"[{env.name}] health checks failed: " + "; ".join(r.summary() for r in failed))
+    return verification, checks
 
 
 @task(name="record-evidence", **_RETRYING)

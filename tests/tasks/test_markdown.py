@@ -92,3 +92,16 @@ def test_the_approval_form_shows_hostile_commits_and_diffs_as_text() -> None:
     assert len(headings) == 3  # the form's own: title, Commits, Change
     assert not [t for t in found if t.type in ("link_open", "image", "html_inline", "html_block")]
     assert [t.content for t in found if t.type == "fence"] == [plan.file_diff]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_a_table_of_rows_has_exactly_those_rows_and_cells(value: str) -> None:
+    rows: list[dict[str, object]] = [
+        {"check": value, "result": "FAILED", "p50 ms": None},
+        {"check": "web", "result": value, "p50 ms": 1.5},
+    ]
+    found = kinds("\n".join(md.table(rows)))
+    assert found.count("tr_open") == 3 and found.count("th_open") == 3 and found.count("td_open") == 6
+    for forbidden in ("heading_open", "link_open", "image", "html_inline", "html_block", "s_open", "code_inline"):
+        assert forbidden not in found, forbidden
+    assert md.table([]) == []
