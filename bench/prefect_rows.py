@@ -79,8 +79,9 @@ class Rows:
     def __sub__(self, other: Rows) -> Rows:
         return Rows({name: self.counts[name] - other.counts.get(name, 0) for name in self.counts})
 
-    def per(self, pipelines: int) -> str:
-        return ", ".join(f"{self.counts[name] / pipelines:g} {name}" for name in TABLES)
+    def per(self, pipelines: int, *, nonzero: bool = False) -> str:
+        shown = [name for name in TABLES if self.counts[name] or not nonzero]
+        return ", ".join(f"{self.counts[name] / pipelines:g} {name}" for name in shown) or "none"
 
 
 def _rows(counts: tuple[int, ...] | list[int]) -> Rows:
