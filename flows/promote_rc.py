@@ -9,7 +9,6 @@ from typing import Literal
 from prefect import flow, get_run_logger
 
 from flows import events
-from flows.faults import crash_point
 from flows.heartbeat import beats
 from flows.inputs import pipeline_path
 from flows.locking import environment_lock
@@ -18,9 +17,10 @@ from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence
 from tasks.connections import Connections, connect
-from tasks.steps import apply_promotion, decide_entry, tag_release, verify_and_check
+from tasks.faults import crash_point
+from tasks.steps import decide_entry, tag_and_apply, verify_and_check
 from tasks.strategies import strategy_for
-from tasks.strategies.base import Entry, NothingToPromoteError
+from tasks.strategies.base import Entry, NothingToPromoteError, TagToCreate
 
 
 @beats
@@ -97,15 +97,16 @@ def _already_verified(conn: Connections, env: Environment, entry: Entry, report:
 
 def _enter(conn: Connections, env: Environment, entry: Entry, report: PromotionReport) -> None:
     """Tag, write, verify and record: the steps of an entry, each one a no-op when a re-run finds it done."""
-    if entry.tag is not None:
-        if tag_release(conn, entry.tag).created:
-            events.emit("rc.cut", conn.pipeline.name, env.name, version=entry.tag.name, commit=entry.tag.commit)
-        crash_point("after-tag-push")
+
+    def cut(tag: TagToCreate) -> None:
+        events.emit("rc.cut", conn.pipeline.name, env.name, version=tag.name, commit=tag.commit)
+
     revision = entry.revision
-    if entry.write is not None:
-        applied = apply_promotion(conn, env, entry.write)
-        crash_point("after-write-back")
-        report.write_back, revision = applied.commit, revision or applied.revision
+    if entry.tag is not None or entry.write is not None:
+        applied = tag_and_apply(conn, env, entry.tag, entry.write, tagged=cut)
+        if applied is not None:
+            crash_point("after-write-back")
+            report.write_back, revision = applied.commit, revision or applied.revision
     assert revision is not None
     values = strategy_for(env).values(conn, env, entry.value, revision)
     verification, checks = verify_and_check(conn, env, revision, values)

@@ -11,7 +11,6 @@ import time
 from prefect import get_run_logger
 
 from flows import events
-from flows.faults import crash_point
 from flows.holds import check_holds
 from flows.inputs import pipeline_path
 from flows.locking import environment_lock
@@ -36,15 +35,15 @@ from tasks.approval import (
     wait_for_approval,
 )
 from tasks.connections import Connections, connect
+from tasks.faults import crash_point
 from tasks.forges import forge_for
 from tasks.forges.base import Forge, PullRequest
 from tasks.health import CheckResult
 from tasks.locks import EnvironmentLock
 from tasks.steps import (
-    apply_promotion,
     choose_candidate,
     roll_back_promotion,
-    tag_release,
+    tag_and_apply,
     verify,
     verify_and_check,
 )
@@ -122,10 +121,9 @@ def promote(
                 )
             else:
                 before_write()
-                if cand.tag is not None:
-                    tag_release(conn, cand.tag)
-                    crash_point("after-tag-push")
-                applied = apply_promotion(conn, env, cand)
+                written = tag_and_apply(conn, env, cand.tag, cand)
+                assert written is not None  # a candidate was given: there is a write
+                applied = written
             crash_point("after-write-back")
             report.write_back = applied.commit
             on_forge = forge_report(conn, forge, env, cand, pr)

@@ -21,7 +21,6 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.runtime import flow_run
 
-from flows.faults import crash_point
 from flows.records import publish_board, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
@@ -29,6 +28,7 @@ from tasks import markdown as md
 from tasks import prefectruns
 from tasks.approval import pin_candidate
 from tasks.connections import Connections
+from tasks.faults import crash_point
 from tasks.forges.base import (
     EVIDENCE_MARKER,
     GATE_CONTEXTS,

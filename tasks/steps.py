@@ -21,6 +21,7 @@ from rules.errors import OutcomeError, is_transient
 from tasks import evidence
 from tasks import markdown as md
 from tasks.connections import Connections
+from tasks.faults import crash_point
 from tasks.gitrepo import TagResult
 from tasks.health import CheckResult, results_table, run_check
 from tasks.strategies import strategy_for
@@ -85,9 +86,7 @@ def decide_entry(conn: Connections, env: Environment, bump: str | None) -> Entry
 
 @task(name="tag-release", **_RETRYING)
 def tag_release(conn: Connections, tag: TagToCreate) -> TagResult:
-    result = conn.repo.create_tag(tag.name, tag.commit, tag.message)
-    _log()(f"tag {tag.name} {'created and pushed' if result.created else 'already at'} {tag.commit[:12]}")
-    return result
+    return _tag(conn, tag)
 
 
 @task(name="choose-candidate", **_RETRYING)
@@ -100,12 +99,36 @@ def choose_candidate(conn: Connections, env: Environment, requested: str | None,
     return candidate
 
 
-@task(name="promote-environment", **_RETRYING)
-def apply_promotion(conn: Connections, env: Environment, candidate: Candidate) -> Applied:
+def _tag(conn: Connections, tag: TagToCreate) -> TagResult:
+    result = conn.repo.create_tag(tag.name, tag.commit, tag.message)
+    _log()(f"tag {tag.name} {'created and pushed' if result.created else 'already at'} {tag.commit[:12]}")
+    return result
+
+
+def _apply(conn: Connections, env: Environment, candidate: Candidate) -> Applied:
     applied = strategy_for(env).apply(conn, env, candidate)
     verb = f"committed {applied.commit[:12]}" if applied.changed else "already there, nothing to commit"
     _log()(f"[{env.name}] -> {candidate.label}: {verb}; expecting revision {applied.revision[:12]}")
     return applied
+
+
+@task(name="promote-environment", **_RETRYING)
+def tag_and_apply(
+    conn: Connections,
+    env: Environment,
+    tag: TagToCreate | None,
+    candidate: Candidate | None,
+    tagged: Callable[[TagToCreate], None] = lambda _tag: None,
+) -> Applied | None:
+    """Push the release's tag (if it has one), then write the environment's change (if there is one): one
+    step, as each task run costs the Prefect server about as much as a short step. Both are idempotent, so a
+    retry of the whole step (or a re-run after a crash between them) pushes and writes nothing twice.
+    ``tagged`` is told when this call created the tag (a re-run finds it there and says nothing)."""
+    if tag is not None:
+        if _tag(conn, tag).created:
+            tagged(tag)
+        crash_point("after-tag-push")
+    return _apply(conn, env, candidate) if candidate is not None else None
 
 
 @task(name="roll-back-environment", **_RETRYING)
