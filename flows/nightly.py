@@ -23,20 +23,14 @@ from flows.fanout import PIPELINE_DEPLOYMENT, FanOut, fan_out
 from flows.heartbeat import beats, runs_without_the_wait
 from flows.inputs import pipeline_path, started_by
 from flows.outcomes import Advance, PipelineFailedError, PipelineOutcome
-from flows.promote_environment import promote_environment
-from flows.promote_production import promote_production
-from flows.promote_rc import promote_rc
-from flows.report import PromotionReport
+from flows.pipelinerun import promotions_cell, rc_cell
+from flows.promote_pipeline import promote_pipeline_flow
 from pipeline.load import discover_pipelines, load_pipeline
-from pipeline.model import Environment, Pipeline
-from rules.windows import HeldError
 from tasks import markdown as md
 from tasks import prefectapi
 from tasks.approval import fail_expired_approvals
-from tasks.connections import open_repository
 from tasks.measure import OVERALL, measure_pipeline
 from tasks.metrics import DeliveryMetrics, Window, combine, render_markdown
-from tasks.plan import plan_pipeline
 
 METRICS_WINDOW = timedelta(days=30)  # the delivery-metrics artifact's window, ending when the nightly ends
 _REASON_LIMIT = 300  # a pipeline that could not be measured: why, cut
@@ -52,13 +46,13 @@ def _mark_running(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) ->
 
 
 @functools.cache
-def _watched(subflow: Flow[..., PromotionReport]) -> Flow[..., PromotionReport]:
+def _watched(subflow: Flow[..., Any]) -> Flow[..., Any]:
     """``subflow`` with a hook noting that it started. Built once per flow: ``with_options`` rebuilds the
     flow's parameter schema, a visible cost when done for every call."""
     return subflow.with_options(on_running=[*subflow.on_running_hooks, _mark_running])
 
 
-def run_subflow(subflow: Flow[..., PromotionReport], **parameters: Any) -> PromotionReport:
+def run_subflow(subflow: Flow[..., Any], **parameters: Any) -> Any:
     """Call ``subflow`` as a nested run; if the Prefect API refused to *create* the run, ask again.
 
     Why: on the default SQLite-backed server, creating a run (its tracking task run, then the flow run) is a
@@ -73,7 +67,7 @@ def run_subflow(subflow: Flow[..., PromotionReport], **parameters: Any) -> Promo
         _progress.started = False
         try:
             with runs_without_the_wait():  # a nested run needs no second at its end (flows/heartbeat.py)
-                result: PromotionReport = watched(**parameters)
+                result = watched(**parameters)
             return result
         except Exception as exc:
             if _progress.started or not prefectapi.unavailable(exc) or attempt == CREATE_ATTEMPTS:
@@ -87,89 +81,8 @@ def run_subflow(subflow: Flow[..., PromotionReport], **parameters: Any) -> Promo
     raise AssertionError("unreachable")
 
 
-def _promote_env(outcome: PipelineOutcome, pipeline: Pipeline, env: Environment, rc: str | None) -> PromotionReport:
-    last = env is pipeline.last
-    stage = "promote-production" if last else f"promote-environment {env.name}"
-    try:
-        if last:
-            report = run_subflow(promote_production, pipeline_file=outcome.pipeline_file, rc=rc, requested_by="nightly")
-        else:
-            report = run_subflow(
-                promote_environment,
-                pipeline_file=outcome.pipeline_file,
-                environment=env.name,
-                rc=rc,
-                requested_by="nightly",
-            )
-    except HeldError as held:
-        # A freeze, a window or the soak time: the pipeline stops here tonight, and that is not a failure.
-        report = PromotionReport(
-            pipeline=pipeline.name, environment=env.name, held=str(held), nothing_to_do=f"held: {held}"
-        )
-    except Exception as exc:
-        raise PipelineFailedError(stage, exc, outcome) from exc
-    outcome.promotions[env.name] = report
-    return report
-
-
-def promote_pipeline(pipeline_file: str, production: bool, dry_run: bool, advance: Advance = "all") -> PipelineOutcome:
-    """promote-rc, then each environment after the entry from the one before it: ``all`` as far as gates allow
-    in one night (the rc just verified, pinned for tags), ``one-step`` one environment per night (from the
-    last backwards, each from what its upstream verified before tonight, as ``promote plan`` shows it)."""
-    outcome = PipelineOutcome(pipeline_file)
-    pipeline = load_pipeline(pipeline_file)
-    downstream = pipeline.environments[pipeline.environments.index(pipeline.entry) + 1 :]
-    if production and not dry_run and advance == "one-step":
-        plans = {plan.environment: plan for plan in plan_pipeline(open_repository(pipeline), pipeline)}
-        for env in reversed(downstream):
-            plan = plans[env.name]
-            if plan.proposed and plan.proposed != plan.current:
-                _promote_env(outcome, pipeline, env, None)
-    try:
-        outcome.rc = run_subflow(promote_rc, pipeline_file=pipeline_file, dry_run=dry_run, requested_by="nightly")
-    except Exception as exc:
-        raise PipelineFailedError("promote-rc", exc, outcome) from exc
-    if production and not dry_run and advance == "all" and outcome.rc.action != "skip":
-        # Tags: exactly the rc just verified. Other strategies: each environment decides from what is verified
-        # upstream (an image policy may not even allow staging's tag, e.g. a release candidate).
-        pinned = outcome.rc.rc if outcome.rc.strategy == "tag" else None
-        for env in downstream:
-            if _promote_env(outcome, pipeline, env, pinned).nothing_to_do:
-                break
-    return outcome
-
-
 def _cell(text: object) -> str:
     return md.cell(text, 1000)
-
-
-def _promotions_cell(outcome: PipelineOutcome) -> str:
-    failure = f"FAILED: {outcome.failed}" if outcome.failed else None
-    cells = []
-    for env, report in outcome.promotions.items():
-        if report.held:
-            done = f"held: {report.held}"
-        elif report.nothing_to_do:
-            done = "nothing to do"
-        else:
-            done = f"{report.from_ or '?'} -> {report.version or '?'}"
-        cells.append(done if len(outcome.promotions) == 1 and failure is None else f"{env}: {done}")
-    if failure and outcome.failed_in not in (None, "promote-rc"):
-        cells.append(failure)
-    return "; ".join(cells) or "-"
-
-
-def _rc_cell(outcome: PipelineOutcome) -> str:
-    if outcome.rc is not None:
-        rc = " ".join(str(v) for v in (outcome.rc.action, outcome.rc.rc) if v) or "-"
-        return rc + (" (dry run)" if outcome.rc.dry_run else "")
-    # an unexpected error stopped the pipeline at its start
-    return f"FAILED: {outcome.failed}" if outcome.failed and outcome.failed_in in (None, "promote-rc") else "-"
-
-
-def outcome_summary(outcome: PipelineOutcome) -> str:
-    """One line for a pipeline: what promote-rc did, then the promotions after it."""
-    return f"promote-rc: {_rc_cell(outcome)}; then: {_promotions_cell(outcome)}"
 
 
 def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seconds: float) -> str:
@@ -190,7 +103,7 @@ def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seco
             lines.append(f"| {_cell(file)} | {_cell(outcome.run_id or '-')} | {_cell(said)} |")
         return "\n".join(lines)
     for file, outcome in results.items():
-        lines.append(f"| {_cell(file)} | {_cell(_rc_cell(outcome))} | {_cell(_promotions_cell(outcome))} |")
+        lines.append(f"| {_cell(file)} | {_cell(rc_cell(outcome))} | {_cell(promotions_cell(outcome))} |")
     return "\n".join(lines)
 
 
@@ -274,12 +187,10 @@ def nightly(
             log.error(f"{file}: {results[file].failed} (run {results[file].run_id})")
         # The promotions ran in other processes, maybe on other machines: this one's clones are behind.
         return _close_nightly(results, files, failed, started, fetch=True)
-    # Plain threads that carry this run's context (so the subflows are its children), not a task per
-    # pipeline: the promote-rc and promote-production runs already show each pipeline, and a task run per
-    # pipeline cost the Prefect server about as much as a promotion step.
+    # Plain threads that carry this run's context, so that each pipeline's promote-pipeline run is its child.
     with ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="pipeline") as pool:
         futures = {
-            file: pool.submit(contextvars.copy_context().run, promote_pipeline, file, production, dry_run, advance)
+            file: pool.submit(contextvars.copy_context().run, _pipeline_run, file, production, dry_run, advance)
             for file in files
         }
         for file, future in futures.items():
@@ -287,14 +198,23 @@ def nightly(
                 results[file] = future.result()
             except PipelineFailedError as exc:  # one pipeline's failure does not stop the others; reported below
                 failed.append(file)
-                exc.outcome.failed, exc.outcome.failed_in = str(exc), exc.stage
+                exc.outcome.failed, exc.outcome.failed_in = exc.reason, exc.stage
                 results[file] = exc.outcome
-                log.error(f"{file}: {exc.stage}: {exc}")
+                log.error(f"{file}: {exc}")
             except Exception as exc:
                 failed.append(file)
                 results[file] = PipelineOutcome(file, failed=str(exc))
                 log.error(f"{file}: {exc}")
     return _close_nightly(results, files, failed, started)
+
+
+def _pipeline_run(pipeline_file: str, production: bool, dry_run: bool, advance: Advance) -> PipelineOutcome:
+    """One pipeline as one nested promote-pipeline run (its steps are that run's task runs)."""
+    outcome = run_subflow(
+        promote_pipeline_flow, pipeline_file=pipeline_file, production=production, dry_run=dry_run, advance=advance
+    )
+    assert isinstance(outcome, PipelineOutcome)
+    return outcome
 
 
 def _close_nightly(

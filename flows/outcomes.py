@@ -25,11 +25,20 @@ class PipelineOutcome:
 
 
 class PipelineFailedError(OutcomeError, RuntimeError):
-    """A pipeline's nested run failed: which one (``stage``), and what the runs before it did (``outcome``)."""
+    """A part of a pipeline's run failed: which one (``stage``: promote-rc, promote-production...), why
+    (``reason``), and what the parts before it did (``outcome``). Its message names the stage."""
 
     def __init__(self, stage: str, cause: Exception, outcome: PipelineOutcome) -> None:
-        super().__init__(str(cause))
-        self.stage, self.outcome = stage, outcome
+        super().__init__(f"{stage}: {cause}")
+        self.stage, self.reason, self.outcome = stage, str(cause), outcome
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Prefect may pickle a failed run's exception (its state's data): rebuild it from what it holds.
+        return (_rebuilt, (self.stage, self.reason, self.outcome))
+
+
+def _rebuilt(stage: str, reason: str, outcome: PipelineOutcome) -> PipelineFailedError:
+    return PipelineFailedError(stage, RuntimeError(reason), outcome)
 
 
 Advance = Literal["all", "one-step"]

@@ -174,9 +174,9 @@ def test_deploy_trigger_approve_complete(
 def test_scheduled_nightly_pauses_its_nested_production_run_for_approval(
     world: SandboxWorld, worker: dict[str, str], tmp_path: Path
 ) -> None:
-    """The nightly's deployment run (as its schedule starts it) reaches a gated production: the nested
-    promote-production cannot be suspended (the server refuses to suspend subflows), so it pauses, and an
-    approval through the API lets the nightly complete."""
+    """The nightly's deployment run (as its schedule starts it) reaches a gated production: the pipeline's
+    nested promote-pipeline run cannot be suspended (the server refuses to suspend subflows), so it pauses, and
+    an approval through the API lets the nightly complete."""
     app = ready_app(world, "e2enight")
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()

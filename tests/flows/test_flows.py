@@ -441,7 +441,7 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
         parents = {
             client.read_task_run(run.parent_task_run_id).flow_run_id for run in children if run.parent_task_run_id
         }
-    assert len(children) == 3, [run.name for run in children]  # promote-rc twice, promote-production once
+    assert len(children) == 2, [run.name for run in children]  # one promote-pipeline run per pipeline
     assert all(run.parent_task_run_id is not None for run in children) and parents == {nightly_id}
     audits = [text for run in children for key, text in artifacts_of(run.id).items() if key.startswith("promote-")]
     report = artifacts_of(nightly_id)["nightly"]  # type: ignore[arg-type]
@@ -450,7 +450,7 @@ def test_nightly_one_failure_does_not_stop_the_others(world: SandboxWorld, tmp_p
     bad_row = next(line for line in report.splitlines() if str(pipelines / bad.pipeline_file.name) in line)
     assert bad_row.startswith(f"| {pipelines / bad.pipeline_file.name} | FAILED: ") and "Degraded" in bad_row
     assert bad_row.endswith("| - |"), bad_row  # it never reached production
-    # Three runs, three audit records (the failed promote-rc's too), each saying it was nested.
+    # Three parts, three audit records (the failed promote-rc's too), each saying its run was nested.
     assert len(audits) == 3 and all("| started_by | nested run |" in text for text in audits), audits
     # The delivery metrics of the last 30 days, from Git: one production promotion (1 / 30 days = 0.03 a day)
     # whose lead time is the minutes since the change was committed; the bad one never reached production.
