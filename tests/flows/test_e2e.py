@@ -27,6 +27,7 @@ from tests.support.flowruns import (
     ready_app,
     run,
     subjects,
+    tags,
     wait_for_state,
 )
 from tests.support.webdriver import browser
@@ -205,6 +206,40 @@ def test_scheduled_nightly_pauses_its_nested_production_run_for_approval(
     assert "targetRevision: v1.0.1 " in git(app.origin, "show", f"main:apps/production/{app.name}.yaml")
     audit = artifacts_of(waiting.id)[f"promote-production-{app.name}"]
     assert "| approver | bob |" in audit and "| started_by | nested run |" in audit
+
+
+def test_a_pipeline_run_from_its_deployment_suspends_at_the_gate_and_finishes_once_approved(
+    world: SandboxWorld, worker: dict[str, str]
+) -> None:
+    """The fanned-out nightly's unit of work: a promote-pipeline run started from its deployment reaches a gated
+    production and is suspended (its worker freed, no process left). Approved, it runs again from the top: its
+    promote-rc part finds its work done in Git, and production is promoted once."""
+    app = ready_app(world, "e2epipe")
+    promote = [sys.executable, "-m", "promote.cli"]
+    env = {**worker, "GITHUB_RUN_ID": f"e2e-pipeline-{app.name}", "GITHUB_RUN_ATTEMPT": "1"}
+    started = run(
+        *promote, "trigger", "promote-pipeline/default", "--param", f"pipeline_file={app.pipeline_file}", env=env
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    found = re.search(r"\(([0-9a-f-]{36})\)", started.stdout)
+    assert found
+    run_id = UUID(found.group(1))
+    suspended = wait_for_state(lambda r: r.id == run_id, "PAUSED", timeout=240)
+    assert suspended.state is not None and suspended.state.name == "Suspended"  # not paused: the worker was freed
+    assert sorted(tags(app)) == ["v1.0.0", "v1.0.1-rc1"]  # the rc part ran before the gate
+    approved = run(*promote, "approve", str(run_id), "--approver", "bob", "--reason", "go", env=worker)
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    deadline = time.monotonic() + 240
+    state = read_run(run_id).state
+    while time.monotonic() < deadline and not (state is not None and state.is_final()):
+        time.sleep(1)
+        state = read_run(run_id).state
+    assert state is not None and state.is_completed(), state
+    assert (state.message or "").startswith("promote-rc: "), state.message  # the nightly's row for it
+    assert sorted(tags(app)) == ["v1.0.0", "v1.0.1", "v1.0.1-rc1"]  # no second rc on the re-run
+    assert subjects(app).count(f"promote({app.name}): production v1.0.0 -> v1.0.1") == 1
+    audit = artifacts_of(run_id)[f"promote-production-{app.name}"]
+    assert "| approver | bob |" in audit, audit
 
 
 def test_a_suspended_promotion_keeps_its_environment_locked(

@@ -40,7 +40,7 @@ def probe() -> str:
 @flow(name="heartbeat-parent")
 def parent() -> str:
     seen["parent_frequency"] = get_current_settings().flows.heartbeat_frequency
-    child: str = run_subflow(probe)  # type: ignore[arg-type, assignment]  # the nightly's way of a nested run
+    child: str = run_subflow(probe)  # the nightly's way of a nested run
     return child
 
 
