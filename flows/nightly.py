@@ -47,9 +47,12 @@ def _mark_running(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) ->
 
 @functools.cache
 def _watched(subflow: Flow[..., Any]) -> Flow[..., Any]:
-    """``subflow`` with a hook noting that it started. Built once per flow: ``with_options`` rebuilds the
-    flow's parameter schema, a visible cost when done for every call."""
-    return subflow.with_options(on_running=[*subflow.on_running_hooks, _mark_running])
+    """``subflow`` with a hook noting that it started, and its result not persisted: a nested run cannot be
+    suspended (it pauses), so nothing needs its result stored, and each stored result is a file and an artifact
+    on the server per pipeline; a retried nightly runs a pipeline again instead, which repeats nothing (every
+    step finds its work done in Git). Built once per flow: ``with_options`` rebuilds the flow's parameter
+    schema, a visible cost when done for every call."""
+    return subflow.with_options(on_running=[*subflow.on_running_hooks, _mark_running], persist_result=False)
 
 
 def run_subflow(subflow: Flow[..., Any], **parameters: Any) -> Any:

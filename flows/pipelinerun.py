@@ -12,6 +12,7 @@ from flows.outcomes import Advance, PipelineFailedError, PipelineOutcome
 from flows.promote_environment import promote_environment
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
+from flows.records import one_board_write
 from flows.report import PromotionReport
 from pipeline.load import load_pipeline
 from pipeline.model import Environment, Pipeline
@@ -44,7 +45,13 @@ def _promote_env(outcome: PipelineOutcome, pipeline: Pipeline, env: Environment,
 def run_pipeline(pipeline_file: str, production: bool, dry_run: bool, advance: Advance = "all") -> PipelineOutcome:
     """promote-rc, then each environment after the entry from the one before it: ``all`` as far as gates allow
     in one night (the rc just verified, pinned for tags), ``one-step`` one environment per night (from the
-    last backwards, each from what its upstream verified before tonight, as ``promote plan`` shows it)."""
+    last backwards, each from what its upstream verified before tonight, as ``promote plan`` shows it). The
+    pipeline's board is written once, at the end (or before a gate waits for a person)."""
+    with one_board_write():
+        return _run_parts(pipeline_file, production, dry_run, advance)
+
+
+def _run_parts(pipeline_file: str, production: bool, dry_run: bool, advance: Advance) -> PipelineOutcome:
     outcome = PipelineOutcome(pipeline_file)
     pipeline = load_pipeline(pipeline_file)
     downstream = pipeline.environments[pipeline.environments.index(pipeline.entry) + 1 :]

@@ -21,7 +21,7 @@ from flows.pullrequest import (
     through_pull_request,
     with_pinned_previous,
 )
-from flows.records import record, run_record, tell
+from flows.records import publish_held_boards, record, run_record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from rules.errors import OutcomeError
@@ -225,6 +225,7 @@ def _approve(
             to_version=cand.value,
             timeout_seconds=env.gate.timeout_seconds,
         )
+    publish_held_boards()  # a nightly pipeline's board shows what runs now while the gate waits
     lock.hold_for(env.gate.timeout_seconds + 600)  # a suspended run has no process to renew it
     pin_candidate(env.name, cand.record_tag)
     decision = wait_for_approval(plan, env.gate.timeout_seconds, key=approval_key(env.name, cand.record_tag))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 from prefect import get_run_logger
@@ -60,10 +61,45 @@ def _touched(report: PromotionReport) -> bool:
     return not report.dry_run and any(done)
 
 
+# Inside one_board_write() (a nightly pipeline's run), each part's board rewrite is held back: the board is
+# written once, when the run ends or before it waits for a person, not once per part (each write is a fetch, a
+# read of the notes and an artifact with its two events on the server).
+_held_boards: ContextVar[dict[str, Connections] | None] = ContextVar("promote_held_boards", default=None)
+
+
+@contextlib.contextmanager
+def one_board_write() -> Iterator[None]:
+    """Hold back the board rewrites of the parts run inside, and write each pipeline's board once at the end
+    (however the block ends, so a failed part's change shows too)."""
+    token = _held_boards.set({})
+    try:
+        yield
+    finally:
+        publish_held_boards()
+        _held_boards.reset(token)
+
+
+def publish_held_boards() -> None:
+    """Write the boards held back so far (before a wait for a person: the board must show what runs now)."""
+    for conn in list((_held_boards.get() or {}).values()):
+        publish_board(conn)
+
+
+def _board_changed(conn: Connections) -> None:
+    held = _held_boards.get()
+    if held is None:
+        publish_board(conn)
+    else:
+        held[conn.pipeline.name] = conn
+
+
 def publish_board(conn: Connections, notes: Mapping[str, str] | None = None) -> None:
     """Rewrite the pipeline's "what runs where" table artifact from Git (tasks/board.py), as ``promote status``
     prints it; ``notes``: what a run knows beyond Git, per environment (a pull request waiting and its checks).
     Never raises: the promotion's outcome is in Git already; a missing board is only logged."""
+    held = _held_boards.get()
+    if held is not None:
+        held.pop(conn.pipeline.name, None)  # this write shows everything held back for the pipeline
     key = board.board_key(conn.pipeline.name)
     try:
         conn.repo.fetch()  # another environment's run may have moved the branch or the notes meanwhile
@@ -112,11 +148,11 @@ def run_record(conn: Connections, key: str, what: str, report: PromotionReport, 
         )
         _audit_anyway(conn, key, report, started)
         if _touched(report):  # a failed write or rollback changed what runs: the board must show it
-            publish_board(conn)
+            _board_changed(conn)
         raise
     audit(key, report, started)
     if _touched(report):
-        publish_board(conn)
+        _board_changed(conn)
 
 
 def _audit_anyway(conn: Connections, key: str, report: PromotionReport, started: float) -> None:

@@ -5,9 +5,11 @@ it (headless Chromium; the screenshot is kept in test-artifacts/board.png)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from flows.nightly import nightly
 from flows.promote_production import promote_production
 from flows.promote_rc import promote_rc
 from flows.rollback import rollback
@@ -16,7 +18,16 @@ from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks.approval import resume_run
 from tasks.board import NONE, board_key, board_rows, board_table
 from tasks.connections import open_repository
-from tests.support.flowruns import ROOT, InThread, api_url, by_pipeline, latest_board, ready_app, wait_for_state
+from tests.support.flowruns import (
+    ROOT,
+    InThread,
+    api_url,
+    board_writes,
+    by_pipeline,
+    latest_board,
+    ready_app,
+    wait_for_state,
+)
 from tests.support.webdriver import browser
 
 pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
@@ -66,6 +77,33 @@ def test_promotions_rewrite_the_board_with_what_git_records(world: SandboxWorld)
     assert rows[1]["approved_by"] == NONE and rows[1]["run"] == str(back.state_details.flow_run_id)
     assert rows[1]["note"] == "rolled back here from v1.0.1"
     assert rows == from_git(app)
+
+
+def test_a_nightly_writes_a_pipeline_s_board_once_and_before_its_gate_waits(
+    world: SandboxWorld, tmp_path: Path
+) -> None:
+    """Inside the nightly's promote-pipeline run each part's board rewrite is held back: written once at the
+    end, and before the production gate waits, so that the board shows staging's new version meanwhile."""
+    ungated, gated = ready_app(world, "board-n1", approval=False), ready_app(world, "board-n2")
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    for app in (ungated, gated):
+        (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+    running = InThread(lambda: nightly(pipelines_dir=str(pipelines), return_state=True))
+    copy = str(pipelines / gated.pipeline_file.name)  # the nightly's runs name the file in its directory
+    paused = wait_for_state(lambda r: (r.parameters or {}).get("pipeline_file") == copy, "PAUSED", timeout=240)
+    waiting = latest_board(gated)[1]  # written before the wait: staging runs the rc, production not yet
+    assert [(r["environment"], r["version"]) for r in waiting] == [("staging", "v1.0.1-rc1"), ("production", "v1.0.0")]
+    assert board_writes(gated) == 1
+    resume_run(api_url(), str(paused.id), {"approve": True, "approver": "alice", "reason": "ok"})
+    state = running.join(timeout=240)
+    assert state.is_completed(), state.message
+    for app in (ungated, gated):
+        rows = latest_board(app)[1]
+        assert [(r["environment"], r["version"]) for r in rows] == [("staging", "v1.0.1-rc1"), ("production", "v1.0.1")]
+        assert rows == from_git(app)
+    assert board_writes(ungated) == 1  # promote-rc and promote-production changed it: one write at the end
+    assert board_writes(gated) == 2  # before the gate, and at the end
 
 
 def test_a_dry_run_leaves_the_board_alone(world: SandboxWorld) -> None:

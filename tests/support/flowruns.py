@@ -147,6 +147,15 @@ def latest_board(app: SandboxApp) -> tuple[str, list[dict[str, str]]]:
     return str(found[0].id), json.loads(data) if isinstance(data, str) else data
 
 
+def board_writes(app: SandboxApp) -> int:
+    """How many versions of ``board-<pipeline>`` the server holds (each rewrite is one)."""
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[board_key(app.name)])), limit=200
+        )
+    return len(found)
+
+
 def running_image(world: SandboxWorld, app: SandboxApp, env: str) -> str:
     deployment = client.AppsV1Api(world.api).read_namespaced_deployment(app.name, f"{app.name}-{env}")
     return str(deployment.spec.template.spec.containers[0].image)
