@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -368,10 +369,29 @@ def process_workers(count: int, limit: int) -> Iterator[None]:
         ACCOUNTS.workers = []
 
 
+def own_work(world: SandboxWorld, count: int, max_parallel: int) -> float:
+    """CPU-s per pipeline of the same pipelines' promotions without Prefect (B for each, ``max_parallel`` at a
+    time, on fresh pipelines of their own): what a nightly costs that is not Prefect's."""
+    where = ROOT / f"own-{count}"
+    apps = make_pipelines(world, where, f"own{count}", count)
+
+    def promote_all() -> None:
+        with ThreadPoolExecutor(max_workers=max_parallel) as pool:
+            list(pool.map(direct, apps))
+
+    client, server, database = charged(promote_all)
+    retire(world, apps)
+    return (client + server + database) / count
+
+
 def scale(
     world: SandboxWorld, counts: list[int], modes: list[str], max_parallel: int, workers: int, database: str
 ) -> None:
-    """The nightly over 1, 20, 200... pipelines, in each fan-out mode; ratios to one pipeline in that mode."""
+    """The nightly over 1, 20, 200... pipelines, in each fan-out mode; ratios to one pipeline in that mode.
+
+    Each mode ends with what the performance targets read: Prefect's share of a pipeline's CPU at the largest
+    count (the nightly's CPU-s per pipeline less the same promotions' own work without Prefect, measured beside
+    it) and the largest count's time over one pipeline's."""
     print(
         f"nightly at scale, server on {database}; threads: max_parallel={max_parallel}; deployments: {workers}"
         f" process workers of {max_parallel // workers} runs each (+1 for the nightly itself):"
@@ -385,6 +405,7 @@ def scale(
             if mode == "deployments":
                 stack.enter_context(process_workers(workers, max_parallel // workers + 1))
             one: float | None = None
+            last: NightlyResult | None = None
             for count in counts:
                 where = ROOT / f"scale-{mode}-{count}"
                 apps = make_pipelines(world, where, f"s{mode[0]}{count}", count)
@@ -402,6 +423,15 @@ def scale(
                     print(f"  {'':<12} {'':>9} per pipeline in Prefect's database: {result.rows.per(count)}")
                 if result.kinds is not None:
                     print(result.kinds.table(count), flush=True)
+                last = result
+            if last is None or one is None:
+                continue
+            own = own_work(world, last.pipelines, max_parallel)
+            share = last.per_pipeline - own
+            prefix = "" if mode == "threads" else "fan-out "
+            print(f"  {mode}: own work without Prefect {own:.2f} CPU-s per pipeline ({last.pipelines} side by side)")
+            print(f"{prefix}cpu-s per pipeline: {share:.2f}  (Prefect's share at {last.pipelines} pipelines)")
+            print(f"{prefix}ratio {last.pipelines}/1: {last.seconds / one:.2f}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
