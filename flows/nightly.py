@@ -90,7 +90,7 @@ def _cell(text: object) -> str:
 
 def nightly_report(results: dict[str, PipelineOutcome], *, started_by: str, seconds: float) -> str:
     """The nightly's audit record: one row per pipeline file with what promote-rc and the promotions after it
-    did (each nested run leaves its own detailed record)."""
+    did (each part leaves its own detailed record in the pipeline's run)."""
     lines = [
         "# nightly",
         "",
