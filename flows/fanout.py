@@ -1,5 +1,7 @@
-"""The nightly fanned out over the work pool: one promote-pipeline run per pipeline file, started as the nightly's
-children and shared out by the workers, then waited for (a run suspended for an approval counts as done)."""
+"""The nightly fanned out: over the work pool (one promote-pipeline run per pipeline file, started as the
+nightly's children and shared out by the workers, then waited for; a run suspended for an approval counts as
+done), or over Prefect's task workers (one background task per pipeline file, run in their long-lived
+processes, then waited for)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from flows.outcomes import Advance, PipelineOutcome
 from tasks import prefectapi, prefectruns
 
-FanOut = Literal["threads", "deployments"]
+FanOut = Literal["threads", "deployments", "task-workers"]
 PIPELINE_DEPLOYMENT = "promote-pipeline/default"
 _FAN_OUT_POLL_SECONDS = 5.0
 
@@ -98,3 +100,44 @@ def fan_out(
             time.sleep(min(poll_seconds, max(0.1, wait_seconds - (now - started))))
     waited = time.monotonic() - started
     return {file: fanned_outcome(file, run_id, ended.get(run_id), waited) for file, run_id in runs.items()}
+
+
+def fan_out_to_task_workers(
+    files: list[str], *, production: bool, dry_run: bool, advance: Advance, wait_seconds: float
+) -> dict[str, PipelineOutcome]:
+    """One promote-pipeline background task per pipeline file, run by whichever task worker takes it
+    (flows/pipelinetask.py); wait for them all, for ``wait_seconds`` at most. A pipeline waiting at a gate keeps
+    its task running (its nested run pauses), as in the nightly's own threads."""
+    from prefect.futures import wait
+
+    from flows.outcomes import PipelineFailedError
+    from flows.pipelinetask import promote_pipeline_task
+
+    log = get_run_logger()
+    futures = {file: promote_pipeline_task.delay(file, production, dry_run, advance) for file in files}
+    log.info(
+        f"submitted {len(futures)} promote-pipeline tasks; the task workers share them out"
+        " (prefect task serve flows/pipelinetask.py:promote_pipeline_task)"
+    )
+    started = time.monotonic()
+    wait(list(futures.values()), timeout=wait_seconds)
+    waited = time.monotonic() - started
+    outcomes: dict[str, PipelineOutcome] = {}
+    for file, future in futures.items():
+        state = future.state
+        if not state.is_final():
+            outcome = PipelineOutcome(
+                file,
+                failed=f"task run {future.task_run_id} did not end within {waited:.0f}s (is a task worker running?)",
+                failed_in="promote-pipeline",
+            )
+        else:
+            try:
+                outcome = future.result(raise_on_failure=True)
+            except PipelineFailedError as exc:
+                outcome = exc.outcome
+                outcome.failed, outcome.failed_in = exc.reason, exc.stage
+            except Exception as exc:
+                outcome = PipelineOutcome(file, failed=str(exc) or type(exc).__name__, failed_in="promote-pipeline")
+        outcomes[file] = outcome
+    return outcomes

@@ -4,84 +4,31 @@ it to production. Pipelines run side by side (bounded); one pipeline's failure d
 from __future__ import annotations
 
 import contextvars
-import functools
-import random
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from prefect import Flow, flow, get_run_logger
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.schemas.objects import FlowRun, State
-from prefect.exceptions import PrefectHTTPStatusError
 from pydantic import Field
 
-from flows.fanout import PIPELINE_DEPLOYMENT, FanOut, fan_out
-from flows.heartbeat import beats, runs_without_the_wait
+from flows.fanout import PIPELINE_DEPLOYMENT, FanOut, fan_out, fan_out_to_task_workers
+from flows.heartbeat import beats
 from flows.inputs import pipeline_path, started_by
 from flows.outcomes import Advance, PipelineFailedError, PipelineOutcome
 from flows.pipelinerun import promotions_cell, rc_cell
 from flows.promote_pipeline import promote_pipeline_flow
+from flows.subflows import run_subflow
 from pipeline.load import discover_pipelines, load_pipeline
 from tasks import markdown as md
-from tasks import prefectapi
 from tasks.approval import fail_expired_approvals
 from tasks.measure import OVERALL, measure_pipeline
 from tasks.metrics import DeliveryMetrics, Window, combine, render_markdown
 
 METRICS_WINDOW = timedelta(days=30)  # the delivery-metrics artifact's window, ending when the nightly ends
 _REASON_LIMIT = 300  # a pipeline that could not be measured: why, cut
-# How often a subflow whose run the Prefect API refused to create is asked for again (see run_subflow).
-CREATE_ATTEMPTS = 3
-
-
-_progress = threading.local()  # per pipeline thread: whether the subflow being called got to Running
-
-
-def _mark_running(flow: Flow[..., Any], flow_run: FlowRun, state: State[Any]) -> None:
-    _progress.started = True
-
-
-@functools.cache
-def _watched(subflow: Flow[..., Any]) -> Flow[..., Any]:
-    """``subflow`` with a hook noting that it started, and its result not persisted: a nested run cannot be
-    suspended (it pauses), so nothing needs its result stored, and each stored result is a file and an artifact
-    on the server per pipeline; a retried nightly runs a pipeline again instead, which repeats nothing (every
-    step finds its work done in Git). Built once per flow: ``with_options`` rebuilds the flow's parameter
-    schema, a visible cost when done for every call."""
-    return subflow.with_options(on_running=[*subflow.on_running_hooks, _mark_running], persist_result=False)
-
-
-def run_subflow(subflow: Flow[..., Any], **parameters: Any) -> Any:
-    """Call ``subflow`` as a nested run; if the Prefect API refused to *create* the run, ask again.
-
-    Why: on the default SQLite-backed server, creating a run (its tracking task run, then the flow run) is a
-    read-then-write transaction that SQLite rejects while any other write is in progress ("database is
-    locked" -> HTTP 503). With many pipelines writing task states at once, the client's own retries (after
-    2, 4, 8, 16, 32 s) now and then all land on a lock, and the pipeline failed without having run. Only a
-    run that never started is asked for again: nothing of it ran, so nothing can happen twice. (A sync
-    subflow runs its hooks in the calling thread, so a thread-local flag tells whether it started.)
-    """
-    watched = _watched(subflow)
-    for attempt in range(1, CREATE_ATTEMPTS + 1):
-        _progress.started = False
-        try:
-            with runs_without_the_wait():  # a nested run needs no second at its end (flows/heartbeat.py)
-                result = watched(**parameters)
-            return result
-        except Exception as exc:
-            if _progress.started or not prefectapi.unavailable(exc) or attempt == CREATE_ATTEMPTS:
-                raise
-            status = exc.response.status_code if isinstance(exc, PrefectHTTPStatusError) else type(exc).__name__
-            get_run_logger().warning(
-                f"{subflow.name}: the Prefect API could not create the run ({status}); "
-                f"asking again ({attempt + 1} of {CREATE_ATTEMPTS})"
-            )
-            time.sleep(random.uniform(1, 3))  # noqa: S311  # jitter: do not come back in step with the others
-    raise AssertionError("unreachable")
 
 
 def _cell(text: object) -> str:
@@ -157,9 +104,10 @@ def nightly(
             takes one step per night (what its upstream verified before tonight)
         fan_out_to: "threads": the pipelines run in this run's process, max_parallel at a time; "deployments":
             one run of pipeline_deployment per pipeline, shared out by the work pool's workers (their limits,
-            not max_parallel, bound how many run at once)
+            not max_parallel, bound how many run at once); "task-workers": one background task per pipeline,
+            run by Prefect's task workers in their long-lived processes (their --limit bounds how many at once)
         pipeline_deployment: the promote-pipeline deployment fan_out_to="deployments" starts
-        wait_hours: with fan_out_to="deployments", how long to wait for the pipeline runs to end
+        wait_hours: with fan_out_to="deployments" or "task-workers", how long to wait for the pipelines to end
     """
     log = get_run_logger()
     started = time.monotonic()
@@ -176,6 +124,15 @@ def nightly(
             log.warning(f"could not sweep expired approvals (the next gated promotion will): {exc}")
     results: dict[str, PipelineOutcome] = {}
     failed: list[str] = []
+    if fan_out_to == "task-workers":
+        results = fan_out_to_task_workers(
+            files, production=production, dry_run=dry_run, advance=advance, wait_seconds=wait_hours * 3600
+        )
+        failed = [file for file, outcome in results.items() if outcome.failed]
+        for file in failed:
+            log.error(f"{file}: {results[file].failed_in}: {results[file].failed}")
+        # The promotions ran in other processes, maybe on other machines: this one's clones are behind.
+        return _close_nightly(results, files, failed, started, fetch=True)
     if fan_out_to == "deployments":
         results = fan_out(
             files,

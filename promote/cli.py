@@ -262,6 +262,7 @@ def _run_flow(args: argparse.Namespace) -> int:
             production=not args.no_production,
             dry_run=args.dry_run,
             advance=args.advance,
+            fan_out_to=args.fan_out_to,
             return_state=True,
         )
         print(f"{args.command}: {night.name}{': ' + night.message if night.message else ''}")
@@ -458,6 +459,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["all", "one-step"],
         default="all",
         help="all: each pipeline as far as its gates allow; one-step: every environment one step per night",
+    )
+    night.add_argument(
+        "--fan-out-to",
+        choices=["threads", "deployments", "task-workers"],
+        default="threads",
+        help="threads: every pipeline in this process (default); deployments: one promote-pipeline run per "
+        "pipeline for the work pool's workers; task-workers: one background task per pipeline for Prefect's "
+        "task workers (prefect task serve flows/pipelinetask.py:promote_pipeline_task)",
     )
     night.set_defaults(handler=_cmd_flow)
     return parser

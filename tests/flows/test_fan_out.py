@@ -183,3 +183,86 @@ def test_what_a_fanned_out_run_ended_with_is_the_nightly_s_row() -> None:
     assert "| pipeline file | promote-pipeline run | what it did |" in report
     assert "| a.yaml | r1 | promote-rc: create v1.0.1-rc1; then: - |" in report
     assert "| c.yaml | r3 | FAILED: Failed: promote-rc: Degraded |" in report
+
+
+def test_a_nightly_fanned_out_to_task_workers_shares_its_pipelines_between_two_of_them(
+    world: SandboxWorld, postgres_prefect: PrefectServer, tmp_path: Path
+) -> None:
+    """fan_out_to="task-workers": two of Prefect's task workers (long-lived processes, `prefect task serve`) on one
+    PostgreSQL-backed server take the nightly's four pipelines between them, each as a promote-pipeline run nested
+    under its background task; the nightly reads every pipeline's outcome back from them, a failed one's too."""
+    env = {
+        **postgres_prefect.env(),
+        "PROMOTE_PROJECT_DIR": str(ROOT),
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PROMOTE_PIPELINE_ROOTS": str(tmp_path),
+    }
+    apps = [ready_app(world, f"tw{i}", approval=False) for i in range(4)]
+    *good, bad = apps
+    bad.env("staging").failure = "degraded"
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    for app in apps:
+        (pipelines / app.pipeline_file.name).write_text(app.pipeline_file.read_text())
+    prefect = [sys.executable, "-m", "prefect"]
+    workers: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for name in ("one", "two"):
+            log = tmp_path / f"task-worker-{name}.log"
+            cache = {"PROMOTE_CACHE_DIR": str(tmp_path / f"cache-{name}")}  # as on two machines
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [*prefect, "task", "serve", "flows/pipelinetask.py:promote_pipeline_task", "--limit", "2"],
+                    cwd=ROOT,
+                    env={**env, **cache},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            workers.append((proc, log))
+        # Both subscribed before the pipelines come (a slow start must not leave them all to the other one).
+        deadline = time.monotonic() + 180
+        while not all("Subscribing to runs of task(s)" in log.read_text(errors="replace") for _, log in workers):
+            assert time.monotonic() < deadline, [log.read_text(errors="replace")[-2000:] for _, log in workers]
+            assert all(proc.poll() is None for proc, _ in workers), "a task worker exited"
+            time.sleep(0.5)
+        nightly = run(
+            sys.executable, "-m", "promote.cli", "nightly", str(pipelines), "--fan-out-to", "task-workers",
+            env={**env, "PROMOTE_CACHE_DIR": str(tmp_path / "cache-nightly")}, timeout=900,
+        )  # fmt: skip
+        logs = {log.name: log.read_text(errors="replace") for _, log in workers}
+        said = nightly.stdout + nightly.stderr
+        assert nightly.returncode == 1 and "1 of 4 pipelines failed" in said, (said[-4000:], logs)
+    finally:
+        for proc, _ in workers:
+            stop_group(proc, grace_seconds=30)
+    for app in good:  # every other pipeline went all the way to production
+        assert "v1.0.1" in tags(app), (app.name, tags(app))
+    assert "v1.0.1" not in tags(bad)
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(postgres_prefect.api_url) as client:
+        flow_names = {r.flow_id: client.read_flow(r.flow_id).name for r in client.read_flow_runs(limit=200)}
+        runs = client.read_flow_runs(limit=200)
+        pipeline_runs = [r for r in runs if flow_names[r.flow_id] == "promote-pipeline"]
+        nightly_run = next(r for r in runs if flow_names[r.flow_id] == "nightly")
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[nightly_run.id]))
+        )
+    assert len(pipeline_runs) == 4 and sum(r.state is not None and r.state.is_completed() for r in pipeline_runs) == 3
+    assert all(r.parent_task_run_id is not None for r in pipeline_runs)  # nested under its background task
+    report = {a.key: str(a.data) for a in artifacts}["nightly"]
+    for app in good:  # the nightly's row for each pipeline, read back from the task workers
+        row = next(line for line in report.splitlines() if app.pipeline_file.name in line)
+        assert "| create v1.0.1-rc1 | v1.0.0 -> v1.0.1 |" in row, report
+    # The failed one: its error came back through the task's stored result, stage and reason apart.
+    row = next(line for line in report.splitlines() if bad.pipeline_file.name in line)
+    assert "| FAILED: " in row and "Degraded" in row and row.endswith("| - |"), row
+    # Every pipeline ran in a task worker's process, none in the nightly's (each worker logs the promote-pipeline
+    # runs it begins). Which worker takes which is Prefect's affair: a task worker accepts scheduled runs as they
+    # come, beyond its --limit (it queues them), so one may take all four while the other waits.
+    began = r"Beginning subflow run '[^']+' for flow 'promote-pipeline'"
+    took = {name: len(re.findall(began, text)) for name, text in logs.items()}
+    assert sum(took.values()) == 4, took
+    assert not re.search(began, nightly.stdout + nightly.stderr)

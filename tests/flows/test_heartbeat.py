@@ -14,7 +14,7 @@ from prefect import flow
 from prefect.settings import get_current_settings
 
 from flows.heartbeat import beats, runs_without_the_wait
-from flows.nightly import run_subflow
+from flows.subflows import run_subflow
 from tests.support.events import wait_for_events
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_api")]
