@@ -14,9 +14,8 @@ from flows.promote_pipeline import promote_pipeline_flow
 from flows.subflows import run_subflow
 
 
-# No retries: a failed pipeline is reported by the nightly, as in the other modes. Prefect's task workers keep
-# the result (persisted, keyed by the inputs and the nightly's run), so a retried nightly gets the pipelines that
-# finished before from there instead of promoting them again.
+# No retries: a failed pipeline is reported by the nightly, as in the other modes. Prefect's task workers store
+# the result (the pipeline's outcome, or its failure), which is how the nightly reads it back.
 @task(name="promote-pipeline-task")
 def promote_pipeline_task(pipeline_file: str, production: bool, dry_run: bool, advance: Advance) -> PipelineOutcome:
     """One pipeline of a nightly, in a task worker: its promote-pipeline run, nested under this task run."""
