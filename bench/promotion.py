@@ -369,6 +369,51 @@ def process_workers(count: int, limit: int) -> Iterator[None]:
         ACCOUNTS.workers = []
 
 
+@contextlib.contextmanager
+def task_workers(count: int, limit: int) -> Iterator[None]:
+    """``count`` of Prefect's task workers serving the nightly's promote-pipeline task, ``limit`` runs each."""
+    env = {**SERVER.env(), "PROMOTE_PROJECT_DIR": str(PROJECT), "PYTHONPATH": str(PROJECT)}
+    env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"  # their log says when they listen
+    serve = [sys.executable, "-m", "prefect", "task", "serve", "flows/pipelinetask.py:promote_pipeline_task"]
+    procs, logs = [], []
+    for i in range(count):
+        log = ROOT / f"task-worker-{i}.log"
+        with log.open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*serve, "--limit", str(limit)],
+                    cwd=PROJECT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+        logs.append(log)
+    ACCOUNTS.workers = [proc.pid for proc in procs]
+    try:
+        deadline = time.monotonic() + 180
+        while not all(b"Subscribing to runs" in log.read_bytes() for log in logs):
+            if time.monotonic() > deadline or any(proc.poll() is not None for proc in procs):
+                said = [
+                    f"exit {p.poll()}: {log.read_text(errors='replace')[-1500:]}"
+                    for p, log in zip(procs, logs, strict=True)
+                ]
+                raise SystemExit("the task workers did not start: " + "\n".join(said))
+            time.sleep(0.2)
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        ACCOUNTS.workers = []
+
+
 def own_work(world: SandboxWorld, count: int, max_parallel: int) -> float:
     """CPU-s per pipeline of the same pipelines' promotions without Prefect (B for each, ``max_parallel`` at a
     time, on fresh pipelines of their own): what a nightly costs that is not Prefect's."""
@@ -404,6 +449,8 @@ def scale(
         with stack:
             if mode == "deployments":
                 stack.enter_context(process_workers(workers, max_parallel // workers + 1))
+            elif mode == "task-workers":
+                stack.enter_context(task_workers(workers, max_parallel // workers))
             one: float | None = None
             last: NightlyResult | None = None
             for count in counts:
@@ -430,8 +477,8 @@ def scale(
             share = last.per_pipeline - own
             prefix = "" if mode == "threads" else "fan-out "
             print(f"  {mode}: own work without Prefect {own:.2f} CPU-s per pipeline ({last.pipelines} side by side)")
-            print(f"{prefix}cpu-s per pipeline: {share:.2f}  (Prefect's share at {last.pipelines} pipelines)")
-            print(f"{prefix}ratio {last.pipelines}/1: {last.seconds / one:.2f}", flush=True)
+            print(f"{prefix}cpu-s per pipeline: {share:.2f}  ({mode}: Prefect's share at {last.pipelines} pipelines)")
+            print(f"{prefix}ratio {last.pipelines}/1: {last.seconds / one:.2f}  ({mode})", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,10 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--fan-out",
-        default="threads,deployments",
-        help="with --scale: the nightly's fan_out_to modes to compare (threads, deployments)",
+        default="threads,deployments,task-workers",
+        help="with --scale: the nightly's fan_out_to modes to compare (threads, deployments, task-workers)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="with --scale: process workers for deployments")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="with --scale: process workers (deployments) or task workers"
+    )
     parser.add_argument(
         "--max-parallel",
         type=int,

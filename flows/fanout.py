@@ -18,6 +18,7 @@ from tasks import prefectapi, prefectruns
 FanOut = Literal["threads", "deployments", "task-workers"]
 PIPELINE_DEPLOYMENT = "promote-pipeline/default"
 _FAN_OUT_POLL_SECONDS = 5.0
+_RESULT_SECONDS = 120.0  # reading an ended task's result back (its stored state and result)
 
 
 def fanned_outcome(pipeline_file: str, run_id: str, state: State[Any] | None, waited: float) -> PipelineOutcome:
@@ -120,20 +121,19 @@ def fan_out_to_task_workers(
         " (prefect task serve flows/pipelinetask.py:promote_pipeline_task)"
     )
     started = time.monotonic()
-    wait(list(futures.values()), timeout=wait_seconds)
+    _done, not_done = wait(list(futures.values()), timeout=wait_seconds)
     waited = time.monotonic() - started
     outcomes: dict[str, PipelineOutcome] = {}
     for file, future in futures.items():
-        state = future.state
-        if not state.is_final():
+        if future in not_done:
             outcome = PipelineOutcome(
                 file,
                 failed=f"task run {future.task_run_id} did not end within {waited:.0f}s (is a task worker running?)",
                 failed_in="promote-pipeline",
             )
         else:
-            try:
-                outcome = future.result(raise_on_failure=True)
+            try:  # ended: its final state came as an event; the server may record it a moment later
+                outcome = future.result(timeout=_RESULT_SECONDS, raise_on_failure=True)
             except PipelineFailedError as exc:
                 outcome = exc.outcome
                 outcome.failed, outcome.failed_in = exc.reason, exc.stage
