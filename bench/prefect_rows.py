@@ -15,9 +15,10 @@ import re
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Prefect's own table names (prefect/server/database/orm_models.py): snake case of the model's class name;
 # the events table is named explicitly there. The query's rows come in TABLES' order.
@@ -88,42 +89,47 @@ def _rows(counts: tuple[int, ...] | list[int]) -> Rows:
     return Rows(dict(zip(TABLES, (int(n) for n in counts), strict=True)))
 
 
-async def _postgres(url: str) -> Rows:
+@contextlib.asynccontextmanager
+async def _postgres(url: str) -> AsyncIterator[Any]:
     import asyncpg  # type: ignore[import-untyped]  # Prefect's own PostgreSQL driver
 
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=30)
     try:
-        return _rows(list(await conn.fetchrow(QUERY, timeout=60)))
+        yield conn
     finally:
         await conn.close()
+
+
+def _sqlite(database: Path) -> contextlib.closing[sqlite3.Connection]:
+    return contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30))
+
+
+async def _postgres_count(url: str) -> Rows:
+    async with _postgres(url) as conn:
+        return _rows(list(await conn.fetchrow(QUERY, timeout=60)))
 
 
 def count(database: str | Path) -> Rows:
     """The rows now: ``database`` is a PostgreSQL URL (SQLAlchemy's asyncpg form) or a SQLite file."""
     if isinstance(database, str):
-        return asyncio.run(_postgres(database))
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as conn:
+        return asyncio.run(_postgres_count(database))
+    with _sqlite(database) as conn:
         return _rows(conn.execute(QUERY).fetchone())
 
 
 async def _postgres_kinds(url: str) -> Kinds:
-    import asyncpg
-
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://", 1), timeout=30)
-    try:
+    async with _postgres(url) as conn:
         return Kinds(
-            {name: Counter(fold(row[0] or "") for row in await conn.fetch(q, timeout=120)) for name, q in KINDS.items()}
+            {name: Counter(fold(r[0] or "") for r in await conn.fetch(q, timeout=120)) for name, q in KINDS.items()}
         )
-    finally:
-        await conn.close()
 
 
 def kinds(database: str | Path) -> Kinds:
     """Every row of the tables in KINDS, by kind (``database`` as for ``count``)."""
     if isinstance(database, str):
         return asyncio.run(_postgres_kinds(database))
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)) as conn:
-        return Kinds({name: Counter(fold(row[0] or "") for row in conn.execute(q)) for name, q in KINDS.items()})
+    with _sqlite(database) as conn:
+        return Kinds({name: Counter(fold(r[0] or "") for r in conn.execute(q)) for name, q in KINDS.items()})
 
 
 def settled(database: str | Path, quiet_seconds: float = 2.0, limit_seconds: float = 120.0) -> Rows:

@@ -329,6 +329,19 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
     )
 
 
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the workers (30 s each to finish what they run, then killed) and stop charging them."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    ACCOUNTS.workers = []
+
+
 @contextlib.contextmanager
 def process_workers(count: int, limit: int) -> Iterator[None]:
     """A process work pool with the project's deployments and ``count`` workers of ``limit`` runs each."""
@@ -359,14 +372,7 @@ def process_workers(count: int, limit: int) -> Iterator[None]:
     try:
         yield
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        ACCOUNTS.workers = []
+        _stop_all(procs)
 
 
 @contextlib.contextmanager
@@ -403,15 +409,7 @@ def task_workers(count: int, limit: int) -> Iterator[None]:
             time.sleep(0.2)
         yield
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        ACCOUNTS.workers = []
+        _stop_all(procs)
 
 
 def own_work(world: SandboxWorld, count: int, max_parallel: int) -> float:

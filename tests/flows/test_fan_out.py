@@ -30,6 +30,12 @@ def run(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.Com
     return subprocess.run(list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def start_logged(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A worker process of the project's, in a process group of its own, its output in ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 @pytest.fixture
 def postgres_prefect() -> Iterator[PrefectServer]:
     """A Prefect server on a throwaway PostgreSQL (the database many workers should share)."""
@@ -87,18 +93,10 @@ def test_a_fanned_out_nightly_shares_its_pipelines_between_two_workers(
             # Each worker keeps its clones in a cache of its own, as on two machines: what one worker's runs
             # pushed, the other's cache has not fetched.
             cache = {"PROMOTE_CACHE_DIR": str(tmp_path / f"cache-{name}")}
-            with log.open("wb") as out:
-                # Three runs each at most: the nightly holds a slot while it waits, so neither worker can
-                # take all four pipelines.
-                proc = subprocess.Popen(
-                    [*prefect, "worker", "start", "--pool", "promote", "--name", name, "--limit", "3"],
-                    cwd=ROOT,
-                    env={**env, **cache},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            workers.append((proc, log))
+            # Three runs each at most: the nightly holds a slot while it waits, so neither worker can take all
+            # four pipelines.
+            start = [*prefect, "worker", "start", "--pool", "promote", "--name", name, "--limit", "3"]
+            workers.append((start_logged(start, {**env, **cache}, log), log))
         nightly = run(
             sys.executable,
             "-m",
@@ -211,16 +209,8 @@ def test_a_nightly_fanned_out_to_task_workers_shares_its_pipelines_between_two_o
         for name in ("one", "two"):
             log = tmp_path / f"task-worker-{name}.log"
             cache = {"PROMOTE_CACHE_DIR": str(tmp_path / f"cache-{name}")}  # as on two machines
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [*prefect, "task", "serve", "flows/pipelinetask.py:promote_pipeline_task", "--limit", "2"],
-                    cwd=ROOT,
-                    env={**env, **cache},
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            workers.append((proc, log))
+            serve = [*prefect, "task", "serve", "flows/pipelinetask.py:promote_pipeline_task", "--limit", "2"]
+            workers.append((start_logged(serve, {**env, **cache}, log), log))
         # Both subscribed before the pipelines come (a slow start must not leave them all to the other one).
         deadline = time.monotonic() + 180
         while not all("Subscribing to runs of task(s)" in log.read_text(errors="replace") for _, log in workers):
