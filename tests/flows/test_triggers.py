@@ -24,6 +24,21 @@ pytestmark = [pytest.mark.kube, pytest.mark.prefect, pytest.mark.usefixtures("pr
 TOKEN = "registry-notify-token-4711"
 
 
+WAIT_SECONDS = 600
+
+
+def _why_not(runs: list[Any], rx: Receiver, worker: dict[str, str], app: str, tmp_path: Path) -> str:
+    """What there is to see when no promote-rc run ended in time: the runs, the events, the worker's log."""
+    states = [(r.name, r.state.name if r.state else None) for r in runs]
+    events = read_events(worker["PREFECT_API_URL"], resource_prefix=f"promote.pipeline.{app}", event_prefix="promote.")
+    log = tmp_path / "worker.log"
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no worker log)"
+    return (
+        f"no promote-rc run ended within {WAIT_SECONDS} s of the push; runs: {states}; receiver refused: "
+        f"{rx.refused}; promote events: {[e['event'] for e in events]}; the worker's log ends:\n{tail}"
+    )
+
+
 def _promote_rc_runs(pipeline_file: str) -> list[Any]:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200)
@@ -34,6 +49,9 @@ def _promote_rc_runs(pipeline_file: str) -> list[Any]:
     ]
 
 
+# The wait below is bounded on its own (and says why when it ends); the whole test, with the world, the worker's
+# `prefect deploy --all` and the registry before it, gets room for that bound on a busy machine.
+@pytest.mark.timeout(1200)
 def test_a_burst_of_registry_pushes_starts_one_promote_rc_through_the_worker(
     world: SandboxWorld,
     worker: dict[str, str],
@@ -61,14 +79,17 @@ def test_a_burst_of_registry_pushes_starts_one_promote_rc_through_the_worker(
             pushed = datetime.now(UTC)
             push_image(registry.url, f"sandbox/{app.name}", ["1.0.1", "1.1.0-rc.1"])
 
-            deadline = time.monotonic() + 300  # debounce, the event, the trigger, the worker's next poll
+            # Debounce, the event, the trigger, the worker's next poll, the run: generous, for a busy machine.
+            deadline = time.monotonic() + WAIT_SECONDS
             runs: list[Any] = []
             while time.monotonic() < deadline:
                 runs = _promote_rc_runs(pipeline_file)
                 if runs and runs[0].state is not None and runs[0].state.is_final():
                     break
                 time.sleep(0.5)
-            assert runs, f"no promote-rc run within 300 s of the push; receiver refused: {rx.refused}"
+            assert runs and runs[0].state is not None and runs[0].state.is_final(), _why_not(
+                runs, rx, worker, app.name, tmp_path
+            )
             run = runs[0]
             assert run.state is not None and run.state.is_completed(), run.state
             assert run.start_time is not None
