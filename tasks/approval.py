@@ -160,8 +160,13 @@ class ApprovalTimeoutError(RuntimeError):
     """Nobody answered in time; production was not touched."""
 
 
-def fail_expired_approvals(flow_name: str = "promote-production", *, now: datetime | None = None) -> list[str]:
-    """End as Failed ("approval timed out") every suspended run of ``flow_name`` whose approval window closed.
+# The flows whose deployment runs suspend at an approval gate: each environment's own, and a pipeline's whole run
+# (the fanned-out nightly's promote-pipeline).
+GATED_FLOWS = ("promote-production", "promote-environment", "promote-pipeline")
+
+
+def fail_expired_approvals(flow_names: tuple[str, ...] = GATED_FLOWS, *, now: datetime | None = None) -> list[str]:
+    """End as Failed ("approval timed out") every suspended run of ``flow_names`` whose approval window closed.
 
     A suspended run has no process left to notice its own timeout: Prefect only refuses a late resume, and
     the run would show "Suspended" forever. Each gated promotion and each nightly sweeps them (the environment
@@ -173,7 +178,7 @@ def fail_expired_approvals(flow_name: str = "promote-production", *, now: dateti
         return f"approval timed out: nobody approved in time{waited}; production was not changed"
 
     # A run waiting for a pull request's merge is the pull-request sweeper's (tasks/merges.py).
-    return prefectruns.fail_expired_suspensions(flow_name, message, now=now, skip_keys=(merges.KEY_PREFIX,))
+    return prefectruns.fail_expired_suspensions(flow_names, message, now=now, skip_keys=(merges.KEY_PREFIX,))
 
 
 def approval_poll_seconds() -> int:

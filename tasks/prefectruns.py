@@ -10,7 +10,7 @@ a liveness check (the environment lock's) never fails another run; only :func:`f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -112,19 +112,19 @@ def can_still_finish(run: FlowRun | None, now: datetime | None = None) -> bool:
 
 
 def fail_expired_suspensions(
-    flow_name: str,
+    flow_names: Sequence[str],
     message: Callable[[datetime], str],
     *,
     now: datetime | None = None,
     skip_keys: tuple[str, ...] = (),
 ) -> list[str]:
-    """End as Failed every run of ``flow_name`` suspended past its window, but those whose pause key starts with
+    """End as Failed every run of ``flow_names`` suspended past its window, but those whose pause key starts with
     one of ``skip_keys`` (another sweep's); ``message(when the window closed)`` says why. The ids it ended."""
     moment = now or datetime.now(UTC)
     ended: list[str] = []
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+            flow_filter=FlowFilter(name=FlowFilterName(any_=list(flow_names))),
             flow_run_filter=FlowRunFilter(
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
             ),

@@ -154,30 +154,34 @@ def test_approval_timeout_ends_the_run_cleanly(world: SandboxWorld) -> None:
 
 def test_suspended_run_past_its_approval_window_ends_failed() -> None:
     """A suspended (deployment) run has no process to notice its timeout; the next promotion's sweep ends it
-    as Failed on the real server, and leaves a run whose window is still open alone."""
+    as Failed on the real server, and leaves a run whose window is still open alone. A fanned-out nightly's
+    promote-pipeline run suspends at its gate as a whole, and is swept the same way."""
     from datetime import UTC, datetime, timedelta
 
     from prefect.states import Suspended
 
+    from flows.promote_pipeline import promote_pipeline_flow
     from tasks.approval import fail_expired_approvals
 
     with get_client(sync_client=True) as client:
         expired = client.create_flow_run(promote_production, parameters={"pipeline_file": "x.yaml"})
+        pipeline = client.create_flow_run(promote_pipeline_flow, parameters={"pipeline_file": "p.yaml"})
         waiting = client.create_flow_run(promote_production, parameters={"pipeline_file": "y.yaml"})
         # Both windows are still open on the server's clock, so its own pause-expiry service (which fails
         # runs past their window every few seconds) cannot race the sweep; the sweep is told a later "now".
         start = datetime.now(UTC)
         soon, later = start + timedelta(minutes=10), start + timedelta(hours=1)
         client.set_flow_run_state(expired.id, Suspended(pause_expiration_time=soon), force=True)
+        client.set_flow_run_state(pipeline.id, Suspended(pause_expiration_time=soon), force=True)
         client.set_flow_run_state(waiting.id, Suspended(pause_expiration_time=later), force=True)
     sweep_time = start + timedelta(minutes=20)
     ended = fail_expired_approvals(now=sweep_time)
-    assert str(expired.id) in ended and str(waiting.id) not in ended
-    run = read_run(expired.id)
-    assert run.state is not None and run.state.type.value == "FAILED"
-    assert "approval timed out" in (run.state.message or "") and "production was not changed" in (
-        run.state.message or ""
-    )
+    assert str(expired.id) in ended and str(pipeline.id) in ended and str(waiting.id) not in ended
+    for gone in (expired, pipeline):
+        run = read_run(gone.id)
+        assert run.state is not None and run.state.type.value == "FAILED"
+        message = run.state.message or ""
+        assert "approval timed out" in message and "production was not changed" in message, message
     still = read_run(waiting.id)
     assert still.state is not None and still.state.name == "Suspended"
     assert fail_expired_approvals(now=sweep_time) == []  # nothing left to end
