@@ -233,7 +233,7 @@ def run_check(
 
 
 def results_table(results: list[CheckResult]) -> list[dict[str, Any]]:
-    """Rows for a Prefect table artifact."""
+    """The health checks as table rows (the verification artifact shows them)."""
     return [
         {
             "check": r.name,
