@@ -329,6 +329,17 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
     )
 
 
+def _start_worker(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A worker in the project's directory, in a process group of its own, its output in ``log``, charged to the
+    client (it is this process's descendant) until _stop_all."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    ACCOUNTS.workers.append(proc.pid)
+    return proc
+
+
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     """Stop the workers (30 s each to finish what they run, then killed) and stop charging them."""
     for proc in procs:
@@ -355,20 +366,8 @@ def process_workers(count: int, limit: int) -> Iterator[None]:
         done = subprocess.run([*prefect, *args], cwd=PROJECT, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise SystemExit(f"prefect {' '.join(args)} failed: {(done.stdout + done.stderr)[-2000:]}")
-    procs = []
-    for i in range(count):
-        log = (ROOT / f"worker-{i}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                [*prefect, "worker", "start", "--pool", "promote", "--name", f"bench-{i}", "--limit", str(limit)],
-                cwd=PROJECT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        )
-    ACCOUNTS.workers = [proc.pid for proc in procs]
+    start = [*prefect, "worker", "start", "--pool", "promote", "--limit", str(limit)]
+    procs = [_start_worker([*start, "--name", f"bench-{i}"], env, ROOT / f"worker-{i}.log") for i in range(count)]
     try:
         yield
     finally:
@@ -381,22 +380,8 @@ def task_workers(count: int, limit: int) -> Iterator[None]:
     env = {**SERVER.env(), "PROMOTE_PROJECT_DIR": str(PROJECT), "PYTHONPATH": str(PROJECT)}
     env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "INFO"  # their log says when they listen
     serve = [sys.executable, "-m", "prefect", "task", "serve", "flows/pipelinetask.py:promote_pipeline_task"]
-    procs, logs = [], []
-    for i in range(count):
-        log = ROOT / f"task-worker-{i}.log"
-        with log.open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [*serve, "--limit", str(limit)],
-                    cwd=PROJECT,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        logs.append(log)
-    ACCOUNTS.workers = [proc.pid for proc in procs]
+    logs = [ROOT / f"task-worker-{i}.log" for i in range(count)]
+    procs = [_start_worker([*serve, "--limit", str(limit)], env, log) for log in logs]
     try:
         deadline = time.monotonic() + 180
         while not all(b"Subscribing to runs" in log.read_bytes() for log in logs):
@@ -437,11 +422,13 @@ def scale(
     it) and the largest count's time over one pipeline's."""
     print(
         f"nightly at scale, server on {database}; threads: max_parallel={max_parallel}; deployments: {workers}"
-        f" process workers of {max_parallel // workers} runs each (+1 for the nightly itself):"
+        f" process workers of {max_parallel // workers} runs each (+1 for the nightly itself); task-workers:"
+        f" {workers} of {max_parallel // workers} runs each:"
     )
     print(
         f"  {'mode':<12} {'pipelines':>9} {'seconds':>8} {'ratio':>7}  CPU-s per pipeline (client + server + database)"
     )
+    own_by_count: dict[int, float] = {}  # the same promotions without Prefect: once per count, for every mode
     for mode in modes:
         stack = contextlib.ExitStack()
         with stack:
@@ -471,7 +458,9 @@ def scale(
                 last = result
             if last is None or one is None:
                 continue
-            own = own_work(world, last.pipelines, max_parallel)
+            if last.pipelines not in own_by_count:
+                own_by_count[last.pipelines] = own_work(world, last.pipelines, max_parallel)
+            own = own_by_count[last.pipelines]
             share = last.per_pipeline - own
             prefix = "" if mode == "threads" else "fan-out "
             print(f"  {mode}: own work without Prefect {own:.2f} CPU-s per pipeline ({last.pipelines} side by side)")

@@ -135,8 +135,7 @@ def fan_out_to_task_workers(
             try:  # ended: its final state came as an event; the server may record it a moment later
                 outcome = future.result(timeout=_RESULT_SECONDS, raise_on_failure=True)
             except PipelineFailedError as exc:
-                outcome = exc.outcome
-                outcome.failed, outcome.failed_in = exc.reason, exc.stage
+                outcome = exc.reported()
             except Exception as exc:
                 outcome = PipelineOutcome(file, failed=str(exc) or type(exc).__name__, failed_in="promote-pipeline")
         outcomes[file] = outcome

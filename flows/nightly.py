@@ -124,27 +124,26 @@ def nightly(
             log.warning(f"could not sweep expired approvals (the next gated promotion will): {exc}")
     results: dict[str, PipelineOutcome] = {}
     failed: list[str] = []
-    if fan_out_to == "task-workers":
-        results = fan_out_to_task_workers(
-            files, production=production, dry_run=dry_run, advance=advance, wait_seconds=wait_hours * 3600
-        )
+    if fan_out_to != "threads":
+        wait_seconds = wait_hours * 3600
+        if fan_out_to == "task-workers":
+            results = fan_out_to_task_workers(
+                files, production=production, dry_run=dry_run, advance=advance, wait_seconds=wait_seconds
+            )
+        else:
+            results = fan_out(
+                files,
+                production=production,
+                dry_run=dry_run,
+                advance=advance,
+                deployment=pipeline_deployment,
+                wait_seconds=wait_seconds,
+            )
         failed = [file for file, outcome in results.items() if outcome.failed]
         for file in failed:
-            log.error(f"{file}: {results[file].failed_in}: {results[file].failed}")
-        # The promotions ran in other processes, maybe on other machines: this one's clones are behind.
-        return _close_nightly(results, files, failed, started, fetch=True)
-    if fan_out_to == "deployments":
-        results = fan_out(
-            files,
-            production=production,
-            dry_run=dry_run,
-            advance=advance,
-            deployment=pipeline_deployment,
-            wait_seconds=wait_hours * 3600,
-        )
-        failed = [file for file, outcome in results.items() if outcome.failed]
-        for file in failed:
-            log.error(f"{file}: {results[file].failed} (run {results[file].run_id})")
+            outcome = results[file]
+            run = f" (run {outcome.run_id})" if outcome.run_id else ""
+            log.error(f"{file}: {outcome.failed_in}: {outcome.failed}{run}")
         # The promotions ran in other processes, maybe on other machines: this one's clones are behind.
         return _close_nightly(results, files, failed, started, fetch=True)
     # Plain threads that carry this run's context, so that each pipeline's promote-pipeline run is its child.
@@ -158,8 +157,7 @@ def nightly(
                 results[file] = future.result()
             except PipelineFailedError as exc:  # one pipeline's failure does not stop the others; reported below
                 failed.append(file)
-                exc.outcome.failed, exc.outcome.failed_in = exc.reason, exc.stage
-                results[file] = exc.outcome
+                results[file] = exc.reported()
                 log.error(f"{file}: {exc}")
             except Exception as exc:
                 failed.append(file)

@@ -32,6 +32,11 @@ class PipelineFailedError(OutcomeError, RuntimeError):
         super().__init__(f"{stage}: {cause}")
         self.stage, self.reason, self.outcome = stage, str(cause), outcome
 
+    def reported(self) -> PipelineOutcome:
+        """What the nightly reports for the pipeline: the parts before the failure, and the failure."""
+        self.outcome.failed, self.outcome.failed_in = self.reason, self.stage
+        return self.outcome
+
     def __reduce__(self) -> tuple[object, ...]:
         # Prefect may pickle a failed run's exception (its state's data): rebuild it from what it holds.
         return (_rebuilt, (self.stage, self.reason, self.outcome))
