@@ -358,6 +358,8 @@ def process_workers(count: int, limit: int) -> Iterator[None]:
     """A process work pool with the project's deployments and ``count`` workers of ``limit`` runs each."""
     env = {**SERVER.env(), "PROMOTE_PROJECT_DIR": str(PROJECT), "PYTHONPATH": str(PROJECT)}
     env["PREFECT_WORKER_QUERY_SECONDS"] = "1"
+    # A deployment's run reads pipeline files only under the pipeline roots; the bench's live under ROOT.
+    env["PROMOTE_PIPELINE_ROOTS"] = str(ROOT)
     prefect = [sys.executable, "-m", "prefect"]
     for args in (
         ["work-pool", "create", "promote", "--type", "process", "--overwrite"],
