@@ -4,7 +4,7 @@ registry's choice by policy) is written where needed, verified in the entry envi
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 
@@ -12,15 +12,17 @@ from flows import events
 from flows.heartbeat import beats
 from flows.inputs import pipeline_path
 from flows.locking import environment_lock
-from flows.records import record, run_record, tell
+from flows.records import announce, evidence_record, run_record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from tasks import evidence
 from tasks.connections import Connections, connect
 from tasks.faults import crash_point
+from tasks.health import CheckResult
 from tasks.steps import decide_entry, tag_and_apply, verify_and_check
 from tasks.strategies import strategy_for
 from tasks.strategies.base import Entry, NothingToPromoteError, TagToCreate
+from tasks.verification import VerificationResult
 
 
 @beats
@@ -109,10 +111,17 @@ def _enter(conn: Connections, env: Environment, entry: Entry, report: PromotionR
             report.write_back, revision = applied.commit, revision or applied.revision
     assert revision is not None
     values = strategy_for(env).values(conn, env, entry.value, revision)
-    verification, checks = verify_and_check(conn, env, revision, values)
+    at = revision
+
+    def evidence_for(verification: VerificationResult, checks: list[CheckResult]) -> list[evidence.Record]:
+        details: dict[str, Any] = {"verification": verification.summary(), "checks": [c.summary() for c in checks]}
+        if report.write_back:
+            details["write_back"] = report.write_back
+        return [evidence_record(conn, "verified", env.name, entry.value, at, by=report.requested_by, details=details)]
+
+    # The record is written in the verification's step: a step of its own costs the Prefect server a task run
+    verified = verify_and_check(conn, env, revision, values, evidence_for)
     report.commit = revision
-    report.verified(verification.summary(), [c.summary() for c in checks])
-    details = {"verification": report.verification, "checks": report.checks}
-    if report.write_back:
-        details["write_back"] = report.write_back
-    record(conn, "verified", env.name, entry.value, revision, by=report.requested_by, details=details)
+    report.verified(verified.verification.summary(), [c.summary() for c in verified.checks])
+    for rec in verified.recorded:
+        announce(conn, rec)

@@ -21,7 +21,7 @@ from flows.pullrequest import (
     through_pull_request,
     with_pinned_previous,
 )
-from flows.records import publish_held_boards, record, run_record, tell
+from flows.records import announce, evidence_record, publish_held_boards, record, run_record, tell
 from flows.report import PromotionReport
 from pipeline.model import Environment
 from rules.errors import OutcomeError
@@ -41,6 +41,9 @@ from tasks.forges.base import Forge, PullRequest
 from tasks.health import CheckResult
 from tasks.locks import EnvironmentLock
 from tasks.steps import (
+    EvidenceFor,
+    EvidenceNotRecordedError,
+    Verified,
     choose_candidate,
     roll_back_promotion,
     tag_and_apply,
@@ -129,23 +132,35 @@ def promote(
             on_forge = forge_report(conn, forge, env, cand, pr)
             if on_forge is not None:
                 on_forge.pending(applied.commit)
+
+            def evidence_for(verification: VerificationResult, _checks: list[CheckResult]) -> list[evidence.Record]:
+                details = {"rc": cand.record_tag, "from": cand.previous, "revision": applied.revision}
+                details["verification"] = verification.summary()
+                if pr is not None:
+                    details |= {"pull_request": f"#{pr.number} {pr.url}", "merged_by": pr.merged_by or "unknown"}
+                records = [
+                    evidence_record(
+                        conn, "promoted", env.name, cand.value, cand.anchor, by=requested_by, details=details
+                    )
+                ]
+                if pipeline.downstream_of(env) is not None:  # a chain: the next environment takes it from here
+                    key, commit = strategy_for(env).verified_key(cand, applied)
+                    records.append(
+                        evidence_record(conn, "verified", env.name, key, commit, by=requested_by, details=details)
+                    )
+                return records
+
             try:
-                verification, checks = _verify_or_roll_back(conn, env, cand, applied, report, forge)
+                verified = _verify_or_roll_back(conn, env, cand, applied, report, forge, evidence_for)
             except Exception as failure:
                 if on_forge is not None:
                     on_forge.outcome(applied.commit, ok=False, text=str(failure))
                 raise
             if on_forge is not None:
-                on_forge.outcome(applied.commit, ok=True, text=verification.summary())
-            details = {"rc": cand.record_tag, "from": cand.previous, "revision": applied.revision}
-            details["verification"] = verification.summary()
-            if pr is not None:
-                details |= {"pull_request": f"#{pr.number} {pr.url}", "merged_by": pr.merged_by or "unknown"}
-            record(conn, "promoted", env.name, cand.value, cand.anchor, by=requested_by, details=details)
-            if pipeline.downstream_of(env) is not None:  # a chain: the next environment takes it from here
-                key, commit = strategy_for(env).verified_key(cand, applied)
-                record(conn, "verified", env.name, key, commit, by=requested_by, details=details)
-        report.verified(verification.summary(), [c.summary() for c in checks])
+                on_forge.outcome(applied.commit, ok=True, text=verified.verification.summary())
+            for rec in verified.recorded:
+                announce(conn, rec)
+        report.verified(verified.verification.summary(), [c.summary() for c in verified.checks])
         tell(conn, f"{pipeline.name}: {cand.label} is live in {env.name}")
         log.info(f"{cand.label} is live in {env.name}")
         return report
@@ -256,14 +271,18 @@ def _verify_or_roll_back(
     cand: Candidate,
     applied: Applied,
     report: PromotionReport,
-    forge: Forge | None = None,
-) -> tuple[VerificationResult, list[CheckResult]]:
-    """Verify and check ``env`` at the promoted revision; on failure roll it back to what it ran before (through a
-    pull request on ``forge`` when the environment's ``write.rollback`` says so),
-    verify that, and raise saying both what failed and where the environment is now."""
+    forge: Forge | None,
+    evidence_for: EvidenceFor,
+) -> Verified:
+    """Verify and check ``env`` at the promoted revision, then record ``evidence_for``'s records; on a failure
+    to verify, roll it back to what it ran before (through a pull request on ``forge`` when the environment's
+    ``write.rollback`` says so), verify that, and raise saying both what failed and where the environment is
+    now. A verified environment whose records could not be written is not rolled back."""
     values = strategy_for(env).values(conn, env, cand.value, applied.revision)
     try:
-        return verify_and_check(conn, env, applied.revision, values)
+        return verify_and_check(conn, env, applied.revision, values, evidence_for)
+    except EvidenceNotRecordedError:
+        raise
     except Exception as failure:
         report.failure = str(failure)
         if cand.changes_anything:  # the write reached the environment: a failed deployment, whatever comes next

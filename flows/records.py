@@ -24,24 +24,43 @@ from tasks.notify import notify
 from tasks.steps import run_url
 
 
+def evidence_record(
+    conn: Connections, kind: evidence.RecordKind, env: str, tag: str, commit: str, **extra: Any
+) -> evidence.Record:
+    """One evidence record of this flow run (``extra``: by, reason, details)."""
+    return evidence.Record(
+        kind=kind,
+        pipeline=conn.pipeline.name,
+        environment=env,
+        tag=tag,
+        commit=commit,
+        run=str(flow_run.id or ""),
+        **extra,
+    )
+
+
+def announce(conn: Connections, rec: evidence.Record) -> None:
+    """The milestone event of a record written (tasks/steps.py writes a verification's own records)."""
+    if (milestone := events.FOR_RECORD.get(rec.kind)) is not None:
+        events.emit(
+            milestone,
+            conn.pipeline.name,
+            rec.environment,
+            version=rec.tag,
+            commit=rec.commit,
+            by=rec.by,
+            reason=rec.reason,
+            details=rec.details,
+        )
+
+
 def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, commit: str, **extra: Any) -> None:
-    """Write one evidence record for this flow run into the repository's promotion notes."""
+    """Write one evidence record for this flow run into the repository's promotion notes, as a step."""
     from tasks.steps import record_evidence  # late: the step module imports Prefect task machinery
 
-    record_evidence(
-        conn,
-        evidence.Record(
-            kind=kind,
-            pipeline=conn.pipeline.name,
-            environment=env,
-            tag=tag,
-            commit=commit,
-            run=str(flow_run.id or ""),
-            **extra,
-        ),
-    )
-    if (milestone := events.FOR_RECORD.get(kind)) is not None:
-        events.emit(milestone, conn.pipeline.name, env, version=tag, commit=commit, **extra)
+    rec = evidence_record(conn, kind, env, tag, commit, **extra)
+    record_evidence(conn, rec)
+    announce(conn, rec)
 
 
 def audit(key: str, report: PromotionReport, started: float) -> None:

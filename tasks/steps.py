@@ -7,8 +7,8 @@ retry on transient failures (and only those), logging through the run logger, an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
 
 from pipeline.model import Environment
-from rules.errors import OutcomeError, is_transient
+from rules.errors import OutcomeError, PromoteError, TransientError, is_transient
 from tasks import evidence
 from tasks import markdown as md
 from tasks.connections import Connections
@@ -183,14 +183,36 @@ def verify(conn: Connections, env: Environment, revision: str, values: dict[str,
     return result
 
 
+class EvidenceNotRecordedError(PromoteError, RuntimeError):
+    """The environment was verified and its evidence could not be written to Git: nothing is rolled back (what
+    runs is right); a re-run finds the environment verified and records it."""
+
+
+class TransientEvidenceError(EvidenceNotRecordedError, TransientError):
+    """The same, for a failure worth retrying (the Git remote unreachable): the step is tried again."""
+
+
+class Verified(NamedTuple):
+    verification: VerificationResult
+    checks: list[CheckResult]
+    recorded: tuple[evidence.Record, ...]
+
+
+# What to record once the environment is verified and checked, built from both (they go into its details).
+EvidenceFor = Callable[[VerificationResult, list[CheckResult]], Sequence[evidence.Record]]
+
+
 @task(name="verify-environment", **_RETRYING)
 def verify_and_check(
-    conn: Connections, env: Environment, revision: str, values: dict[str, str]
-) -> tuple[VerificationResult, list[CheckResult]]:
-    """The controller runs ``revision``, it rolled out, then the health checks pass: one step, as each task
-    run costs the Prefect server about as much as a short step (a nightly runs many). A failed health check
-    is not retried by Prefect (it probes and backs off itself until its timeout); a transient Kubernetes
-    error retries the step, and verifying again is harmless. Both parts go into one artifact, failed checks
+    conn: Connections, env: Environment, revision: str, values: dict[str, str], evidence_for: EvidenceFor | None = None
+) -> Verified:
+    """The controller runs ``revision``, it rolled out, the health checks pass, then the evidence
+    ``evidence_for`` builds is written to Git: one step, as each task run costs the Prefect server about as
+    much as a short step (a nightly runs many). A failed health check is not retried by Prefect (it probes and
+    backs off itself until its timeout); a transient Kubernetes or Git error retries the step, and verifying
+    again and writing a record again are harmless (a record already there is not added twice). A record that
+    cannot be written raises :class:`EvidenceNotRecordedError`, never a verification failure: the caller must
+    not roll back a verified environment for it. Verification and checks go into one artifact, failed checks
     included."""
     verification = _verify(conn, env, revision, values)
     checks = _health_checks(env, values)
@@ -198,13 +220,31 @@ def verify_and_check(
     failed = [r for r in checks if not r.passed]
     if failed:
         raise HealthCheckError(f"[{env.name}] health checks failed: " + "; ".join(r.summary() for r in failed))
-    return verification, checks
+    records = tuple(evidence_for(verification, checks)) if evidence_for is not None else ()
+    for rec in records:
+        _write_record(conn, rec)
+    return Verified(verification, checks, records)
+
+
+def _record(conn: Connections, rec: evidence.Record) -> None:
+    evidence.record(conn.repo, rec)
+    _log()(f"recorded '{rec.kind}' for {rec.tag} ({rec.environment}) in refs/notes/{evidence.NOTES_REF}")
+
+
+def _write_record(conn: Connections, rec: evidence.Record) -> None:
+    try:
+        _record(conn, rec)
+    except Exception as exc:
+        kind = TransientEvidenceError if is_transient(exc) else EvidenceNotRecordedError
+        raise kind(
+            f"[{rec.environment}] verified, but its '{rec.kind}' record could not be written to Git ({exc}); "
+            "nothing was rolled back: run the promotion again to record it"
+        ) from exc
 
 
 @task(name="record-evidence", **_RETRYING)
 def record_evidence(conn: Connections, rec: evidence.Record) -> None:
-    evidence.record(conn.repo, rec)
-    _log()(f"recorded '{rec.kind}' for {rec.tag} ({rec.environment}) in refs/notes/{evidence.NOTES_REF}")
+    _record(conn, rec)
 
 
 def run_url(flow_run_id: str | None) -> str | None:

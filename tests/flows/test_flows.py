@@ -280,6 +280,35 @@ def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWor
     assert evidence.find(notes(app, "v1.0.1"), "rolled-back", app.name, "production", "v1.0.1") is None
 
 
+def test_a_verified_production_whose_record_cannot_be_written_is_not_rolled_back(world: SandboxWorld) -> None:
+    """The records are written in the verification's step: a failure to write them must not read as a failed
+    verification. Production keeps the verified version, the run fails saying so, and a re-run records it."""
+    app = ready_app(world, "unrecorded", approval=False)
+    rc_verified(app)
+    hook = app.origin / "hooks" / "pre-receive"  # the origin refuses the notes today (a real push refusal)
+    hook.write_text(
+        "#!/bin/sh\nwhile read old new ref; do case $ref in refs/notes/*) echo 'notes are frozen' >&2; exit 1;;"
+        " esac; done\n"
+    )
+    hook.chmod(0o755)
+    state = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    message = state.message or ""
+    assert state.is_failed(), message
+    assert "verified, but its 'promoted' record could not be written to Git" in message, message
+    assert "nothing was rolled back" in message and "ROLLED BACK" not in message, message
+    deployed = file_at_main(app, f"apps/production/{app.name}.yaml")
+    assert "targetRevision: v1.0.1" in deployed, deployed
+    assert world.agent is not None and world.agent.desired_revision(app.env("production"))[1] == "v1.0.1"  # type: ignore[index]
+    assert not [r for r in notes(app, "v1.0.1") if r.environment == "production"]
+    head = git(app.origin, "rev-parse", "main")
+    hook.unlink()
+    again = promote_production(pipeline_file=str(app.pipeline_file), return_state=True)
+    assert again.is_completed(), again.message
+    promoted = evidence.find(notes(app, "v1.0.1"), "promoted", app.name, "production", "v1.0.1")
+    assert promoted is not None and promoted.run == str(again.state_details.flow_run_id)
+    assert git(app.origin, "rev-parse", "main") == head  # the re-run wrote nothing but the record
+
+
 def test_rollback_flow_and_dry_run(world: SandboxWorld) -> None:
     app = ready_app(world, "rbflow", approval=False)
     rc_verified(app)
