@@ -31,6 +31,7 @@ import contextlib
 import inspect
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -511,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     ACCOUNTS.breakdown = args.breakdown
+    # Stopped (kill, a CI timeout): unwind as on Ctrl-C, so the Prefect server, PostgreSQL and the API server
+    # it started stop too instead of outliving it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:
         if args.database == "postgresql":
             try:
