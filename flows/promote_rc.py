@@ -19,7 +19,7 @@ from tasks import evidence
 from tasks.connections import Connections, connect
 from tasks.faults import crash_point
 from tasks.health import CheckResult
-from tasks.steps import decide_entry, tag_and_apply, verify_and_check
+from tasks.steps import EvidenceNotRecordedError, HealthCheckError, decide_entry, tag_and_apply, verify_and_check
 from tasks.strategies import strategy_for
 from tasks.strategies.base import Entry, NothingToPromoteError, TagToCreate
 from tasks.verification import VerificationResult
@@ -120,7 +120,12 @@ def _enter(conn: Connections, env: Environment, entry: Entry, report: PromotionR
         return [evidence_record(conn, "verified", env.name, entry.value, at, by=report.requested_by, details=details)]
 
     # The record is written in the verification's step: a step of its own costs the Prefect server a task run
-    verified = verify_and_check(conn, env, revision, values, evidence_for)
+    try:
+        verified = verify_and_check(conn, env, revision, values, evidence_for)
+    except (HealthCheckError, EvidenceNotRecordedError) as failed:
+        report.sections.append(failed.section)
+        raise
+    report.sections.append(verified.section)
     report.commit = revision
     report.verified(verified.verification.summary(), [c.summary() for c in verified.checks])
     for rec in verified.recorded:

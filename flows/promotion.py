@@ -43,6 +43,7 @@ from tasks.locks import EnvironmentLock
 from tasks.steps import (
     EvidenceFor,
     EvidenceNotRecordedError,
+    HealthCheckError,
     Verified,
     choose_candidate,
     roll_back_promotion,
@@ -280,10 +281,13 @@ def _verify_or_roll_back(
     now. A verified environment whose records could not be written is not rolled back."""
     values = strategy_for(env).values(conn, env, cand.value, applied.revision)
     try:
-        return verify_and_check(conn, env, applied.revision, values, evidence_for)
-    except EvidenceNotRecordedError:
+        verified = verify_and_check(conn, env, applied.revision, values, evidence_for)
+    except EvidenceNotRecordedError as lost:
+        report.sections.append(lost.section)
         raise
     except Exception as failure:
+        if isinstance(failure, HealthCheckError):
+            report.sections.append(failure.section)
         report.failure = str(failure)
         if cand.changes_anything:  # the write reached the environment: a failed deployment, whatever comes next
             _record_failure(conn, env, cand, applied, failure)
@@ -295,7 +299,9 @@ def _verify_or_roll_back(
                 back, back_values = roll_back_through_pull_request(conn, forge, env, cand, applied, str(failure))
             else:
                 back, back_values = roll_back_promotion(conn, env, cand, applied)
-            report.rollback_verification = verify(conn, env, back.revision, back_values).summary()
+            back_verified = verify(conn, env, back.revision, back_values)
+            report.sections.append(back_verified.section)
+            report.rollback_verification = back_verified.verification.summary()
             report.rolled_back_to = cand.previous
             record(conn, "rolled-back", env.name, cand.value, cand.anchor, details={"to": cand.previous})
         except Exception as stuck:  # say both: why we rolled back, and that it did not take
@@ -307,6 +313,8 @@ def _verify_or_roll_back(
         raise PromotionError(
             f"{env.name} did not come up at {cand.label} ({failure}); ROLLED BACK to {cand.previous}"
         ) from None
+    report.sections.append(verified.section)
+    return verified
 
 
 FAILURE_MESSAGE_LIMIT = 500  # the note keeps why, not a whole controller status dump

@@ -64,12 +64,15 @@ def record(conn: Connections, kind: evidence.RecordKind, env: str, tag: str, com
 
 
 def audit(key: str, report: PromotionReport, started: float) -> None:
-    """The run's markdown record: who, what, which versions and commits, decisions, results, timings."""
+    """The run's markdown record: who, what, which versions and commits, decisions, results, timings, then what
+    each verification showed (steps, health checks)."""
     rows = [*report.rows(), ("started_by", started_by()), ("duration_s", str(round(time.monotonic() - started, 1)))]
     lines = [f"# {md.text(key)}", "", "| field | value |", "|---|---|"]
     lines += [f"| {md.cell(name)} | {md.cell(value, 2000)} |" for name, value in rows]
     if report.diff:
         lines += ["", md.code_block(report.diff, "diff")]
+    for section in report.sections:
+        lines += ["", section]
     create_markdown_artifact(key=key, markdown="\n".join(lines), description="promotion audit record")
 
 

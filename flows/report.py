@@ -48,6 +48,9 @@ class PromotionReport(BaseModel):
     pull_request: str | None = None  # write.mode pull-request: the pull request's page
     merged_by: str | None = None
     diff: str = ""
+    # Each verification's section (tasks/steps.py), rendered below the audit record's table; not part of the
+    # run's result.
+    sections: list[str] = Field(default=[], exclude=True)
 
     def __getitem__(self, name: str) -> Any:
         return getattr(self, "from_" if name == "from" else name)

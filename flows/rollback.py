@@ -53,10 +53,11 @@ def rollback(
             return report
         with environment_lock(conn, env):
             back, values = roll_back_promotion(conn, env, plan.candidate, plan.applied)
-            result = verify(conn, env, back.revision, values)
+            verified = verify(conn, env, back.revision, values)
+            report.sections.append(verified.section)
             commit = plan.record_commit or back.commit
             record(conn, "rolled-back", env.name, plan.current, commit, by=requested_by, details={"to": plan.target})
-        report.write_back, report.verification = back.commit, result.summary()
+        report.write_back, report.verification = back.commit, verified.verification.summary()
         log.warning(f"{env.name} ROLLED BACK from {plan.current} to {plan.target}")
         tell(conn, f"{pipeline.name}: {env.name} ROLLED BACK from {plan.current} to {plan.target}")
         return report

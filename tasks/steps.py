@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.tasks import Task, exponential_backoff
@@ -146,25 +145,28 @@ def _verify(conn: Connections, env: Environment, revision: str, values: dict[str
     return verify_environment(kube, env, revision, values)
 
 
-def _publish(
-    conn: Connections, env: Environment, revision: str, result: VerificationResult, checks: list[CheckResult]
-) -> None:
-    """One artifact per verification, the health checks' table in it: each artifact is a write the Prefect
-    server stores and announces with two events, and a nightly writes one per environment of every pipeline."""
+def verification_section(env: Environment, revision: str, result: VerificationResult, checks: list[CheckResult]) -> str:
+    """What the controller and the rollout showed at each step, then the health checks' table: a section of the
+    run's audit record (flows/records.py), not an artifact of its own, as each artifact is a write the Prefect
+    server stores and announces with two events, and a nightly verifies every environment of every pipeline."""
     lines = [f"## {md.text(env.name)} runs {md.code(revision[:12])}", ""]
     lines += [f"- **{md.text(s.what)}**: {md.text(s.message, 600)} ({s.seconds:.1f}s)" for s in result.steps]
     lines += ["", f"API requests: {result.stats.requests} (watch events: {result.stats.events})"]
     if checks:
         lines += ["", "### Health checks", "", *md.table(results_table(checks))]
-    create_markdown_artifact(
-        key=f"verification-{conn.pipeline.name}-{env.name}",
-        markdown="\n".join(lines),
-        description=f"{env.name} verification" + (" and health checks" if checks else ""),
-    )
+    return "\n".join(lines)
 
 
 class HealthCheckError(OutcomeError, RuntimeError):
-    """A health check of the environment failed after the change was verified in the cluster."""
+    """A health check of the environment failed after the change was verified in the cluster. ``section``: the
+    verification's section for the audit record, the failed checks' rows in it."""
+
+    def __init__(self, message: str, section: str = "") -> None:
+        super().__init__(message)
+        self.section = section
+
+    def __reduce__(self) -> tuple[type[HealthCheckError], tuple[str, str]]:
+        return type(self), (str(self), self.section)
 
 
 def _health_checks(env: Environment, values: dict[str, str]) -> list[CheckResult]:
@@ -176,16 +178,18 @@ def _health_checks(env: Environment, values: dict[str, str]) -> list[CheckResult
 
 
 @task(name="verify-environment", **_RETRYING)
-def verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> VerificationResult:
+def verify(conn: Connections, env: Environment, revision: str, values: dict[str, str]) -> Verified:
     """The controller runs ``revision`` and it rolled out (used after a rollback: no health checks)."""
     result = _verify(conn, env, revision, values)
-    _publish(conn, env, revision, result, [])
-    return result
+    return Verified(result, [], (), verification_section(env, revision, result, []))
 
 
 class EvidenceNotRecordedError(PromoteError, RuntimeError):
     """The environment was verified and its evidence could not be written to Git: nothing is rolled back (what
-    runs is right); a re-run finds the environment verified and records it."""
+    runs is right); a re-run finds the environment verified and records it. ``section``: as HealthCheckError's,
+    set by the step that verified."""
+
+    section = ""
 
 
 class TransientEvidenceError(EvidenceNotRecordedError, TransientError):
@@ -196,6 +200,7 @@ class Verified(NamedTuple):
     verification: VerificationResult
     checks: list[CheckResult]
     recorded: tuple[evidence.Record, ...]
+    section: str  # for the run's audit record
 
 
 # What to record once the environment is verified and checked, built from both (they go into its details).
@@ -212,18 +217,23 @@ def verify_and_check(
     backs off itself until its timeout); a transient Kubernetes or Git error retries the step, and verifying
     again and writing a record again are harmless (a record already there is not added twice). A record that
     cannot be written raises :class:`EvidenceNotRecordedError`, never a verification failure: the caller must
-    not roll back a verified environment for it. Verification and checks go into one artifact, failed checks
-    included."""
+    not roll back a verified environment for it. Verification and checks make one section of the run's audit
+    record, failed checks included (on the error when one is raised)."""
     verification = _verify(conn, env, revision, values)
     checks = _health_checks(env, values)
-    _publish(conn, env, revision, verification, checks)
+    section = verification_section(env, revision, verification, checks)
     failed = [r for r in checks if not r.passed]
     if failed:
-        raise HealthCheckError(f"[{env.name}] health checks failed: " + "; ".join(r.summary() for r in failed))
+        summary = "; ".join(r.summary() for r in failed)
+        raise HealthCheckError(f"[{env.name}] health checks failed: {summary}", section)
     records = tuple(evidence_for(verification, checks)) if evidence_for is not None else ()
-    for rec in records:
-        _write_record(conn, rec)
-    return Verified(verification, checks, records)
+    try:
+        for rec in records:
+            _write_record(conn, rec)
+    except EvidenceNotRecordedError as lost:
+        lost.section = section
+        raise
+    return Verified(verification, checks, records, section)
 
 
 def _record(conn: Connections, rec: evidence.Record) -> None:

@@ -29,7 +29,6 @@ from tests.support.flowruns import (
     ROOT,
     InThread,
     api_url,
-    artifact_versions,
     artifacts_of,
     by_pipeline,
     notes,
@@ -72,9 +71,10 @@ def test_rc_then_production_without_gate(world: SandboxWorld) -> None:
     assert "| version | v1.0.1 |" in audit and "| from | v1.0.0 |" in audit
     assert "| started_by | local run |" in audit
     assert "feature: faster checkout" in audit.split("| commits | ")[1].split("\n")[0]  # what the release brings
-    verification = found[f"verification-{app.name}-production"]  # the health checks' table is in it
-    assert "### Health checks" in verification and "| passed |" in verification, verification
-    assert not any(key.startswith("health-") for key in found)  # one artifact per verification
+    # The verification's steps and the health checks' table are sections of the audit record, not artifacts
+    assert "## production runs " in audit and "Synced and Healthy" in audit, audit
+    assert "### Health checks" in audit and "| passed |" in audit, audit
+    assert not any(key.startswith(("health-", "verification-")) for key in found), sorted(found)
     # A second run has nothing new to do and changes nothing.
     before = git(app.origin, "for-each-ref")
     again = promote_rc(pipeline_file=str(app.pipeline_file), return_state=True)
@@ -256,10 +256,12 @@ def test_failing_production_health_checks_roll_back(world: SandboxWorld) -> None
     assert evidence.find(notes(app, "v1.0.1"), "promoted", app.name, "production", "v1.0.1") is None
     run_id = state.state_details.flow_run_id
     assert run_id is not None
-    # The verification of v1.0.1 with its failed check's row, then the rollback's verification (no checks).
-    promoted, rolled_back = artifact_versions(run_id, f"verification-{app.name}-production")
+    # The audit record shows the verification of v1.0.1 with its failed check's row, then the rollback's
+    # verification (no checks).
+    audit = artifacts_of(run_id)[f"promote-production-{app.name}"]
+    promoted, rolled_back = audit.split("## production runs ")[1:]
     assert "### Health checks" in promoted and "| FAILED |" in promoted, promoted
-    assert "Health checks" not in rolled_back
+    assert "Health checks" not in rolled_back, rolled_back
 
 
 def test_production_failure_whose_rollback_fails_too_says_both(world: SandboxWorld) -> None:

@@ -35,7 +35,11 @@ def test_the_audit_record_keeps_hostile_text_in_its_cell(world: SandboxWorld) ->
     audit = artifacts_of(run_id)[f"promote-rc-{app.name}"]
     tokens = parsed(audit)
     kinds = [t.type for t in tokens]
-    assert kinds.count("heading_open") == 1  # the record's own title only
+    # The record's own title, then its verification's section: the hostile text made no heading of its own.
+    headings = [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]
+    assert headings[0] == f"promote-rc-{app.name}", headings
+    assert [h.split(" ")[:2] for h in headings[1:2]] == [["staging", "runs"]], headings
+    assert headings[2:] in ([], ["Health checks"]), headings
     assert not {"link_open", "image", "html_inline", "html_block"} & set(kinds), audit
     # Table cells in order: field, value, field, value... The hostile text is one value cell, of requested_by.
     cells = [t.content for t in tokens if t.type == "inline" and t.content != audit.splitlines()[0].lstrip("# ")]

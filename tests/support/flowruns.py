@@ -75,16 +75,6 @@ def artifacts_of(run_id: UUID) -> dict[str, str]:
     return {a.key or "": str(a.data) for a in found}
 
 
-def artifact_versions(run_id: UUID, key: str) -> list[str]:
-    """Every version of the artifact ``key`` that the run wrote, oldest first."""
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])),
-            sort=ArtifactSort.CREATED_DESC,
-        )
-    return [str(a.data) for a in reversed(found) if a.key == key]
-
-
 class InThread:
     def __init__(self, fn: Callable[[], Any]) -> None:
         self.state: State[Any] | None = None
