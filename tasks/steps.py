@@ -226,35 +226,44 @@ def verify_and_check(
     if failed:
         summary = "; ".join(r.summary() for r in failed)
         raise HealthCheckError(f"[{env.name}] health checks failed: {summary}", section)
-    records = tuple(evidence_for(verification, checks)) if evidence_for is not None else ()
     try:
+        records = tuple(evidence_for(verification, checks)) if evidence_for is not None else ()
         for rec in records:
             _write_record(conn, rec)
     except EvidenceNotRecordedError as lost:
         lost.section = section
         raise
+    except Exception as exc:  # building the records failed: the environment was verified all the same
+        unbuilt = _not_recorded(env.name, "records", exc)
+        unbuilt.section = section
+        raise unbuilt from exc
     return Verified(verification, checks, records, section)
 
 
-def _record(conn: Connections, rec: evidence.Record) -> None:
-    evidence.record(conn.repo, rec)
-    _log()(f"recorded '{rec.kind}' for {rec.tag} ({rec.environment}) in refs/notes/{evidence.NOTES_REF}")
+def _not_recorded(environment: str, what: str, exc: Exception) -> EvidenceNotRecordedError:
+    kind = TransientEvidenceError if is_transient(exc) else EvidenceNotRecordedError
+    return kind(
+        f"[{environment}] verified, but its {what} could not be written to Git ({exc}); nothing was rolled "
+        "back: run the promotion again to record it"
+    )
 
 
 def _write_record(conn: Connections, rec: evidence.Record) -> None:
     try:
-        _record(conn, rec)
+        evidence.record(conn.repo, rec)
     except Exception as exc:
-        kind = TransientEvidenceError if is_transient(exc) else EvidenceNotRecordedError
-        raise kind(
-            f"[{rec.environment}] verified, but its '{rec.kind}' record could not be written to Git ({exc}); "
-            "nothing was rolled back: run the promotion again to record it"
-        ) from exc
+        raise _not_recorded(rec.environment, f"'{rec.kind}' record", exc) from exc
+    _log()(_recorded(rec))
+
+
+def _recorded(rec: evidence.Record) -> str:
+    return f"recorded '{rec.kind}' for {rec.tag} ({rec.environment}) in refs/notes/{evidence.NOTES_REF}"
 
 
 @task(name="record-evidence", **_RETRYING)
 def record_evidence(conn: Connections, rec: evidence.Record) -> None:
-    _record(conn, rec)
+    evidence.record(conn.repo, rec)
+    _log()(_recorded(rec))
 
 
 def run_url(flow_run_id: str | None) -> str | None:
