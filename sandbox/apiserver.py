@@ -67,6 +67,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}$")  # nothing the to
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 _DISCOVERY_ACCEPT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 _STOP_GRACE_SECONDS = 10.0
+# kube-apiserver's graceful shutdown outlasted the 10 s above at the end of the sandbox demo (its clients still
+# connected), so the demo's cleanup took 10 s. Its state is in etcd, which stops cleanly after it, and the
+# sandbox is thrown away: it gets 2 s, then SIGKILL.
+_APISERVER_STOP_GRACE_SECONDS = 2.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _T = TypeVar("_T")
 
@@ -487,11 +491,12 @@ class LocalKubeAPI:
                 http.close()
 
     def _stop_processes(self) -> None:
-        for _, proc, log_file in reversed(self._procs):  # kube-apiserver first: it would complain about etcd
+        for name, proc, log_file in reversed(self._procs):  # kube-apiserver first: it would complain about etcd
             if proc.poll() is None:
                 proc.terminate()
+                grace = _APISERVER_STOP_GRACE_SECONDS if name == "kube-apiserver" else _STOP_GRACE_SECONDS
                 try:
-                    proc.wait(timeout=_STOP_GRACE_SECONDS)
+                    proc.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
