@@ -9,6 +9,9 @@
 
 Overhead = A - B: everything Prefect adds, its fixed per-flow cost included (target: under 0.5 s; C under
 0.5 s). Nightly ratio = T(N) / T(1) (target < 4 for N = 20). ``--promotion-only`` stops after A/B/C.
+``--scale`` measures Prefect's CPU per pipeline and the time ratios per fan-out mode instead (``--fan-out-scale``:
+other counts for the fanned-out modes), ``--demo N`` adds the warm sandbox demo, and the run ends with every
+performance target it measured, side by side: e.g. ``hack/bench --scale 1,200 --fan-out-scale 1,20 --demo 3``.
 
 The Prefect server runs on a throwaway local PostgreSQL, as Prefect advises beyond light use and the README
 advises for many pipelines. ``--database sqlite`` runs it on SQLite (``prefect server start``'s default)
@@ -64,6 +67,7 @@ from prefect import flow  # noqa: E402
 
 from bench import prefect_rows  # noqa: E402
 from bench.cpu import children_named, descendants, postmaster_pid, thread_cpu, tree_cpu  # noqa: E402
+from bench.demo_controllers import run as run_demo  # noqa: E402
 from flows.heartbeat import beats, runs_without_the_wait  # noqa: E402
 from flows.nightly import nightly  # noqa: E402
 from flows.promote_production import promote_production  # noqa: E402
@@ -89,6 +93,29 @@ SERVER_SETTINGS = {
 
 
 NIGHTLY_MAX_PARALLEL: int = inspect.signature(nightly.fn).parameters["max_parallel"].default
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One of the performance targets (docs/operations.md) as this run measured it."""
+
+    value: float
+    target: float
+    unit: str  # " s", "x" or "" (CPU-s)
+
+
+FIGURES: dict[str, Figure] = {}  # in the order measured; printed together at the end
+
+
+def print_targets() -> None:
+    if not FIGURES:
+        return
+    print("\ntargets, side by side from this run (docs/operations.md):")
+    print(f"  {'figure':<52} {'measured':>9} {'target':>9}")
+    for name, fig in FIGURES.items():
+        mark = "met" if fig.value < fig.target else "NOT met"
+        measured, target = f"{fig.value:.2f}{fig.unit}", f"< {fig.target:g}{fig.unit}"
+        print(f"  {name:<52} {measured:>9} {target:>9}  {mark}", flush=True)
 
 
 @beats
@@ -321,6 +348,7 @@ def overhead(world: SandboxWorld, rounds: int) -> None:
     print(f"  C  two empty flow runs                 {ec:6.2f} s  (target < 0.5 s)")
     print(f"  C' the same, Prefect's own heartbeat   {ep:6.2f} s  ({ep / ec:.2f}x C)")
     print(f"  overhead A-B                           {fa - db:6.2f} s  (target < 0.5 s)")
+    FIGURES["promotion overhead A-B"] = Figure(fa - db, 0.5, " s")
     print(f"  overhead A'-B                          {fp - db:6.2f} s  (with Prefect's own heartbeat)", flush=True)
     ca, cb = (tuple(med(part) for part in zip(*cpu, strict=True)) for cpu in (cpu_a, cpu_b))
     print(
@@ -416,9 +444,16 @@ def own_work(world: SandboxWorld, count: int, max_parallel: int) -> float:
 
 
 def scale(
-    world: SandboxWorld, counts: list[int], modes: list[str], max_parallel: int, workers: int, database: str
+    world: SandboxWorld,
+    counts: list[int],
+    modes: list[str],
+    max_parallel: int,
+    workers: int,
+    database: str,
+    fan_out_counts: list[int] | None = None,
 ) -> None:
-    """The nightly over 1, 20, 200... pipelines, in each fan-out mode; ratios to one pipeline in that mode.
+    """The nightly over 1, 20, 200... pipelines (``fan_out_counts`` for the fanned-out modes, default the same),
+    in each fan-out mode; ratios to one pipeline in that mode.
 
     Each mode ends with what the performance targets read: Prefect's share of a pipeline's CPU at the largest
     count (the nightly's CPU-s per pipeline less the same promotions' own work without Prefect, measured beside
@@ -441,7 +476,7 @@ def scale(
                 stack.enter_context(task_workers(workers, max_parallel // workers))
             one: float | None = None
             last: NightlyResult | None = None
-            for count in counts:
+            for count in counts if mode == "threads" or fan_out_counts is None else fan_out_counts:
                 where = ROOT / f"scale-{mode}-{count}"
                 apps = make_pipelines(world, where, f"s{mode[0]}{count}", count)
                 result = run_nightly(where, max_parallel, mode)
@@ -469,6 +504,13 @@ def scale(
             print(f"  {mode}: own work without Prefect {own:.2f} CPU-s per pipeline ({last.pipelines} side by side)")
             print(f"{prefix}cpu-s per pipeline: {share:.2f}  ({mode}: Prefect's share at {last.pipelines} pipelines)")
             print(f"{prefix}ratio {last.pipelines}/1: {last.seconds / one:.2f}  ({mode})", flush=True)
+            fanned = mode != "threads"
+            FIGURES[f"{prefix}cpu-s per pipeline ({mode}, {last.pipelines} pipelines)"] = Figure(
+                share, 2.0 if fanned else 0.3, ""
+            )
+            FIGURES[f"{prefix}ratio {last.pipelines}/1 ({mode})"] = Figure(
+                last.seconds / one, 5.0 if fanned else 15.0, "x"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -487,6 +529,17 @@ def main(argv: list[str] | None = None) -> int:
         "--fan-out",
         default="threads,deployments,task-workers",
         help="with --scale: the nightly's fan_out_to modes to compare (threads, deployments, task-workers)",
+    )
+    parser.add_argument(
+        "--fan-out-scale",
+        help="with --scale: other pipeline counts for the fanned-out modes, e.g. 1,20 (default: --scale's)",
+    )
+    parser.add_argument(
+        "--demo",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="at the end, the warm sandbox demo (the README's first command) ROUNDS times: its median total time",
     )
     parser.add_argument(
         "--workers", type=int, default=2, help="with --scale: process workers (deployments) or task workers"
@@ -515,6 +568,26 @@ def main(argv: list[str] | None = None) -> int:
     # Stopped (kill, a CI timeout): unwind as on Ctrl-C, so the Prefect server, PostgreSQL and the API server
     # it started stop too instead of outliving it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    code = measure(args)
+    if args.demo:  # after the bench's own servers stopped: the demo starts its own
+        demo(args.demo)
+    print_targets()
+    return code
+
+
+def demo(rounds: int) -> None:
+    """The README's first command, warm (its binaries built, its database snapshot made): the median of
+    ``rounds`` runs' own total time (from its start to its summary)."""
+    run_demo("real", "tag")  # warm-up, not counted: it builds whatever the bench itself did not need
+    totals = []
+    for round_ in range(rounds):
+        total, wall = run_demo("real", "tag")
+        print(f"warm sandbox demo, round {round_ + 1}: total {total:.1f} s, wall {wall:.1f} s", flush=True)
+        totals.append(total)
+    FIGURES["warm sandbox demo (total time, median)"] = Figure(statistics.median(totals), 15.0, " s")
+
+
+def measure(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if args.database == "postgresql":
             try:
@@ -551,7 +624,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if args.scale:
                 counts = [int(n) for n in args.scale.split(",")]
-                scale(world, counts, args.fan_out.split(","), args.max_parallel, args.workers, args.database)
+                fanned = [int(n) for n in args.fan_out_scale.split(",")] if args.fan_out_scale else None
+                scale(world, counts, args.fan_out.split(","), args.max_parallel, args.workers, args.database, fanned)
                 return 0
             n = args.pipelines
             parallel = args.max_parallel
