@@ -205,7 +205,7 @@ def _run(
         os.environ["PROMOTE_CACHE_DIR"] = str(root / "cache")
         os.environ["PREFECT_UI_URL"] = server.url
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
-        os.environ.setdefault("PROMOTE_APPROVAL_POLL_SECONDS", "1")  # the demo's approval is given at once
+        os.environ.setdefault("PROMOTE_APPROVAL_POLL_SECONDS", "0.2")  # the demo's approval is given at once
 
         from kubernetes.config import new_client_from_config
 

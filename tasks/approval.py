@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -181,15 +182,20 @@ def fail_expired_approvals(flow_names: tuple[str, ...] = GATED_FLOWS, *, now: da
     return prefectruns.fail_expired_suspensions(flow_names, message, now=now, skip_keys=(merges.KEY_PREFIX,))
 
 
-def approval_poll_seconds() -> int:
+def approval_poll_seconds() -> float:
     """How often a paused run asks the API whether it was answered: ``PROMOTE_APPROVAL_POLL_SECONDS``
-    (1-60, default 5: one small read per paused run; the sandbox demo uses 1 so its approval shows at once)."""
+    (0.2-60 seconds, default 5: one small read per paused run; the sandbox demo uses 0.2 so its approval
+    shows at once). Anything else, or a value out of range, is the default or the nearest bound."""
     raw = os.environ.get("PROMOTE_APPROVAL_POLL_SECONDS", "5").strip()
-    return min(60, max(1, int(raw))) if raw.isdigit() else 5
+    try:
+        value = float(raw[:32])
+    except ValueError:
+        return 5.0
+    return min(60.0, max(0.2, value)) if math.isfinite(value) else 5.0
 
 
 def wait_for_approval(
-    plan: ApprovalPlan, timeout_seconds: float, *, key: str, poll_seconds: int | None = None
+    plan: ApprovalPlan, timeout_seconds: float, *, key: str, poll_seconds: float | None = None
 ) -> ApprovalDecision:
     """Pause (local or nested run: the process waits) or suspend (a deployment's run: the worker is freed and
     the flow re-runs from the top once resumed, arriving here again and receiving the stored decision)."""

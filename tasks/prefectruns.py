@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from prefect import get_client
@@ -169,13 +169,14 @@ def can_suspend_this_run() -> bool:
     return suspendable(context.flow_run if context is not None else None)
 
 
-def wait_for_input(form: type[T], *, timeout: int, key: str, poll_seconds: int) -> T | None:
+def wait_for_input(form: type[T], *, timeout: int, key: str, poll_seconds: float) -> T | None:
     """Wait for a person's input to this run: suspended (a deployment's run: the worker is freed and the flow
     re-runs from the top once resumed, arriving here again and receiving the stored input) or paused (a local or
     nested run: the process waits). Raises :class:`FlowPauseTimeout` when nobody answered in time."""
     if can_suspend_this_run():
         return suspend_flow_run(wait_for_input=form, timeout=timeout, key=key)
-    return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=poll_seconds, key=key)
+    # Prefect types the interval as int and sleeps it: a fraction of a second works (the demo's 0.2 s).
+    return pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=cast(int, poll_seconds), key=key)
 
 
 def suspend(*, timeout: int, key: str) -> None:
