@@ -527,13 +527,18 @@ def flux_crds_dir() -> Path:
 
 
 def install_crds(
-    api_client: k8s.ApiClient, directories: Path | Sequence[Path] | None = None, *, timeout: float = 30.0
+    api_client: k8s.ApiClient,
+    directories: Path | Sequence[Path] | None = None,
+    *,
+    timeout: float = 30.0,
+    warm_up: bool = True,
 ) -> list[str]:
     """Apply every CRD in ``directories`` (server-side apply), wait until each one is Established, and warm it up.
 
     By default: Argo CD's (``manifests/crds``) and the upstream Flux CRDs (:func:`flux_crds_dir`).
     The first request to a new custom resource waits about a second for its watch cache to start; one list
-    per CRD, all at once, pays that here instead of inside the first test that touches it.
+    per CRD, all at once, pays that here instead of inside the first test that touches it (``warm_up=False``
+    where a controller started next lists them anyway).
     Returns the CRD names. Safe to call again: applying the same manifests changes nothing.
     """
     if directories is None:
@@ -552,6 +557,8 @@ def install_crds(
     apply_manifests(api_client, documents)
     names = [str(doc["metadata"]["name"]) for doc in documents]
     wait_for_crds_established(api_client, names, timeout=timeout)
+    if not warm_up:
+        return names
     paths = []
     for doc in documents:
         spec = doc["spec"]

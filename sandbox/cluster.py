@@ -219,7 +219,7 @@ class RealCluster:
                 apply_manifests(admin, KWOK_NODE)
                 if self.with_flux:
                     assert self.binaries.flux_crds is not None  # checked when the cluster was made
-                    install_crds(admin, self.binaries.flux_crds, timeout=300)
+                    install_crds(admin, self.binaries.flux_crds, timeout=300, warm_up=False)
                     namespace = k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=FLUX_NAMESPACE))
                     k8s.CoreV1Api(admin).create_namespace(namespace)
                     self._start_flux()
@@ -363,7 +363,7 @@ class RealCluster:
         """Argo CD's upstream CRDs, its namespace, and what its controller reads at start: argocd-cm (it exits
         without it), argocd-secret and the default AppProject."""
         assert self.binaries.argocd is not None
-        install_crds(admin, self.binaries.argocd / "crds", timeout=300)
+        install_crds(admin, self.binaries.argocd / "crds", timeout=300, warm_up=False)
         k8s.CoreV1Api(admin).create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ARGOCD_NAMESPACE)))
         labels = {"app.kubernetes.io/part-of": "argocd"}
         apply_manifests(
