@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.load import PipelineError, load_pipeline
 from promote.notifications import DEFAULT_EVENTS
 from rules.errors import PromoteError
+
+if TYPE_CHECKING:
+    from pipeline.model import Pipeline
+    from tasks.board import BoardRow
+    from tasks.gitrepo import GitRepository
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -66,11 +73,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     from tasks.board import board_rows, ignored_lines, render_text
     from tasks.connections import evidence_policy, open_repository
-    from tasks.gitrepo import GitRepository
 
     files = _pipeline_files(args.files)
     if not files:
         print("promote status: no pipeline files found", file=sys.stderr)
+        return EXIT_USAGE
+    if args.svg is not None and len(files) != 1:
+        print(f"promote status: --svg draws one pipeline, and {len(files)} were given: name one file", file=sys.stderr)
         return EXIT_USAGE
     status = EXIT_OK
     fetched: dict[str, GitRepository] = {}  # pipelines in one repository share its clone: fetch it once
@@ -86,6 +95,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             repo.evidence_policy = evidence_policy(pipeline, signing=False)  # each pipeline trusts its own keys
             rows = board_rows(repo, pipeline)
             ignored = ignored_lines(repo, pipeline)
+            if args.svg is not None:
+                _write_picture(Path(args.svg), pipeline, repo, rows)
         except PromoteError as exc:
             print(f"promote status: {exc}", file=sys.stderr)
             status = EXIT_FAILED
@@ -103,6 +114,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"pipelines": boards}, indent=1))
     return status
+
+
+def _write_picture(path: Path, pipeline: Pipeline, repo: GitRepository, rows: list[BoardRow]) -> None:
+    """The board as an SVG picture (tasks/boardpicture.py) at ``path``: written whole beside it, then moved into
+    place, never through a symbolic link."""
+    from datetime import UTC, datetime
+
+    from tasks.boardpicture import lags, render_svg
+    from tasks.plan import plan_pipeline
+    from tasks.terminal import printable
+
+    shown = printable(str(path))[:200]
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise PromoteError(f"--svg {shown}: not a regular file; name a new file or a regular file to replace")
+    if not path.parent.is_dir():
+        raise PromoteError(f"--svg {shown}: its folder does not exist; create it first")
+    picture = lags(pipeline, plan_pipeline(repo, pipeline))
+    svg = render_svg(f"pipeline {pipeline.name}", rows, picture, datetime.now(UTC))
+    fd, name = tempfile.mkstemp(prefix=".promote-status-", suffix=".svg", dir=path.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(svg)
+        temporary.chmod(0o644)
+        temporary.replace(path)  # replaces the name itself: never writes through a link put there meanwhile
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
@@ -299,6 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("files", nargs="+", metavar="FILE", help="pipeline file or directory")
     status.add_argument("--json", action="store_true", help="print JSON (full commits, ISO 8601 times)")
+    status.add_argument(
+        "--svg",
+        metavar="OUT",
+        help="also draw the pipeline as a picture into OUT (an SVG file: environments as boxes in promotion order,"
+        " each with its version, since when, verified or not, and how far it lags the one before it); one pipeline",
+    )
     status.set_defaults(handler=_cmd_status)
 
     plan = sub.add_parser("plan", help="show what a promotion would change in every environment (changes nothing)")

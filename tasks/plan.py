@@ -20,6 +20,7 @@ class EnvironmentPlan:
     tags: list[str] = field(default_factory=list)
     diff: str = ""
     note: str = ""
+    refused: bool = False  # the flows would refuse to promote it (the note says why), not merely nothing to do
 
     def render(self) -> str:
         head = f"{self.environment} ({self.tracks}): {self.current or '-'}"
@@ -61,4 +62,5 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPl
                 plan.note = cand.label + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")
         except (RefusedError, NothingToDoError) as exc:
             plan.note = str(exc)
+            plan.refused = isinstance(exc, RefusedError)
     return plans
