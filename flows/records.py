@@ -17,10 +17,11 @@ from flows import events
 from flows.inputs import started_by
 from flows.report import PromotionReport
 from rules.windows import HeldError
-from tasks import board, evidence
+from tasks import board, boardpicture, evidence
 from tasks import markdown as md
 from tasks.connections import Connections
 from tasks.notify import notify
+from tasks.plan import plan_pipeline
 from tasks.steps import run_url
 
 
@@ -115,6 +116,20 @@ def _board_changed(conn: Connections) -> None:
         held[conn.pipeline.name] = conn
 
 
+def _board_picture(conn: Connections, rows: list[board.BoardRow]) -> str:
+    """The board's picture (tasks/boardpicture.py) as a markdown image, lags as ``promote plan`` decides them;
+    "" when it cannot be drawn (the table is written anyway, and the run log says why)."""
+    try:
+        plans = plan_pipeline(conn.repo, conn.pipeline, fetch=False)  # the board's rows were read just now
+        svg = boardpicture.render_svg(
+            f"pipeline {conn.pipeline.name}", rows, boardpicture.lags(conn.pipeline, plans), now=None
+        )
+        return boardpicture.markdown_image(svg, f"pipeline {conn.pipeline.name}")
+    except Exception as exc:
+        conn.log(f"the board of {conn.pipeline.name} is written without its picture: {exc}")
+        return ""
+
+
 def publish_board(conn: Connections, notes: Mapping[str, str] | None = None) -> None:
     """Rewrite the pipeline's "what runs where" table artifact from Git (tasks/board.py), as ``promote status``
     prints it; ``notes``: what a run knows beyond Git, per environment (a pull request waiting and its checks).
@@ -126,10 +141,12 @@ def publish_board(conn: Connections, notes: Mapping[str, str] | None = None) -> 
     try:
         conn.repo.fetch()  # another environment's run may have moved the branch or the notes meanwhile
         rows = board.with_notes(board.board_rows(conn.repo, conn.pipeline), notes or {})
+        description = f"what runs where in {md.text(conn.pipeline.name)}, from Git (`promote status` prints the same)"
+        picture = _board_picture(conn, rows)
         create_table_artifact(
             key=key,
             table=[{k: md.cell(v) for k, v in row.items()} for row in board.board_table(rows)],
-            description=f"what runs where in {conn.pipeline.name}, from Git (`promote status` prints the same)",
+            description=description + (f"\n\n{picture}" if picture else ""),
         )
     except Exception as exc:
         message = f"could not write the board artifact {key} (the promotion itself is recorded in Git): {exc}"

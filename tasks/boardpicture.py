@@ -8,6 +8,8 @@ come from files and people: each is cut to fit its box and escaped for XML."""
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,8 +20,9 @@ from tasks.board import BoardRow
 from tasks.plan import EnvironmentPlan
 from tasks.terminal import printable
 
-BOX_WIDTH, BOX_HEIGHT, GAP, MARGIN, TITLE_HEIGHT = 240, 152, 56, 16, 36
-LINE_CHARS = 30  # a box's line shows at most this much (SVG text does not wrap)
+BOX_WIDTH, BOX_HEIGHT, GAP, MARGIN, TITLE_HEIGHT = 260, 152, 56, 16, 36
+_ALT_UNSAFE = re.compile(r"[^\w .-]")
+LINE_CHARS = 34  # a box's line shows at most this much (SVG text does not wrap)
 COLOURS = {  # border, fill: verified and in step / lagging or not verified / unknown
     "ok": ("#2e7d32", "#e8f5e9"),
     "behind": ("#ef6c00", "#fff3e0"),
@@ -58,8 +61,9 @@ def lags(pipeline: Pipeline, plans: Sequence[EnvironmentPlan]) -> dict[str, Lag]
     return found
 
 
-def ago(when: str | None, now: datetime) -> str:
-    """An evidence time (ISO 8601) as "3h ago"; "never" when there is none, the text itself when unreadable."""
+def ago(when: str | None, now: datetime | None) -> str:
+    """An evidence time (ISO 8601) as "3h ago" from ``now``; with no ``now`` (a picture kept for later, such as
+    the board artifact's) as the UTC time itself. "never" when there is none, the text itself when unreadable."""
     if not when:
         return "never"
     try:
@@ -68,6 +72,8 @@ def ago(when: str | None, now: datetime) -> str:
         return when
     if then.tzinfo is None:
         then = then.replace(tzinfo=UTC)
+    if now is None:
+        return then.astimezone(UTC).strftime("%Y-%m-%d %H:%MZ")
     seconds = max(0, int((now - then).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
@@ -75,7 +81,7 @@ def ago(when: str | None, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
-def lag_lines(lag: Lag, rows: Mapping[str, BoardRow], now: datetime) -> list[str]:
+def lag_lines(lag: Lag, rows: Mapping[str, BoardRow], now: datetime | None) -> list[str]:
     """The box's last lines: where versions enter, in step with its upstream, or what waits and since when."""
     if lag.entry is not None:
         return ["left alone: versions enter", f"at {lag.entry}"]
@@ -108,9 +114,10 @@ def _text(x: int, y: int, text: str, *, weight: str = "normal", size: int = 13, 
     )
 
 
-def render_svg(title: str, rows: Sequence[BoardRow], lags: Mapping[str, Lag], now: datetime) -> str:
+def render_svg(title: str, rows: Sequence[BoardRow], lags: Mapping[str, Lag], now: datetime | None) -> str:
     """The SVG document for one pipeline: ``rows`` in promotion order, left to right, an arrow from each
-    environment to the next it feeds; ``lags`` per environment (a missing one: drawn as the entry)."""
+    environment to the next it feeds; ``lags`` per environment (a missing one: drawn as the entry); times as
+    "3h ago" from ``now``, or as UTC times without it."""
     by_name = {row.environment: row for row in rows}
     width = 2 * MARGIN + len(rows) * BOX_WIDTH + max(0, len(rows) - 1) * GAP
     height = 2 * MARGIN + TITLE_HEIGHT + BOX_HEIGHT
@@ -152,3 +159,11 @@ def render_svg(title: str, rows: Sequence[BoardRow], lags: Mapping[str, Lag], no
             )
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def markdown_image(svg: str, alt: str) -> str:
+    """The picture as a markdown image the Prefect UI shows (an artifact's description): a data URI, so it needs
+    no file, and a browser shows an SVG image without running anything in it or fetching anything for it."""
+    data = base64.b64encode(svg.encode()).decode()
+    # Inside ![...] a bracket or parenthesis could end the text early and start a link: keep none of them.
+    return f"![{_ALT_UNSAFE.sub('', alt)[:100]}](data:image/svg+xml;base64,{data})"

@@ -34,11 +34,12 @@ class EnvironmentPlan:
         return "\n".join(lines)
 
 
-def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPlan]:
+def plan_pipeline(repo: GitRepository, pipeline: Pipeline, *, fetch: bool = True) -> list[EnvironmentPlan]:
     """Each environment's next version as the flows would decide it, with file diffs and new tags: the entry
     as promote-rc would, every environment after it as promote-environment would (from what is verified
-    upstream now, so a chain shows one step at a time)."""
-    repo.fetch()
+    upstream now, so a chain shows one step at a time). ``fetch=False``: the caller has just fetched."""
+    if fetch:
+        repo.fetch()
     conn = Connections(pipeline, repo, log=lambda _message: None)
     entry = pipeline.names.index(pipeline.entry.name)
     plans: list[EnvironmentPlan] = []
@@ -57,7 +58,11 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline) -> list[EnvironmentPl
                 plan.note, plan.diff = decided.reason, decided.diff
             else:
                 cand = strategy.candidate(conn, env, None)
-                plan.current, plan.proposed, plan.diff = cand.previous, cand.value, cand.diff
+                # The candidate's "previous" is the value before this tool's last write there, so that a re-run
+                # finishes that write; once that write landed, what runs is the candidate: nothing changes.
+                running = plan.current
+                plan.current = running if cand.value == running else cand.previous
+                plan.proposed, plan.diff = cand.value, cand.diff
                 plan.tags = [cand.tag.name] if cand.tag and cand.tag.name not in repo.tags() else []
                 plan.note = cand.label + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")
         except (RefusedError, NothingToDoError) as exc:

@@ -5,6 +5,7 @@ it (headless Chromium; the screenshot is kept in test-artifacts/board.png)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,12 @@ from sandbox.world import SandboxApp, SandboxWorld, git
 from tasks.approval import resume_run
 from tasks.board import NONE, board_key, board_rows, board_table
 from tasks.connections import open_repository
+from tasks.plan import plan_pipeline
 from tests.support.flowruns import (
     ROOT,
     InThread,
     api_url,
+    board_picture,
     board_writes,
     by_pipeline,
     latest_board,
@@ -69,6 +72,16 @@ def test_promotions_rewrite_the_board_with_what_git_records(world: SandboxWorld)
     assert production["run"] == str(prod.state_details.flow_run_id)
     assert production["since"] != NONE and production["since"] >= rows[0]["since"]
     assert rows == from_git(app)  # the artifact and `promote status` print the same cells
+    # Beside the table, the picture: the same versions, production in step with what staging verified.
+    picture = board_picture(app)
+    texts = re.findall(">([^<]+)</text>", picture)
+    assert {"v1.0.1-rc1", "v1.0.1", "in step with staging"} <= set(texts), texts
+    assert "ago<" not in picture  # a kept picture shows times, not "3h ago" that goes stale
+    # `promote plan` agrees: production runs what staging verified (was: "v1.0.0 -> v1.0.1" once more, read from
+    # the value before the write that already landed).
+    pipeline = load_pipeline(app.pipeline_file)
+    plans = {plan.environment: plan for plan in plan_pipeline(open_repository(pipeline), pipeline)}
+    assert plans["production"].render().startswith("production (tag): v1.0.1 (no change)")
 
     back = rollback(pipeline_file=str(app.pipeline_file), environment="production", return_state=True)
     assert back.is_completed(), back.message
@@ -127,6 +140,7 @@ def test_the_prefect_ui_shows_the_board(world: SandboxWorld) -> None:
             # Wait on the rendered cells themselves (as long as the browser works: tests/support/webdriver.py).
             page.find("//*[contains(text(), 'v1.0.1-rc1')]")
             page.find(f"//*[contains(text(), '{rows[1]['commit']}')]")
+            page.find("//img[starts-with(@src, 'data:image/svg+xml;base64,')]")  # the picture, beside the table
             page.screenshot(ARTIFACTS / "board.png")
             dom = page.source()
             (ARTIFACTS / "board.html").write_text(dom)

@@ -4,12 +4,13 @@ test-artifacts/board-picture.png)."""
 
 from __future__ import annotations
 
+import base64
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
 from tasks.board import BoardRow
-from tasks.boardpicture import LINE_CHARS, Lag, ago, lags, render_svg
+from tasks.boardpicture import LINE_CHARS, Lag, ago, lags, markdown_image, render_svg
 from tasks.plan import EnvironmentPlan
 from tests.support.boardrepo import BoardRepo, make_board_repo, release_story
 from tests.support.cli import promote
@@ -85,13 +86,13 @@ def test_a_version_verified_upstream_and_not_promoted_shows_as_the_lag(tmp_path:
 def test_hostile_texts_are_escaped_and_cut_to_their_box() -> None:
     now = datetime(2026, 5, 2, tzinfo=UTC)
     rows = [
-        BoardRow("staging", "tag", version="<script>alert('board')</script>", note="x" * 500 + "\x1b[2J"),
+        BoardRow("staging", "tag", version="<script>alert('the board picture')</script>", note="x" * 500 + "\x1b[2J"),
         BoardRow("production", "tag", version="v1&2", verified="2026-05-01T00:00:00+00:00"),
     ]
     svg = render_svg('pipeline "shop"<', rows, {"production": Lag(upstream="staging")}, now)
     assert "<script" not in svg and "\x1b" not in svg
     boxes = _boxes(svg)
-    assert boxes["staging"][1] == "<script>alert('board')</script>"[: LINE_CHARS - 1] + "\u2026"
+    assert boxes["staging"][1] == "<script>alert('the board picture')</script>"[: LINE_CHARS - 1] + "\u2026"
     assert all(len(line) <= LINE_CHARS for lines in boxes.values() for line in lines)
     assert boxes["production"][1] == "v1&2" and boxes["production"][3] == "verified 1d ago"
 
@@ -104,6 +105,15 @@ def test_times_read_as_how_long_ago() -> None:
     assert ago("2026-05-02T09:00:00+00:00", now) == "3h ago"
     assert ago("2026-04-29T12:00:00+00:00", now) == "3d ago"
     assert ago("not a time", now) == "not a time"
+    assert ago("2026-05-02T09:00:00+00:00", None) == "2026-05-02 09:00Z"  # a kept picture: no "ago" to go stale
+
+
+def test_the_picture_as_a_markdown_image_is_the_svg_itself_and_its_alt_text_is_inert() -> None:
+    svg = render_svg("pipeline shop", [BoardRow("staging", "tag", version="v1")], {}, None)
+    image = markdown_image(svg, "pipeline [x](javascript:alert(1))")
+    alt, _, rest = image.partition("](data:image/svg+xml;base64,")
+    assert alt == "![pipeline xjavascriptalert1"
+    assert base64.b64decode(rest.removesuffix(")")).decode() == svg
 
 
 def test_svg_draws_one_pipeline_and_never_writes_through_a_link(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ Deployment runs, and commands run from the project root."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -124,8 +125,8 @@ print("unexpectedly finished:", state)
 """
 
 
-def latest_board(app: SandboxApp) -> tuple[str, list[dict[str, str]]]:
-    """(artifact id, rows) of the newest ``board-<pipeline>`` artifact, read through the Prefect client."""
+def _newest_board(app: SandboxApp) -> Any:
+    """The newest ``board-<pipeline>`` artifact, read through the Prefect client."""
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[board_key(app.name)])),
@@ -133,8 +134,23 @@ def latest_board(app: SandboxApp) -> tuple[str, list[dict[str, str]]]:
             limit=1,
         )
     assert found, f"no artifact {board_key(app.name)}"
-    data: Any = found[0].data
-    return str(found[0].id), json.loads(data) if isinstance(data, str) else data
+    return found[0]
+
+
+def latest_board(app: SandboxApp) -> tuple[str, list[dict[str, str]]]:
+    """(artifact id, rows) of the newest ``board-<pipeline>`` artifact."""
+    newest = _newest_board(app)
+    data: Any = newest.data
+    return str(newest.id), json.loads(data) if isinstance(data, str) else data
+
+
+def board_picture(app: SandboxApp) -> str:
+    """The SVG document of the newest ``board-<pipeline>`` artifact's picture (a data URI in its description)."""
+    description = _newest_board(app).description or ""
+    marker = "(data:image/svg+xml;base64,"
+    assert marker in description, f"no picture in the board's description: {description[:300]!r}"
+    encoded = description.split(marker, 1)[1].split(")", 1)[0]
+    return base64.b64decode(encoded).decode()
 
 
 def board_writes(app: SandboxApp) -> int:
