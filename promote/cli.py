@@ -132,13 +132,19 @@ def _write_picture(path: Path, pipeline: Pipeline, repo: GitRepository, rows: li
         raise PromoteError(f"--svg {shown}: its folder does not exist; create it first")
     picture = lags(pipeline, plan_pipeline(repo, pipeline))
     svg = render_svg(f"pipeline {pipeline.name}", rows, picture, datetime.now(UTC))
-    fd, name = tempfile.mkstemp(prefix=".promote-status-", suffix=".svg", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".promote-status-", suffix=".svg", dir=path.parent)
+    except OSError as exc:
+        raise PromoteError(f"--svg {shown}: cannot write in its folder: {exc.strerror}") from None
     temporary = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(svg)
         temporary.chmod(0o644)
         temporary.replace(path)  # replaces the name itself: never writes through a link put there meanwhile
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise PromoteError(f"--svg {shown}: could not write it: {exc.strerror}") from None
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -135,6 +135,12 @@ def test_svg_draws_one_pipeline_and_never_writes_through_a_link(tmp_path: Path) 
     assert missing.returncode == 1 and "its folder does not exist" in missing.stderr
     assert not list(tmp_path.glob(".promote-status-*"))  # no temporary file left behind
 
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    over_a_folder = promote("status", "--svg", str(folder), str(board.pipeline_file), cwd=tmp_path)
+    assert over_a_folder.returncode == 1 and "not a regular file" in over_a_folder.stderr
+    assert "Traceback" not in linked.stderr + missing.stderr + over_a_folder.stderr
+
 
 def test_the_picture_shows_in_chromium(tmp_path: Path) -> None:
     board = make_board_repo(tmp_path / "shop")
