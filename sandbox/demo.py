@@ -313,7 +313,10 @@ def _run(
                 say(f"approvals given on your behalf: {len(approved)}")
                 if forge is not None:
                     say(f"pull requests merged on your behalf: {len(merged)} ({forge.url})")
-                say(f"artifacts (audit records, each with its verifications and health checks): {server.url}/artifacts")
+                say(
+                    "artifacts (each pipeline's board, a picture and a table of what runs where; audit records, each"
+                    f" with its verifications and health checks): {server.url}/artifacts"
+                )
                 say(f"total time: {time.monotonic() - started:.1f}s")
                 if keep:
                     say(f"\n--keep: the Prefect UI stays up at {server.url} and files in {root}; Ctrl-C to stop")
