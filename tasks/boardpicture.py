@@ -20,7 +20,7 @@ from tasks.board import BoardRow
 from tasks.plan import EnvironmentPlan
 from tasks.terminal import printable
 
-BOX_WIDTH, BOX_HEIGHT, GAP, MARGIN, TITLE_HEIGHT = 260, 152, 56, 16, 36
+BOX_WIDTH, BOX_HEIGHT, GAP, MARGIN, TITLE_HEIGHT = 260, 170, 56, 16, 36
 _ALT_UNSAFE = re.compile(r"[^\w .-]")
 LINE_CHARS = 34  # a box's line shows at most this much (SVG text does not wrap)
 COLOURS = {  # border, fill: verified and in step / lagging or not verified / unknown
@@ -41,6 +41,7 @@ class Lag:
     waiting: str | None = None
     said: str | None = None
     entry: str | None = None
+    commits: int = 0  # the commits ``waiting`` adds, where the strategy counts them
 
 
 def lags(pipeline: Pipeline, plans: Sequence[EnvironmentPlan]) -> dict[str, Lag]:
@@ -57,7 +58,8 @@ def lags(pipeline: Pipeline, plans: Sequence[EnvironmentPlan]) -> dict[str, Lag]
             found[env.name] = Lag(upstream.name if upstream else None, said=plan.note if plan else "not planned")
         else:
             waiting = plan.proposed if plan.proposed and plan.proposed != plan.current else None
-            found[env.name] = Lag(upstream.name if upstream else None, waiting=waiting)
+            commits = plan.commits if waiting else 0
+            found[env.name] = Lag(upstream.name if upstream else None, waiting=waiting, commits=commits)
     return found
 
 
@@ -93,7 +95,8 @@ def lag_lines(lag: Lag, rows: Mapping[str, BoardRow], now: datetime | None) -> l
         return [f"in step with {lag.upstream}"]
     up = rows.get(lag.upstream)
     since = f"verified there {ago(up.verified, now)}" if up is not None and up.verified else "not verified there"
-    return [f"behind {lag.upstream}: {lag.waiting} waits", since]
+    more = [f"{lag.commits} new commit{'s' if lag.commits != 1 else ''}"] if lag.commits else []
+    return [f"behind {lag.upstream}: {lag.waiting} waits", *more, since]
 
 
 def state(row: BoardRow, lag: Lag) -> str:

@@ -21,6 +21,7 @@ class EnvironmentPlan:
     diff: str = ""
     note: str = ""
     refused: bool = False  # the flows would refuse to promote it (the note says why), not merely nothing to do
+    commits: int = 0  # the commits the proposed version adds to what runs there, where the strategy knows them
 
     def render(self) -> str:
         head = f"{self.environment} ({self.tracks}): {self.current or '-'}"
@@ -62,7 +63,7 @@ def plan_pipeline(repo: GitRepository, pipeline: Pipeline, *, fetch: bool = True
                 # finishes that write; once that write landed, what runs is the candidate: nothing changes.
                 running = plan.current
                 plan.current = running if cand.value == running else cand.previous
-                plan.proposed, plan.diff = cand.value, cand.diff
+                plan.proposed, plan.diff, plan.commits = cand.value, cand.diff, len(cand.commits)
                 plan.tags = [cand.tag.name] if cand.tag and cand.tag.name not in repo.tags() else []
                 plan.note = cand.label + (f"; {len(cand.commits)} commit(s)" if cand.commits else "")
         except (RefusedError, NothingToDoError) as exc:

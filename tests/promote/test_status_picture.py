@@ -79,7 +79,9 @@ def test_a_version_verified_upstream_and_not_promoted_shows_as_the_lag(tmp_path:
     production = _boxes(svg)["production"]
     assert production[1] == "v1.0.1"
     assert production[4] == "behind staging: v1.0.2 waits"
-    assert production[5].startswith("verified there ") and production[5].endswith(" ago")
+    # What v1.0.2 adds to v1.0.1: the feature and the two commits that pointed the environments at v1.0.1's tags.
+    assert production[5] == "3 new commits"
+    assert production[6].startswith("verified there ") and production[6].endswith(" ago")
     assert _box_colour(svg, "production") == "#ef6c00"
 
 
