@@ -130,7 +130,7 @@ def _write_picture(path: Path, pipeline: Pipeline, repo: GitRepository, rows: li
         raise PromoteError(f"--svg {shown}: not a regular file; name a new file or a regular file to replace")
     if not path.parent.is_dir():
         raise PromoteError(f"--svg {shown}: its folder does not exist; create it first")
-    picture = lags(pipeline, plan_pipeline(repo, pipeline))
+    picture = lags(pipeline, plan_pipeline(repo, pipeline, fetch=False))  # fetched once above, for the rows too
     svg = render_svg(f"pipeline {pipeline.name}", rows, picture, datetime.now(UTC))
     try:
         fd, name = tempfile.mkstemp(prefix=".promote-status-", suffix=".svg", dir=path.parent)

@@ -57,7 +57,8 @@ def _draw(board: BoardRepo, tmp_path: Path) -> str:
 def test_a_released_pipeline_is_drawn_in_promotion_order_in_step(tmp_path: Path) -> None:
     board = make_board_repo(tmp_path / "shop")
     release_story(board)
-    boxes = _boxes(_draw(board, tmp_path))
+    svg = _draw(board, tmp_path)
+    boxes = _boxes(svg)
     assert list(boxes) == ["staging", "production"]
     staging, production = boxes["staging"], boxes["production"]
     assert staging[:2] == ["staging", "v1.0.1-rc1"] and production[:2] == ["production", "v1.0.1"]
@@ -65,7 +66,7 @@ def test_a_released_pipeline_is_drawn_in_promotion_order_in_step(tmp_path: Path)
     assert production[4] == "in step with staging"
     # promote-rc would cut the next rc: main moved on (the commits that pointed the environments).
     assert staging[4:] == ["entry: new versions start here", "next: v1.0.2-rc1"]
-    assert _box_colour(_draw(board, tmp_path), "production") == "#2e7d32"
+    assert _box_colour(svg, "production") == "#2e7d32"
 
 
 def test_a_version_verified_upstream_and_not_promoted_shows_as_the_lag(tmp_path: Path) -> None:
